@@ -1,0 +1,1 @@
+"""Learners: policies, rollout buffers, PPO (and, as they land, SAC and self-play)."""

@@ -1,0 +1,184 @@
+"""The one batched, behaviour-grouped multi-agent env API every source produces.
+
+The contract (DESIGN section 3), modelled on how game engines already batch
+agents (ML-Agents' DecisionSteps/TerminalSteps):
+
+- ``env.specs`` maps behaviour name -> :class:`BehaviourSpec`; it is known
+  before ``reset`` and never changes.
+- ``reset(seed)`` and ``step(actions)`` return a :data:`StepResult`: for *every*
+  behaviour in ``specs`` (possibly with zero agents), a :class:`BehaviourStep`
+  holding the agents that request a decision now and the agents whose episode
+  ended since the last call.
+- ``step(actions)`` takes, per behaviour, one action row for each agent of that
+  behaviour's most recent :class:`DecisionSteps`, in the same order. A behaviour
+  with no decision agents may be omitted.
+- A reward is what the agent earned since its previous decision (or since its
+  episode began). Each agent's rewards arrive exactly once, in its next decision
+  or in its terminal step.
+- An agent in :class:`TerminalSteps` has ended an episode. If the same agent id
+  is also in the same result's :class:`DecisionSteps`, that decision is the first
+  of its next episode. Envs reset themselves: training code calls ``reset`` once.
+- Agent ids are ``int64`` and unique within a behaviour at any moment. Agents
+  may request decisions at different rates, and join or leave at any step.
+
+Everything is batched along the first axis; consumers never loop over agents.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparring.spec import BehaviourSpec, Obs, empty_obs, obs_len
+
+
+@dataclass
+class DecisionSteps:
+    """Agents of one behaviour that request an action now.
+
+    Attributes:
+        agent_ids: ``int64 (n,)``.
+        obs: batched observation (see :mod:`sparring.spec`).
+        rewards: ``float32 (n,)``, earned since each agent's previous decision.
+        action_mask: ``bool (n, spec.mask_size)``, ``True`` = allowed; ``None``
+            when the source declares no masks (everything allowed).
+    """
+
+    agent_ids: np.ndarray
+    obs: Obs
+    rewards: np.ndarray
+    action_mask: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.agent_ids)
+
+    @classmethod
+    def empty(cls, spec: BehaviourSpec) -> DecisionSteps:
+        return cls(np.zeros(0, np.int64), empty_obs(spec.observation_space), np.zeros(0, np.float32))
+
+
+@dataclass
+class TerminalSteps:
+    """Agents of one behaviour whose episode ended since the last call.
+
+    Attributes:
+        agent_ids: ``int64 (n,)``.
+        obs: the final observation of each agent's episode.
+        rewards: ``float32 (n,)``, earned since each agent's previous decision.
+        truncated: ``bool (n,)``. ``True`` when the episode was cut short (a time
+            limit, an interrupted game) rather than reaching a terminal state:
+            learners bootstrap from the final observation's value only then.
+    """
+
+    agent_ids: np.ndarray
+    obs: Obs
+    rewards: np.ndarray
+    truncated: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.agent_ids)
+
+    @property
+    def terminated(self) -> np.ndarray:
+        return ~self.truncated
+
+    @classmethod
+    def empty(cls, spec: BehaviourSpec) -> TerminalSteps:
+        return cls(
+            np.zeros(0, np.int64),
+            empty_obs(spec.observation_space),
+            np.zeros(0, np.float32),
+            np.zeros(0, bool),
+        )
+
+
+@dataclass
+class BehaviourStep:
+    """One behaviour's share of a reset or step result."""
+
+    decisions: DecisionSteps
+    terminals: TerminalSteps
+
+    @classmethod
+    def empty(cls, spec: BehaviourSpec) -> BehaviourStep:
+        return cls(DecisionSteps.empty(spec), TerminalSteps.empty(spec))
+
+
+StepResult = dict[str, BehaviourStep]
+Actions = Mapping[str, np.ndarray]
+
+
+class MultiAgentEnv(ABC):
+    """A batched multi-agent environment (see the module docstring for the contract)."""
+
+    specs: Mapping[str, BehaviourSpec]
+
+    @abstractmethod
+    def reset(self, seed: int | None = None) -> StepResult:
+        """Start (or restart) every episode; terminal steps are empty."""
+
+    @abstractmethod
+    def step(self, actions: Actions) -> StepResult:
+        """Apply one action per decision agent and advance to the next decisions."""
+
+    def close(self) -> None:
+        """Release processes, sockets or windows the env holds."""
+
+    def __enter__(self) -> MultiAgentEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_step_result(specs: Mapping[str, BehaviourSpec], result: StepResult) -> None:
+    """Raise ``ValueError`` naming the behaviour and field where ``result`` breaks the contract.
+
+    Cheap enough for tests and for validating untrusted sources; the trainer's
+    hot path does not call it.
+    """
+    missing = set(specs) - set(result)
+    unknown = set(result) - set(specs)
+    if missing or unknown:
+        raise ValueError(f"step result behaviours: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    for name, spec in specs.items():
+        step = result[name]
+        for kind, part in (("decisions", step.decisions), ("terminals", step.terminals)):
+            where = f"behaviour {name!r} {kind}"
+            n = len(part.agent_ids)
+            if part.agent_ids.dtype != np.int64 or part.agent_ids.ndim != 1:
+                raise ValueError(f"{where}.agent_ids: expected int64 (n,), got {part.agent_ids.dtype} {part.agent_ids.shape}")
+            if len(np.unique(part.agent_ids)) != n:
+                raise ValueError(f"{where}.agent_ids: duplicate agent ids {part.agent_ids.tolist()}")
+            if part.rewards.shape != (n,) or part.rewards.dtype != np.float32:
+                raise ValueError(f"{where}.rewards: expected float32 ({n},), got {part.rewards.dtype} {part.rewards.shape}")
+            if obs_len(part.obs) != n:
+                raise ValueError(f"{where}.obs: {obs_len(part.obs)} rows for {n} agents")
+            _check_obs(where, spec, part.obs)
+        mask = step.decisions.action_mask
+        n = len(step.decisions)
+        if mask is not None and (mask.dtype != bool or mask.shape != (n, spec.mask_size)):
+            raise ValueError(
+                f"behaviour {name!r} decisions.action_mask: expected bool ({n}, {spec.mask_size}), "
+                f"got {mask.dtype} {mask.shape}"
+            )
+        truncated = step.terminals.truncated
+        if truncated.dtype != bool or truncated.shape != (len(step.terminals),):
+            raise ValueError(f"behaviour {name!r} terminals.truncated: expected bool ({len(step.terminals)},)")
+
+
+def _check_obs(where: str, spec: BehaviourSpec, obs: Obs) -> None:
+    components = spec.observation_components
+    parts = obs if isinstance(obs, dict) else {"obs": obs}
+    if set(parts) != set(components):
+        raise ValueError(f"{where}.obs: keys {sorted(parts)}, expected {sorted(components)}")
+    for key, box in components.items():
+        arr = parts[key]
+        if arr.shape[1:] != box.shape or arr.dtype != box.dtype:
+            raise ValueError(
+                f"{where}.obs[{key!r}]: expected {box.dtype} (n, {', '.join(map(str, box.shape))}), "
+                f"got {arr.dtype} {arr.shape}"
+            )

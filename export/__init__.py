@@ -1,0 +1,1 @@
+"""ONNX export of trained policies for game engines (see the export issue)."""
