@@ -1,0 +1,348 @@
+"""Proximal Policy Optimization over the batched multi-agent env API, one policy per behaviour.
+
+The learning math lives in :meth:`BehaviourLearner.update` (clipped surrogate,
+optionally clipped value loss, entropy bonus, one gradient clip) and
+:meth:`RolloutBuffer.finish` (GAE), with the diagnostics that tell whether
+learning is healthy: approximate KL, clip fraction, explained variance.
+
+Usage::
+
+    from sparring.agents import PPO
+    from sparring.envs.gymnasium import GymnasiumEnv
+
+    model = PPO(GymnasiumEnv("CartPole-v1", num_envs=8), seed=0, n_steps=32)
+    model.learn(100_000)
+    model.save("cartpole.pt")
+    actions = PPO.load("cartpole.pt").predict(obs)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from sparring.agents.policy import BehaviourPolicy
+from sparring.agents.rollout import RolloutBuffer
+from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
+from sparring.spec import BehaviourSpec, Obs
+
+CHECKPOINT_FORMAT = 1
+
+
+class PPOSettings(BaseModel):
+    """PPO hyperparameters; the YAML ``hyperparameters:`` section is validated against this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(3e-4, gt=0, description="Adam step size at the start of training.")
+    lr_schedule: Literal["linear", "constant"] = Field(
+        "linear", description="'linear' decays the learning rate to 0 at total_steps."
+    )
+    n_steps: int = Field(128, ge=1, description="Env steps per rollout (each step holds every deciding agent).")
+    batch_size: int = Field(256, ge=1, description="Rows (agent decisions) per minibatch.")
+    n_epochs: int = Field(10, ge=1, description="Passes over each rollout.")
+    gamma: float = Field(0.99, ge=0, le=1, description="Discount per decision.")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE bias/variance trade-off.")
+    clip_range: float = Field(0.2, gt=0, description="PPO ratio clip (epsilon).")
+    clip_schedule: Literal["linear", "constant"] = Field("constant", description="Decay of clip_range.")
+    clip_range_vf: float | None = Field(
+        None, gt=0, description="Clip the value update around the rollout's values; None: unclipped."
+    )
+    ent_coef: float = Field(0.0, ge=0, description="Entropy bonus weight (ML-Agents' beta).")
+    vf_coef: float = Field(0.5, ge=0, description="Value loss weight.")
+    max_grad_norm: float = Field(0.5, gt=0, description="Global gradient norm clip.")
+    normalize_advantage: bool = Field(True, description="Standardise advantages per minibatch.")
+    normalize_obs: bool = Field(False, description="Running mean/std observation normalisation (exported too).")
+    hidden_sizes: list[int] = Field([64, 64], min_length=1, description="Hidden layer widths of actor and critic.")
+    activation: Literal["tanh", "relu"] = "tanh"
+
+
+def _schedule(start: float, kind: str, progress: float) -> float:
+    return start * max(0.0, 1.0 - progress) if kind == "linear" else start
+
+
+@dataclass
+class BehaviourReport:
+    """What one update of one behaviour produced: finished episodes and loss diagnostics."""
+
+    episode_returns: np.ndarray
+    episode_lengths: np.ndarray
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class UpdateReport:
+    """Handed to the ``learn`` callback after every update."""
+
+    step: int
+    behaviours: dict[str, BehaviourReport]
+
+
+class BehaviourLearner:
+    """Policy, optimiser and rollout storage of one behaviour."""
+
+    def __init__(self, spec: BehaviourSpec, settings: PPOSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.policy = BehaviourPolicy(spec, settings.hidden_sizes, settings.activation, settings.normalize_obs)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.learning_rate, eps=1e-5, fused=True)
+        if spec.is_continuous:
+            action_shape: tuple[int, ...] = (int(np.prod(spec.action_space.shape)),)
+        else:
+            action_shape = () if len(spec.action_branches) == 1 else (len(spec.action_branches),)
+        action_dtype = np.float32 if spec.is_continuous else np.int64
+        self.buffer = RolloutBuffer(self.policy.obs_size, action_shape, action_dtype, spec.mask_size)
+        self._finished: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def inputs(self, obs: Obs, update_stats: bool) -> torch.Tensor:
+        """Normalised policy inputs; a NaN or infinite observation is refused, naming the behaviour."""
+        x = self.policy.flatten_obs(obs)
+        if not torch.isfinite(x).all():
+            bad = (~torch.isfinite(x)).any(1).nonzero().flatten().tolist()
+            raise ValueError(
+                f"behaviour {self.spec.name!r}: non-finite observation (NaN or Inf) for agent rows {bad}"
+            )
+        if update_stats and self.policy.normalizer is not None:
+            self.policy.normalizer.update(x)
+        return self.policy.normalize(x)
+
+    @torch.no_grad()
+    def act(self, decisions: DecisionSteps, generator: torch.Generator) -> np.ndarray:
+        """Sample actions for the deciding agents and record them as rollout rows."""
+        x = self.inputs(decisions.obs, update_stats=True)
+        mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)
+        action, logp, value = self.policy.sample(x, mask, generator)
+        slots = self.buffer.slots_of(decisions.agent_ids)
+        self.buffer.add(slots, x.numpy(), action.numpy(), logp.numpy(), value.numpy(), decisions.action_mask)
+        return self.policy.env_actions(action)
+
+    @torch.no_grad()
+    def observe(self, step: BehaviourStep) -> None:
+        """Credit rewards and close finished episodes (terminals before the next episode's first decision)."""
+        terminals = step.terminals
+        if len(terminals):
+            slots = self.buffer.slots_of(terminals.agent_ids)
+            self.buffer.credit(slots, terminals.rewards)
+            bootstrap = np.zeros(len(terminals), np.float32)
+            if terminals.truncated.any():
+                cut = terminals.truncated
+                bootstrap[cut] = self.policy.value(self.inputs(_take(terminals.obs, cut), False)).numpy()
+            self._finished.append(self.buffer.end_episodes(slots, bootstrap))
+        decisions = step.decisions
+        if len(decisions):
+            self.buffer.credit(self.buffer.slots_of(decisions.agent_ids), decisions.rewards)
+
+    def update(self, decisions: DecisionSteps, progress: float, generator: torch.Generator) -> BehaviourReport:
+        """GAE over the rollout, then ``n_epochs`` of minibatch PPO steps."""
+        s = self.settings
+        with torch.no_grad():
+            slots = self.buffer.slots_of(decisions.agent_ids)
+            bootstrap = self.policy.value(self.inputs(decisions.obs, False)).numpy() if len(decisions) else np.zeros(0)
+        advantages, returns = self.buffer.finish(slots, bootstrap.astype(np.float32), s.gamma, s.gae_lambda)
+        report = self._pop_episodes()
+        n = self.buffer.size
+        if n == 0:
+            return report
+        buf = self.buffer
+        obs = torch.from_numpy(buf.obs[:n])
+        actions = torch.from_numpy(buf.actions[:n])
+        old_logp = torch.from_numpy(buf.log_probs[:n])
+        old_values = torch.from_numpy(buf.values[:n])
+        masks = torch.from_numpy(buf.masks[:n]) if buf.has_masks else None
+        adv_all = torch.from_numpy(advantages)
+        ret_all = torch.from_numpy(returns)
+        lr = _schedule(s.learning_rate, s.lr_schedule, progress)
+        clip = _schedule(s.clip_range, s.clip_schedule, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        diagnostics = []
+        for _ in range(s.n_epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, s.batch_size):
+                idx = order[start : start + s.batch_size]
+                logp, entropy, values = self.policy.evaluate(obs[idx], actions[idx], None if masks is None else masks[idx])
+                adv = adv_all[idx]
+                if s.normalize_advantage and len(idx) > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                log_ratio = logp - old_logp[idx]
+                ratio = log_ratio.exp()
+                policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+                ret = ret_all[idx]
+                if s.clip_range_vf is None:
+                    value_loss = (values - ret).square().mean()
+                else:
+                    old_v = old_values[idx]
+                    clipped = old_v + (values - old_v).clamp(-s.clip_range_vf, s.clip_range_vf)
+                    value_loss = torch.max((values - ret).square(), (clipped - ret).square()).mean()
+                entropy_mean = entropy.mean()
+                loss = policy_loss + s.vf_coef * value_loss - s.ent_coef * entropy_mean
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm, foreach=True)
+                self.optimizer.step()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clip_frac = ((ratio - 1).abs() > clip).float().mean()
+                    diagnostics.append(torch.stack([policy_loss, value_loss, entropy_mean, approx_kl, clip_frac]))
+        means = torch.stack(diagnostics).mean(0).tolist()
+        var_ret = float(np.var(returns))
+        explained = float("nan") if var_ret == 0 else 1.0 - float(np.var(returns - buf.values[:n])) / var_ret
+        report.stats = {
+            "Losses/Policy Loss": means[0],
+            "Losses/Value Loss": means[1],
+            "Policy/Entropy": means[2],
+            "Policy/Approx KL": means[3],
+            "Policy/Clip Fraction": means[4],
+            "Policy/Explained Variance": explained,
+            "Policy/Learning Rate": lr,
+            "Policy/Epsilon": clip,
+            "Policy/Extrinsic Value Estimate": float(buf.values[:n].mean()),
+        }
+        self.buffer.clear()
+        return report
+
+    def _pop_episodes(self) -> BehaviourReport:
+        if self._finished:
+            returns = np.concatenate([r for r, _ in self._finished])
+            lengths = np.concatenate([n for _, n in self._finished])
+        else:
+            returns, lengths = np.zeros(0), np.zeros(0, np.int64)
+        self._finished.clear()
+        return BehaviourReport(returns, lengths)
+
+
+def _take(obs: Obs, rows: np.ndarray) -> Obs:
+    return {k: v[rows] for k, v in obs.items()} if isinstance(obs, dict) else obs[rows]
+
+
+class PPO:
+    """PPO for every behaviour of a :class:`MultiAgentEnv`.
+
+    Args:
+        env: the environment to learn in (``None`` for a loaded model used only to predict).
+        seed: seeds network initialisation, action sampling, minibatch order and env resets.
+        **settings: hyperparameters, see :class:`PPOSettings`.
+    """
+
+    def __init__(self, env: MultiAgentEnv | None, seed: int = 0, specs: Mapping[str, BehaviourSpec] | None = None, **settings: object) -> None:
+        if env is None and specs is None:
+            raise ValueError("PPO needs an env (to learn) or behaviour specs (to predict)")
+        self.env = env
+        self.seed = seed
+        self.settings = PPOSettings(**settings)
+        self.specs = dict(env.specs if env is not None else specs)
+        torch.manual_seed(seed)
+        self.learners = {name: BehaviourLearner(spec, self.settings) for name, spec in self.specs.items()}
+        self.generator = torch.Generator().manual_seed(seed)
+        self.num_steps = 0  # agent decisions taken, over all behaviours
+        self.num_updates = 0
+        self.total_steps = 0
+        self._current: StepResult | None = None
+
+    @property
+    def policies(self) -> dict[str, BehaviourPolicy]:
+        return {name: learner.policy for name, learner in self.learners.items()}
+
+    def learn(self, total_steps: int, callback: Callable[[PPO, UpdateReport], None] | None = None) -> PPO:
+        """Train until ``total_steps`` agent decisions have been taken (counting any resumed ones)."""
+        if self.env is None:
+            raise ValueError("this PPO model was loaded without an env; pass env= to PPO.load to keep training")
+        self.total_steps = total_steps
+        if self._current is None:
+            # A resumed run restarts its episodes from a seed derived from its position, so it stays reproducible.
+            self._current = self.env.reset(seed=self.seed + self.num_updates)
+        while self.num_steps < total_steps:
+            self._collect_rollout()
+            progress = self.num_steps / total_steps
+            reports = {
+                name: learner.update(self._current[name].decisions, progress, self.generator)
+                for name, learner in self.learners.items()
+            }
+            self.num_updates += 1
+            if callback is not None:
+                callback(self, UpdateReport(self.num_steps, reports))
+        return self
+
+    def _collect_rollout(self) -> None:
+        for _ in range(self.settings.n_steps):
+            actions = {}
+            for name, learner in self.learners.items():
+                decisions = self._current[name].decisions
+                if len(decisions):
+                    actions[name] = learner.act(decisions, self.generator)
+                    self.num_steps += len(decisions)
+            self._current = self.env.step(actions)
+            for name, learner in self.learners.items():
+                learner.observe(self._current[name])
+
+    @torch.no_grad()
+    def predict(
+        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
+    ) -> np.ndarray:
+        """Batched actions for ``obs`` in the env's action format (``behaviour`` may be omitted if there is one)."""
+        if behaviour is None:
+            if len(self.learners) != 1:
+                raise ValueError(f"predict needs behaviour=, one of {sorted(self.learners)}")
+            behaviour = next(iter(self.learners))
+        learner = self.learners[behaviour]
+        x = learner.inputs(obs, update_stats=False)
+        mask = None if action_mask is None else torch.from_numpy(np.asarray(action_mask, bool))
+        if deterministic:
+            action = learner.policy.deterministic(x, mask)
+        else:
+            action, _, _ = learner.policy.sample(x, mask, self.generator)
+        return learner.policy.env_actions(action)
+
+    # -- persistence ----------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run exactly where it stopped."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "algorithm": "ppo",
+            "seed": self.seed,
+            "settings": self.settings.model_dump(),
+            "specs": self.specs,
+            "num_steps": self.num_steps,
+            "num_updates": self.num_updates,
+            "total_steps": self.total_steps,
+            "generator": self.generator.get_state(),
+            "policies": {name: l.policy.state_dict() for name, l in self.learners.items()},
+            "optimizers": {name: l.optimizer.state_dict() for name, l in self.learners.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("algorithm") != "ppo":
+            raise ValueError(f"not a sparring PPO checkpoint (format {state.get('format')}, algorithm {state.get('algorithm')})")
+        if set(state["policies"]) != set(self.learners):
+            raise ValueError(f"checkpoint behaviours {sorted(state['policies'])} differ from the env's {sorted(self.learners)}")
+        for name, learner in self.learners.items():
+            learner.policy.load_state_dict(state["policies"][name])
+            learner.optimizer.load_state_dict(state["optimizers"][name])
+        self.num_steps = state["num_steps"]
+        self.num_updates = state["num_updates"]
+        self.total_steps = state["total_steps"]
+        self.generator.set_state(state["generator"])
+        self._current = None
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)  # atomic: a crash mid-save never leaves a half-written checkpoint
+
+    @classmethod
+    def load(cls, path: str | Path, env: MultiAgentEnv | None = None) -> PPO:
+        """Restore a saved model; with ``env`` it can keep learning, without it only predict."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model = cls(env, seed=state["seed"], specs=state["specs"], **state["settings"])
+        model.load_state_dict(state)
+        return model

@@ -1,0 +1,189 @@
+"""On-policy rollout storage for one behaviour whose agents come, go and decide at their own pace.
+
+Each decision becomes a row. Rows of the same agent are linked (``next_row``)
+so GAE can follow every agent's own trajectory while the work stays batched:
+the backward recursion runs once per env step over all rows added in that
+step, never once per agent. Agent ids map to dense slots with a sorted-array
+lookup, so no Python dict is touched per agent either.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class AgentSlots:
+    """Dense, stable slot numbers for int64 agent ids (vectorised lookup)."""
+
+    def __init__(self) -> None:
+        self._keys = np.zeros(0, np.int64)  # sorted agent ids
+        self._slots = np.zeros(0, np.int64)  # slot of each key
+        self.size = 0
+
+    def lookup(self, agent_ids: np.ndarray) -> np.ndarray:
+        """Slots of ``agent_ids``, assigning new slots to ids never seen before."""
+        if len(agent_ids) == 0:
+            return np.zeros(0, np.int64)
+        pos = np.searchsorted(self._keys, agent_ids)
+        found = pos < len(self._keys)
+        found[found] = self._keys[pos[found]] == agent_ids[found]
+        if not found.all():
+            new = np.unique(agent_ids[~found])
+            keys = np.concatenate([self._keys, new])
+            slots = np.concatenate([self._slots, np.arange(self.size, self.size + len(new))])
+            order = np.argsort(keys, kind="stable")
+            self._keys, self._slots = keys[order], slots[order]
+            self.size += len(new)
+            pos = np.searchsorted(self._keys, agent_ids)
+        return self._slots[pos]
+
+
+def _grow(arr: np.ndarray, rows: int) -> np.ndarray:
+    out = np.zeros((rows, *arr.shape[1:]), arr.dtype)
+    out[: len(arr)] = arr
+    return out
+
+
+class RolloutBuffer:
+    """Preallocated rows of (obs, action, log-prob, value, reward, link) for PPO.
+
+    Args:
+        obs_size: width of the (flattened, normalised) policy input.
+        action_shape: shape of one action row (``()`` for Discrete).
+        action_dtype: ``int64`` or ``float32``.
+        mask_size: width of the action mask, 0 if the behaviour has none.
+    """
+
+    _COLUMNS = ("obs", "actions", "log_probs", "values", "rewards", "next_row", "next_value", "masks")
+
+    def __init__(self, obs_size: int, action_shape: tuple[int, ...], action_dtype: type, mask_size: int) -> None:
+        capacity = 256
+        self.obs = np.zeros((capacity, obs_size), np.float32)
+        self.actions = np.zeros((capacity, *action_shape), action_dtype)
+        self.log_probs = np.zeros(capacity, np.float32)
+        self.values = np.zeros(capacity, np.float32)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.next_row = np.full(capacity, -1, np.int64)  # the same agent's next row, -1: none in this rollout
+        self.next_value = np.zeros(capacity, np.float32)  # bootstrap value when next_row == -1
+        self.masks = np.ones((capacity, mask_size), bool)
+        self.has_masks = False
+        self.size = 0
+        self._step_starts: list[int] = []
+        self._slots = AgentSlots()
+        self.pending = np.zeros(0, np.int64)  # per slot: row awaiting its reward, -1: none
+        self.episode_return = np.zeros(0, np.float64)  # per slot, episode so far
+        self.episode_length = np.zeros(0, np.int64)
+
+    # -- per env step -----------------------------------------------------------
+
+    def slots_of(self, agent_ids: np.ndarray) -> np.ndarray:
+        """Dense slots for agent ids; per-slot state grows to cover new agents."""
+        slots = self._slots.lookup(agent_ids)
+        if self._slots.size > len(self.pending):
+            size = max(self._slots.size, 2 * len(self.pending))
+            self.pending = np.concatenate([self.pending, np.full(size - len(self.pending), -1, np.int64)])
+            self.episode_return = _grow(self.episode_return, size)
+            self.episode_length = _grow(self.episode_length, size)
+        return slots
+
+    def credit(self, slots: np.ndarray, rewards: np.ndarray) -> None:
+        """Add rewards to each slot's pending row (the action that earned them)."""
+        rows = self.pending[slots]
+        has = rows >= 0
+        self.rewards[rows[has]] += rewards[has]
+        self.episode_return[slots] += rewards
+
+    def end_episodes(self, slots: np.ndarray, bootstrap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Close each slot's trajectory and return the finished ``(episode returns, lengths)``.
+
+        ``bootstrap`` is 0 where the episode terminated and V(final obs) where it
+        was truncated. Rewards of the final step must be credited first.
+        """
+        rows = self.pending[slots]
+        has = rows >= 0
+        self.next_value[rows[has]] = bootstrap[has]
+        self.pending[slots] = -1
+        finished = self.episode_return[slots].copy(), self.episode_length[slots].copy()
+        self.episode_return[slots] = 0.0
+        self.episode_length[slots] = 0
+        return finished
+
+    def add(
+        self,
+        slots: np.ndarray,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        log_probs: np.ndarray,
+        values: np.ndarray,
+        masks: np.ndarray | None,
+    ) -> None:
+        """Append one row per deciding agent and link it after that agent's previous row."""
+        n = len(slots)
+        start, end = self.size, self.size + n
+        if end > len(self.obs):
+            self._reserve(max(end, 2 * len(self.obs)))
+        rows = np.arange(start, end)
+        prev = self.pending[slots]
+        has = prev >= 0
+        self.next_row[prev[has]] = rows[has]
+        self.obs[start:end] = obs
+        self.actions[start:end] = actions
+        self.log_probs[start:end] = log_probs
+        self.values[start:end] = values
+        self.rewards[start:end] = 0.0
+        self.next_row[start:end] = -1
+        self.next_value[start:end] = 0.0
+        if masks is not None:
+            self.masks[start:end] = masks
+            self.has_masks = True
+        else:
+            self.masks[start:end] = True
+        self.pending[slots] = rows
+        self.episode_length[slots] += 1
+        self._step_starts.append(start)
+        self.size = end
+
+    # -- end of rollout ---------------------------------------------------------
+
+    def finish(
+        self, slots: np.ndarray, bootstrap: np.ndarray, gamma: float, gae_lambda: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap open trajectories and compute ``(advantages, returns)`` with GAE.
+
+        ``slots``/``bootstrap``: the agents deciding right now and V(their obs).
+        An agent still waiting to decide (a slower decision rate) bootstraps
+        from its own last value estimate: its reward so far is kept, the rest of
+        that step's reward is credited to no row.
+        """
+        rows = self.pending[slots]
+        has = rows >= 0
+        self.next_value[rows[has]] = bootstrap[has]
+        waiting = self.pending[self.pending >= 0]
+        waiting = waiting[np.isin(waiting, rows[has], invert=True)]
+        self.next_value[waiting] = self.values[waiting]
+        self.pending[:] = -1
+
+        n = self.size
+        values, next_row = self.values[:n], self.next_row[:n]
+        cont = next_row >= 0
+        next_values = np.where(cont, self.values[next_row], self.next_value[:n])
+        deltas = self.rewards[:n] + gamma * next_values - values
+        discount = (gamma * gae_lambda) * cont
+        advantages = np.zeros(n + 1, np.float32)  # advantages[-1] == 0: the end-of-trajectory sentinel
+        bounds = [*self._step_starts, n]
+        for start, end in zip(reversed(bounds[:-1]), reversed(bounds[1:])):
+            advantages[start:end] = deltas[start:end] + discount[start:end] * advantages[next_row[start:end]]
+        advantages = advantages[:n]
+        return advantages, advantages + values
+
+    def clear(self) -> None:
+        self.size = 0
+        self.has_masks = False
+        self._step_starts.clear()
+
+    # -- storage ---------------------------------------------------------------
+
+    def _reserve(self, rows: int) -> None:
+        for name in self._COLUMNS:
+            setattr(self, name, _grow(getattr(self, name), rows))
+        self.next_row[self.size :] = -1

@@ -1,0 +1,456 @@
+"""Many copies of a sparring env presented to the trainer as one batched env.
+
+A trainer sees a single :class:`~sparring.envs.base.MultiAgentEnv` whatever the
+number of copies: per behaviour, the copies' decision and terminal steps are
+concatenated, and the action batch the trainer returns is split back by the
+per-copy row counts of the previous decisions. Agent ids stay unique by folding
+the copy index into them: ``env_index * ID_STRIDE + local_id``
+(:func:`split_agent_ids` undoes it).
+
+- :class:`SerialVectorEnv` steps the copies one after another in this process:
+  no start-up cost, easy to debug, exceptions keep their own type.
+- :class:`SubprocVectorEnv` runs each copy in its own worker process and steps
+  them in parallel. Game builds crash and hang; a dead, hung or failing worker
+  surfaces as :class:`EnvWorkerError` naming the worker, within ``step_timeout``,
+  and never as a hang. Env factories must be picklable (module-level functions,
+  classes, or ``functools.partial`` of those; not lambdas or closures), and the
+  script that creates the workers needs an ``if __name__ == "__main__":`` guard,
+  as with any spawn/forkserver multiprocessing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+import signal
+import time
+import traceback
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any, NoReturn
+
+import numpy as np
+
+from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
+from sparring.spec import BehaviourSpec, obs_concat
+
+ID_STRIDE = 2**32
+"""Merged agent id = ``env_index * ID_STRIDE + local_id``; local ids must lie in ``[0, ID_STRIDE)``."""
+
+EnvFactory = Callable[[], MultiAgentEnv]
+
+
+def split_agent_ids(agent_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(env_index, local_id)`` of merged agent ids, to find the copy an agent lives in."""
+    env_index, local_ids = np.divmod(np.asarray(agent_ids, np.int64), ID_STRIDE)
+    return env_index, local_ids
+
+
+class EnvWorkerError(RuntimeError):
+    """A subprocess env worker died, hung, or raised; the vector env has been closed.
+
+    Attributes:
+        worker_index: the failing worker, which hosts copy ``worker_index``.
+        pid: its process id.
+        exitcode: its exit code if it died (negative: killed by that signal), else ``None``.
+    """
+
+    def __init__(self, message: str, worker_index: int, pid: int | None, exitcode: int | None = None):
+        super().__init__(message)
+        self.worker_index = worker_index
+        self.pid = pid
+        self.exitcode = exitcode
+
+
+class VectorEnv(MultiAgentEnv):
+    """Shared merge/split logic; subclasses only decide where the copies run."""
+
+    _closed = False  # set by a subclass's close(), which may run before __init__ finishes
+
+    def __init__(self, copy_specs: Sequence[Mapping[str, BehaviourSpec]]):
+        self.num_envs = len(copy_specs)
+        self.specs = _agreed_specs(copy_specs)
+        # Agent ids of copy i are shifted by this; repeated per agent when merging.
+        self._id_offsets = np.arange(self.num_envs, dtype=np.int64) * ID_STRIDE
+        # Per behaviour, where each copy's rows of the previous decisions start
+        # (np.split boundaries) and how many rows there are; None until reset.
+        self._split_points: dict[str, np.ndarray] | None = None
+        self._decision_totals: dict[str, int] = {}
+
+    @abstractmethod
+    def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
+        """Call ``copy_i.<method>(args[i])`` on every copy and return their results in copy order."""
+
+    def reset(self, seed: int | None = None) -> StepResult:
+        """Reset every copy; copy ``i`` gets ``seed + i`` so copies do not play identical episodes."""
+        seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        return self._call("reset", seeds)
+
+    def step(self, actions: Actions) -> StepResult:
+        return self._call("step", self._split_actions(actions))
+
+    def _call(self, method: str, args: list[Any]) -> StepResult:
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed (by close() or after a worker failed); make a new one")
+        return self._merge(self._run_copies(method, args))
+
+    def _split_actions(self, actions: Actions) -> list[dict[str, np.ndarray]]:
+        if self._split_points is None:
+            raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
+        unknown = set(actions) - set(self.specs)
+        if unknown:
+            raise ValueError(f"actions for unknown behaviours {sorted(unknown)}; this env has {list(self.specs)}")
+        per_copy: list[dict[str, np.ndarray]] = [{} for _ in range(self.num_envs)]
+        for name, split_points in self._split_points.items():
+            total = self._decision_totals[name]
+            if name not in actions:
+                if total:
+                    raise ValueError(f"actions for behaviour {name!r} missing; expected {total} rows, one per decision agent")
+                continue
+            rows = np.asarray(actions[name])
+            if len(rows) != total:
+                raise ValueError(
+                    f"actions for behaviour {name!r}: got {len(rows)} rows, expected {total} "
+                    "(one per agent of the previous decision steps, in their order)"
+                )
+            for copy_actions, part in zip(per_copy, np.split(rows, split_points)):
+                copy_actions[name] = part
+        return per_copy
+
+    def _merge(self, results: list[StepResult]) -> StepResult:
+        merged: StepResult = {}
+        split_points: dict[str, np.ndarray] = {}
+        totals: dict[str, int] = {}
+        for name, spec in self.specs.items():
+            steps = _behaviour_steps(results, name)
+            decisions = [s.decisions for s in steps]
+            terminals = [s.terminals for s in steps]
+            counts = np.array([len(d) for d in decisions])
+            merged[name] = BehaviourStep(
+                DecisionSteps(
+                    self._merged_ids(name, "decisions", [d.agent_ids for d in decisions]),
+                    obs_concat([d.obs for d in decisions]),
+                    np.concatenate([d.rewards for d in decisions]),
+                    _merged_masks(decisions, spec),
+                ),
+                TerminalSteps(
+                    self._merged_ids(name, "terminals", [t.agent_ids for t in terminals]),
+                    obs_concat([t.obs for t in terminals]),
+                    np.concatenate([t.rewards for t in terminals]),
+                    np.concatenate([t.truncated for t in terminals]),
+                ),
+            )
+            split_points[name] = np.cumsum(counts)[:-1]
+            totals[name] = int(counts.sum())
+        self._split_points, self._decision_totals = split_points, totals
+        return merged
+
+    def _merged_ids(self, name: str, kind: str, parts: list[np.ndarray]) -> np.ndarray:
+        local = np.concatenate(parts).astype(np.int64, copy=False)
+        if local.size and (local.min() < 0 or local.max() >= ID_STRIDE):
+            bad = next(i for i, ids in enumerate(parts) if ids.size and (ids.min() < 0 or ids.max() >= ID_STRIDE))
+            raise ValueError(
+                f"env copy {bad}, behaviour {name!r} {kind}: agent ids must lie in [0, 2**32) to be "
+                f"merged across copies, got {parts[bad].min()}..{parts[bad].max()}"
+            )
+        return local + np.repeat(self._id_offsets, [len(ids) for ids in parts])
+
+
+def _agreed_specs(copy_specs: Sequence[Mapping[str, BehaviourSpec]]) -> dict[str, BehaviourSpec]:
+    if not copy_specs:
+        raise ValueError("a vector env needs at least one env factory, got none")
+    first = dict(copy_specs[0])
+    for i, specs in enumerate(copy_specs[1:], start=1):
+        if set(specs) != set(first):
+            raise ValueError(
+                f"env copy {i} has behaviours {sorted(specs)}, copy 0 has {sorted(first)}; all copies must agree"
+            )
+        for name, spec in first.items():
+            if specs[name] != spec:
+                raise ValueError(
+                    f"env copy {i} disagrees with copy 0 on behaviour {name!r}: {specs[name]} vs {spec}; "
+                    "all copies must have the same specs"
+                )
+    return first
+
+
+def _behaviour_steps(results: list[StepResult], name: str) -> list[BehaviourStep]:
+    try:
+        return [r[name] for r in results]
+    except KeyError:
+        bad = next(i for i, r in enumerate(results) if name not in r)
+        raise ValueError(
+            f"env copy {bad} returned no entry for behaviour {name!r}; every behaviour in specs must be present"
+        ) from None
+
+
+def _merged_masks(decisions: list[DecisionSteps], spec: BehaviourSpec) -> np.ndarray | None:
+    masks = [d.action_mask for d in decisions]
+    if all(m is None for m in masks):
+        return None
+    # A copy without masks allows everything; spell that out so the batch has one shape.
+    return np.concatenate(
+        [np.ones((len(d), spec.mask_size), bool) if m is None else m for d, m in zip(decisions, masks)]
+    )
+
+
+class SerialVectorEnv(VectorEnv):
+    """Copies stepped one after another in this process.
+
+    For cheap envs, where a process round trip would cost more than the step,
+    and for debugging: an env's exception propagates unchanged.
+    """
+
+    def __init__(self, env_fns: Sequence[EnvFactory]):
+        self.envs: list[MultiAgentEnv] = []
+        try:
+            for fn in env_fns:
+                self.envs.append(fn())
+            super().__init__([env.specs for env in self.envs])
+        except BaseException:
+            self.close()
+            raise
+
+    def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
+        return [getattr(env, method)(arg) for env, arg in zip(self.envs, args)]
+
+    def close(self) -> None:
+        self._closed = True
+        envs, self.envs = self.envs, []
+        for env in envs:
+            env.close()
+
+
+def _default_start_method() -> str:
+    # Never "fork": the parent has usually imported torch, whose OpenMP/MKL thread
+    # pools and locks do not survive a fork (children can deadlock on a lock held
+    # by a thread that was not copied). "forkserver" forks workers from a small
+    # clean server process, cheaper than "spawn"'s fresh interpreter per worker;
+    # "spawn" where forkserver does not exist (Windows).
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+class SubprocVectorEnv(VectorEnv):
+    """Each copy in its own worker process, all stepped in parallel.
+
+    Args:
+        env_fns: one picklable factory per copy (see the module docstring).
+        start_method: a multiprocessing start method; default ``"forkserver"``
+            (``"spawn"`` where unavailable), which is safe with torch loaded.
+        step_timeout: seconds to wait for the workers' answer to one call (env
+            construction, ``reset``, ``step``) before treating a worker as hung.
+        close_timeout: seconds ``close`` lets workers close their envs before
+            terminating them.
+    """
+
+    def __init__(
+        self,
+        env_fns: Sequence[EnvFactory],
+        start_method: str | None = None,
+        step_timeout: float = 60.0,
+        close_timeout: float = 5.0,
+    ):
+        self.step_timeout = step_timeout
+        self.close_timeout = close_timeout
+        self._processes: list[mp.process.BaseProcess] = []
+        self._conns: list[Connection] = []
+        # Worker i owes an answer: it must not be sent another command, and
+        # close terminates rather than asks it.
+        self._busy: list[bool] = []
+        payloads = [_pickled_factory(i, fn) for i, fn in enumerate(env_fns)]
+        ctx = mp.get_context(start_method or _default_start_method())
+        try:
+            for i, payload in enumerate(payloads):
+                parent_conn, child_conn = ctx.Pipe()
+                # daemon: if the trainer dies without closing, multiprocessing
+                # still takes the workers down with it instead of orphaning them.
+                process = ctx.Process(
+                    target=_worker, args=(child_conn, payload), name=f"sparring-env-worker-{i}", daemon=True
+                )
+                process.start()
+                # Only the worker may hold its end, so the worker's death reads as EOF here.
+                child_conn.close()
+                self._processes.append(process)
+                self._conns.append(parent_conn)
+                self._busy.append(True)
+            super().__init__(self._gather("env construction"))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def worker_pids(self) -> list[int | None]:
+        """Process id of each worker, to match a failing copy to system logs or core dumps."""
+        return [p.pid for p in self._processes]
+
+    def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
+        for i, (conn, arg) in enumerate(zip(self._conns, args)):
+            try:
+                conn.send((method, arg))
+            except (BrokenPipeError, ConnectionResetError):
+                self._fail(self._death_error(i, method))
+            self._busy[i] = True
+        return self._gather(method)
+
+    def _gather(self, what: str) -> list[Any]:
+        """Await every worker's answer to ``what``; close and raise on the first failure."""
+        results: list[Any] = [None] * len(self._conns)
+        pending = {i for i, busy in enumerate(self._busy) if busy}
+        deadline = time.monotonic() + self.step_timeout
+        while pending:
+            remaining = deadline - time.monotonic()
+            waitables = {self._conns[i]: i for i in pending} | {self._processes[i].sentinel: i for i in pending}
+            ready = wait(list(waitables), timeout=max(remaining, 0))
+            if not ready:
+                i = min(pending)
+                self._fail(
+                    EnvWorkerError(
+                        f"env worker {i} (pid {self._processes[i].pid}) did not answer {what} within "
+                        f"{self.step_timeout} s and is treated as hung; raise step_timeout if the env is only slow",
+                        i,
+                        self._processes[i].pid,
+                    )
+                )
+            for i in sorted({waitables[r] for r in ready}):
+                conn = self._conns[i]
+                # A sentinel alone means death; a readable pipe may still hold the last answer.
+                try:
+                    status, payload = conn.recv() if conn.poll() else (None, None)
+                except (EOFError, ConnectionResetError):
+                    status, payload = None, None
+                if status is None:
+                    self._fail(self._death_error(i, what))
+                if status == "error":
+                    self._fail(self._raised_error(i, what, payload))
+                results[i] = payload
+                self._busy[i] = False
+                pending.discard(i)
+        return results
+
+    def _death_error(self, i: int, what: str) -> EnvWorkerError:
+        process = self._processes[i]
+        process.join(1.0)  # reap it, so the exit code is known
+        code = process.exitcode
+        if code is None:
+            how = "closed its pipe but is still running"
+        elif code < 0:
+            how = f"died with exit code {code} (killed by {_signal_name(-code)})"
+        else:
+            how = f"died with exit code {code}"
+        return EnvWorkerError(f"env worker {i} (pid {process.pid}) {how} during {what}", i, process.pid, code)
+
+    def _raised_error(self, i: int, what: str, error: tuple[str, str, str]) -> EnvWorkerError:
+        type_name, message, tb = error
+        pid = self._processes[i].pid
+        return EnvWorkerError(
+            f"env worker {i} (pid {pid}) raised {type_name}: {message} during {what}\n\n"
+            f"Traceback in the worker:\n{tb}",
+            i,
+            pid,
+        )
+
+    def _fail(self, error: EnvWorkerError) -> NoReturn:
+        self.close()
+        raise error
+
+    def close(self) -> None:
+        """Ask idle workers to close their envs, then terminate whatever is left; never hangs."""
+        if self._closed:
+            return
+        self._closed = True
+        for conn, busy in zip(self._conns, self._busy):
+            if not busy:
+                try:
+                    conn.send(("close", None))
+                except OSError:
+                    pass  # already gone; terminated below if need be
+        deadline = time.monotonic() + self.close_timeout
+        for process, busy in zip(self._processes, self._busy):
+            if not busy:
+                process.join(max(deadline - time.monotonic(), 0))
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+                process.join(1.0)
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
+        for conn in self._conns:
+            conn.close()
+
+    def __del__(self) -> None:
+        # Attributes may be missing if __init__ failed early; interpreter shutdown may
+        # have torn down modules. Neither is worth a traceback from a finalizer.
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _pickled_factory(i: int, env_fn: EnvFactory) -> bytes:
+    # Pickled here rather than by Process.start so the error names the factory, and
+    # unpickled inside the worker so an import failure there comes back as a message.
+    try:
+        return pickle.dumps(env_fn)
+    except Exception as exc:
+        raise TypeError(
+            f"env factory {i} ({env_fn!r}) cannot be pickled for a subprocess worker: {exc}. "
+            "Pass a module-level function, a class, or functools.partial of one (not a lambda or "
+            "closure), or use SerialVectorEnv / mode='serial'"
+        ) from exc
+
+
+def _worker(conn: Connection, env_fn_payload: bytes) -> None:
+    """Build one env and serve ``(method, arg)`` commands until told to close."""
+    # Ctrl-C reaches the whole process group; the trainer decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    env: MultiAgentEnv | None = None
+    try:
+        try:
+            env = pickle.loads(env_fn_payload)()
+            conn.send(("ok", dict(env.specs)))
+        except Exception as exc:
+            conn.send(("error", _describe(exc)))
+            return
+        while True:
+            method, arg = conn.recv()
+            if method == "close":
+                return
+            try:
+                conn.send(("ok", getattr(env, method)(arg)))
+            except Exception as exc:
+                conn.send(("error", _describe(exc)))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the trainer is gone; nobody is left to answer
+    finally:
+        if env is not None:
+            env.close()
+
+
+def _describe(exc: BaseException) -> tuple[str, str, str]:
+    # Strings always pickle; the exception object itself may not.
+    return type(exc).__qualname__, str(exc), "".join(traceback.format_exception(exc))
+
+
+def make_vector_env(
+    env_fn: EnvFactory,
+    num_envs: int,
+    mode: str = "subprocess",
+    *,
+    start_method: str | None = None,
+    step_timeout: float = 60.0,
+) -> VectorEnv:
+    """``num_envs`` copies of ``env_fn()`` as one env; ``start_method`` and ``step_timeout`` apply to subprocesses."""
+    if mode == "subprocess":
+        return SubprocVectorEnv([env_fn] * num_envs, start_method=start_method, step_timeout=step_timeout)
+    if mode == "serial":
+        return SerialVectorEnv([env_fn] * num_envs)
+    raise ValueError(f"make_vector_env mode must be 'subprocess' or 'serial', got {mode!r}")

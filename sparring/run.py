@@ -1,0 +1,152 @@
+"""A training run's folder on disk: checkpoints, metrics (JSONL + TensorBoard) and live progress.
+
+Layout of ``results/<run-id>/``, following ML-Agents' conventions::
+
+    configuration.yaml        the resolved config the run was started with
+    checkpoints/step_N.pt     the newest ``keep_checkpoints`` full trainer states
+    metrics.jsonl             one JSON object per summary and behaviour
+    tensorboard/<Behaviour>/  TensorBoard event files, ML-Agents tag names
+    final.pt                  the trainer state at the end of training
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sparring.agents.ppo import PPO, UpdateReport
+from sparring.config import RunConfig
+
+_CHECKPOINT = re.compile(r"step_(\d+)\.pt$")
+
+
+class RunDirectory:
+    """Paths inside one run folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.metrics = self.path / "metrics.jsonl"
+        self.tensorboard = self.path / "tensorboard"
+        self.config = self.path / "configuration.yaml"
+        self.final = self.path / "final.pt"
+
+    def write_config(self, config: RunConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+    def checkpoint_files(self) -> list[Path]:
+        """Checkpoints oldest first."""
+        found = [(int(m.group(1)), p) for p in self.checkpoints.glob("step_*.pt") if (m := _CHECKPOINT.search(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def latest_checkpoint(self) -> Path | None:
+        files = self.checkpoint_files()
+        return files[-1] if files else None
+
+    def save_checkpoint(self, model: PPO, keep: int) -> Path:
+        path = self.checkpoints / f"step_{model.num_steps}.pt"
+        model.save(path)
+        for old in self.checkpoint_files()[:-keep]:
+            old.unlink()
+        return path
+
+
+class RunLogger:
+    """The ``learn`` callback of a CLI run: summaries, checkpoints and a progress display.
+
+    Episodes finished between summaries are pooled, so ``Environment/Cumulative
+    Reward`` is the mean over every episode that ended in the interval.
+    """
+
+    def __init__(self, run: RunDirectory, config: RunConfig, model: PPO, console: Console | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # slow import, only when a run logs
+
+        self.run = run
+        self.trainer = config.trainer
+        self.console = console or Console(stderr=True)
+        self.writers = {name: SummaryWriter(str(run.tensorboard / name)) for name in model.specs}
+        self._metrics_file = run.metrics.open("a")
+        self._episodes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in model.specs}
+        self._next_summary = _next_multiple(model.num_steps, self.trainer.summary_freq)
+        self._next_checkpoint = _next_multiple(model.num_steps, self.trainer.checkpoint_interval)
+        self._last_time, self._last_step = time.perf_counter(), model.num_steps
+        self.last_summary: dict[str, dict[str, float]] = {}
+        self._progress: Progress | None = None
+        if self.console.is_terminal:
+            self._progress = Progress(
+                TextColumn("[bold]training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} steps/s  mean return {task.fields[ret]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._task = self._progress.add_task(
+                "train", total=self.trainer.max_steps, completed=model.num_steps, rate="-", ret="-"
+            )
+            self._progress.start()
+
+    def __call__(self, model: PPO, report: UpdateReport) -> None:
+        for name, behaviour in report.behaviours.items():
+            self._episodes[name].append((behaviour.episode_returns, behaviour.episode_lengths))
+        if self._progress is not None:
+            self._progress.update(self._task, completed=report.step)
+        if report.step >= self._next_summary or report.step >= self.trainer.max_steps:
+            self._summarise(report)
+            self._next_summary = _next_multiple(report.step, self.trainer.summary_freq)
+        if report.step >= self._next_checkpoint:
+            self.run.save_checkpoint(model, self.trainer.keep_checkpoints)
+            self._next_checkpoint = _next_multiple(report.step, self.trainer.checkpoint_interval)
+
+    def _summarise(self, report: UpdateReport) -> None:
+        now = time.perf_counter()
+        rate = (report.step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._last_time, self._last_step = now, report.step
+        lines = []
+        for name, behaviour in report.behaviours.items():
+            returns = np.concatenate([r for r, _ in self._episodes[name]])
+            lengths = np.concatenate([n for _, n in self._episodes[name]])
+            self._episodes[name].clear()
+            metrics = dict(behaviour.stats)
+            if len(returns):
+                metrics["Environment/Cumulative Reward"] = float(returns.mean())
+                metrics["Environment/Episode Length"] = float(lengths.mean())
+            metrics["Environment/Episodes"] = float(len(returns))
+            metrics["Performance/Steps per Second"] = rate
+            for tag, value in metrics.items():
+                if math.isfinite(value):
+                    self.writers[name].add_scalar(tag, value, report.step)
+            self._metrics_file.write(json.dumps({"step": report.step, "behaviour": name, **metrics}) + "\n")
+            self.last_summary[name] = metrics
+            mean = metrics.get("Environment/Cumulative Reward")
+            lines.append(f"{name} mean return {mean:.3f} ({len(returns)} episodes)" if mean is not None else f"{name} (no finished episodes)")
+        self._metrics_file.flush()
+        for writer in self.writers.values():
+            writer.flush()
+        if self._progress is not None:
+            first = next(iter(self.last_summary.values()))
+            ret = first.get("Environment/Cumulative Reward")
+            self._progress.update(self._task, rate=f"{rate:,.0f}", ret="-" if ret is None else f"{ret:.2f}")
+        else:
+            print(f"step {report.step:>9} | {rate:8.0f} steps/s | " + " | ".join(lines), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        for writer in self.writers.values():
+            writer.close()
+        self._metrics_file.close()
+
+
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every

@@ -1,0 +1,98 @@
+"""The rollout buffer links each agent's own trajectory and computes GAE as CleanRL does."""
+
+import numpy as np
+import pytest
+
+from sparring.agents.rollout import AgentSlots, RolloutBuffer
+
+
+def reference_gae(rewards, values, dones, last_value, gamma, lam):
+    """CleanRL's recursion for one agent: dones[t] means the episode ended after step t."""
+    adv = np.zeros(len(rewards))
+    last = 0.0
+    for t in reversed(range(len(rewards))):
+        next_value = last_value if t == len(rewards) - 1 else values[t + 1]
+        nonterminal = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * nonterminal - values[t]
+        last = delta + gamma * lam * nonterminal * last
+        adv[t] = last
+    return adv
+
+
+def make_buffer():
+    return RolloutBuffer(obs_size=1, action_shape=(), action_dtype=np.int64, mask_size=0)
+
+
+def test_agent_slots_are_stable_and_dense():
+    slots = AgentSlots()
+    first = slots.lookup(np.array([40, 7, 2**33], np.int64))
+    again = slots.lookup(np.array([2**33, 40, 99, 7], np.int64))
+    assert sorted(first.tolist()) == [0, 1, 2]
+    assert again.tolist() == [first[2], first[0], 3, first[1]]
+
+
+@pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 1.0), (0.5, 0.0)])
+def test_gae_matches_reference_for_interleaved_agents(gamma, lam):
+    rng = np.random.default_rng(0)
+    steps, ids = 12, np.array([3, 11], np.int64)
+    rewards = rng.normal(size=(steps, 2)).astype(np.float32)
+    values = rng.normal(size=(steps, 2)).astype(np.float32)
+    dones = np.zeros((steps, 2))
+    dones[4, 0] = dones[9, 1] = 1  # agent 3 ends after step 4, agent 11 after step 9
+    last_values = rng.normal(size=2).astype(np.float32)
+
+    buf = make_buffer()
+    for t in range(steps):
+        slots = buf.slots_of(ids)
+        buf.add(slots, np.zeros((2, 1)), np.zeros(2, np.int64), np.zeros(2), values[t], None)
+        # the env answers: rewards for the step, and terminals where episodes ended
+        buf.credit(slots, rewards[t])
+        ended = dones[t] == 1
+        if ended.any():
+            buf.end_episodes(slots[ended], np.zeros(ended.sum(), np.float32))
+    advantages, returns = buf.finish(buf.slots_of(ids), last_values, gamma, lam)
+
+    for k in range(2):
+        expected = reference_gae(rewards[:, k], values[:, k], dones[:, k], last_values[k], gamma, lam)
+        np.testing.assert_allclose(advantages[k::2], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(returns, advantages + values.reshape(-1), rtol=1e-6)
+
+
+def test_agents_deciding_at_different_rates_keep_their_own_trajectories():
+    buf = make_buffer()
+    gamma, lam = 0.9, 0.8
+    fast, slow = np.array([1], np.int64), np.array([2], np.int64)
+    # fast decides every step; slow decides on steps 0 and 2 only; each earns 1 per env step
+    for t in range(4):
+        ids = np.array([1, 2], np.int64) if t % 2 == 0 else fast
+        slots = buf.slots_of(ids)
+        if t > 0:
+            buf.credit(slots, np.full(len(ids), 1.0 if t % 2 else 2.0, np.float32))  # slow collects 2 steps' worth
+        buf.add(slots, np.zeros((len(ids), 1)), np.zeros(len(ids), np.int64), np.zeros(len(ids)),
+                np.zeros(len(ids), np.float32), None)
+    adv, _ = buf.finish(buf.slots_of(fast), np.zeros(1, np.float32), gamma, lam)
+    rows_fast, rows_slow = [0, 2, 3, 5], [1, 4]
+    assert buf.rewards[rows_slow[0]] == pytest.approx(2.0)  # credited at its next decision, not the fast agent's
+    assert buf.next_row[rows_fast[:-1]].tolist() == rows_fast[1:]
+    assert buf.next_row[rows_slow[0]] == rows_slow[1]
+    assert np.all(adv[rows_fast[:-1]] > 0)
+
+
+def test_truncated_episode_bootstraps_from_final_value():
+    buf = make_buffer()
+    slots = buf.slots_of(np.array([0], np.int64))
+    buf.add(slots, np.zeros((1, 1)), np.zeros(1, np.int64), np.zeros(1), np.array([1.0], np.float32), None)
+    buf.credit(slots, np.array([0.5], np.float32))
+    buf.end_episodes(slots, np.array([10.0], np.float32))  # truncated: V(final obs) = 10
+    adv, ret = buf.finish(np.zeros(0, np.int64), np.zeros(0, np.float32), gamma=0.9, gae_lambda=0.95)
+    assert ret[0] == pytest.approx(0.5 + 0.9 * 10.0)
+
+
+def test_episode_returns_are_reported_per_agent():
+    buf = make_buffer()
+    slots = buf.slots_of(np.array([5, 6], np.int64))
+    for _ in range(3):
+        buf.add(slots, np.zeros((2, 1)), np.zeros(2, np.int64), np.zeros(2), np.zeros(2, np.float32), None)
+        buf.credit(slots, np.array([1.0, -2.0], np.float32))
+    returns, lengths = buf.end_episodes(slots, np.zeros(2, np.float32))
+    assert returns.tolist() == [3.0, -6.0] and lengths.tolist() == [3, 3]

@@ -1,0 +1,186 @@
+"""Small deterministic envs whose every number says where it came from, for tests.
+
+Module-level classes so subprocess workers (spawn, forkserver) can unpickle
+factories such as ``functools.partial(CountingEnv, episode_length=3)``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from gymnasium import spaces
+
+from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
+from sparring.spec import BehaviourSpec
+
+RUNNER_FIRST_ID = 10
+WATCHER_FIRST_ID = 2**32 - 1  # the largest id a vector env can merge; watchers count down from it
+
+
+def step_reward(seed_code: int, t: int, slot: np.ndarray) -> np.ndarray:
+    """What agent ``slot`` of a behaviour earns on step ``t``: seed, step and agent all readable."""
+    return (seed_code * 10_000 + t * 100 + slot).astype(np.float32)
+
+
+class CountingEnv(MultiAgentEnv):
+    """Two behaviours, agents joining and leaving between episodes, decisions at two rates.
+
+    - ``runner``: obs ``[seed, t, last action]``, ``Discrete(n_actions)``, decides
+      every step; ``1 + (seed + episode) % 3`` agents with ids 10, 11, ...; masks
+      forbid action ``t % n_actions`` when ``masks`` is set. Truncated at the end.
+    - ``watcher``: obs ``{"clock": [seed, t], "last": last action}``,
+      ``MultiDiscrete([2, 3])``, no masks, decides on even ``t`` only (rewards pile
+      up in between); ``(seed + episode) % 2`` agents (often none) with ids
+      ``2**32 - 1`` downwards. Terminated at the end.
+
+    Every episode lasts ``episode_length`` steps, then all agents end it and the
+    next starts in the same result. ``seed=None`` counts as seed -1.
+    """
+
+    def __init__(self, episode_length: int = 3, masks: bool = True, n_actions: int = 5):
+        self.episode_length = episode_length
+        self.masks = masks
+        self.n_actions = n_actions
+        self.specs = {
+            "runner": BehaviourSpec("runner", spaces.Box(-np.inf, np.inf, (3,), np.float32), spaces.Discrete(n_actions)),
+            "watcher": BehaviourSpec(
+                "watcher",
+                spaces.Dict(
+                    {
+                        "clock": spaces.Box(-np.inf, np.inf, (2,), np.float32),
+                        "last": spaces.Box(-1, 2, (2,), np.int64),
+                    }
+                ),
+                spaces.MultiDiscrete([2, 3]),
+            ),
+        }
+        self.last_seed: int | None = None
+        self.closed = False
+
+    def reset(self, seed: int | None = None) -> StepResult:
+        self.last_seed = seed
+        self.seed_code = -1 if seed is None else seed
+        self.episode = 0
+        self._start_episode()
+        return self._result(self._empty_terminals())
+
+    def step(self, actions: Actions) -> StepResult:
+        self._take_actions(actions)
+        self.t += 1
+        self.runner_pending += step_reward(self.seed_code, self.t, np.arange(len(self.runner_ids)))
+        self.watcher_pending += step_reward(self.seed_code, self.t, np.arange(len(self.watcher_ids)))
+        if self.t < self.episode_length:
+            return self._result(self._empty_terminals())
+        terminals = {
+            "runner": TerminalSteps(
+                self.runner_ids.copy(), self._runner_obs(), self.runner_pending.copy(), np.ones(len(self.runner_ids), bool)
+            ),
+            "watcher": TerminalSteps(
+                self.watcher_ids.copy(),
+                self._watcher_obs(np.arange(len(self.watcher_ids))),
+                self.watcher_pending.copy(),
+                np.zeros(len(self.watcher_ids), bool),
+            ),
+        }
+        self.episode += 1
+        self._start_episode()
+        return self._result(terminals)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _start_episode(self) -> None:
+        self.t = 0
+        n_runners = 1 + (self.seed_code + self.episode) % 3
+        n_watchers = (self.seed_code + self.episode) % 2
+        self.runner_ids = RUNNER_FIRST_ID + np.arange(n_runners, dtype=np.int64)
+        self.watcher_ids = WATCHER_FIRST_ID - np.arange(n_watchers, dtype=np.int64)
+        self.runner_last = np.full(n_runners, -1, np.int64)
+        self.watcher_last = np.full((n_watchers, 2), -1, np.int64)
+        self.runner_pending = np.zeros(n_runners, np.float32)
+        self.watcher_pending = np.zeros(n_watchers, np.float32)
+
+    def _watchers_decide(self) -> bool:
+        return self.t % 2 == 0
+
+    def _take_actions(self, actions: Actions) -> None:
+        runner = np.asarray(actions["runner"])
+        if runner.shape != (len(self.runner_ids),):
+            raise ValueError(f"runner actions: expected shape ({len(self.runner_ids)},), got {runner.shape}")
+        self.runner_last = runner.astype(np.int64)
+        if self._watchers_decide():
+            watcher = np.asarray(actions.get("watcher", np.zeros((0, 2), np.int64)))
+            if watcher.shape != (len(self.watcher_ids), 2):
+                raise ValueError(f"watcher actions: expected shape ({len(self.watcher_ids)}, 2), got {watcher.shape}")
+            self.watcher_last = watcher.astype(np.int64)
+        elif "watcher" in actions and len(actions["watcher"]):
+            raise ValueError(f"watcher actions sent on odd step {self.t}, when no watcher decides")
+
+    def _runner_obs(self) -> np.ndarray:
+        n = len(self.runner_ids)
+        return np.stack([np.full(n, self.seed_code), np.full(n, self.t), self.runner_last], axis=1).astype(np.float32)
+
+    def _watcher_obs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        clock = np.tile(np.array([self.seed_code, self.t], np.float32), (len(rows), 1))
+        return {"clock": clock, "last": self.watcher_last[rows]}
+
+    def _result(self, terminals: dict[str, TerminalSteps]) -> StepResult:
+        mask = None
+        if self.masks:
+            mask = np.ones((len(self.runner_ids), self.n_actions), bool)
+            mask[:, self.t % self.n_actions] = False
+        runner = DecisionSteps(self.runner_ids.copy(), self._runner_obs(), self.runner_pending.copy(), mask)
+        self.runner_pending[:] = 0
+        rows = np.arange(len(self.watcher_ids) if self._watchers_decide() else 0)
+        watcher = DecisionSteps(self.watcher_ids[rows], self._watcher_obs(rows), self.watcher_pending[rows].copy())
+        self.watcher_pending[rows] = 0
+        return {"runner": BehaviourStep(runner, terminals["runner"]), "watcher": BehaviourStep(watcher, terminals["watcher"])}
+
+    def _empty_terminals(self) -> dict[str, TerminalSteps]:
+        return {name: TerminalSteps.empty(spec) for name, spec in self.specs.items()}
+
+
+class _FailsAtStep(CountingEnv):
+    """A CountingEnv that calls ``fail()`` on its ``fail_at``-th step."""
+
+    def __init__(self, fail_at: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.fail_at = fail_at
+        self.steps = 0
+
+    def step(self, actions: Actions) -> StepResult:
+        self.steps += 1
+        if self.steps == self.fail_at:
+            self.fail()
+        return super().step(actions)
+
+    def fail(self) -> None:
+        raise NotImplementedError
+
+
+class CrashingEnv(_FailsAtStep):
+    """Dies like a segfaulting game build."""
+
+    def fail(self) -> None:
+        os._exit(3)
+
+
+class RaisingEnv(_FailsAtStep):
+    """Raises like a buggy env."""
+
+    def fail(self) -> None:
+        raise ValueError(f"toy env refuses step {self.steps}")
+
+
+class HangingEnv(_FailsAtStep):
+    """Stops answering like a game build stuck in a loop."""
+
+    def fail(self) -> None:
+        time.sleep(3600)
+
+
+def make_missing_build_env() -> MultiAgentEnv:
+    """A factory that fails the way launching a missing game build does."""
+    raise FileNotFoundError("no game build at /nonexistent/Game.x86_64")
