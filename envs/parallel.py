@@ -1,4 +1,4 @@
-"""Hand any sparring env (a Unity build, a Godot game, a wrapped Gymnasium env) to libraries that speak PettingZoo's ParallelEnv.
+"""Hand any sparring env (a Unity build, a Godot game) to libraries that speak PettingZoo's ParallelEnv.
 
 The mapping, and where the two APIs disagree:
 
@@ -65,6 +65,7 @@ class SparringParallelEnv(ParallelEnv):
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Start the next episode; ``options`` is accepted for the API and ignored (sparring envs take none)."""
         result = self._next_start if seed is None and self._next_start is not None else self.env.reset(seed)
         self._next_start = None
         self.agents = []

@@ -80,7 +80,9 @@ class PettingZooEnv(MultiAgentEnv):
         overrides = dict(behaviours or {})
         unknown = sorted(set(overrides) - set(self.agent_names))
         if unknown:
-            raise ValueError(f"behaviours names agents {unknown} that are not in possible_agents {list(self.agent_names)}")
+            raise ValueError(
+                f"behaviours names agents {unknown} that are not in possible_agents {list(self.agent_names)}"
+            )
         self.behaviour_of: dict[str, str] = {a: overrides.get(a, default_behaviour(a)) for a in self.agent_names}
         self._index = {name: i for i, name in enumerate(self.agent_names)}
         self._opponent = opponent
@@ -108,20 +110,25 @@ class PettingZooEnv(MultiAgentEnv):
             try:
                 spec = BehaviourSpec(name, obs_space, act_space)
             except TypeError as err:
-                raise TypeError(f"agent {agent!r} (observation space {obs_space}, action space {act_space}): {err}") from err
+                raise TypeError(
+                    f"agent {agent!r} (observation space {obs_space}, action space {act_space}): {err}"
+                ) from err
             if mask_space is not None and int(np.prod(mask_space.shape)) != spec.mask_size:
                 raise ValueError(
                     f"agent {agent!r}: action_mask has shape {mask_space.shape} but action space "
                     f"{act_space} needs {spec.mask_size} entries"
                 )
             if opponent == "random" and isinstance(act_space, spaces.Box) and not act_space.is_bounded():
-                raise ValueError(f"agent {agent!r}: a random opponent needs a bounded Box action space, got {act_space}")
+                raise ValueError(
+                    f"agent {agent!r}: a random opponent needs a bounded Box action space, got {act_space}"
+                )
             self.specs[name] = spec
             self._obs_keys[name] = keys
 
         n = len(self.agent_names)
         self._acc = np.zeros(n)  # reward earned by each agent since its last row
         self._learner = np.ones(n, bool)  # agents whose rows appear in results
+        self._started = False
         self._seed: int | None = None
         self._episode = 0  # episodes begun since reset(); offsets the seed
         self._rng = np.random.default_rng()
@@ -130,6 +137,7 @@ class PettingZooEnv(MultiAgentEnv):
 
     def reset(self, seed: int | None = None) -> StepResult:
         """Episode ``k`` after this reset uses seed ``seed + k``, so whole runs repeat."""
+        self._started = True
         self._seed = seed
         self._episode = 0
         self._rng = np.random.default_rng(seed)
@@ -138,6 +146,8 @@ class PettingZooEnv(MultiAgentEnv):
         return self._advance_aec(rows) if self._aec else rows.result()
 
     def step(self, actions: Actions) -> StepResult:
+        if not self._started:
+            raise RuntimeError("step() before reset(); call reset() first")
         chosen: dict[str, Any] = {}
         for name, agents in self._pending.items():
             if name not in actions:
@@ -212,7 +222,7 @@ class PettingZooEnv(MultiAgentEnv):
             self._acc[self._index[agent]] += reward
         rows = _Rows(self.specs)
         done = set()
-        for agent in terminations.keys() | truncations.keys():
+        for agent in dict.fromkeys([*terminations, *truncations]):  # ordered, so runs repeat
             terminated, truncated = terminations.get(agent, False), truncations.get(agent, False)
             if not (terminated or truncated):
                 continue
@@ -260,16 +270,9 @@ class PettingZooEnv(MultiAgentEnv):
         return raw, np.ravel(mask).astype(bool)
 
     def _opponent_action(self, agent: str, obs: Any, mask: np.ndarray | None) -> Any:
-        if self._opponent != "random":
-            return self._opponent(obs, mask, agent)
-        space = self.specs[self.behaviour_of[agent]].action_space
-        rng = self._rng
-        if isinstance(space, spaces.Box):
-            return rng.uniform(space.low, space.high).astype(space.dtype)
-        sizes = [int(space.n)] if isinstance(space, spaces.Discrete) else [int(n) for n in space.nvec]
-        branch_masks = np.split(mask, np.cumsum(sizes)[:-1]) if mask is not None else [None] * len(sizes)
-        picks = [int(rng.choice(np.flatnonzero(m))) if m is not None else int(rng.integers(n)) for n, m in zip(sizes, branch_masks)]
-        return picks[0] if isinstance(space, spaces.Discrete) else np.array(picks, space.dtype)
+        if self._opponent == "random":
+            return _random_action(self.specs[self.behaviour_of[agent]], mask, self._rng)
+        return self._opponent(obs, mask, agent)
 
 
 class _Rows:
@@ -299,7 +302,10 @@ class _Rows:
                         if m is not None:
                             action_mask[row] = m
                 decisions = DecisionSteps(
-                    np.array(ids, np.int64), _batch(spec.observation_space, obs), np.array(rewards, np.float32), action_mask
+                    np.array(ids, np.int64),
+                    _batch(spec.observation_space, obs),
+                    np.array(rewards, np.float32),
+                    action_mask,
                 )
             terminals = TerminalSteps.empty(spec)
             if self.terminals[name]:
@@ -335,6 +341,17 @@ def _split_mask_space(space: spaces.Space) -> tuple[str | tuple[str, ...] | None
     if list(rest) == ["observation"]:
         return "observation", rest["observation"], space["action_mask"]
     return tuple(rest), spaces.Dict(rest), space["action_mask"]
+
+
+def _random_action(spec: BehaviourSpec, mask: np.ndarray | None, rng: np.random.Generator) -> Any:
+    """Uniform over the allowed actions, branch by branch, drawn from the reset-seeded generator."""
+    space = spec.action_space
+    if isinstance(space, spaces.Box):
+        return rng.uniform(space.low, space.high).astype(space.dtype)
+    sizes = spec.action_branches
+    masks = np.split(mask, np.cumsum(sizes)[:-1]) if mask is not None else [np.ones(n, bool) for n in sizes]
+    picks = [int(rng.choice(np.flatnonzero(m))) for m in masks]
+    return picks[0] if isinstance(space, spaces.Discrete) else np.array(picks, space.dtype)
 
 
 def _env_action(space: spaces.Space, row: np.ndarray) -> Any:

@@ -28,7 +28,7 @@ import traceback
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
@@ -285,16 +285,22 @@ class SubprocVectorEnv(VectorEnv):
         return [p.pid for p in self._processes]
 
     def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
-        for i, (conn, arg) in enumerate(zip(self._conns, args)):
-            try:
-                conn.send((method, arg))
-            except (BrokenPipeError, ConnectionResetError):
-                self._fail(self._death_error(i, method))
-            self._busy[i] = True
-        return self._gather(method)
+        try:
+            for i, (conn, arg) in enumerate(zip(self._conns, args)):
+                try:
+                    conn.send((method, arg))
+                except (BrokenPipeError, ConnectionResetError):
+                    raise self._death_error(i, method) from None
+                self._busy[i] = True
+            return self._gather(method)
+        except BaseException:
+            # A failed or interrupted (Ctrl-C) exchange leaves workers mid-command,
+            # out of step with this process: none of them can be trusted again.
+            self.close()
+            raise
 
     def _gather(self, what: str) -> list[Any]:
-        """Await every worker's answer to ``what``; close and raise on the first failure."""
+        """Await every worker's answer to ``what``; raise on the first failure."""
         results: list[Any] = [None] * len(self._conns)
         pending = {i for i, busy in enumerate(self._busy) if busy}
         deadline = time.monotonic() + self.step_timeout
@@ -304,13 +310,11 @@ class SubprocVectorEnv(VectorEnv):
             ready = wait(list(waitables), timeout=max(remaining, 0))
             if not ready:
                 i = min(pending)
-                self._fail(
-                    EnvWorkerError(
-                        f"env worker {i} (pid {self._processes[i].pid}) did not answer {what} within "
-                        f"{self.step_timeout} s and is treated as hung; raise step_timeout if the env is only slow",
-                        i,
-                        self._processes[i].pid,
-                    )
+                raise EnvWorkerError(
+                    f"env worker {i} (pid {self._processes[i].pid}) did not answer {what} within "
+                    f"{self.step_timeout} s and is treated as hung; raise step_timeout if the env is only slow",
+                    i,
+                    self._processes[i].pid,
                 )
             for i in sorted({waitables[r] for r in ready}):
                 conn = self._conns[i]
@@ -320,9 +324,9 @@ class SubprocVectorEnv(VectorEnv):
                 except (EOFError, ConnectionResetError):
                     status, payload = None, None
                 if status is None:
-                    self._fail(self._death_error(i, what))
+                    raise self._death_error(i, what)
                 if status == "error":
-                    self._fail(self._raised_error(i, what, payload))
+                    raise self._raised_error(i, what, payload)
                 results[i] = payload
                 self._busy[i] = False
                 pending.discard(i)
@@ -349,10 +353,6 @@ class SubprocVectorEnv(VectorEnv):
             i,
             pid,
         )
-
-    def _fail(self, error: EnvWorkerError) -> NoReturn:
-        self.close()
-        raise error
 
     def close(self) -> None:
         """Ask idle workers to close their envs, then terminate whatever is left; never hangs."""
