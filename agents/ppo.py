@@ -103,7 +103,7 @@ class BehaviourLearner:
     def inputs(self, obs: Obs, update_stats: bool) -> torch.Tensor:
         """Normalised policy inputs; a NaN or infinite observation is refused, naming the behaviour."""
         x = self.policy.flatten_obs(obs)
-        if not torch.isfinite(x).all():
+        if not np.isfinite(x.numpy()).all():
             bad = (~torch.isfinite(x)).any(1).nonzero().flatten().tolist()
             raise ValueError(
                 f"behaviour {self.spec.name!r}: non-finite observation (NaN or Inf) for agent rows {bad}"
@@ -164,13 +164,15 @@ class BehaviourLearner:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         columns = (obs, actions, masks, old_logp, adv_all, ret_all, old_values)
         diagnostics = []
-        for _ in range(s.n_epochs):
+        for epoch in range(s.n_epochs):
+            last_epoch = epoch == s.n_epochs - 1  # diagnostics cost time; the final epoch's are reported
             for idx in _minibatches(n, s.batch_size, generator):
                 batch = columns if idx is None else tuple(None if c is None else c[idx] for c in columns)
-                stats = self._gradient_step(*batch, clip)
+                stats = self._gradient_step(*batch, clip, diagnose=last_epoch)
                 torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm, foreach=True)
                 self.optimizer.step()
-                diagnostics.append(stats)
+                if stats is not None:
+                    diagnostics.append(stats)
         means = torch.stack(diagnostics).mean(0).tolist()
         var_ret = float(np.var(returns))
         explained = float("nan") if var_ret == 0 else 1.0 - float(np.var(returns - buf.values[:n])) / var_ret
@@ -199,21 +201,22 @@ class BehaviourLearner:
         returns: torch.Tensor,
         old_values: torch.Tensor,
         clip: float,
-    ) -> torch.Tensor:
+        diagnose: bool = True,
+    ) -> torch.Tensor | None:
         """One minibatch of the PPO loss, with its gradient written out instead of taken by autograd.
 
         Loss = L_clip + vf_coef * L_value - ent_coef * mean(H). At these network
         sizes a CPU update is bound by per-operator overhead, and autograd's
         bookkeeping is most of it; the closed-form gradients below are checked
-        against autograd in ``tests/test_ppo_gradients.py``. Returns the detached
-        diagnostics ``[policy loss, value loss, entropy, approx KL, clip fraction]``.
+        against autograd in ``tests/test_ppo_gradients.py``. With ``diagnose``,
+        returns ``[policy loss, value loss, entropy, approx KL, clip fraction]``.
         """
         s, policy = self.settings, self.policy
         batch = len(x)
         out, values, hidden = policy.forward_for_update(x)
         dist = policy.distribution(out, mask)
         logp = dist.log_prob(actions)
-        entropy = dist.entropy()
+        entropy = dist.entropy() if diagnose or s.ent_coef else None
         if s.normalize_advantage and batch > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 
@@ -222,19 +225,18 @@ class BehaviourLearner:
         log_ratio = logp - old_logp
         ratio = log_ratio.exp()
         unclipped, clipped = -adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)
-        policy_loss = torch.max(unclipped, clipped).mean()
         d_logp = torch.where(unclipped >= clipped, unclipped, 0.0) / batch
 
         # Value loss: mean((V - R)^2), or with clip_range_vf the larger of it and the loss of
         # V clipped around the rollout's value (whose gradient is 0 where the clip is active).
         error = values - returns
         if s.clip_range_vf is None:
-            value_loss = error.square().mean()
+            value_losses = error.square()
             d_error = error
         else:
             delta = values - old_values
             clipped_error = old_values + delta.clamp(-s.clip_range_vf, s.clip_range_vf) - returns
-            value_loss = torch.max(error.square(), clipped_error.square()).mean()
+            value_losses = torch.max(error.square(), clipped_error.square())
             inside = delta.abs() <= s.clip_range_vf
             d_error = torch.where(error.square() >= clipped_error.square(), error, clipped_error * inside)
         d_value = d_error * (2 * s.vf_coef / batch)
@@ -251,9 +253,12 @@ class BehaviourLearner:
                 d_out -= (s.ent_coef / batch) * dist.entropy_grad()
             policy.backward(x, hidden, d_out, d_value)
 
+        if not diagnose:
+            return None
+        policy_loss = torch.max(unclipped, clipped).mean()
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clip_fraction = ((ratio - 1).abs() > clip).float().mean()
-        return torch.stack([policy_loss, value_loss, entropy.mean(), approx_kl, clip_fraction])
+        return torch.stack([policy_loss, value_losses.mean(), entropy.mean(), approx_kl, clip_fraction])
 
     def _pop_episodes(self) -> BehaviourReport:
         if self._finished:

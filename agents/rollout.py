@@ -18,10 +18,18 @@ class AgentSlots:
     def __init__(self) -> None:
         self._keys = np.zeros(0, np.int64)  # sorted agent ids
         self._slots = np.zeros(0, np.int64)  # slot of each key
+        self._last_ids = np.zeros(0, np.int64)  # most envs ask about the same agents step after step
+        self._last_slots = np.zeros(0, np.int64)
         self.size = 0
 
     def lookup(self, agent_ids: np.ndarray) -> np.ndarray:
         """Slots of ``agent_ids``, assigning new slots to ids never seen before."""
+        if np.array_equal(agent_ids, self._last_ids):
+            return self._last_slots
+        self._last_ids, self._last_slots = agent_ids.copy(), self._find(agent_ids)
+        return self._last_slots
+
+    def _find(self, agent_ids: np.ndarray) -> np.ndarray:
         if len(agent_ids) == 0:
             return np.zeros(0, np.int64)
         pos = np.searchsorted(self._keys, agent_ids)

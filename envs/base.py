@@ -182,3 +182,37 @@ def _check_obs(where: str, spec: BehaviourSpec, obs: Obs) -> None:
                 f"{where}.obs[{key!r}]: expected {box.dtype} (n, {', '.join(map(str, box.shape))}), "
                 f"got {arr.dtype} {arr.shape}"
             )
+
+
+def random_actions(spec: BehaviourSpec, decisions: DecisionSteps, rng: np.random.Generator) -> np.ndarray:
+    """Uniformly random valid actions for ``decisions``, never choosing a masked action."""
+    n = len(decisions)
+    act = spec.action_space
+    if spec.is_continuous:
+        low = np.where(np.isfinite(act.low), act.low, -1.0)
+        high = np.where(np.isfinite(act.high), act.high, 1.0)
+        return rng.uniform(low, high, (n, *act.shape)).astype(np.float32)
+    mask = decisions.action_mask if decisions.action_mask is not None else np.ones((n, spec.mask_size), bool)
+    picks = []
+    for part in np.split(mask, np.cumsum(spec.action_branches)[:-1], axis=1):
+        picks.append(np.argmax(rng.random(part.shape) * part, axis=1))  # random key per allowed action
+    return picks[0] if len(picks) == 1 else np.stack(picks, axis=1)
+
+
+def check_env(env: MultiAgentEnv, steps: int = 100, seed: int = 0) -> None:
+    """Drive ``env`` with random valid actions and raise ``ValueError`` where it breaks the contract.
+
+    The conformance check for authors of new sources, in the spirit of
+    PettingZoo's ``parallel_api_test``.
+    """
+    rng = np.random.default_rng(seed)
+    result = env.reset(seed=seed)
+    check_step_result(env.specs, result)
+    for _ in range(steps):
+        actions = {
+            name: random_actions(env.specs[name], step.decisions, rng)
+            for name, step in result.items()
+            if len(step.decisions)
+        }
+        result = env.step(actions)
+        check_step_result(env.specs, result)

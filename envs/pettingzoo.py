@@ -39,6 +39,27 @@ def default_behaviour(agent: str) -> str:
     return _SEAT_SUFFIX.sub("", agent)
 
 
+_AEC_STATE = ("agents", "agent_selection", "terminations", "truncations", "rewards", "infos")
+
+
+def _aec_state_holder(env: AECEnv) -> AECEnv:
+    """Where to read an AEC env's episode state from, cheaply.
+
+    PettingZoo wrappers forward attribute reads through a ``__getattr__`` per
+    layer, which costs more than a tic-tac-toe move. When no wrapper in the
+    chain defines any of the state attributes itself, every read would reach
+    ``env.unwrapped`` anyway, so read it there directly; otherwise go through
+    the wrappers. Methods (``step``, ``observe``, ``reset``) always go through them.
+    """
+    layer = env
+    while layer is not env.unwrapped:
+        own = set(vars(layer)) | {name for cls in type(layer).__mro__ if cls is not AECEnv for name in vars(cls)}
+        if own & set(_AEC_STATE):
+            return env
+        layer = layer.env
+    return env.unwrapped
+
+
 class PettingZooEnv(MultiAgentEnv):
     """A PettingZoo ``AECEnv`` or ``ParallelEnv`` as a sparring env.
 
@@ -76,6 +97,7 @@ class PettingZooEnv(MultiAgentEnv):
         if learner_seat not in ("rotate", "random"):
             raise ValueError(f'learner_seat must be "rotate" or "random", got {learner_seat!r}')
         self.env = env
+        self._state = _aec_state_holder(env) if self._aec else env
         self.agent_names: tuple[str, ...] = tuple(env.possible_agents)
         overrides = dict(behaviours or {})
         unknown = sorted(set(overrides) - set(self.agent_names))
@@ -185,14 +207,14 @@ class PettingZooEnv(MultiAgentEnv):
 
     def _advance_aec(self, rows: _Rows) -> StepResult:
         """Play dead-agent and opponent turns until a learner agent must decide."""
-        env = self.env
+        env, state = self.env, self._state
         while True:
-            if not env.agents:
+            if not state.agents:
                 self._begin_episode(rows)
                 continue
-            agent = env.agent_selection
+            agent = state.agent_selection
             i = self._index[agent]
-            terminated, truncated = env.terminations[agent], env.truncations[agent]
+            terminated, truncated = state.terminations[agent], state.truncations[agent]
             if terminated or truncated:
                 if self._learner[i]:
                     obs, _ = self._observe(agent, env.observe(agent), None)
@@ -201,7 +223,7 @@ class PettingZooEnv(MultiAgentEnv):
                 env.step(None)  # PettingZoo removes a dead agent only when it is stepped with None
                 self._collect_aec_rewards()
                 continue
-            obs, mask = self._observe(agent, env.observe(agent), env.infos.get(agent))
+            obs, mask = self._observe(agent, env.observe(agent), state.infos.get(agent))
             if self._learner[i]:
                 rows.decision(self.behaviour_of[agent], i, obs, self._acc[i], mask)
                 self._acc[i] = 0.0
@@ -211,7 +233,7 @@ class PettingZooEnv(MultiAgentEnv):
             self._collect_aec_rewards()
 
     def _collect_aec_rewards(self) -> None:
-        for agent, reward in self.env.rewards.items():
+        for agent, reward in self._state.rewards.items():
             self._acc[self._index[agent]] += reward
 
     def _step_parallel(self, chosen: dict[str, Any]) -> StepResult:

@@ -143,3 +143,16 @@ def test_resumed_run_starts_from_checkpoint_state(tmp_path):
 def test_console_script_is_installed(tmp_path):
     out = subprocess.run([str(Path(sys.executable).parent / "sparring"), "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--resume" in out.stdout
+
+
+def test_same_seed_reproduces_a_run_exactly():
+    from sparring.agents import PPO
+    from sparring.envs.gymnasium import GymnasiumEnv
+
+    hp = TINY["trainer"]["hyperparameters"]
+    a = PPO(GymnasiumEnv("CartPole-v1", num_envs=2), seed=5, **hp).learn(512)
+    b = PPO(GymnasiumEnv("CartPole-v1", num_envs=2), seed=5, **hp).learn(512)
+    c = PPO(GymnasiumEnv("CartPole-v1", num_envs=2), seed=6, **hp).learn(512)
+    pa, pb, pc = (list(m.policies["CartPole"].parameters()) for m in (a, b, c))
+    assert all(torch.equal(x, y) for x, y in zip(pa, pb))
+    assert not all(torch.equal(x, z) for x, z in zip(pa, pc))

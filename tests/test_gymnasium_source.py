@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from sparring.envs.base import check_step_result
+from sparring.envs.base import check_env
 from sparring.envs.gymnasium import GymnasiumEnv
 
 
@@ -39,17 +39,6 @@ class Beacon(gym.Env):
         }
 
 
-def random_actions(env: GymnasiumEnv, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    (name, spec), = env.specs.items()
-    space = spec.action_space
-    n = len(env.envs)
-    if isinstance(space, spaces.Discrete):
-        return {name: rng.integers(space.n, size=n)}
-    if isinstance(space, spaces.MultiDiscrete):
-        return {name: rng.integers(space.nvec, size=(n, len(space.nvec)))}
-    return {name: rng.uniform(space.low, space.high, (n, *space.shape)).astype(np.float32)}
-
-
 @pytest.mark.parametrize(
     "make",
     [
@@ -60,13 +49,7 @@ def random_actions(env: GymnasiumEnv, rng: np.random.Generator) -> dict[str, np.
     ids=["cartpole", "pendulum", "dict-obs-multidiscrete"],
 )
 def test_random_rollout_meets_the_env_contract(make):
-    env = make()
-    rng = np.random.default_rng(0)
-    result = env.reset(seed=0)
-    check_step_result(env.specs, result)
-    for _ in range(100):
-        result = env.step(random_actions(env, rng))
-        check_step_result(env.specs, result)
+    check_env(make(), steps=100, seed=0)
 
 
 def test_behaviour_is_named_after_the_env_id_without_version():

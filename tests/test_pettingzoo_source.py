@@ -8,7 +8,7 @@ from gymnasium import spaces
 import pettingzoo
 from pettingzoo import ParallelEnv
 
-from sparring.envs.base import check_step_result
+from sparring.envs.base import check_env
 from sparring.envs.pettingzoo import PettingZooEnv
 
 
@@ -98,13 +98,7 @@ def play_tictactoe(env, moves):
 
 @pytest.mark.parametrize("make", [tictactoe, Skirmish], ids=["tictactoe-aec", "skirmish-parallel"])
 def test_random_rollout_meets_the_env_contract(make):
-    env = PettingZooEnv(make())
-    rng = np.random.default_rng(0)
-    result = env.reset(seed=0)
-    check_step_result(env.specs, result)
-    for _ in range(200):
-        result = env.step(legal_random_actions(result, rng))
-        check_step_result(env.specs, result)
+    check_env(PettingZooEnv(make()), steps=200, seed=0)
 
 
 def test_numbered_agents_share_a_behaviour_and_ids_are_seat_indices():
@@ -274,3 +268,25 @@ def test_same_seed_repeats_seats_and_opponent_moves():
         return trace
 
     assert run() == run()
+
+
+def test_a_wrapper_that_reshapes_rewards_is_honoured():
+    """State is read past PettingZoo's forwarding wrappers only when none of them overrides it."""
+    from pettingzoo.utils.wrappers import BaseWrapper
+
+    class DoubleRewards(BaseWrapper):
+        @property
+        def rewards(self):
+            return {agent: 2 * r for agent, r in self.env.rewards.items()}
+
+    plain, doubled = PettingZooEnv(tictactoe()), PettingZooEnv(DoubleRewards(tictactoe()))
+    for env in (plain, doubled):
+        result = env.reset(seed=3)
+        rng = np.random.default_rng(1)
+        for _ in range(40):
+            result = env.step(legal_random_actions(result, rng))
+            if len(result["player"].terminals):
+                break
+        env.final = sorted(result["player"].terminals.rewards.tolist())
+    assert plain.final == [-1.0, 1.0]  # a decisive game, so doubling shows
+    assert doubled.final == [2 * r for r in plain.final]

@@ -267,3 +267,4 @@ def test_make_vector_env_builds_the_requested_kind(mode, kind):
 def test_make_vector_env_names_the_valid_modes():
     with pytest.raises(ValueError, match=r"'subprocess' or 'serial', got 'threads'"):
         make_vector_env(COUNTING, 2, mode="threads")
+
