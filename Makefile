@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # or pip resolves an unpinned torch with several GB of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast bench protos check-protos clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,22 @@ test: venv
 
 test-fast: PYTEST_ARGS := -m "not slow"
 test-fast: test
+
+# Regenerate the bridge's Python code from protos/sparring/v1/*.proto. grpc's generator
+# writes an absolute import that only works with protos/ on sys.path; make it relative.
+PROTO_OUT ?= protos
+protos: venv
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) protos/sparring/v1/*.proto
+	sed -i 's/^from sparring\.v1 import /from . import /' $(PROTO_OUT)/sparring/v1/*_pb2_grpc.py
+
+# Fails when the committed generated code differs from what `make protos` makes now.
+check-protos: venv
+	rm -rf build/protos-check && mkdir -p build/protos-check
+	$(MAKE) --no-print-directory protos PROTO_OUT=build/protos-check
+	for f in build/protos-check/sparring/v1/*.py*; do \
+		cmp -s $$f protos/sparring/v1/$$(basename $$f) || { echo "stale generated code: protos/sparring/v1/$$(basename $$f); run make protos"; exit 1; }; \
+	done
+	@echo "generated protocol code is up to date"
 
 bench: venv
 	$(PY) benchmarks/ppo_cartpole.py
