@@ -134,6 +134,8 @@ class BehaviourLearner:
                 cut = terminals.truncated
                 bootstrap[cut] = self.policy.value(self.inputs(_take(terminals.obs, cut), False)).numpy()
             self._finished.append(self.buffer.end_episodes(slots, bootstrap))
+        if len(step.lost):
+            self.buffer.drop(self.buffer.slots_of(step.lost))
         decisions = step.decisions
         if len(decisions):
             self.buffer.credit(self.buffer.slots_of(decisions.agent_ids), decisions.rewards)
@@ -146,15 +148,18 @@ class BehaviourLearner:
             bootstrap = self.policy.value(self.inputs(decisions.obs, False)).numpy() if len(decisions) else np.zeros(0)
         advantages, returns = self.buffer.finish(slots, bootstrap.astype(np.float32), s.gamma, s.gae_lambda)
         report = self._pop_episodes()
-        n = self.buffer.size
-        if n == 0:
-            return report
         buf = self.buffer
-        obs = torch.from_numpy(buf.obs[:n])
-        actions = torch.from_numpy(buf.actions[:n])
-        old_logp = torch.from_numpy(buf.log_probs[:n])
-        old_values = torch.from_numpy(buf.values[:n])
-        masks = torch.from_numpy(buf.masks[:n]) if buf.has_masks else None
+        rows = slice(0, buf.size) if buf.valid[: buf.size].all() else np.flatnonzero(buf.valid[: buf.size])
+        advantages, returns, values = advantages[rows], returns[rows], buf.values[rows]
+        n = len(values)
+        if n == 0:
+            buf.clear()
+            return report
+        obs = torch.from_numpy(buf.obs[rows])
+        actions = torch.from_numpy(buf.actions[rows])
+        old_logp = torch.from_numpy(buf.log_probs[rows])
+        old_values = torch.from_numpy(values)
+        masks = torch.from_numpy(buf.masks[rows]) if buf.has_masks else None
         adv_all = torch.from_numpy(advantages)
         ret_all = torch.from_numpy(returns)
         lr = _schedule(s.learning_rate, s.lr_schedule, progress)
@@ -175,7 +180,7 @@ class BehaviourLearner:
                     diagnostics.append(stats)
         means = torch.stack(diagnostics).mean(0).tolist()
         var_ret = float(np.var(returns))
-        explained = float("nan") if var_ret == 0 else 1.0 - float(np.var(returns - buf.values[:n])) / var_ret
+        explained = float("nan") if var_ret == 0 else 1.0 - float(np.var(returns - values)) / var_ret
         report.stats = {
             "Losses/Policy Loss": means[0],
             "Losses/Value Loss": means[1],
@@ -185,7 +190,7 @@ class BehaviourLearner:
             "Policy/Explained Variance": explained,
             "Policy/Learning Rate": lr,
             "Policy/Epsilon": clip,
-            "Policy/Extrinsic Value Estimate": float(buf.values[:n].mean()),
+            "Policy/Extrinsic Value Estimate": float(values.mean()),
         }
         self.buffer.clear()
         return report

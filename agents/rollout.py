@@ -62,7 +62,7 @@ class RolloutBuffer:
         mask_size: width of the action mask, 0 if the behaviour has none.
     """
 
-    _COLUMNS = ("obs", "actions", "log_probs", "values", "rewards", "next_row", "next_value", "masks")
+    _COLUMNS = ("obs", "actions", "log_probs", "values", "rewards", "next_row", "next_value", "masks", "valid")
 
     def __init__(self, obs_size: int, action_shape: tuple[int, ...], action_dtype: type, mask_size: int) -> None:
         capacity = 256
@@ -74,6 +74,7 @@ class RolloutBuffer:
         self.next_row = np.full(capacity, -1, np.int64)  # the same agent's next row, -1: none in this rollout
         self.next_value = np.zeros(capacity, np.float32)  # bootstrap value when next_row == -1
         self.masks = np.ones((capacity, mask_size), bool)
+        self.valid = np.ones(capacity, bool)  # False: the agent was lost before this transition ended
         self.has_masks = False
         self.size = 0
         self._step_starts: list[int] = []
@@ -116,6 +117,18 @@ class RolloutBuffer:
         self.episode_length[slots] = 0
         return finished
 
+    def drop(self, slots: np.ndarray) -> None:
+        """Forget the unfinished transitions and episodes of agents lost mid-episode.
+
+        Their last row is not trained on (nothing is known of what followed it),
+        and rows before it bootstrap from its value estimate, as at a truncation.
+        """
+        rows = self.pending[slots]
+        self.valid[rows[rows >= 0]] = False
+        self.pending[slots] = -1
+        self.episode_return[slots] = 0.0
+        self.episode_length[slots] = 0
+
     def add(
         self,
         slots: np.ndarray,
@@ -141,6 +154,7 @@ class RolloutBuffer:
         self.rewards[start:end] = 0.0
         self.next_row[start:end] = -1
         self.next_value[start:end] = 0.0
+        self.valid[start:end] = True
         if masks is not None:
             self.masks[start:end] = masks
             self.has_masks = True
@@ -175,7 +189,7 @@ class RolloutBuffer:
         values, next_row = self.values[:n], self.next_row[:n]
         cont = next_row >= 0
         next_values = np.where(cont, self.values[next_row], self.next_value[:n])
-        deltas = self.rewards[:n] + gamma * next_values - values
+        deltas = np.where(self.valid[:n], self.rewards[:n] + gamma * next_values - values, 0.0)
         discount = (gamma * gae_lambda) * cont
         advantages = np.zeros(n + 1, np.float32)  # advantages[-1] == 0: the end-of-trajectory sentinel
         bounds = [*self._step_starts, n]

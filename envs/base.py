@@ -19,7 +19,9 @@ agents (ML-Agents' DecisionSteps/TerminalSteps):
   is also in the same result's :class:`DecisionSteps`, that decision is the first
   of its next episode. Envs reset themselves: training code calls ``reset`` once.
 - Agent ids are ``int64`` and unique within a behaviour at any moment. Agents
-  may request decisions at different rates, and join or leave at any step.
+  may request decisions at different rates, and join or leave at any step. An
+  agent that leaves mid-episode (its game crashed) is listed in
+  ``BehaviourStep.lost``; its id may come back later, starting a new episode.
 
 Everything is batched along the first axis; consumers never loop over agents.
 """
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -95,12 +97,23 @@ class TerminalSteps:
         )
 
 
+_NO_AGENTS = np.zeros(0, np.int64)
+_NO_AGENTS.flags.writeable = False
+
+
 @dataclass
 class BehaviourStep:
-    """One behaviour's share of a reset or step result."""
+    """One behaviour's share of a reset or step result.
+
+    ``lost`` lists agents that left without ending their episode (their game
+    instance crashed, hung or disconnected). They are not terminals: no final
+    observation exists, so learners discard the unfinished transition and the
+    partial episode instead of bootstrapping from a made-up state.
+    """
 
     decisions: DecisionSteps
     terminals: TerminalSteps
+    lost: np.ndarray = field(default_factory=lambda: _NO_AGENTS)
 
     @classmethod
     def empty(cls, spec: BehaviourSpec) -> BehaviourStep:
@@ -168,6 +181,8 @@ def check_step_result(specs: Mapping[str, BehaviourSpec], result: StepResult) ->
         truncated = step.terminals.truncated
         if truncated.dtype != bool or truncated.shape != (len(step.terminals),):
             raise ValueError(f"behaviour {name!r} terminals.truncated: expected bool ({len(step.terminals)},)")
+        if step.lost.dtype != np.int64 or step.lost.ndim != 1:
+            raise ValueError(f"behaviour {name!r} lost: expected int64 (n,), got {step.lost.dtype} {step.lost.shape}")
 
 
 def _check_obs(where: str, spec: BehaviourSpec, obs: Obs) -> None:

@@ -140,6 +140,7 @@ class VectorEnv(MultiAgentEnv):
                     np.concatenate([t.rewards for t in terminals]),
                     np.concatenate([t.truncated for t in terminals]),
                 ),
+                self._merged_ids(name, "lost", [s.lost for s in steps]),
             )
             split_points[name] = np.cumsum(counts)[:-1]
             totals[name] = int(counts.sum())

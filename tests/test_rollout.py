@@ -96,3 +96,22 @@ def test_episode_returns_are_reported_per_agent():
         buf.credit(slots, np.array([1.0, -2.0], np.float32))
     returns, lengths = buf.end_episodes(slots, np.zeros(2, np.float32))
     assert returns.tolist() == [3.0, -6.0] and lengths.tolist() == [3, 3]
+
+
+def test_lost_agent_drops_its_unfinished_transition_and_episode():
+    buf = make_buffer()
+    gamma, lam = 0.9, 0.95
+    slots = buf.slots_of(np.array([7], np.int64))
+    values = [1.0, 2.0, 3.0]
+    for t in range(3):
+        if t:
+            buf.credit(slots, np.array([1.0], np.float32))
+        buf.add(slots, np.zeros((1, 1)), np.zeros(1, np.int64), np.zeros(1), np.array([values[t]], np.float32), None)
+    buf.credit(slots, np.array([5.0], np.float32))  # partial reward of the step the engine never finished
+    buf.drop(slots)
+    adv, _ = buf.finish(np.zeros(0, np.int64), np.zeros(0, np.float32), gamma, lam)
+    assert buf.valid[:3].tolist() == [True, True, False]
+    assert adv[2] == 0.0
+    # the row before the lost one bootstraps from the lost row's value, like a truncation
+    assert adv[1] == pytest.approx(1.0 + gamma * 3.0 - 2.0)
+    assert buf.episode_return[slots[0]] == 0.0  # the partial episode is not reported

@@ -1,0 +1,318 @@
+"""Bridge messages <-> numpy: tensors, behaviour specs, observations and actions, strictly validated.
+
+Everything an engine sends is untrusted (DESIGN section 4). Decoding checks it
+against the declared spec and raises :class:`ProtocolError` naming the field,
+e.g. ``behaviours[0].decision_obs[1]: expected float32 (n, 64), got (3, 63)``.
+Tensors are ``numpy.frombuffer`` views of the message bytes: no per-element work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from gymnasium import spaces
+
+from sparring.envs.base import BehaviourStep, DecisionSteps, StepResult, TerminalSteps
+from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.spec import BehaviourSpec, Obs
+
+PROTOCOL_VERSION = 1
+MAX_AGENT_ID = 2**32 - 1  # ids must fit the vector env's per-copy id range
+
+_DTYPES: dict[int, np.dtype] = {
+    pb.FLOAT32: np.dtype("<f4"),
+    pb.FLOAT64: np.dtype("<f8"),
+    pb.INT8: np.dtype("i1"),
+    pb.UINT8: np.dtype("u1"),
+    pb.INT32: np.dtype("<i4"),
+    pb.INT64: np.dtype("<i8"),
+    pb.BOOL: np.dtype("?"),
+}
+_ENUMS: dict[str, int] = {dt.name: code for code, dt in _DTYPES.items()}  # "float32" -> FLOAT32, ...
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the protocol; ``field`` is the path of the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+# -- tensors -----------------------------------------------------------------
+
+
+def encode_tensor(array: np.ndarray) -> pb.Tensor:
+    """A numpy array as a Tensor message (little-endian, C order)."""
+    array = np.asarray(array)
+    code = _ENUMS.get(array.dtype.name)
+    if code is None:
+        raise TypeError(f"dtype {array.dtype} cannot travel over the bridge; use one of {sorted(_ENUMS)}")
+    data = np.ascontiguousarray(array, dtype=_DTYPES[code]).tobytes()
+    return pb.Tensor(dtype=code, shape=array.shape, data=data)
+
+
+def decode_tensor(tensor: pb.Tensor, field: str) -> np.ndarray:
+    """A read-only numpy view of a Tensor's bytes, after checking dtype, shape and length."""
+    dtype = _DTYPES.get(tensor.dtype)
+    if dtype is None:
+        raise ProtocolError(f"{field}.dtype", f"unknown dtype {tensor.dtype}")
+    shape = tuple(tensor.shape)
+    if any(d < 0 for d in shape):
+        raise ProtocolError(f"{field}.shape", f"negative dimension in {list(shape)}")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(tensor.data) != expected:
+        raise ProtocolError(f"{field}.data", f"{len(tensor.data)} bytes for shape {list(shape)} of {dtype.name} ({expected} expected)")
+    array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    if dtype.byteorder == "<" and not np.little_endian:  # pragma: no cover - big-endian hosts only
+        array = array.astype(dtype.newbyteorder("="))
+    return array
+
+
+def _expect(array: np.ndarray, field: str, dtype: np.dtype, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``array`` if it has ``dtype`` and ``shape`` (None matches any size), else a ProtocolError."""
+    ok = array.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, array.shape))
+    if array.dtype != dtype or not ok:
+        want = ", ".join("n" if s is None else str(s) for s in shape)
+        raise ProtocolError(field, f"expected {dtype.name} ({want}), got {array.dtype.name} {list(array.shape)}")
+    return array
+
+
+# -- specs -------------------------------------------------------------------
+
+
+def _box_to_proto(box: spaces.Box) -> pb.BoxSpace:
+    msg = pb.BoxSpace(shape=box.shape, dtype=_ENUMS[box.dtype.name])
+    if np.isfinite(box.low).any():
+        msg.low.CopyFrom(encode_tensor(box.low.astype(np.float64)))
+    if np.isfinite(box.high).any():
+        msg.high.CopyFrom(encode_tensor(box.high.astype(np.float64)))
+    return msg
+
+
+def _box_from_proto(msg: pb.BoxSpace, field: str) -> spaces.Box:
+    dtype = _DTYPES.get(msg.dtype)
+    if dtype is None or dtype.kind == "b":
+        raise ProtocolError(f"{field}.dtype", f"unknown or unsupported Box dtype {msg.dtype}")
+    shape = tuple(int(d) for d in msg.shape)
+    if any(d <= 0 for d in shape):
+        raise ProtocolError(f"{field}.shape", f"dimensions must be positive, got {list(shape)}")
+    bounds = []
+    for name, default in (("low", -np.inf), ("high", np.inf)):
+        if msg.HasField(name):
+            value = decode_tensor(getattr(msg, name), f"{field}.{name}").astype(np.float64)
+            try:
+                value = np.broadcast_to(value, shape)
+            except ValueError:
+                raise ProtocolError(f"{field}.{name}", f"shape {list(value.shape)} does not broadcast to {list(shape)}") from None
+        else:
+            value = np.full(shape, default)
+        bounds.append(value)
+    low, high = bounds
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        low, high = np.clip(low, info.min, info.max), np.clip(high, info.min, info.max)
+    return spaces.Box(low.astype(dtype), high.astype(dtype), shape, dtype)
+
+
+def spec_to_proto(spec: BehaviourSpec, has_action_mask: bool = False) -> pb.BehaviourSpec:
+    """How an engine declares a behaviour in its Hello."""
+    msg = pb.BehaviourSpec(name=spec.name, has_action_mask=has_action_mask)
+    for key, box in spec.observation_components.items():
+        msg.observations.add(name=key, space=_box_to_proto(box))
+    act = spec.action_space
+    if isinstance(act, spaces.Discrete):
+        msg.discrete.n = int(act.n)
+    elif isinstance(act, spaces.MultiDiscrete):
+        msg.multi_discrete.nvec.extend(int(n) for n in act.nvec)
+    else:
+        msg.continuous.CopyFrom(_box_to_proto(act))
+    if spec.team_id is not None:
+        msg.has_team, msg.team_id = True, spec.team_id
+    return msg
+
+
+def spec_from_proto(msg: pb.BehaviourSpec, field: str) -> tuple[BehaviourSpec, bool]:
+    """``(spec, has_action_mask)`` from a Hello's behaviour declaration."""
+    if not msg.name:
+        raise ProtocolError(f"{field}.name", "a behaviour needs a name")
+    if not msg.observations:
+        raise ProtocolError(f"{field}.observations", "a behaviour needs at least one observation component")
+    names = [c.name for c in msg.observations]
+    if len(set(names)) != len(names) or "" in names:
+        raise ProtocolError(f"{field}.observations", f"component names must be unique and non-empty, got {names}")
+    boxes = {c.name: _box_from_proto(c.space, f"{field}.observations[{i}].space") for i, c in enumerate(msg.observations)}
+    observation = boxes["obs"] if names == ["obs"] else spaces.Dict(boxes)
+    kind = msg.WhichOneof("action")
+    if kind == "discrete":
+        if msg.discrete.n <= 0:
+            raise ProtocolError(f"{field}.discrete.n", f"must be positive, got {msg.discrete.n}")
+        action: spaces.Space = spaces.Discrete(msg.discrete.n)
+    elif kind == "multi_discrete":
+        nvec = list(msg.multi_discrete.nvec)
+        if not nvec or min(nvec) <= 0:
+            raise ProtocolError(f"{field}.multi_discrete.nvec", f"must be non-empty and positive, got {nvec}")
+        action = spaces.MultiDiscrete(nvec)
+    elif kind == "continuous":
+        action = _box_from_proto(msg.continuous, f"{field}.continuous")
+        if action.dtype.kind != "f":
+            raise ProtocolError(f"{field}.continuous.dtype", "continuous actions must be float32 or float64")
+        action = spaces.Box(action.low.astype(np.float32), action.high.astype(np.float32), action.shape, np.float32)
+    else:
+        raise ProtocolError(f"{field}.action", "no action space declared (discrete, multi_discrete or continuous)")
+    if msg.has_action_mask and kind == "continuous":
+        raise ProtocolError(f"{field}.has_action_mask", "action masks need discrete actions")
+    spec = BehaviourSpec(msg.name, observation, action, msg.team_id if msg.has_team else None)
+    return spec, msg.has_action_mask
+
+
+def specs_from_hello(hello: pb.Hello) -> tuple[dict[str, BehaviourSpec], set[str]]:
+    """Behaviour specs declared in a Hello, and the names of those that send action masks."""
+    specs, masked = {}, set()
+    if not hello.behaviours:
+        raise ProtocolError("hello.behaviours", "an engine must declare at least one behaviour")
+    for i, declared in enumerate(hello.behaviours):
+        spec, has_mask = spec_from_proto(declared, f"hello.behaviours[{i}]")
+        if spec.name in specs:
+            raise ProtocolError(f"hello.behaviours[{i}].name", f"behaviour {spec.name!r} declared twice")
+        specs[spec.name] = spec
+        if has_mask:
+            masked.add(spec.name)
+    return specs, masked
+
+
+# -- observations ------------------------------------------------------------
+
+
+def _obs_tensors(spec: BehaviourSpec, obs: Obs) -> list[pb.Tensor]:
+    if isinstance(obs, dict):
+        return [encode_tensor(obs[key]) for key in spec.observation_components]
+    return [encode_tensor(obs)]
+
+
+def encode_observations(step: int, specs: Mapping[str, BehaviourSpec], result: StepResult) -> pb.Observations:
+    """Engine side: a step result as an Observations message."""
+    msg = pb.Observations(step=step)
+    for name, part in result.items():
+        d, t = part.decisions, part.terminals
+        entry = msg.behaviours.add(behaviour=name)
+        entry.decision_ids.CopyFrom(encode_tensor(d.agent_ids.astype(np.int64)))
+        entry.decision_obs.extend(_obs_tensors(specs[name], d.obs))
+        entry.decision_rewards.CopyFrom(encode_tensor(d.rewards.astype(np.float32)))
+        if d.action_mask is not None:
+            entry.action_mask.CopyFrom(encode_tensor(d.action_mask.astype(bool)))
+        entry.terminal_ids.CopyFrom(encode_tensor(t.agent_ids.astype(np.int64)))
+        entry.terminal_obs.extend(_obs_tensors(specs[name], t.obs))
+        entry.terminal_rewards.CopyFrom(encode_tensor(t.rewards.astype(np.float32)))
+        entry.terminal_truncated.CopyFrom(encode_tensor(t.truncated.astype(bool)))
+    return msg
+
+
+def _decode_ids(tensor: pb.Tensor, field: str) -> np.ndarray:
+    ids = _expect(decode_tensor(tensor, field), field, np.dtype("<i8"), (None,))
+    if len(ids) and (ids.min() < 0 or ids.max() > MAX_AGENT_ID):
+        raise ProtocolError(field, f"agent ids must lie in [0, {MAX_AGENT_ID}], got {ids.min()}..{ids.max()}")
+    unique, counts = np.unique(ids, return_counts=True)
+    if len(unique) != len(ids):
+        raise ProtocolError(field, f"duplicate agent ids {unique[counts > 1].tolist()}")
+    return ids
+
+
+def _decode_obs(spec: BehaviourSpec, tensors, n: int, field: str) -> Obs:
+    components = spec.observation_components
+    if len(tensors) != len(components):
+        raise ProtocolError(field, f"{len(tensors)} tensors for {len(components)} observation components {list(components)}")
+    parts = {}
+    for i, (key, box) in enumerate(components.items()):
+        where = f"{field}[{i}]"
+        array = _expect(decode_tensor(tensors[i], where), where, box.dtype, (n, *box.shape))
+        if box.dtype.kind == "f" and not np.isfinite(array).all():
+            bad = np.flatnonzero(~np.isfinite(array.reshape(n, -1)).all(axis=1)).tolist()
+            raise ProtocolError(where, f"non-finite values (NaN or Inf) in rows {bad}")
+        parts[key] = array
+    return parts if isinstance(spec.observation_space, spaces.Dict) else parts["obs"]
+
+
+def _decode_rewards(tensor: pb.Tensor, n: int, field: str) -> np.ndarray:
+    rewards = _expect(decode_tensor(tensor, field), field, np.dtype("<f4"), (n,))
+    if not np.isfinite(rewards).all():
+        raise ProtocolError(field, f"non-finite rewards in rows {np.flatnonzero(~np.isfinite(rewards)).tolist()}")
+    return rewards
+
+
+def decode_observations(
+    msg: pb.Observations, specs: Mapping[str, BehaviourSpec], masked: set[str]
+) -> StepResult:
+    """Trainer side: an Observations message as a validated step result (every behaviour present)."""
+    result: StepResult = {}
+    for i, entry in enumerate(msg.behaviours):
+        where = f"observations.behaviours[{i}]"
+        spec = specs.get(entry.behaviour)
+        if spec is None:
+            raise ProtocolError(f"{where}.behaviour", f"unknown behaviour {entry.behaviour!r}; declared: {sorted(specs)}")
+        if entry.behaviour in result:
+            raise ProtocolError(f"{where}.behaviour", f"behaviour {entry.behaviour!r} appears twice")
+        ids = _decode_ids(entry.decision_ids, f"{where}.decision_ids")
+        n = len(ids)
+        obs = _decode_obs(spec, entry.decision_obs, n, f"{where}.decision_obs")
+        rewards = _decode_rewards(entry.decision_rewards, n, f"{where}.decision_rewards")
+        mask = None
+        if entry.behaviour in masked:
+            if not entry.HasField("action_mask"):
+                raise ProtocolError(f"{where}.action_mask", f"behaviour {entry.behaviour!r} declared masks but sent none")
+            mask = _expect(decode_tensor(entry.action_mask, f"{where}.action_mask"), f"{where}.action_mask",
+                           np.dtype("?"), (n, spec.mask_size))
+            if n and len(spec.action_branches) and not _every_branch_allows_something(mask, spec.action_branches):
+                raise ProtocolError(f"{where}.action_mask", "a row masks out every action of a branch")
+        t_ids = _decode_ids(entry.terminal_ids, f"{where}.terminal_ids")
+        m = len(t_ids)
+        t_obs = _decode_obs(spec, entry.terminal_obs, m, f"{where}.terminal_obs")
+        t_rewards = _decode_rewards(entry.terminal_rewards, m, f"{where}.terminal_rewards")
+        truncated = _expect(decode_tensor(entry.terminal_truncated, f"{where}.terminal_truncated"),
+                            f"{where}.terminal_truncated", np.dtype("?"), (m,))
+        result[entry.behaviour] = BehaviourStep(
+            DecisionSteps(ids, obs, rewards, mask), TerminalSteps(t_ids, t_obs, t_rewards, truncated)
+        )
+    for name, spec in specs.items():
+        if name not in result:
+            result[name] = BehaviourStep.empty(spec)
+    return result
+
+
+def _every_branch_allows_something(mask: np.ndarray, branches: tuple[int, ...]) -> bool:
+    starts = np.cumsum((0, *branches[:-1]))
+    return bool(np.logical_or.reduceat(mask, starts, axis=1).all())
+
+
+# -- actions -----------------------------------------------------------------
+
+
+def encode_actions(step: int, actions: Mapping[str, np.ndarray]) -> pb.Actions:
+    """Trainer side: the batch of actions for the last decisions."""
+    msg = pb.Actions(step=step)
+    for name, batch in actions.items():
+        msg.behaviours.add(behaviour=name).actions.CopyFrom(encode_tensor(batch))
+    return msg
+
+
+def decode_actions(msg: pb.Actions, specs: Mapping[str, BehaviourSpec], counts: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Engine side: actions per behaviour, checked against the spec and the number of decisions asked."""
+    out = {}
+    for i, entry in enumerate(msg.behaviours):
+        where = f"actions.behaviours[{i}].actions"
+        spec = specs.get(entry.behaviour)
+        if spec is None:
+            raise ProtocolError(f"actions.behaviours[{i}].behaviour", f"unknown behaviour {entry.behaviour!r}")
+        n = counts.get(entry.behaviour, 0)
+        array = decode_tensor(entry.actions, where)
+        if spec.is_continuous:
+            out[entry.behaviour] = _expect(array, where, np.dtype("<f4"), (n, *spec.action_space.shape))
+        elif len(spec.action_branches) == 1 and isinstance(spec.action_space, spaces.Discrete):
+            out[entry.behaviour] = _expect(array, where, np.dtype("<i8"), (n,))
+        else:
+            out[entry.behaviour] = _expect(array, where, np.dtype("<i8"), (n, len(spec.action_branches)))
+    for name, n in counts.items():
+        if n and name not in out:
+            raise ProtocolError("actions.behaviours", f"no actions for behaviour {name!r}, which has {n} deciding agents")
+    return out

@@ -1,0 +1,176 @@
+"""Bridge codec: specs and batches survive the wire; anything malformed is refused naming its field."""
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps, check_step_result
+from sparring.envs.bridge.codec import (
+    ProtocolError,
+    decode_actions,
+    decode_observations,
+    decode_tensor,
+    encode_actions,
+    encode_observations,
+    encode_tensor,
+    spec_from_proto,
+    spec_to_proto,
+    specs_from_hello,
+)
+from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.spec import BehaviourSpec
+
+GUARD = BehaviourSpec("Guard", spaces.Box(-1, 1, (8,), np.float32), spaces.MultiDiscrete([3, 2]), team_id=1)
+SCOUT = BehaviourSpec(
+    "Scout",
+    spaces.Dict({"ray": spaces.Box(0, 1, (4, 2), np.float32), "hp": spaces.Box(0, 100, (1,), np.int32)}),
+    spaces.Box(-2, 2, (2,), np.float32),
+)
+SPECS = {"Guard": GUARD, "Scout": SCOUT}
+MASKED = {"Guard"}
+
+
+def sample_result(rng):
+    guard = BehaviourStep(
+        DecisionSteps(np.array([4, 9], np.int64), rng.uniform(-1, 1, (2, 8)).astype(np.float32),
+                      np.array([0.5, -1], np.float32), np.array([[1, 0, 1, 1, 1], [0, 1, 1, 0, 1]], bool)),
+        TerminalSteps(np.array([2], np.int64), np.zeros((1, 8), np.float32), np.array([3.0], np.float32),
+                      np.array([True])),
+    )
+    scout = BehaviourStep(
+        DecisionSteps(np.array([0], np.int64), {"ray": np.full((1, 4, 2), 0.25, np.float32),
+                                                  "hp": np.array([[70]], np.int32)}, np.zeros(1, np.float32)),
+        TerminalSteps.empty(SCOUT),
+    )
+    return {"Guard": guard, "Scout": scout}
+
+
+def hello(specs=SPECS, masked=MASKED):
+    return pb.Hello(protocol_version=1, behaviours=[spec_to_proto(s, s.name in masked) for s in specs.values()])
+
+
+def test_tensor_round_trip_is_a_view_of_the_bytes():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = encode_tensor(a)
+    b = decode_tensor(t, "x")
+    np.testing.assert_array_equal(a, b)
+    assert not b.flags.writeable  # frombuffer view, no copy
+
+
+def test_specs_round_trip_with_masks_and_team():
+    specs, masked = specs_from_hello(hello())
+    assert masked == MASKED
+    assert specs["Guard"].team_id == 1 and specs["Guard"].action_branches == (3, 2)
+    assert specs["Scout"].observation_space == SCOUT.observation_space
+    assert specs["Scout"].action_space == SCOUT.action_space
+
+
+def test_observations_round_trip_meet_the_env_contract():
+    result = sample_result(np.random.default_rng(0))
+    msg = pb.Observations.FromString(encode_observations(3, SPECS, result).SerializeToString())
+    decoded = decode_observations(msg, SPECS, MASKED)
+    check_step_result(SPECS, decoded)
+    np.testing.assert_array_equal(decoded["Guard"].decisions.obs, result["Guard"].decisions.obs)
+    np.testing.assert_array_equal(decoded["Guard"].decisions.action_mask, result["Guard"].decisions.action_mask)
+    np.testing.assert_array_equal(decoded["Scout"].decisions.obs["hp"], [[70]])
+    assert decoded["Guard"].terminals.truncated.tolist() == [True]
+
+
+def test_missing_behaviours_are_empty():
+    result = sample_result(np.random.default_rng(0))
+    msg = encode_observations(0, SPECS, {"Guard": result["Guard"]})
+    decoded = decode_observations(msg, SPECS, MASKED)
+    assert len(decoded["Scout"].decisions) == 0
+
+
+def corrupt(mutate):
+    msg = encode_observations(0, SPECS, sample_result(np.random.default_rng(0)))
+    mutate(msg)
+    return msg
+
+
+@pytest.mark.parametrize(
+    "mutate,field",
+    [
+        (lambda m: setattr(m.behaviours[0], "behaviour", "Ghost"), "observations.behaviours[0].behaviour"),
+        (lambda m: m.behaviours[0].decision_obs[0].shape.__setitem__(1, 7), "observations.behaviours[0].decision_obs[0]"),
+        (lambda m: m.behaviours[0].decision_ids.CopyFrom(encode_tensor(np.array([4, 4], np.int64))),
+         "observations.behaviours[0].decision_ids"),
+        (lambda m: m.behaviours[0].decision_obs[0].CopyFrom(encode_tensor(np.full((2, 8), np.nan, np.float32))),
+         "observations.behaviours[0].decision_obs[0]"),
+        (lambda m: m.behaviours[0].decision_rewards.CopyFrom(encode_tensor(np.zeros(2, np.float64))),
+         "observations.behaviours[0].decision_rewards"),
+        (lambda m: m.behaviours[0].ClearField("action_mask"), "observations.behaviours[0].action_mask"),
+        (lambda m: m.behaviours[0].action_mask.CopyFrom(encode_tensor(np.zeros((2, 5), bool))),
+         "observations.behaviours[0].action_mask"),
+        (lambda m: m.behaviours[1].decision_obs.pop(), "observations.behaviours[1].decision_obs"),
+        (lambda m: m.behaviours[0].decision_ids.CopyFrom(encode_tensor(np.array([-1, 3], np.int64))),
+         "observations.behaviours[0].decision_ids"),
+        (lambda m: setattr(m.behaviours[0].terminal_obs[0], "data", b"\x00" * 5), "observations.behaviours[0].terminal_obs[0].data"),
+        (lambda m: m.behaviours.add().CopyFrom(m.behaviours[0]), "observations.behaviours[2].behaviour"),
+    ],
+    ids=["unknown-behaviour", "wrong-shape", "duplicate-ids", "nan-obs", "reward-dtype", "missing-mask",
+         "mask-blocks-branch", "missing-component", "negative-id", "truncated-data", "behaviour-twice"],
+)
+def test_malformed_observations_name_the_field(mutate, field):
+    with pytest.raises(ProtocolError) as info:
+        decode_observations(corrupt(mutate), SPECS, MASKED)
+    assert info.value.field.startswith(field), str(info.value)
+
+
+def test_bad_specs_are_refused_naming_the_field():
+    bad = spec_to_proto(GUARD)
+    bad.ClearField("multi_discrete")
+    with pytest.raises(ProtocolError, match=r"hello.behaviours\[0\].action"):
+        specs_from_hello(pb.Hello(behaviours=[bad]))
+    with pytest.raises(ProtocolError, match="declared twice"):
+        specs_from_hello(hello({"a": GUARD, "b": GUARD}, set()))
+    with pytest.raises(ProtocolError, match="at least one behaviour"):
+        specs_from_hello(pb.Hello())
+
+
+def test_actions_round_trip_and_are_checked_against_decision_counts():
+    actions = {"Guard": np.array([[2, 1], [0, 0]], np.int64), "Scout": np.array([[0.5, -1.5]], np.float32)}
+    msg = pb.Actions.FromString(encode_actions(7, actions).SerializeToString())
+    out = decode_actions(msg, SPECS, {"Guard": 2, "Scout": 1})
+    np.testing.assert_array_equal(out["Guard"], actions["Guard"])
+    with pytest.raises(ProtocolError, match=r"actions.behaviours\[0\].actions: expected int64 \(3, 2\)"):
+        decode_actions(msg, SPECS, {"Guard": 3, "Scout": 1})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_random_bytes_never_escape_as_anything_but_protocol_or_decode_errors(data):
+    from google.protobuf.message import DecodeError
+
+    try:
+        msg = pb.Observations.FromString(data)
+    except DecodeError:
+        return
+    try:
+        check = decode_observations(msg, SPECS, MASKED)
+    except ProtocolError:
+        return
+    check_step_result(SPECS, check)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_valid_messages_are_decoded_or_refused_cleanly(data):
+    from google.protobuf.message import DecodeError
+
+    raw = bytearray(encode_observations(0, SPECS, sample_result(np.random.default_rng(0))).SerializeToString())
+    for _ in range(data.draw(st.integers(1, 8))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    try:
+        msg = pb.Observations.FromString(bytes(raw))
+    except DecodeError:
+        return
+    try:
+        result = decode_observations(msg, SPECS, MASKED)
+    except ProtocolError:
+        return
+    check_step_result(SPECS, result)
