@@ -174,3 +174,35 @@ def test_mutated_valid_messages_are_decoded_or_refused_cleanly(data):
     except ProtocolError:
         return
     check_step_result(SPECS, result)
+
+
+def test_dict_components_travel_in_declared_order_not_sorted_order():
+    from collections import OrderedDict
+
+    box_a, box_b = spaces.Box(0, 1, (2,), np.float32), spaces.Box(0, 1, (3, 2), np.float32)
+    declared = spaces.Dict(OrderedDict([("zeta", box_b), ("alpha", box_a)]))
+    spec = BehaviourSpec("S", declared, spaces.Discrete(2))
+    specs, _ = specs_from_hello(pb.Hello(behaviours=[spec_to_proto(spec)]))
+    assert list(specs["S"].observation_components) == ["zeta", "alpha"]
+    obs = {"zeta": np.ones((1, 3, 2), np.float32), "alpha": np.zeros((1, 2), np.float32)}
+    result = {"S": BehaviourStep(DecisionSteps(np.array([0], np.int64), obs, np.zeros(1, np.float32)),
+                                 TerminalSteps.empty(spec))}
+    decoded = decode_observations(encode_observations(0, specs, result), specs, set())
+    np.testing.assert_array_equal(decoded["S"].decisions.obs["zeta"], obs["zeta"])
+
+
+def test_absent_groups_mean_no_agents():
+    msg = pb.Observations(step=0)
+    entry = msg.behaviours.add(behaviour="Scout")  # neither decisions nor terminals
+    decoded = decode_observations(msg, SPECS, MASKED)
+    assert len(decoded["Scout"].decisions) == 0 and len(decoded["Scout"].terminals) == 0
+    entry.decision_ids.CopyFrom(encode_tensor(np.array([1], np.int64)))
+    with pytest.raises(ProtocolError, match=r"decision_obs"):
+        decode_observations(msg, SPECS, MASKED)
+
+
+def test_bool_tensors_hold_only_zero_or_one():
+    t = encode_tensor(np.zeros(3, bool))
+    t.data = bytes([0, 1, 7])
+    with pytest.raises(ProtocolError, match="0 or 1"):
+        decode_tensor(t, "x")

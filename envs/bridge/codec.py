@@ -8,6 +8,7 @@ Tensors are ``numpy.frombuffer`` views of the message bytes: no per-element work
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -65,6 +66,8 @@ def decode_tensor(tensor: pb.Tensor, field: str) -> np.ndarray:
     if len(tensor.data) != expected:
         raise ProtocolError(f"{field}.data", f"{len(tensor.data)} bytes for shape {list(shape)} of {dtype.name} ({expected} expected)")
     array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    if dtype.kind == "b" and array.size and np.frombuffer(tensor.data, np.uint8).max() > 1:
+        raise ProtocolError(f"{field}.data", "BOOL elements must be bytes 0 or 1")
     if dtype.byteorder == "<" and not np.little_endian:  # pragma: no cover - big-endian hosts only
         array = array.astype(dtype.newbyteorder("="))
     return array
@@ -143,7 +146,8 @@ def spec_from_proto(msg: pb.BehaviourSpec, field: str) -> tuple[BehaviourSpec, b
     if len(set(names)) != len(names) or "" in names:
         raise ProtocolError(f"{field}.observations", f"component names must be unique and non-empty, got {names}")
     boxes = {c.name: _box_from_proto(c.space, f"{field}.observations[{i}].space") for i, c in enumerate(msg.observations)}
-    observation = boxes["obs"] if names == ["obs"] else spaces.Dict(boxes)
+    # OrderedDict: gymnasium sorts a plain dict's keys, but tensors travel in declared order.
+    observation = boxes["obs"] if names == ["obs"] else spaces.Dict(OrderedDict(boxes))
     kind = msg.WhichOneof("action")
     if kind == "discrete":
         if msg.discrete.n <= 0:
@@ -253,31 +257,45 @@ def decode_observations(
             raise ProtocolError(f"{where}.behaviour", f"unknown behaviour {entry.behaviour!r}; declared: {sorted(specs)}")
         if entry.behaviour in result:
             raise ProtocolError(f"{where}.behaviour", f"behaviour {entry.behaviour!r} appears twice")
-        ids = _decode_ids(entry.decision_ids, f"{where}.decision_ids")
-        n = len(ids)
-        obs = _decode_obs(spec, entry.decision_obs, n, f"{where}.decision_obs")
-        rewards = _decode_rewards(entry.decision_rewards, n, f"{where}.decision_rewards")
-        mask = None
-        if entry.behaviour in masked:
-            if not entry.HasField("action_mask"):
-                raise ProtocolError(f"{where}.action_mask", f"behaviour {entry.behaviour!r} declared masks but sent none")
-            mask = _expect(decode_tensor(entry.action_mask, f"{where}.action_mask"), f"{where}.action_mask",
-                           np.dtype("?"), (n, spec.mask_size))
-            if n and len(spec.action_branches) and not _every_branch_allows_something(mask, spec.action_branches):
-                raise ProtocolError(f"{where}.action_mask", "a row masks out every action of a branch")
-        t_ids = _decode_ids(entry.terminal_ids, f"{where}.terminal_ids")
-        m = len(t_ids)
-        t_obs = _decode_obs(spec, entry.terminal_obs, m, f"{where}.terminal_obs")
-        t_rewards = _decode_rewards(entry.terminal_rewards, m, f"{where}.terminal_rewards")
-        truncated = _expect(decode_tensor(entry.terminal_truncated, f"{where}.terminal_truncated"),
-                            f"{where}.terminal_truncated", np.dtype("?"), (m,))
-        result[entry.behaviour] = BehaviourStep(
-            DecisionSteps(ids, obs, rewards, mask), TerminalSteps(t_ids, t_obs, t_rewards, truncated)
-        )
+        if entry.HasField("decision_ids"):
+            decisions = _decode_decisions(entry, spec, entry.behaviour in masked, where)
+        else:  # no decisions this step (the other decision_* fields are ignored)
+            decisions = DecisionSteps.empty(spec)
+        if entry.HasField("terminal_ids"):
+            terminals = _decode_terminals(entry, spec, where)
+        else:
+            terminals = TerminalSteps.empty(spec)
+        result[entry.behaviour] = BehaviourStep(decisions, terminals)
     for name, spec in specs.items():
         if name not in result:
             result[name] = BehaviourStep.empty(spec)
     return result
+
+
+def _decode_decisions(entry: pb.BehaviourObservations, spec: BehaviourSpec, masked: bool, where: str) -> DecisionSteps:
+    ids = _decode_ids(entry.decision_ids, f"{where}.decision_ids")
+    n = len(ids)
+    obs = _decode_obs(spec, entry.decision_obs, n, f"{where}.decision_obs")
+    rewards = _decode_rewards(entry.decision_rewards, n, f"{where}.decision_rewards")
+    mask = None
+    if masked:
+        if not entry.HasField("action_mask"):
+            raise ProtocolError(f"{where}.action_mask", f"behaviour {entry.behaviour!r} declared masks but sent none")
+        mask = _expect(decode_tensor(entry.action_mask, f"{where}.action_mask"), f"{where}.action_mask",
+                       np.dtype("?"), (n, spec.mask_size))
+        if n and not _every_branch_allows_something(mask, spec.action_branches):
+            raise ProtocolError(f"{where}.action_mask", "a row masks out every action of a branch")
+    return DecisionSteps(ids, obs, rewards, mask)
+
+
+def _decode_terminals(entry: pb.BehaviourObservations, spec: BehaviourSpec, where: str) -> TerminalSteps:
+    ids = _decode_ids(entry.terminal_ids, f"{where}.terminal_ids")
+    m = len(ids)
+    obs = _decode_obs(spec, entry.terminal_obs, m, f"{where}.terminal_obs")
+    rewards = _decode_rewards(entry.terminal_rewards, m, f"{where}.terminal_rewards")
+    truncated = _expect(decode_tensor(entry.terminal_truncated, f"{where}.terminal_truncated"),
+                        f"{where}.terminal_truncated", np.dtype("?"), (m,))
+    return TerminalSteps(ids, obs, rewards, truncated)
 
 
 def _every_branch_allows_something(mask: np.ndarray, branches: tuple[int, ...]) -> bool:

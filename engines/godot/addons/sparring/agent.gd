@@ -1,0 +1,140 @@
+# SparringAgent: one NPC that learns. Extend this script and fill in what the agent sees and does.
+#
+#   extends "res://addons/sparring/agent.gd"
+#   func get_observation() -> PoolRealArray: return PoolRealArray([...])  # observation_size floats
+#   func apply_action(action) -> void: ...        # int / PoolIntArray / PoolRealArray, see action_kind
+#   func reset_agent() -> void: ...               # put the agent at the start of a new episode
+# and, from the game's own logic (usually in _physics_process):
+#   add_reward(1.0)          # any number of times between decisions
+#   end_episode()            # reached a terminal state (won, lost, died)
+#   end_episode(true)        # cut short: not a terminal state (time limit, level ended around it)
+#
+# The agent joins the session when it enters the scene tree. SparringSync asks every
+# agent for a decision every `frames_per_step` physics frames; an agent whose episode
+# ended is reported once with its final observation, then reset_agent() is called and
+# it asks for its first decision of the next episode in the same message.
+# The node can sit anywhere in the scene; to drive a body (KinematicBody2D, ...), make
+# the agent a child of it and reach it with get_parent().
+extends Node
+
+enum ActionKind { DISCRETE, MULTI_DISCRETE, CONTINUOUS }
+
+const GROUP := "sparring_agents"
+
+# Agents with the same behaviour name share one policy and must declare the same spaces.
+export var behaviour_name := "agent"
+# Length of the PoolRealArray get_observation() returns. For several named parts
+# or shapes of more than one axis, override observation_components() instead.
+export var observation_size := 1
+export(ActionKind) var action_kind := ActionKind.DISCRETE
+# DISCRETE: apply_action gets an int in [0, discrete_actions).
+export var discrete_actions := 2
+# MULTI_DISCRETE: apply_action gets a PoolIntArray, element i in [0, action_branches[i]).
+export var action_branches := PoolIntArray([2, 2])
+# CONTINUOUS: apply_action gets a PoolRealArray of continuous_size floats, meant to lie in [low, high].
+export var continuous_size := 1
+export var continuous_low := -1.0
+export var continuous_high := 1.0
+# Team of this behaviour in competitive games; -1 for none.
+export var team_id := -1
+# Discrete actions only: get_action_mask() says which actions are allowed at each decision.
+export var use_action_mask := false
+# Decisions after which the episode is cut short (truncated); 0 for no limit.
+export var max_episode_steps := 0
+
+# Bookkeeping SparringSync reads and writes; the game uses the methods below.
+var agent_id := -1  # int64, unique while the session lasts
+var reward := 0.0  # earned since the last decision
+var episode_done := false
+var episode_truncated := false
+var episode_steps := 0  # decisions acted on in this episode
+
+
+func _enter_tree() -> void:
+	add_to_group(GROUP)
+
+
+# -- for the game to override -----------------------------------------------------
+
+# What the agent sees now: observation_size floats, or, when observation_components()
+# names several parts, a Dictionary {part name: PoolRealArray} holding each part C-order.
+func get_observation():
+	return PoolRealArray()
+
+
+func apply_action(_action) -> void:
+	pass
+
+
+func reset_agent() -> void:
+	pass
+
+
+# One byte per action, branches concatenated: 1 = allowed, 0 = not. Every branch must
+# allow at least one action.
+func get_action_mask() -> PoolByteArray:
+	var mask := PoolByteArray()
+	for n in _branches():
+		for i in range(n):
+			mask.append(1)
+	return mask
+
+
+# The action taken when no trainer is connected (the game runs on its own): random.
+func heuristic():
+	if action_kind == ActionKind.DISCRETE:
+		var allowed := []
+		var mask := get_action_mask() if use_action_mask else PoolByteArray()
+		for i in range(discrete_actions):
+			if mask.size() == 0 or mask[i] != 0:
+				allowed.append(i)
+		return allowed[randi() % allowed.size()]
+	if action_kind == ActionKind.MULTI_DISCRETE:
+		var picks := PoolIntArray()
+		for n in action_branches:
+			picks.append(randi() % n)
+		return picks
+	var values := PoolRealArray()
+	for i in range(continuous_size):
+		values.append(rand_range(continuous_low, continuous_high))
+	return values
+
+
+# {part name: shape} of the observation, in order. One part named "obs" is a plain
+# Box to the trainer; several are a Dict of Boxes.
+func observation_components() -> Dictionary:
+	return {"obs": [observation_size]}
+
+
+# -- for the game to call -----------------------------------------------------------
+
+func add_reward(value: float) -> void:
+	reward += value
+
+
+func end_episode(truncated := false) -> void:
+	if not episode_done:
+		episode_done = true
+		episode_truncated = truncated
+
+
+# -- used by SparringSync --------------------------------------------------------------
+
+func episode_over() -> bool:
+	return episode_done or (max_episode_steps > 0 and episode_steps >= max_episode_steps)
+
+
+func start_episode() -> void:
+	reward = 0.0
+	episode_done = false
+	episode_truncated = false
+	episode_steps = 0
+	reset_agent()
+
+
+func _branches() -> Array:
+	if action_kind == ActionKind.DISCRETE:
+		return [discrete_actions]
+	if action_kind == ActionKind.MULTI_DISCRETE:
+		return Array(action_branches)
+	return []

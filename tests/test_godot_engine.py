@@ -1,0 +1,365 @@
+"""The Godot addon (engines/godot/) and its example game, run as real headless godot3-server processes.
+
+A loopback server in tests/godot_harness.py plays the trainer's side of the bridge's
+TCP transport, so every test here is one real session with a real Godot 3.2 game.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from godot_harness import GODOT, PROJECT, GodotSession, make_tensor, pb, tensor
+
+pytestmark = [
+    pytest.mark.godot,
+    pytest.mark.skipif(GODOT is None, reason="godot3-server is not on PATH (apt-get install godot3-server)"),
+]
+
+SEEKERS = 4
+SEEKER_OBS = 5  # cell x, y, coin offset x, y, fraction of decisions left
+SEEKER_ACTIONS = 5  # stay, up, down, left, right
+SEEKER_LIMIT = 40  # decisions before an episode is truncated
+GRID = 7
+SPACES = "res://checks/spaces.tscn"
+
+
+def random_masked_actions(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.argmax(rng.random(mask.shape) * mask, axis=1).astype(np.int64)
+
+
+def seeker_part(obs: pb.Observations) -> pb.BehaviourObservations:
+    assert [b.behaviour for b in obs.behaviours] == ["seeker"]
+    return obs.behaviours[0]
+
+
+def by_name(obs: pb.Observations) -> dict[str, pb.BehaviourObservations]:
+    return {b.behaviour: b for b in obs.behaviours}
+
+
+def test_hello_declares_the_example_seekers():
+    with GodotSession(token="s3cret") as game:
+        hello = game.handshake()
+    assert (hello.protocol_version, hello.engine_name, hello.auth_token) == (1, "godot", "s3cret")
+    [spec] = hello.behaviours
+    assert spec.name == "seeker"
+    assert [(c.name, list(c.space.shape), c.space.dtype) for c in spec.observations] == [("obs", [SEEKER_OBS], pb.FLOAT32)]
+    assert spec.WhichOneof("action") == "discrete" and spec.discrete.n == SEEKER_ACTIONS
+    assert spec.has_action_mask and not spec.has_team
+
+
+def test_hello_declares_multi_discrete_continuous_and_multi_component_behaviours():
+    with GodotSession(SPACES) as game:
+        hello = game.handshake()
+    specs = {s.name: s for s in hello.behaviours}
+    assert list(specs) == ["picker", "steerer", "chooser"]  # in the order agents appear in the scene
+    picker, steerer, chooser = specs.values()
+    assert [(c.name, list(c.space.shape)) for c in picker.observations] == [("last_action", [2]), ("grid", [2, 3])]
+    assert picker.WhichOneof("action") == "multi_discrete" and list(picker.multi_discrete.nvec) == [3, 2]
+    assert (picker.has_team, picker.team_id, picker.has_action_mask) == (True, 1, True)
+    assert steerer.WhichOneof("action") == "continuous"
+    assert list(steerer.continuous.shape) == [2] and steerer.continuous.dtype == pb.FLOAT32
+    assert tensor(steerer.continuous.low).tolist() == [-2.0, -2.0]
+    assert tensor(steerer.continuous.high).tolist() == [2.0, 2.0]
+    assert tensor(steerer.continuous.low).dtype == np.float64
+    assert chooser.WhichOneof("action") == "discrete" and chooser.discrete.n == 4
+    assert not chooser.has_action_mask and not chooser.has_team
+
+
+def test_reset_yields_observations_with_the_declared_shapes_and_dtypes():
+    with GodotSession() as game:
+        game.handshake()
+        obs = game.reset(seed=1)
+    part = seeker_part(obs)
+    assert obs.step == 0
+    ids = tensor(part.decision_ids)
+    assert ids.dtype == np.int64 and ids.shape == (SEEKERS,) and len(set(ids.tolist())) == SEEKERS
+    [seen] = [tensor(t) for t in part.decision_obs]
+    assert seen.dtype == np.float32 and seen.shape == (SEEKERS, SEEKER_OBS)
+    rewards = tensor(part.decision_rewards)
+    assert rewards.dtype == np.float32 and rewards.tolist() == [0.0] * SEEKERS
+    mask = tensor(part.action_mask)
+    assert mask.dtype == np.bool_ and mask.shape == (SEEKERS, SEEKER_ACTIONS)
+    cells = np.rint(seen[:, :2] * (GRID - 1))
+    expected = np.stack([np.ones(SEEKERS, bool), cells[:, 1] > 0, cells[:, 1] < GRID - 1,
+                         cells[:, 0] > 0, cells[:, 0] < GRID - 1], axis=1)
+    np.testing.assert_array_equal(mask, expected)  # moves off the grid are masked
+    assert tensor(part.terminal_ids).shape == (0,) and tensor(part.terminal_ids).dtype == np.int64
+    [final] = [tensor(t) for t in part.terminal_obs]
+    assert final.shape == (0, SEEKER_OBS) and final.dtype == np.float32
+    assert tensor(part.terminal_rewards).shape == (0,) and tensor(part.terminal_rewards).dtype == np.float32
+    assert tensor(part.terminal_truncated).shape == (0,) and tensor(part.terminal_truncated).dtype == np.bool_
+
+
+def test_random_play_ends_episodes_terminated_at_the_coin_or_truncated_at_the_limit():
+    rng = np.random.default_rng(0)
+    terminated = truncated = 0
+    with GodotSession() as game:
+        game.handshake()
+        obs = game.reset(seed=2)
+        acted = dict.fromkeys(tensor(seeker_part(obs).decision_ids).tolist(), 0)  # decisions per episode so far
+        for step in range(1, 301):
+            part = seeker_part(obs)
+            ids = tensor(part.decision_ids)
+            obs = game.step(step, {"seeker": random_masked_actions(tensor(part.action_mask), rng)})
+            assert obs.step == step
+            for agent in ids.tolist():
+                acted[agent] += 1
+            part = seeker_part(obs)
+            ended, final_rewards = tensor(part.terminal_ids), tensor(part.terminal_rewards)
+            flags, [final_obs] = tensor(part.terminal_truncated), [tensor(t) for t in part.terminal_obs]
+            ids, rewards, [seen] = tensor(part.decision_ids), tensor(part.decision_rewards), [tensor(t) for t in part.decision_obs]
+            assert sorted(ids.tolist()) == sorted(acted)  # everyone decides again, the ended agents first of a new episode
+            for agent, reward, cut, last in zip(ended.tolist(), final_rewards, flags, final_obs):
+                if cut:
+                    truncated += 1
+                    assert acted[agent] == SEEKER_LIMIT and reward == pytest.approx(-0.01)
+                else:
+                    terminated += 1
+                    assert acted[agent] <= SEEKER_LIMIT and reward == pytest.approx(0.99)
+                    assert last[2:4].tolist() == [0.0, 0.0]  # standing on the coin
+                acted[agent] = 0
+            fresh = np.isin(ids, ended)
+            assert (rewards[fresh] == 0).all() and (seen[fresh, 4] == 1.0).all()
+            assert np.allclose(rewards[~fresh], -0.01)
+    assert terminated > 0 and truncated > 0
+
+
+def test_actions_reach_their_agents_in_every_action_space():
+    with GodotSession(SPACES) as game:
+        game.handshake()
+        parts = by_name(game.reset(seed=0))
+        assert tensor(parts["picker"].decision_ids).tolist() == [0, 2]  # ids in scene order
+        assert tensor(parts["picker"].action_mask).tolist() == [[True, True, False, True, True]] * 2
+        obs = game.step(1, {
+            "picker": np.array([[1, 1], [0, 1]], np.int64),
+            "steerer": np.array([[0.5, -1.5]], np.float32),
+            "chooser": np.array([3], np.int64),
+        })
+        parts = by_name(obs)
+        picker = parts["picker"]
+        # Picker 2 chose 0 first, which ends its episode: reported once, then back for a new one.
+        assert tensor(picker.terminal_ids).tolist() == [2]
+        assert tensor(picker.terminal_truncated).tolist() == [False]
+        assert tensor(picker.terminal_rewards).tolist() == [0.5]
+        assert tensor(picker.terminal_obs[0]).tolist() == [[0, 1]]
+        assert tensor(picker.decision_ids).tolist() == [0, 2]
+        assert tensor(picker.decision_obs[0]).tolist() == [[1, 1], [-1, -1]]
+        assert tensor(picker.decision_obs[1]).shape == (2, 2, 3)
+        assert tensor(picker.decision_rewards).tolist() == [0.5, 0.0]
+        assert tensor(parts["steerer"].decision_obs[0]).tolist() == [[0.5, -1.5, 1]]
+        assert tensor(parts["chooser"].decision_obs[0]).tolist() == [[3, 1]]
+        for step in (2, 3):  # the steerer's episode is cut short after 3 decisions
+            obs = game.step(step, {
+                "picker": np.array([[2, 0], [1, 0]], np.int64),  # 2 is masked: the engine does not enforce masks
+                "steerer": np.array([[0.0, 0.0]], np.float32),
+                "chooser": np.array([0], np.int64),
+            })
+        steerer = by_name(obs)["steerer"]
+        assert tensor(steerer.terminal_ids).tolist() == [1]
+        assert tensor(steerer.terminal_truncated).tolist() == [True]
+        assert tensor(steerer.terminal_obs[0]).tolist() == [[0, 0, 3]]
+
+
+def test_the_same_seed_starts_the_same_episodes():
+    with GodotSession() as game:
+        game.handshake()
+        first = tensor(seeker_part(game.reset(seed=11)).decision_obs[0])
+        again = tensor(seeker_part(game.reset(seed=11)).decision_obs[0])
+        other = tensor(seeker_part(game.reset(seed=12)).decision_obs[0])
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_environment_parameters_reach_the_game():
+    with GodotSession() as game:
+        game.handshake()
+        seen = tensor(seeker_part(game.reset(seed=3, grid_size=3)).decision_obs[0])
+    assert set(seen[:, :2].ravel().tolist()) <= {0.0, 0.5, 1.0}  # cells of a 3x3 grid
+
+
+def test_a_refusal_makes_the_game_exit_nonzero():
+    with GodotSession() as game:
+        game.receive()
+        game.send(refusal=pb.Refusal(reason="wrong token"))
+        assert game.wait() != 0
+        assert "wrong token" in game.output
+
+
+def test_close_makes_the_game_exit_zero():
+    with GodotSession() as game:
+        game.handshake()
+        game.reset()
+        game.send(close=pb.Close(reason="training done"))
+        assert game.wait() == 0
+
+
+def test_a_trainer_error_makes_the_game_exit_nonzero():
+    with GodotSession() as game:
+        game.handshake()
+        game.send(error=pb.Error(message="checkpoint disk full", field=""))
+        assert game.wait() != 0
+        assert "checkpoint disk full" in game.output
+
+
+def test_malformed_actions_get_an_error_naming_the_field():
+    with GodotSession() as game:
+        game.handshake()
+        game.reset()
+        game.send(actions=pb.Actions(step=1, behaviours=[pb.BehaviourActions(
+            behaviour="seeker", actions=pb.Tensor(dtype=pb.INT64, shape=[3], data=bytes(24)))]))
+        reply = game.receive()
+        assert reply.WhichOneof("message") == "error"
+        assert reply.error.field == "actions.behaviours[0].actions"
+        assert "[4]" in reply.error.message and "[3]" in reply.error.message
+        assert game.wait() != 0
+
+
+def test_a_vanished_trainer_makes_the_game_exit_nonzero():
+    with GodotSession() as game:
+        game.handshake()
+        game.conn.close()
+        assert game.wait() != 0
+
+
+def test_a_game_that_quits_on_its_own_says_close():
+    with GodotSession(SPACES) as game:
+        game.handshake()
+        game.reset()
+        game.send(actions=pb.Actions(step=1, behaviours=[
+            pb.BehaviourActions(behaviour="picker", actions=make_tensor(np.array([[1, 1], [1, 1]], np.int64))),
+            pb.BehaviourActions(behaviour="steerer", actions=make_tensor(np.zeros((1, 2), np.float32))),
+            pb.BehaviourActions(behaviour="chooser", actions=make_tensor(np.array([2], np.int64))),  # quits the game
+        ]))
+        assert game.receive().WhichOneof("message") == "close"
+        assert game.wait() == 0
+
+
+def test_no_trainer_listening_makes_the_game_exit_nonzero():
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # closed again below, so nothing listens there
+    done = subprocess.run([GODOT, "--path", str(PROJECT), "--sparring-port", str(port)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert f"127.0.0.1:{port}" in done.stdout + done.stderr
+
+
+# -- the GDScript protobuf codec, against Python's --------------------------------------
+
+def _field(number: int, wire: int, payload: bytes) -> bytes:
+    """One raw protobuf field (numbers below 16, lengths below 128: one-byte tag and length)."""
+    assert number < 16
+    if wire == 2:
+        assert len(payload) < 128
+        return bytes([number << 3 | 2, len(payload)]) + payload
+    return bytes([number << 3 | wire]) + payload
+
+
+UNKNOWN_FIELDS = _field(15, 0, b"\x96\x01") + _field(14, 2, b"abc") + _field(13, 5, b"\0" * 4) + _field(12, 1, b"\0" * 8)
+
+
+def codec_cases() -> dict[str, tuple[str, bytes, object]]:
+    """name -> (message type, wire bytes, the message they hold) for every bridge message."""
+    f64 = lambda *v: make_tensor(np.array(v, np.float64))  # noqa: E731
+    hello = pb.EngineMessage(hello=pb.Hello(protocol_version=1, auth_token="tøken ✓", engine_name="godot", behaviours=[
+        pb.BehaviourSpec(name="a", observations=[
+            pb.ObservationComponent(name="obs", space=pb.BoxSpace(shape=[3, 200], dtype=pb.FLOAT32, low=f64(-1.5), high=f64(2.5))),
+            pb.ObservationComponent(name="grid", space=pb.BoxSpace(shape=[1], dtype=pb.UINT8))],
+            discrete=pb.DiscreteSpace(n=300), has_team=True, team_id=-2, has_action_mask=True),
+        pb.BehaviourSpec(name="b", observations=[pb.ObservationComponent(name="obs", space=pb.BoxSpace(shape=[1]))],
+                         multi_discrete=pb.MultiDiscreteSpace(nvec=[2, 2**40])),
+        pb.BehaviourSpec(name="c", continuous=pb.BoxSpace(shape=[2], dtype=pb.FLOAT32, low=f64(-1, -2)), team_id=7),
+    ]))
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    observations = pb.EngineMessage(observations=pb.Observations(step=2**40, behaviours=[pb.BehaviourObservations(
+        behaviour="a", decision_ids=make_tensor(np.array([0, 5, 2**33], np.int64)), decision_obs=[make_tensor(rows)] * 2,
+        decision_rewards=make_tensor(np.array([-1.5, 0, 1e-8], np.float32)),
+        action_mask=make_tensor(np.eye(3, 4, dtype=bool)),
+        terminal_ids=make_tensor(np.zeros(0, np.int64)), terminal_obs=[make_tensor(np.zeros((0, 4), np.float32))],
+        terminal_rewards=make_tensor(np.zeros(0, np.float32)), terminal_truncated=make_tensor(np.zeros(0, bool)))]))
+    actions = pb.TrainerMessage(actions=pb.Actions(step=3, behaviours=[
+        pb.BehaviourActions(behaviour="a", actions=make_tensor(np.array([[1, 2], [3, 4]], np.int64))),
+        pb.BehaviourActions(behaviour="c", actions=make_tensor(np.ones((1, 300), np.float32)))]))
+    messages = {
+        "hello": ("EngineMessage", hello),
+        "observations": ("EngineMessage", observations),
+        "engine_error": ("EngineMessage", pb.EngineMessage(error=pb.Error(message="bad", field="behaviours[0].decision_obs[1]"))),
+        "engine_close": ("EngineMessage", pb.EngineMessage(close=pb.Close(reason="quit"))),
+        "welcome": ("TrainerMessage", pb.TrainerMessage(welcome=pb.Welcome(
+            protocol_version=1, seed=-(2**63), environment_parameters={"g": 9.81, "": 1e300, "n": -3.0}))),
+        "refusal": ("TrainerMessage", pb.TrainerMessage(refusal=pb.Refusal(reason="wrong token"))),
+        "reset": ("TrainerMessage", pb.TrainerMessage(reset=pb.Reset(seed=2**63 - 1, environment_parameters={"x": 0.5}))),
+        "actions": ("TrainerMessage", actions),
+        "trainer_close": ("TrainerMessage", pb.TrainerMessage(close=pb.Close())),
+        "trainer_error": ("TrainerMessage", pb.TrainerMessage(error=pb.Error(message="x" * 300))),
+    }
+    cases = {name: (kind, msg.SerializeToString(), msg) for name, (kind, msg) in messages.items()}
+    # Unknown fields, at the top and nested, are skipped.
+    reset = pb.Reset(seed=-5)
+    cases["unknown_fields"] = ("TrainerMessage", _field(3, 2, reset.SerializeToString() + UNKNOWN_FIELDS) + UNKNOWN_FIELDS,
+                               pb.TrainerMessage(reset=reset))
+    # Repeated int64 written unpacked (one tag per element) is read as well as packed.
+    tensor = _field(1, 0, bytes([pb.INT64])) + _field(2, 0, b"\x02") + _field(2, 0, b"\x01") + _field(3, 2, bytes(16))
+    unpacked = _field(4, 2, _field(2, 2, _field(1, 2, b"a") + _field(2, 2, tensor)))
+    cases["unpacked_shape"] = ("TrainerMessage", unpacked, pb.TrainerMessage(actions=pb.Actions(behaviours=[
+        pb.BehaviourActions(behaviour="a", actions=pb.Tensor(dtype=pb.INT64, shape=[2, 1], data=bytes(16)))])))
+    # Of two members of a oneof, the last one wins.
+    cases["oneof_last_wins"] = ("TrainerMessage", _field(5, 2, b"") + _field(3, 2, b""), pb.TrainerMessage(reset=pb.Reset()))
+    return cases
+
+
+BROKEN = {
+    "truncated_varint": ("TrainerMessage", b"\x1a\x02\x08\x96"),
+    "length_past_the_end": ("TrainerMessage", b"\x1a\x05\x08\x01"),
+    "group_wire_type": ("TrainerMessage", b"\x1b"),
+    "eleven_byte_varint": ("TrainerMessage", b"\x1a\x0c\x08" + b"\xff" * 10 + b"\x01"),
+}
+
+
+def test_the_gdscript_codec_reads_and_writes_every_bridge_message_as_protobuf_does(tmp_path):
+    cases = codec_cases()
+    for name, (kind, data, _) in cases.items():
+        (tmp_path / f"{name}.{kind}.bin").write_bytes(data)
+    for name, (kind, data) in BROKEN.items():
+        (tmp_path / f"{name}.{kind}.bin").write_bytes(data)
+    done = subprocess.run([GODOT, "--path", str(PROJECT), "-s", "res://checks/codec_echo.gd", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name, (kind, _, expected) in cases.items():
+        out = tmp_path / f"{name}.{kind}.out"
+        assert out.exists(), f"{name}: {(tmp_path / f'{name}.{kind}.err').read_text()}"
+        echoed = type(expected)()
+        echoed.ParseFromString(out.read_bytes())
+        assert echoed == expected, name
+        if name not in ("welcome", "reset"):  # map entries may come in any order; everything else is canonical
+            assert out.read_bytes() == expected.SerializeToString(), name
+    for name, (kind, _) in BROKEN.items():
+        assert (tmp_path / f"{name}.{kind}.err").read_text(), name
+        assert not (tmp_path / f"{name}.{kind}.out").exists(), name
+
+
+def test_agents_that_declare_one_behaviour_two_ways_get_an_error_instead_of_a_hello(tmp_path):
+    scene = tmp_path / "disagree.tscn"
+    scene.write_text("""[gd_scene load_steps=3 format=2]
+[ext_resource path="res://addons/sparring/sync.gd" type="Script" id=1]
+[ext_resource path="res://checks/echo_agent.gd" type="Script" id=2]
+[node name="Disagree" type="Node"]
+[node name="SparringSync" type="Node" parent="."]
+script = ExtResource( 1 )
+[node name="A" type="Node" parent="."]
+script = ExtResource( 2 )
+behaviour_name = "x"
+observation_size = 2
+[node name="B" type="Node" parent="."]
+script = ExtResource( 2 )
+behaviour_name = "x"
+observation_size = 3
+""")
+    with GodotSession(str(scene)) as game:
+        reply = game.receive()
+        assert reply.WhichOneof("message") == "error" and reply.error.field == "hello.behaviours"
+        assert "/root/Disagree/B" in reply.error.message and "obs [3]" in reply.error.message
+        assert game.wait() != 0
