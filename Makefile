@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(VENV)/bin/sparring train examples/tictactoe.yaml --run-id demo --force
-	$(PY) examples/show_tictactoe.py results/demo
+	$(VENV)/bin/sparring train examples/arena.yaml --run-id demo --force
+	$(PY) examples/show_arena.py results/demo
 
 # pytest exits 5 when a selection collects no tests; that is not a failure of the suite.
 test: venv

@@ -7,14 +7,29 @@ from typing import Protocol
 
 import numpy as np
 
-from sparring.envs.base import MultiAgentEnv
-from sparring.spec import Obs
+from sparring.envs.base import DecisionSteps, MultiAgentEnv, random_actions
+from sparring.spec import BehaviourSpec, Obs
 
 
 class Predictor(Protocol):
     def predict(
         self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
     ) -> np.ndarray: ...
+
+
+class RandomPolicy:
+    """Uniformly random valid actions: the baseline a trained policy should clearly beat."""
+
+    def __init__(self, specs: dict[str, BehaviourSpec], seed: int = 0) -> None:
+        self.specs = specs
+        self.rng = np.random.default_rng(seed)
+
+    def predict(
+        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
+    ) -> np.ndarray:
+        n = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+        decisions = DecisionSteps(np.zeros(n, np.int64), obs, np.zeros(n, np.float32), action_mask)
+        return random_actions(self.specs[behaviour], decisions, self.rng)
 
 
 def evaluate(

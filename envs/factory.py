@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable
+import sys
+from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sparring.config import EnvConfig
+from sparring.config import BridgeEnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig
 from sparring.envs.base import MultiAgentEnv
 
 
-def make_env(config: EnvConfig) -> MultiAgentEnv:
+def make_env(config: GymnasiumEnvConfig | PettingZooEnvConfig | BridgeEnvConfig, log_dir: Path | None = None) -> MultiAgentEnv:
     """One batched env holding ``config.num_envs`` copies of the configured source.
 
     Gymnasium copies stepped serially become agents of one in-process env (the
-    cheapest way to batch a small simulator); everything else goes through the
-    vector env, in worker processes when ``vector: subprocess``.
+    cheapest way to batch a small simulator); game instances on the bridge are
+    launched (or awaited) and stepped concurrently, their logs in ``log_dir``;
+    everything else goes through the vector env, in worker processes when
+    ``vector: subprocess``.
     """
     from sparring.envs.vector import make_vector_env
+
+    if config.source == "bridge":
+        return _make_bridge_env(config, log_dir)
 
     if config.source == "gymnasium" and config.vector == "serial":
         from sparring.envs.gymnasium import GymnasiumEnv
@@ -32,7 +39,8 @@ def make_env(config: EnvConfig) -> MultiAgentEnv:
 
 def make_single_env(config: dict[str, Any]) -> MultiAgentEnv:
     """One copy of the source (module-level and fed plain data, so worker processes can pickle it)."""
-    cfg = EnvConfig.model_validate(config)
+    model = GymnasiumEnvConfig if config["source"] == "gymnasium" else PettingZooEnvConfig
+    cfg = model.model_validate(config)
     if cfg.source == "gymnasium":
         from sparring.envs.gymnasium import GymnasiumEnv
 
@@ -42,7 +50,7 @@ def make_single_env(config: dict[str, Any]) -> MultiAgentEnv:
     return PettingZooEnv(_pettingzoo_constructor(cfg)(**cfg.kwargs), behaviours=cfg.behaviours, opponent=cfg.opponent)
 
 
-def _pettingzoo_constructor(cfg: EnvConfig) -> Callable[..., Any]:
+def _pettingzoo_constructor(cfg: PettingZooEnvConfig) -> Callable[..., Any]:
     module_name, _, attr = cfg.id.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -53,3 +61,30 @@ def _pettingzoo_constructor(cfg: EnvConfig) -> Callable[..., Any]:
     if not callable(constructor):
         raise ValueError(f"env.id {cfg.id!r}: module {module_name!r} has no callable {attr!r}")
     return constructor
+
+
+def game_command(executable: str, args: Sequence[str], transport: str = "grpc") -> tuple[str, list[str]]:
+    """How to start a game: a ``.py`` file runs with this Python, anything else as it is.
+
+    For the TCP transport the game is also told so: engines built on the Python
+    SDK default to gRPC, and engines that speak only TCP ignore the flag.
+    """
+    program, program_args = (sys.executable, [executable, *args]) if executable.endswith(".py") else (executable, list(args))
+    if transport == "tcp":
+        program_args.append("--sparring-transport=tcp")
+    return program, program_args
+
+
+def _make_bridge_env(config: BridgeEnvConfig, log_dir: Path | None) -> MultiAgentEnv:
+    from sparring.envs.bridge.env import MultiEngineEnv
+
+    options = dict(transport=config.transport, step_timeout=config.step_timeout, max_restarts=config.max_restarts)
+    if config.executable is None:
+        return MultiEngineEnv.listen(
+            config.num_envs, host=config.host, port=config.port or None, token=config.token, **options
+        )
+    program, args = game_command(config.executable, config.args, config.transport)
+    return MultiEngineEnv.launch(
+        program, config.num_envs, args, headless_args=[config.headless_flag] if config.headless_flag else (),
+        host=config.host, log_dir=None if log_dir is None else str(log_dir), **options,
+    )

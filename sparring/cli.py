@@ -1,6 +1,7 @@
 """The ``sparring`` command line: a thin layer over the Python API.
 
     sparring train CONFIG.yaml [--run-id ID] [--resume | --force] [--results-dir DIR] [--seed N]
+    sparring check-engine [--transport grpc|tcp] [--port N] [--steps N] [COMMAND ...]
 
 Exit status: 0 done, 1 training stopped by an error (checkpoints kept), 2 the
 command or its config was wrong (nothing written).
@@ -22,7 +23,7 @@ class UsageError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sparring", description="Train game NPCs that learn.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="subcommand", required=True)
     train = commands.add_parser("train", help="train the behaviours of an env described by a YAML config")
     train.add_argument("config", type=Path, help="run config (YAML)")
     train.add_argument("--run-id", help="name of the run folder (default: the config file's name)")
@@ -31,8 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
     mode.add_argument("--force", action="store_true", help="delete an existing run folder of the same id first")
+    check = commands.add_parser(
+        "check-engine",
+        help="drive a game engine through a whole bridge session and report where it departs from the protocol",
+        description="Launch COMMAND (or wait for an engine to connect) and check it speaks the sparring bridge protocol.",
+    )
+    check.add_argument("--transport", choices=("grpc", "tcp"), default="grpc")
+    check.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port; set it to wait for an engine)")
+    check.add_argument("--token", help="token a waiting-for engine must present")
+    check.add_argument("--steps", type=int, default=500, help="steps of random valid actions")
+    check.add_argument("--timeout", type=float, default=30.0, help="seconds the engine has for each answer")
+    check.add_argument("--headless-flag", help="flag added to the engine's command line")
+    check.add_argument("command", nargs=argparse.REMAINDER, help="the engine to launch and its arguments")
     args = parser.parse_args(argv)
     try:
+        if args.subcommand == "check-engine":
+            return _check_engine(args)
         return _train(args)
     except UsageError as exc:
         print(f"sparring: error: {exc}", file=sys.stderr)
@@ -64,6 +79,7 @@ def _train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"run {run_id!r} already exists at {run_path}; pass --resume to continue it or --force to overwrite it"
             )
+        shutil.rmtree(run_path)  # the config is valid and the user asked to overwrite
 
     import torch
 
@@ -74,16 +90,15 @@ def _train(args: argparse.Namespace) -> int:
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     try:
-        env = make_env(config.env)
+        env = make_env(config.env, log_dir=run.path / "engines")
     except Exception as exc:  # anything the env's own constructor raises is a problem with env: in the config
-        raise UsageError(f"{args.config}: env: cannot build {config.env.id!r}: {type(exc).__name__}: {exc}") from None
+        what = getattr(config.env, "id", None) or getattr(config.env, "executable", None) or "engines in editor mode"
+        raise UsageError(f"{args.config}: env: cannot start {what!r}: {type(exc).__name__}: {exc}") from None
     with env:
         model = PPO(env, seed=config.seed, **config.trainer.hyperparameters.model_dump())
         if checkpoint is not None:
             model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
             print(f"resuming {run_id} from {checkpoint} at step {model.num_steps}", file=sys.stderr)
-        if args.force and run_path.exists():
-            shutil.rmtree(run_path)  # only now that the new run is known to start
         run.write_config(config)
         logger = RunLogger(run, config, model)
         try:
@@ -104,6 +119,15 @@ def _train(args: argparse.Namespace) -> int:
         model.save(run.final)
     _print_summary(run, logger.last_summary, model.num_steps)
     return 0
+
+
+def _check_engine(args: argparse.Namespace) -> int:
+    from sparring.check_engine import run
+
+    if not args.command and not args.port:
+        raise UsageError("check-engine: give the engine's command line, or --port to wait for an engine to connect")
+    args.executable, args.args = (args.command[0], args.command[1:]) if args.command else (None, [])
+    return run(args)
 
 
 def _print_summary(run, summary: dict[str, dict[str, float]], steps: int) -> None:

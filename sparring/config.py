@@ -21,7 +21,7 @@ would otherwise train with the default and nobody would know.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,28 +37,61 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EnvConfig(_Strict):
-    """Where experience comes from."""
+class _PythonEnvConfig(_Strict):
+    """What every in-Python source shares: which env, its arguments, and how many copies."""
 
-    source: Literal["gymnasium", "pettingzoo"] = Field(description="Which adapter builds the env.")
-    id: str = Field(
-        description=(
-            "gymnasium: a registered id ('CartPole-v1'). pettingzoo: a module with env()/parallel_env() "
-            "('pettingzoo.classic.tictactoe_v3') or 'module:factory'."
-        )
-    )
+    id: str = Field(description="Which env (see each source).")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the env constructor.")
     num_envs: int = Field(1, ge=1, description="Copies of the env stepped together.")
     vector: Literal["serial", "subprocess"] = Field(
         "serial", description="Step copies in this process or in one worker process each."
     )
-    api: Literal["aec", "parallel"] = Field("aec", description="pettingzoo: which constructor of the module to call.")
+
+
+class GymnasiumEnvConfig(_PythonEnvConfig):
+    """A single-agent Gymnasium env (``id``: a registered id such as 'CartPole-v1'); copies become agents."""
+
+    source: Literal["gymnasium"]
+
+
+class PettingZooEnvConfig(_PythonEnvConfig):
+    """A PettingZoo AEC or Parallel env (``id``: a module with env()/parallel_env(), or 'module:factory')."""
+
+    source: Literal["pettingzoo"]
+    api: Literal["aec", "parallel"] = Field("aec", description="Which constructor of the module to call.")
     behaviours: dict[str, str] | None = Field(
-        None, description="pettingzoo: agent name -> behaviour name (default: strip a trailing _<digits>)."
+        None, description="Agent name -> behaviour name (default: strip a trailing _<digits>)."
     )
     opponent: Literal["random"] | None = Field(
-        None, description="pettingzoo: the learner plays one seat per episode, 'random' plays the others."
+        None, description="The learner plays one seat per episode, 'random' plays the others."
     )
+
+
+class BridgeEnvConfig(_Strict):
+    """Running game instances connected over the sparring bridge (launched by the trainer, or editor mode)."""
+
+    source: Literal["bridge"]
+    executable: str | None = Field(
+        None,
+        description=(
+            "The game to launch num_envs copies of (a .py file runs with this Python). "
+            "None: editor mode, wait for num_envs engines to connect to host:port."
+        ),
+    )
+    args: list[str] = Field(default_factory=list, description="Extra command-line arguments for every copy.")
+    headless_flag: str | None = Field(None, description="Added to each copy's command line, e.g. '--headless'.")
+    num_envs: int = Field(1, ge=1, description="Game instances trained at once.")
+    transport: Literal["grpc", "tcp"] = Field("grpc", description="gRPC stream, or length-prefixed frames over TCP.")
+    host: str = Field("127.0.0.1", description="Address to listen on; anything but loopback needs a token.")
+    port: int = Field(0, ge=0, le=65535, description="Port to listen on (0: any free port; editor mode needs a fixed one).")
+    token: str | None = Field(None, description="Shared secret engines must present (launched copies get one always).")
+    step_timeout: float = Field(60.0, gt=0, description="Seconds an engine may take to answer before it is relaunched.")
+    max_restarts: int = Field(5, ge=0, description="Relaunches per game instance before training stops.")
+
+
+EnvConfig = Annotated[
+    Union[GymnasiumEnvConfig, PettingZooEnvConfig, BridgeEnvConfig], Field(discriminator="source")
+]
 
 
 class TrainerConfig(_Strict):
@@ -100,13 +133,22 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
 
 
+_SOURCES = ("gymnasium", "pettingzoo", "bridge")
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """Pydantic's errors as one line: ``key.path: what is wrong``, joined by ``; ``."""
     parts = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        # drop the union tag pydantic puts in paths ("env.pettingzoo.id" -> "env.id")
+        loc = [p for i, p in enumerate(err["loc"]) if not (i == 1 and err["loc"][0] == "env" and p in _SOURCES)]
+        key = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key")
+        elif err["type"] == "union_tag_invalid":
+            parts.append(f"{key}.source: must be one of {', '.join(_SOURCES)} (got {err['input'].get('source')!r})")
+        elif err["type"] == "union_tag_not_found":
+            parts.append(f"{key}.source: required key is missing (one of {', '.join(_SOURCES)})")
         elif err["type"] == "missing":
             parts.append(f"{key}: required key is missing")
         else:

@@ -72,6 +72,8 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when a run logs
 
         self.run = run
+        self.env = model.env
+        self._env_writer = None
         self.trainer = config.trainer
         self.console = console or Console(stderr=True)
         self.writers = {name: SummaryWriter(str(run.tensorboard / name)) for name in model.specs}
@@ -130,6 +132,7 @@ class RunLogger:
             self.last_summary[name] = metrics
             mean = metrics.get("Environment/Cumulative Reward")
             lines.append(f"{name} mean return {mean:.3f} ({len(returns)} episodes)" if mean is not None else f"{name} (no finished episodes)")
+        self._log_env_metrics(report.step)
         self._metrics_file.flush()
         for writer in self.writers.values():
             writer.flush()
@@ -140,7 +143,24 @@ class RunLogger:
         else:
             print(f"step {report.step:>9} | {rate:8.0f} steps/s | " + " | ".join(lines), file=sys.stderr, flush=True)
 
+    def _log_env_metrics(self, step: int) -> None:
+        """Counters the env keeps (the bridge's restarts, crashes, timeouts, lost agents), as ``Bridge/...``."""
+        counters = getattr(self.env, "metrics", None)
+        if not counters:
+            return
+        metrics = {f"Bridge/{name.replace('_', ' ').title()}": float(value) for name, value in counters.items()}
+        if self._env_writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._env_writer = SummaryWriter(str(self.run.tensorboard / "Bridge"))
+        for tag, value in metrics.items():
+            self._env_writer.add_scalar(tag, value, step)
+        self._env_writer.flush()
+        self._metrics_file.write(json.dumps({"step": step, "behaviour": None, **metrics}) + "\n")
+
     def close(self) -> None:
+        if self._env_writer is not None:
+            self._env_writer.close()
         if self._progress is not None:
             self._progress.stop()
         for writer in self.writers.values():

@@ -12,7 +12,7 @@ from sparring.envs.pettingzoo import PettingZooEnv
 from sparring.envs.vector import SerialVectorEnv
 from sparring.envs.gymnasium import GymnasiumEnv
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def greedy_returns(model: PPO, env_id: str, episodes: int, seed: int) -> np.ndarray:
@@ -20,13 +20,6 @@ def greedy_returns(model: PPO, env_id: str, episodes: int, seed: int) -> np.ndar
     env = GymnasiumEnv(env_id, num_envs=episodes)
     return evaluate(model, env, episodes, seed=seed)[next(iter(env.specs))]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_ppo_solves_cartpole():

@@ -1,0 +1,105 @@
+"""Bridge throughput on loopback: agent-steps per second end to end, per transport, and the decode-only cost.
+
+End to end means a real engine process (the Python engine SDK, ``bridge_engine.py``)
+encodes N observations of 64 floats, the trainer decodes and validates them,
+encodes N actions of 2 discrete branches, and the engine decodes them; one
+round trip per step. With ``godot3-server`` installed, the Godot addon's
+throughput scene runs the same way over TCP.
+
+    python benchmarks/bridge.py [--seconds 3]
+
+Last line: ``bridge agent_steps_per_s_1024=<gRPC> tcp_agent_steps_per_s_1024=<TCP> [godot_agent_steps_per_s_1024=<...>]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from gymnasium import spaces
+
+from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps
+from sparring.envs.bridge.codec import decode_observations, encode_observations
+from sparring.envs.bridge.env import MultiEngineEnv
+from sparring.envs.factory import game_command
+from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.spec import BehaviourSpec, empty_actions
+
+HERE = Path(__file__).resolve().parent
+SIZES = (1, 64, 1024)
+OBS = 64
+
+
+def end_to_end(env: MultiEngineEnv, seconds: float) -> float:
+    """Agent-steps per second of lock-step round trips with valid (all-zero) actions."""
+    def zeros(result):
+        return {name: empty_actions(env.specs[name], len(part.decisions)) for name, part in result.items()}
+
+    result = env.reset(seed=0)
+    for _ in range(20):  # warm up
+        result = env.step(zeros(result))
+    agents = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        result = env.step(zeros(result))
+        agents += sum(len(part.decisions) for part in result.values())
+    return agents / (time.perf_counter() - start)
+
+
+def python_engine(transport: str, n: int, seconds: float) -> float:
+    program, args = game_command(str(HERE / "bridge_engine.py"), ["--agents", str(n), "--obs-size", str(OBS)], transport)
+    with MultiEngineEnv.launch(program, 1, args, transport=transport, step_timeout=60) as env:
+        return end_to_end(env, seconds)
+
+
+def godot_engine(n: int, seconds: float) -> float:
+    args = ["--path", str(HERE.parent / "engines" / "godot" / "example"), "res://checks/throughput.tscn",
+            "--agents", str(n), "--obs-size", str(OBS)]
+    with MultiEngineEnv.launch("godot3-server", 1, args, transport="tcp", step_timeout=60) as env:
+        return end_to_end(env, seconds)
+
+
+def decode_only(n: int, seconds: float) -> float:
+    """Trainer side alone: parse the serialized message and validate it into numpy arrays."""
+    spec = BehaviourSpec("bench", spaces.Box(-1, 1, (OBS,), np.float32), spaces.MultiDiscrete([3, 3]))
+    rng = np.random.default_rng(0)
+    step = BehaviourStep(DecisionSteps(np.arange(n, dtype=np.int64), rng.uniform(-1, 1, (n, OBS)).astype(np.float32),
+                                       np.zeros(n, np.float32)), TerminalSteps.empty(spec))
+    raw = pb.EngineMessage(observations=encode_observations(0, {"bench": spec}, {"bench": step})).SerializeToString()
+    count = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        message = pb.EngineMessage.FromString(raw)
+        decode_observations(message.observations, {"bench": spec}, set())
+        count += 1
+    return count * n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per configuration")
+    options = parser.parse_args()
+    has_godot = shutil.which("godot3-server") is not None
+    print(f"loopback, {OBS}-float observations, 2 discrete branches; {options.seconds:.0f} s per row")
+    print(f"{'N':>6} {'decode only':>14} {'gRPC e2e':>14} {'TCP e2e':>14}" + (f" {'Godot TCP e2e':>14}" if has_godot else ""))
+    rows = {}
+    for n in SIZES:
+        row = [decode_only(n, options.seconds), python_engine("grpc", n, options.seconds),
+               python_engine("tcp", n, options.seconds)]
+        if has_godot:
+            row.append(godot_engine(n, options.seconds))
+        rows[n] = row
+        print(f"{n:>6} " + " ".join(f"{v:>14,.0f}" for v in row), flush=True)
+    print("(agent-steps per second)")
+    final = f"bridge agent_steps_per_s_1024={rows[1024][1]:.0f} tcp_agent_steps_per_s_1024={rows[1024][2]:.0f}"
+    if has_godot:
+        final += f" godot_agent_steps_per_s_1024={rows[1024][3]:.0f}"
+    print(final)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

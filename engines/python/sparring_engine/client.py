@@ -1,0 +1,259 @@
+"""The engine side of the sparring bridge: connect, say hello, then answer the trainer's Reset and Actions."""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import socket
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+import numpy as np
+
+from sparring.envs.base import StepResult
+from sparring.envs.bridge import codec
+from sparring.envs.bridge.server import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_TCP_PORT,
+    read_exactly,
+    read_frame_size,
+    write_frame,
+)
+from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.protos.sparring.v1 import bridge_pb2_grpc
+from sparring.spec import BehaviourSpec
+
+
+class Game(Protocol):
+    """What :func:`run` drives: the same shapes as the sparring env API (``sparring.envs.base``).
+
+    Attributes:
+        specs: behaviour name -> :class:`~sparring.spec.BehaviourSpec`, fixed for the game's life.
+        action_masks: (optional) names of behaviours whose decisions carry ``action_mask``.
+    """
+
+    specs: Mapping[str, BehaviourSpec]
+
+    def reset(self, seed: int) -> StepResult:
+        """Start new episodes for every agent; return the first decisions (terminals empty)."""
+
+    def step(self, actions: dict[str, np.ndarray]) -> StepResult:
+        """Apply one action row per agent of the last decisions (same order); return the next result."""
+
+
+class TrainerRefused(ConnectionError):
+    """The trainer answered the Hello with a Refusal (wrong token, protocol version, bad specs)."""
+
+
+class TrainerError(RuntimeError):
+    """The trainer sent an Error (it found something wrong in what this engine sent), or broke the protocol."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class BridgeOptions:
+    """Where and how to reach the trainer; :func:`from_command_line` fills it from ``--sparring-*`` flags."""
+
+    port: int | None = None  # None: DEFAULT_GRPC_PORT or DEFAULT_TCP_PORT, by transport
+    host: str = "127.0.0.1"
+    token: str = ""
+    transport: str = "grpc"  # "grpc" or "tcp"
+    connect_timeout: float = 30.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    @property
+    def resolved_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return DEFAULT_GRPC_PORT if self.transport == "grpc" else DEFAULT_TCP_PORT
+
+
+def from_command_line(argv: Sequence[str] | None = None) -> BridgeOptions:
+    """Bridge options from ``--sparring-port/-host/-token/-transport``; other arguments are ignored.
+
+    The trainer launches games as ``game [args] --sparring-port N --sparring-token T``.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--sparring-port", type=int)
+    parser.add_argument("--sparring-host", default="127.0.0.1")
+    parser.add_argument("--sparring-token", default="")
+    parser.add_argument("--sparring-transport", choices=("grpc", "tcp"), default="grpc")
+    parser.add_argument("--sparring-connect-timeout", type=float, default=30.0)
+    ns, _ = parser.parse_known_args(argv)
+    return BridgeOptions(ns.sparring_port, ns.sparring_host, ns.sparring_token, ns.sparring_transport,
+                         ns.sparring_connect_timeout)
+
+
+class _TcpLink:
+    def __init__(self, options: BridgeOptions) -> None:
+        self._max = options.max_message_bytes
+        deadline = time.monotonic() + options.connect_timeout
+        address = (options.host, options.resolved_port)
+        while True:  # the trainer may still be starting
+            try:
+                self._sock = socket.create_connection(address, timeout=max(deadline - time.monotonic(), 0.1))
+                break
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise ConnectionError(f"no trainer on {address[0]}:{address[1]} (tcp): {exc}") from None
+                time.sleep(0.1)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, message: pb.EngineMessage) -> None:
+        self._sock.settimeout(None)
+        write_frame(self._sock, message)
+
+    def receive(self) -> pb.TrainerMessage:
+        size = read_frame_size(self._sock, self._max, None)
+        return pb.TrainerMessage.FromString(read_exactly(self._sock, size, None))
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class _GrpcLink:
+    def __init__(self, options: BridgeOptions) -> None:
+        target = f"{options.host}:{options.resolved_port}"
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_send_message_length", options.max_message_bytes),
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+        ])
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=options.connect_timeout)
+        except grpc.FutureTimeoutError:
+            self._channel.close()
+            raise ConnectionError(f"no trainer on {target} (grpc) within {options.connect_timeout} s") from None
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._responses = bridge_pb2_grpc.BridgeStub(self._channel).Session(iter(self._outbox.get, None))
+
+    def send(self, message: pb.EngineMessage) -> None:
+        self._outbox.put(message)
+
+    def receive(self) -> pb.TrainerMessage:
+        try:
+            return next(self._responses)
+        except StopIteration:
+            raise ConnectionError("the trainer ended the session") from None
+        except grpc.RpcError as exc:
+            raise ConnectionError(f"the connection to the trainer failed: {exc.code()} {exc.details()}") from None
+
+    def close(self) -> None:
+        self._outbox.put(None)
+        self._responses.cancel()
+        self._channel.close()
+
+
+class EngineConnection:
+    """One session with the trainer, for engines that want to drive the exchange themselves.
+
+    Most games call :func:`run` instead. Otherwise: ``hello()``, then repeat
+    ``receive()`` and ``send()`` (one Observations per Reset or Actions).
+    """
+
+    def __init__(self, options: BridgeOptions) -> None:
+        if options.transport not in ("grpc", "tcp"):
+            raise ValueError(f"transport must be 'grpc' or 'tcp', got {options.transport!r}")
+        self.options = options
+        self._link = _GrpcLink(options) if options.transport == "grpc" else _TcpLink(options)
+
+    def hello(self, specs: Mapping[str, BehaviourSpec], action_masks: Collection[str] = (),
+              engine_name: str = "python") -> pb.Welcome:
+        """Declare the behaviours; the trainer's Welcome, or :class:`TrainerRefused` with its reason."""
+        hello = pb.Hello(protocol_version=codec.PROTOCOL_VERSION, auth_token=self.options.token,
+                         engine_name=engine_name)
+        hello.behaviours.extend(codec.spec_to_proto(spec, name in action_masks) for name, spec in specs.items())
+        self.send(pb.EngineMessage(hello=hello))
+        answer = self.receive()
+        kind = answer.WhichOneof("message")
+        if kind == "welcome":
+            return answer.welcome
+        if kind == "refusal":
+            raise TrainerRefused(f"the trainer refused this engine: {answer.refusal.reason}")
+        if kind == "error":
+            raise TrainerError(f"the trainer reported an error at {answer.error.field}: {answer.error.message}",
+                               answer.error.field)
+        raise TrainerError(f"the trainer answered Hello with {kind}")
+
+    def send(self, message: pb.EngineMessage) -> None:
+        self._link.send(message)
+
+    def receive(self) -> pb.TrainerMessage:
+        """The trainer's next message; ``ConnectionError`` if the trainer went away."""
+        return self._link.receive()
+
+    def send_error(self, message: str, field: str = "") -> None:
+        """Tell the trainer what went wrong on this side; the session then ends."""
+        try:
+            self.send(pb.EngineMessage(error=pb.Error(message=message, field=field)))
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        self._link.close()
+
+    def __enter__(self) -> EngineConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run(game: Game, options: BridgeOptions | None = None, engine_name: str | None = None) -> None:
+    """Connect to the trainer and drive ``game`` until the trainer says Close.
+
+    Raises :class:`TrainerRefused`, :class:`TrainerError` or ``ConnectionError``
+    when the session cannot go on; a game's own exception is reported to the
+    trainer (as an Error naming it) and re-raised.
+    """
+    options = options or from_command_line()
+    specs = dict(game.specs)
+    masks = set(getattr(game, "action_masks", ()))
+    with EngineConnection(options) as conn:
+        welcome = conn.hello(specs, masks, engine_name or type(game).__name__)
+        _configure(game, welcome.environment_parameters)
+        step: int | None = None
+        counts: dict[str, int] = {}
+        while True:
+            message = conn.receive()
+            kind = message.WhichOneof("message")
+            try:
+                if kind == "reset":
+                    _configure(game, message.reset.environment_parameters)
+                    result, step = game.reset(message.reset.seed), 0
+                elif kind == "actions":
+                    if step is None:
+                        raise codec.ProtocolError("actions", "Actions before the first Reset")
+                    if message.actions.step != step:
+                        raise codec.ProtocolError("actions.step", f"expected {step} (the step of the last "
+                                                  f"Observations), got {message.actions.step}")
+                    result = game.step(codec.decode_actions(message.actions, specs, counts))
+                    step += 1
+                elif kind == "close":
+                    return
+                elif kind == "error":
+                    raise TrainerError(f"the trainer reported an error at {message.error.field or '?'}: "
+                                       f"{message.error.message}", message.error.field)
+                else:
+                    raise codec.ProtocolError("message", f"unexpected {kind or 'empty message'} from the trainer")
+            except codec.ProtocolError as exc:
+                conn.send_error(str(exc), exc.field)
+                raise TrainerError(f"the trainer sent an invalid message: {exc}", exc.field) from None
+            except TrainerError:
+                raise
+            except Exception as exc:
+                conn.send_error(f"{type(exc).__name__} in the game: {exc}")
+                raise
+            counts = {name: len(part.decisions) for name, part in result.items()}
+            conn.send(pb.EngineMessage(observations=codec.encode_observations(step, specs, result)))
+
+
+def _configure(game: Game, parameters: Mapping[str, float]) -> None:
+    if parameters and hasattr(game, "configure"):
+        game.configure(dict(parameters))

@@ -1,0 +1,586 @@
+"""Game engines over the bridge as sparring envs: one session, or a fleet of engines that survives crashes.
+
+- :class:`BridgeEnv` is one engine session as a :class:`~sparring.envs.base.MultiAgentEnv`:
+  ``reset`` sends Reset, ``step`` sends Actions, and every reply is decoded and
+  validated against the engine's declared specs. An invalid reply ends the
+  session: the engine is told which field was wrong, and a ``ProtocolError``
+  naming it is raised.
+- :class:`MultiEngineEnv` is what the trainer uses: N engine slots (copies it
+  launches, or engines that connect themselves, e.g. from an editor) presented as
+  one env, stepped concurrently, with agent ids ``slot * 2**32 + local id`` (the
+  :class:`~sparring.envs.vector.VectorEnv` convention). Game builds crash and
+  hang; when an engine dies, disconnects, stops answering within ``step_timeout``
+  or sends an invalid message, its agents are reported in ``BehaviourStep.lost``,
+  the failure is logged and counted (:attr:`MultiEngineEnv.metrics`), the game is
+  killed and relaunched with exponential backoff, and its agents rejoin once it
+  has connected and been reset. The other engines keep stepping meanwhile. A slot
+  that fails more than ``max_restarts`` times raises :class:`EngineFailure`.
+
+Launching two copies of a Python game::
+
+    env = MultiEngineEnv.launch(sys.executable, num_engines=2, transport="tcp",
+                                args=["engines/python/examples/arena.py", "--sparring-transport", "tcp"])
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
+from sparring.envs.bridge import codec
+from sparring.envs.bridge.codec import ProtocolError
+from sparring.envs.bridge.launcher import GameLauncher, GameProcess, new_token
+from sparring.envs.bridge.server import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_TCP_PORT,
+    BridgeServer,
+    EngineError,
+    EngineSession,
+    SessionClosed,
+    SessionError,
+    SessionTimeout,
+)
+from sparring.envs.vector import VectorEnv
+from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.spec import BehaviourSpec
+
+log = logging.getLogger("sparring.bridge")
+
+ENGINE_FAILURES = (SessionError, ProtocolError)
+"""What an engine can do wrong: end, hang or break the protocol. Anything else is the trainer's own bug."""
+
+_NO_IDS = np.zeros(0, np.int64)
+
+
+class BridgeEnv(MultiAgentEnv):
+    """One engine session as a multi-agent env.
+
+    Args:
+        session: a session from :meth:`BridgeServer.accept`.
+        step_timeout: seconds the engine has to answer one Actions.
+        reset_timeout: seconds it has to answer a Reset (levels load); default ``max(step_timeout, 60)``.
+        environment_parameters: sent with every Reset.
+
+    ``reset``/``step`` are ``send_*`` followed by :meth:`receive`; calling the halves
+    separately lets a caller keep many engines busy at once. Step numbers: the
+    Observations answering a Reset carry step 0; Actions carry the step of the
+    Observations they answer, and the reply carries that step + 1.
+    """
+
+    def __init__(
+        self,
+        session: EngineSession,
+        step_timeout: float = 60.0,
+        reset_timeout: float | None = None,
+        environment_parameters: Mapping[str, float] | None = None,
+    ) -> None:
+        self.session = session
+        self.specs: dict[str, BehaviourSpec] = dict(session.specs)
+        self.step_timeout = step_timeout
+        self.reset_timeout = reset_timeout if reset_timeout is not None else max(step_timeout, 60.0)
+        self.environment_parameters = dict(environment_parameters or {})
+        self._step: int | None = None  # step number of the last Observations; None before the first reset
+        self._expected: int | None = None  # step number the pending reply must carry
+        self._deadline = 0.0
+        self._counts: dict[str, int] = {}
+        self._live: dict[str, np.ndarray] = {name: _NO_IDS for name in self.specs}
+        # Per behaviour: dtype and per-row shape the engine decodes actions with.
+        self._action_formats = {name: _action_format(spec) for name, spec in self.specs.items()}
+
+    def __repr__(self) -> str:
+        return f"<BridgeEnv {self.session!r}>"
+
+    @property
+    def live_agents(self) -> dict[str, np.ndarray]:
+        """Local ids of the agents whose episode is under way, per behaviour (sorted)."""
+        return dict(self._live)
+
+    def reset(self, seed: int | None = None) -> StepResult:
+        self.send_reset(seed)
+        return self.receive()
+
+    def step(self, actions: Actions) -> StepResult:
+        self.send_step(actions)
+        return self.receive()
+
+    def send_reset(self, seed: int | None = None) -> None:
+        """Send Reset; ``seed=None`` draws a fresh one (the protocol always carries a seed)."""
+        if seed is None:
+            seed = secrets.randbits(62)
+        message = pb.TrainerMessage(reset=pb.Reset(seed=seed, environment_parameters=self.environment_parameters))
+        self.session.send(message, self.reset_timeout)
+        self._expected = 0
+        self._deadline = time.monotonic() + self.reset_timeout
+
+    def check_actions(self, actions: Actions) -> dict[str, np.ndarray]:
+        """``actions`` in the dtypes the protocol carries, after checking one row per deciding agent.
+
+        A wrong batch is the trainer's mistake, not the engine's: ``ValueError`` here,
+        before anything is sent.
+        """
+        if self._step is None:
+            raise RuntimeError("BridgeEnv.step() called before reset()")
+        out = {}
+        for name, batch in actions.items():
+            fmt = self._action_formats.get(name)
+            if fmt is None:
+                raise ValueError(f"actions for unknown behaviour {name!r}; this engine has {list(self.specs)}")
+            dtype, row_shape = fmt
+            batch = np.asarray(batch, dtype)
+            n = self._counts.get(name, 0)
+            if batch.shape != (n, *row_shape):
+                raise ValueError(f"actions for behaviour {name!r}: expected shape {(n, *row_shape)} "
+                                 f"(one row per deciding agent), got {batch.shape}")
+            out[name] = batch
+        missing = [name for name, n in self._counts.items() if n and name not in out]
+        if missing:
+            raise ValueError(f"actions missing for behaviours {missing}, which have deciding agents")
+        return out
+
+    def send_step(self, actions: Actions, checked: bool = False) -> None:
+        """Send Actions for the last decisions (``checked``: already passed through :meth:`check_actions`)."""
+        if not checked:
+            actions = self.check_actions(actions)
+        self.session.send(pb.TrainerMessage(actions=codec.encode_actions(self._step, actions)), self.step_timeout)
+        self._expected = self._step + 1
+        self._deadline = time.monotonic() + self.step_timeout
+
+    def receive(self, deadline: float | None = None) -> StepResult:
+        """The engine's answer to the last ``send_*``, decoded and validated.
+
+        ``deadline`` (``time.monotonic()``) defaults to the send time plus the timeout.
+        Raises :class:`SessionError` (timeout, disconnect, Error from the engine) or
+        ``ProtocolError`` naming the field (the engine is told too); either way the
+        session is over.
+        """
+        if self._expected is None:
+            raise RuntimeError("BridgeEnv.receive() without a Reset or Actions sent")
+        expected, self._expected = self._expected, None
+        message = self.session.receive_until(self._deadline if deadline is None else deadline)
+        observations = message.observations
+        try:
+            if observations.step != expected:
+                raise ProtocolError("observations.step", f"expected step {expected}, got {observations.step}")
+            result = codec.decode_observations(observations, self.specs, self.session.masked)
+        except ProtocolError as exc:
+            self.session.fail(str(exc), exc.field)
+            detail = str(exc).removeprefix(f"{exc.field}: ")
+            raise ProtocolError(exc.field, f"{detail} (from {self.session.name})") from None
+        self._step = expected
+        self._track(result, fresh=expected == 0)
+        return result
+
+    def _track(self, result: StepResult, fresh: bool) -> None:
+        """Keep the live agents (mid-episode, deciding now or not) and the decision counts."""
+        for name, part in result.items():
+            decided = part.decisions.agent_ids
+            self._counts[name] = len(decided)
+            if fresh:
+                self._live[name] = np.sort(decided)
+                continue
+            live = self._live[name]
+            ended = part.terminals.agent_ids
+            if len(ended):
+                live = np.setdiff1d(live, ended, assume_unique=True)
+            if len(decided):
+                live = np.union1d(live, decided)
+            self._live[name] = live
+
+    def close(self) -> None:
+        self.session.close("the env was closed")
+
+
+def _action_format(spec: BehaviourSpec) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and per-row shape of a behaviour's actions on the wire (what ``codec.decode_actions`` expects)."""
+    if spec.is_continuous:
+        return np.dtype(np.float32), tuple(spec.action_space.shape)
+    if isinstance(spec.action_space, spaces.Discrete):
+        return np.dtype(np.int64), ()
+    return np.dtype(np.int64), (len(spec.action_branches),)
+
+
+# -- many engines ------------------------------------------------------------
+
+
+class EngineFailure(RuntimeError):
+    """An engine slot failed more often than ``max_restarts`` allows; the env has been closed.
+
+    Attributes:
+        slot: the failing slot.
+        last_failure: what went wrong the last time.
+    """
+
+    def __init__(self, message: str, slot: int, last_failure: str) -> None:
+        super().__init__(message)
+        self.slot = slot
+        self.last_failure = last_failure
+
+
+def _check_transport(transport: str) -> None:
+    if transport not in ("grpc", "tcp"):
+        raise ValueError(f"transport must be 'grpc' or 'tcp', got {transport!r}")
+
+
+@dataclass
+class _Slot:
+    """One engine position. States: idle (backing off) -> starting (launched, awaiting its
+    handshake) -> ready (connected) -> resetting (Reset sent) -> up (stepping)."""
+
+    index: int
+    state: str = "idle"
+    env: BridgeEnv | None = None
+    process: GameProcess | None = None
+    token: str | None = None
+    restarts: int = 0
+    last_failure: str = ""
+    retry_at: float = 0.0
+    connect_deadline: float = math.inf
+    pending: bool = False  # a reply is owed in this round
+
+
+class MultiEngineEnv(VectorEnv):
+    """N engines (launched copies of a game, or engines that connect themselves) as one env.
+
+    Args:
+        server: where engines connect.
+        num_engines: number of slots.
+        launcher: starts a copy per slot (and again after a failure); ``None``: editor
+            mode, slots are filled by engines that connect with the server's token,
+            and a failed slot waits for the next one.
+        transport: which of the server's ports launched copies are told (``"grpc"`` / ``"tcp"``).
+        step_timeout: seconds an engine has to answer one step before it counts as hung.
+        reset_timeout: seconds to answer a Reset; default ``max(step_timeout, 60)``.
+        connect_timeout: seconds a launched copy has to start and complete its handshake.
+        max_restarts: relaunches allowed per slot over the env's life; one more failure raises.
+        restart_backoff: seconds before the first relaunch of a slot; doubles with each
+            further relaunch of that slot, up to ``max_backoff``.
+        environment_parameters: sent with every Reset.
+        owns_server: close ``server`` with this env.
+
+    Attributes:
+        metrics: counters, for logs and dashboards: ``restarts``, ``crashes`` (process
+            died), ``disconnects``, ``timeouts``, ``invalid_messages``, ``engine_errors``,
+            ``connect_failures``, ``lost_agents``.
+        failures: the most recent failure descriptions (up to 100), oldest first.
+    """
+
+    def __init__(
+        self,
+        server: BridgeServer,
+        num_engines: int = 1,
+        launcher: GameLauncher | None = None,
+        *,
+        transport: str = "grpc",
+        step_timeout: float = 30.0,
+        reset_timeout: float | None = None,
+        connect_timeout: float = 60.0,
+        max_restarts: int = 5,
+        restart_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        environment_parameters: Mapping[str, float] | None = None,
+        owns_server: bool = False,
+        close_timeout: float = 3.0,
+    ) -> None:
+        if num_engines < 1:
+            raise ValueError(f"num_engines must be at least 1, got {num_engines}")
+        _check_transport(transport)
+        port = server.grpc_port if transport == "grpc" else server.tcp_port
+        if port is None:
+            raise ValueError(f"the server does not listen for {transport}; enable {transport}_port")
+        self.server = server
+        self.launcher = launcher
+        self.transport = transport
+        self.port = port
+        self.step_timeout = step_timeout
+        self.reset_timeout = reset_timeout
+        self.connect_timeout = connect_timeout
+        self.max_restarts = max_restarts
+        self.restart_backoff = restart_backoff
+        self.max_backoff = max_backoff
+        self.environment_parameters = dict(environment_parameters or {})
+        self.close_timeout = close_timeout
+        self._owns_server = owns_server
+        self.metrics: dict[str, int] = dict.fromkeys(
+            ("restarts", "crashes", "disconnects", "timeouts", "invalid_messages", "engine_errors",
+             "connect_failures", "lost_agents"), 0)
+        self.failures: deque[str] = deque(maxlen=100)
+        self.slots = [_Slot(i) for i in range(num_engines)]
+        self._initialised = False
+        self._reset_seed: int | None = None
+        try:
+            self._connect_all()
+            VectorEnv.__init__(self, [slot.env.specs for slot in self.slots])
+            self._empty = {name: BehaviourStep.empty(spec) for name, spec in self.specs.items()}
+            self._initialised = True
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def launch(
+        cls,
+        executable: str,
+        num_engines: int = 1,
+        args: Sequence[str] = (),
+        *,
+        transport: str = "grpc",
+        headless_args: Sequence[str] = (),
+        log_dir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        **options: Any,
+    ) -> MultiEngineEnv:
+        """Start a server (on a free port unless ``port``), launch ``num_engines`` copies of ``executable``,
+        and wait for them. Each copy authenticates with its own launch token; ``token`` is only needed to
+        listen beyond loopback. Further ``options`` are the constructor's."""
+        _check_transport(transport)
+        server = BridgeServer(host, grpc_port=port if transport == "grpc" else None,
+                              tcp_port=port if transport == "tcp" else None, token=token,
+                              max_message_bytes=max_message_bytes)
+        try:
+            launcher = GameLauncher(executable, args, headless_args=headless_args, log_dir=log_dir, env=env, cwd=cwd)
+            return cls(server, num_engines, launcher, transport=transport, owns_server=True, **options)
+        except BaseException:
+            server.close()
+            raise
+
+    @classmethod
+    def listen(
+        cls,
+        num_engines: int = 1,
+        *,
+        transport: str = "grpc",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        token: str | None = None,
+        connect_timeout: float = 600.0,
+        **options: Any,
+    ) -> MultiEngineEnv:
+        """Editor mode: wait for ``num_engines`` engines to connect (default ports 5105 gRPC, 5106 TCP)."""
+        _check_transport(transport)
+        if port is None:
+            port = DEFAULT_GRPC_PORT if transport == "grpc" else DEFAULT_TCP_PORT
+        server = BridgeServer(host, grpc_port=port if transport == "grpc" else None,
+                              tcp_port=port if transport == "tcp" else None, token=token)
+        log.info("bridge: waiting for %d engine(s) on %s port %d", num_engines, transport, port)
+        try:
+            return cls(server, num_engines, None, transport=transport, owns_server=True,
+                       connect_timeout=connect_timeout, **options)
+        except BaseException:
+            server.close()
+            raise
+
+    # -- what the trainer sees ----------------------------------------------
+
+    @property
+    def restarts(self) -> int:
+        """Relaunches so far, over all slots."""
+        return self.metrics["restarts"]
+
+    @property
+    def processes(self) -> list[GameProcess | None]:
+        """Each slot's current game process (``None`` while it has none, or in editor mode)."""
+        return [slot.process for slot in self.slots]
+
+    @property
+    def engines_up(self) -> int:
+        """Slots currently stepping."""
+        return sum(slot.state == "up" for slot in self.slots)
+
+    def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
+        if method == "step":
+            # A malformed batch is the trainer's bug: refuse it before anything is sent.
+            args = [slot.env.check_actions(a) if slot.state == "up" else None for slot, a in zip(self.slots, args)]
+        try:
+            return self._round(method, args)
+        except BaseException:
+            # EngineFailure, Ctrl-C or a bug mid-round: engines are out of step; none can be trusted.
+            self.close()
+            raise
+
+    def _round(self, method: str, args: list[Any]) -> list[StepResult]:
+        """Send to every live engine, tend the others, then collect every answer owed."""
+        lost: list[dict[str, np.ndarray]] = [{} for _ in self.slots]
+        results: list[StepResult | None] = [None] * len(self.slots)
+        if method == "reset":
+            self._reset_seed = args[0]
+        for slot in self.slots:
+            if method == "reset" and slot.state in ("ready", "up"):
+                self._send(slot, lost, lambda env: env.send_reset(args[slot.index]))
+            elif method == "step" and slot.state == "up":
+                self._send(slot, lost, lambda env: env.send_step(args[slot.index], checked=True))
+        self._tend()
+        while not any(slot.pending for slot in self.slots) and not any(lost):
+            # Every engine is down: wait for one to come back (bounded by max_restarts).
+            time.sleep(0.02)
+            self._tend()
+        for slot in self.slots:
+            if slot.pending:
+                slot.pending = False
+                try:
+                    results[slot.index] = slot.env.receive()
+                    slot.state = "up"
+                except ENGINE_FAILURES as exc:
+                    lost[slot.index] = self._fail(slot, exc)
+        return [result if result is not None else self._lost_result(lost[i]) for i, result in enumerate(results)]
+
+    def _send(self, slot: _Slot, lost: list, send) -> None:
+        try:
+            send(slot.env)
+            slot.pending = True
+            if slot.state == "ready":
+                slot.state = "resetting"
+        except ENGINE_FAILURES as exc:
+            lost[slot.index] = self._fail(slot, exc)
+
+    def _lost_result(self, lost: dict[str, np.ndarray]) -> StepResult:
+        if not lost:
+            return self._empty
+        return {
+            name: BehaviourStep(DecisionSteps.empty(spec), TerminalSteps.empty(spec), lost.get(name, _NO_IDS))
+            for name, spec in self.specs.items()
+        }
+
+    # -- keeping slots filled -------------------------------------------------
+
+    def _connect_all(self) -> None:
+        """Fill every slot (launching, and relaunching what fails) before the first reset."""
+        for slot in self.slots:
+            self._start(slot)
+        while not all(slot.state == "ready" for slot in self.slots):
+            self._tend()
+            time.sleep(0.01)
+
+    def _start(self, slot: _Slot) -> None:
+        now = time.monotonic()
+        if self.launcher is not None:
+            slot.token = new_token()
+            self.server.add_launch_token(slot.token)
+            slot.process = self.launcher.launch(slot.index, self.port, slot.token)
+            slot.connect_deadline = now + self.connect_timeout
+        else:
+            # Editor mode: the first connection is awaited connect_timeout; a reconnection as long as it takes.
+            slot.connect_deadline = now + self.connect_timeout if not self._initialised else math.inf
+        slot.state = "starting"
+
+    def _tend(self) -> None:
+        """Advance every slot that is not stepping: relaunch after backoff, take its session, reset it."""
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.state == "idle" and now >= slot.retry_at:
+                self._start(slot)
+            if slot.state != "starting":
+                continue
+            session = self.server.poll(slot.token, 0)
+            if session is not None:
+                if self._initialised and session.specs != self.specs:
+                    session.fail("this engine's behaviour specs differ from the other engines'", "hello.behaviours")
+                    self._fail(slot, f"{session.name} reconnected with different behaviour specs "
+                                     f"{sorted(session.specs)}", "connect_failures")
+                    continue
+                slot.env = BridgeEnv(session, self.step_timeout, self.reset_timeout, self.environment_parameters)
+                slot.state = "ready"
+                if self._initialised:  # rejoining: reset it now; its first decisions come in this round
+                    seed = None if self._reset_seed is None else (
+                        self._reset_seed + slot.index + len(self.slots) * slot.restarts)
+                    self._send(slot, [{}] * len(self.slots), lambda env: env.send_reset(seed))
+            elif slot.process is not None and slot.process.poll() is not None:
+                self._fail(slot, slot.process.describe("before connecting"), "connect_failures")
+            elif now > slot.connect_deadline:
+                where = f"{self.transport} port {self.port}"
+                self._fail(slot, f"no engine connected on {where} within {self.connect_timeout} s", "connect_failures")
+
+    def _fail(self, slot: _Slot, error: BaseException | str, kind: str | None = None) -> dict[str, np.ndarray]:
+        """Record a slot's failure, kill its game, schedule the relaunch; its live agents are returned as lost."""
+        lost = slot.env.live_agents if slot.env is not None and slot.state == "up" else {}
+        reason = str(error)
+        process = slot.process
+        if kind is None:
+            kind = self._classify(error, process)
+        if process is not None:
+            if process.poll() is None:
+                reason += f"; {process.describe()}, killed"
+            elif kind != "connect_failures":  # those describe the process already
+                reason += f"; {process.describe()}"
+            process.kill()
+        if slot.env is not None:
+            slot.env.session.close("the trainer dropped this engine")
+        if slot.token is not None:
+            self.server.remove_launch_token(slot.token)
+        n_lost = int(sum(len(ids) for ids in lost.values()))
+        self.metrics[kind] += 1
+        self.metrics["lost_agents"] += n_lost
+        slot.last_failure = reason
+        self.failures.append(f"slot {slot.index}: {reason}")
+        log.warning("bridge: engine slot %d failed (%s, %d agents lost): %s", slot.index, kind, n_lost, reason)
+        slot.env, slot.process, slot.token, slot.pending = None, None, None, False
+        if self.launcher is None:
+            if not self._initialised:  # nobody came in the first place
+                raise EngineFailure(f"engine slot {slot.index}: {reason}", slot.index, reason)
+            slot.state = "starting"  # wait for the editor to connect again
+            slot.connect_deadline = math.inf
+            return lost
+        if slot.restarts >= self.max_restarts:
+            raise EngineFailure(
+                f"engine slot {slot.index} failed {slot.restarts + 1} times, more than max_restarts="
+                f"{self.max_restarts} allows; last failure: {reason}", slot.index, reason)
+        slot.restarts += 1
+        self.metrics["restarts"] += 1
+        delay = min(self.restart_backoff * 2 ** (slot.restarts - 1), self.max_backoff)
+        slot.state, slot.retry_at = "idle", time.monotonic() + delay
+        log.info("bridge: relaunching slot %d in %.1f s (restart %d of at most %d)",
+                 slot.index, delay, slot.restarts, self.max_restarts)
+        return lost
+
+    @staticmethod
+    def _classify(error: BaseException | str, process: GameProcess | None) -> str:
+        if isinstance(error, SessionTimeout):
+            return "timeouts"
+        if isinstance(error, SessionClosed):
+            # A crash closes the connection a moment before the process can be reaped.
+            if process is not None and process.wait(0.2) is not None:
+                return "crashes"
+            return "disconnects"
+        if isinstance(error, EngineError):
+            return "engine_errors"
+        if isinstance(error, (ProtocolError, SessionError)):
+            return "invalid_messages"
+        return "connect_failures"
+
+    def close(self) -> None:
+        """Say Close to every engine, give launched copies ``close_timeout`` to exit, then kill the rest."""
+        if self._closed:
+            return
+        self._closed = True
+        for slot in getattr(self, "slots", []):
+            if slot.env is not None:
+                slot.env.close()
+        launcher = getattr(self, "launcher", None)
+        if launcher is not None:
+            deadline = time.monotonic() + self.close_timeout
+            while time.monotonic() < deadline and any(p.poll() is None for p in launcher.processes):
+                time.sleep(0.02)
+            launcher.close()
+        if getattr(self, "_owns_server", False):
+            self.server.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

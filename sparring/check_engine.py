@@ -1,0 +1,162 @@
+"""``sparring check-engine``: drive one engine through a whole bridge session and report where it departs from the protocol.
+
+The engine author's counterpart of PettingZoo's ``parallel_api_test``:
+handshake, reset, steps with random valid actions until episodes end, close,
+and (for a launched engine) a clean exit. Every check prints one line; the first
+failure names the message field at fault, and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from gymnasium import spaces
+
+from sparring.envs.base import check_step_result, random_actions
+from sparring.envs.bridge.codec import ProtocolError
+from sparring.envs.bridge.env import BridgeEnv
+from sparring.envs.bridge.launcher import GameLauncher, describe_exit, new_token
+from sparring.envs.bridge.server import BridgeServer, SessionError
+from sparring.envs.factory import game_command
+from sparring.spec import BehaviourSpec
+
+
+@dataclass
+class EngineReport:
+    """What the check saw; ``ok`` only if every stage passed."""
+
+    ok: bool = True
+    lines: list[str] = field(default_factory=list)
+
+    def passed(self, what: str) -> None:
+        self.lines.append(f"PASS  {what}")
+
+    def failed(self, what: str) -> None:
+        self.ok = False
+        self.lines.append(f"FAIL  {what}")
+
+    def note(self, what: str) -> None:
+        self.lines.append(f"      {what}")
+
+
+def describe_spec(spec: BehaviourSpec, masked: bool) -> str:
+    """One line per behaviour, for the report."""
+    obs = ", ".join(f"{k} {box.dtype}{list(box.shape)}" for k, box in spec.observation_components.items())
+    act = spec.action_space
+    if isinstance(act, spaces.Discrete):
+        action = f"Discrete({act.n})"
+    elif isinstance(act, spaces.MultiDiscrete):
+        action = f"MultiDiscrete({act.nvec.tolist()})"
+    else:
+        action = f"Box{list(act.shape)}"
+    team = f", team {spec.team_id}" if spec.team_id is not None else ""
+    return f"{spec.name}: obs {obs} -> {action}{', masked' if masked else ''}{team}"
+
+
+def check_engine(
+    executable: str | None,
+    args: Sequence[str] = (),
+    *,
+    transport: str = "grpc",
+    port: int = 0,
+    token: str | None = None,
+    steps: int = 500,
+    timeout: float = 30.0,
+    headless_args: Sequence[str] = (),
+    seed: int = 0,
+    echo: Callable[[str], None] = print,
+) -> EngineReport:
+    """Run the check; with ``executable`` the engine is launched, else it must connect to ``port``."""
+    report = EngineReport()
+
+    def say(kind: str, what: str) -> None:
+        getattr(report, kind)(what)
+        echo(report.lines[-1])
+
+    server = BridgeServer(grpc_port=port if transport == "grpc" else None,
+                          tcp_port=port if transport == "tcp" else None, token=token)
+    bound = server.grpc_port if transport == "grpc" else server.tcp_port
+    launcher = process = None
+    try:
+        if executable is not None:
+            program, program_args = game_command(executable, args, transport)
+            launcher = GameLauncher(program, program_args, headless_args=headless_args)
+            token = new_token()
+            server.add_launch_token(token)
+            process = launcher.launch(0, bound, token)
+            say("note", f"launched {process.shown_command()}")
+        else:
+            say("note", f"waiting for an engine on {transport} port {bound} ...")
+        try:
+            session = server.accept(timeout=timeout, token=token if executable else None)
+        except (SessionError, TimeoutError) as exc:
+            exit_note = f"; the engine {describe_exit(process.poll())}, log {process.log_path}" if process else ""
+            say("failed", f"handshake: {exc}{exit_note}")
+            return report
+        say("passed", f"hello: engine {session.engine_name!r} declared {len(session.specs)} behaviour(s)")
+        for name, spec in session.specs.items():
+            say("note", describe_spec(spec, name in session.masked))
+        _play(BridgeEnv(session, step_timeout=timeout), steps, seed, say)
+        if report.ok:
+            session.close("check-engine finished")
+            say("passed", "close: sent")
+            if process is not None:
+                code = process.wait(timeout)
+                if code == 0:
+                    say("passed", "the engine exited with code 0 after Close")
+                else:
+                    say("failed", f"after Close the engine {describe_exit(code)} (expected exit code 0)")
+        else:
+            session.close("check-engine found a problem")
+    finally:
+        if launcher is not None:
+            launcher.close()
+        server.close()
+    return report
+
+
+def _play(env: BridgeEnv, steps: int, seed: int, say: Callable[[str, str], None]) -> None:
+    rng = np.random.default_rng(seed)
+    decisions = terminals = truncated = 0
+    stage = "reset"
+    try:
+        result = env.reset(seed=seed)
+        check_step_result(env.specs, result)
+        say("passed", "reset: observations match the declared specs")
+        for step in range(steps):
+            stage = f"step {step + 1}"
+            actions = {name: random_actions(env.specs[name], part.decisions, rng)
+                       for name, part in result.items() if len(part.decisions)}
+            if not actions:
+                raise ProtocolError("observations.behaviours", "no agent requests a decision, so the session cannot go on")
+            result = env.step(actions)
+            check_step_result(env.specs, result)
+            decisions += sum(len(p.decisions) for p in result.values())
+            terminals += sum(len(p.terminals) for p in result.values())
+            truncated += sum(int(p.terminals.truncated.sum()) for p in result.values())
+    except (ProtocolError, SessionError, ValueError) as exc:
+        say("failed", f"{stage}: {exc}")
+        return
+    say("passed", f"{steps} steps with random valid actions: {decisions} decisions, "
+                  f"{terminals} episode ends ({truncated} truncated)")
+    if terminals == 0:
+        say("failed", f"no agent ended an episode in {steps} steps; check-engine needs to see terminal agents "
+                      "(raise --steps, or shorten the game's episodes)")
+
+
+def run(options) -> int:
+    """``sparring check-engine``, given the CLI's parsed options; returns the exit status."""
+    start = time.monotonic()
+    report = check_engine(
+        options.executable, options.args, transport=options.transport, port=options.port,
+        token=options.token, steps=options.steps, timeout=options.timeout,
+        headless_args=[options.headless_flag] if options.headless_flag else (),
+    )
+    verdict = "conforms to" if report.ok else "does not conform to"
+    print(f"the engine {verdict} the sparring bridge protocol v1 ({time.monotonic() - start:.1f} s)",
+          file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1

@@ -1,0 +1,56 @@
+"""`sparring check-engine` passes a conforming engine and names the field where a faulty one breaks the protocol."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparring.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ARENA = str(ROOT / "engines" / "python" / "examples" / "arena.py")
+FAULTY = str(ROOT / "tests" / "engines" / "faulty_game.py")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["grpc", "tcp"])
+def test_the_example_arena_conforms(transport, capsys):
+    assert main(["check-engine", "--transport", transport, "--steps", "100", ARENA]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  hello: engine 'arena'" in out and "exited with code 0 after Close" in out
+    assert "FAIL" not in out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "fault,message",
+    [("short-obs", "step 3: observations.behaviours[0].decision_obs[0]: expected float32 (2, 3), got float32 [2, 2]"),
+     ("nan-obs", "step 3: observations.behaviours[0].decision_obs[0]: non-finite values")],
+)
+def test_a_faulty_engine_is_reported_field_by_field(fault, message, capsys):
+    assert main(["check-engine", "--steps", "50", FAULTY, "--fault", fault]) == 1
+    captured = capsys.readouterr()
+    assert f"FAIL  {message}" in captured.out, captured.out
+    assert "does not conform" in captured.err
+
+
+@pytest.mark.timeout(120)
+def test_an_engine_without_episode_ends_is_reported(capsys):
+    assert main(["check-engine", "--steps", "3", FAULTY]) == 1
+    assert "no agent ended an episode in 3 steps" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(60)
+def test_an_engine_that_never_connects_is_reported(capsys):
+    assert main(["check-engine", "--timeout", "3", sys.executable, "-c", "import time; time.sleep(30)"]) == 1
+    assert "FAIL  handshake" in capsys.readouterr().out
+
+
+@pytest.mark.godot
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("godot3-server") is None, reason="godot3-server is not installed")
+def test_the_example_godot_game_conforms(capsys):
+    args = ["check-engine", "--transport", "tcp", "--steps", "200", "godot3-server", "--path",
+            str(ROOT / "engines" / "godot" / "example")]
+    assert main(args) == 0, capsys.readouterr().out
