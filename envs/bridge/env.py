@@ -152,7 +152,9 @@ class BridgeEnv(MultiAgentEnv):
         """Send Actions for the last decisions (``checked``: already passed through :meth:`check_actions`)."""
         if not checked:
             actions = self.check_actions(actions)
-        self.session.send(pb.TrainerMessage(actions=codec.encode_actions(self._step, actions)), self.step_timeout)
+        message = pb.TrainerMessage()
+        codec.encode_actions(self._step, actions, out=message.actions)
+        self.session.send(message, self.step_timeout)
         self._expected = self._step + 1
         self._deadline = time.monotonic() + self.step_timeout
 

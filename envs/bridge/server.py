@@ -438,6 +438,7 @@ class BridgeServer:
             )
         if grpc_port is None and tcp_port is None:
             raise ValueError("grpc_port and tcp_port are both None; enable at least one transport")
+        codec.keep_message_buffers_mapped()
         self.host = host
         self.max_message_bytes = int(max_message_bytes)
         self.handshake_timeout = handshake_timeout

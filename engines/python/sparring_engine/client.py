@@ -213,6 +213,7 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
     trainer (as an Error naming it) and re-raised.
     """
     options = options or from_command_line()
+    codec.keep_message_buffers_mapped()
     specs = dict(game.specs)
     masks = set(getattr(game, "action_masks", ()))
     with EngineConnection(options) as conn:
@@ -251,7 +252,9 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                 conn.send_error(f"{type(exc).__name__} in the game: {exc}")
                 raise
             counts = {name: len(part.decisions) for name, part in result.items()}
-            conn.send(pb.EngineMessage(observations=codec.encode_observations(step, specs, result)))
+            message = pb.EngineMessage()
+            codec.encode_observations(step, specs, result, out=message.observations)
+            conn.send(message)
 
 
 def _configure(game: Game, parameters: Mapping[str, float]) -> None:
