@@ -363,3 +363,124 @@ observation_size = 3
         assert reply.WhichOneof("message") == "error" and reply.error.field == "hello.behaviours"
         assert "/root/Disagree/B" in reply.error.message and "obs [3]" in reply.error.message
         assert game.wait() != 0
+
+
+# -- SparringAgentGroup (addons/sparring/group.gd): many agents as whole arrays ----------
+
+GROUP = "res://checks/group.tscn"  # checks/group_game.gd: agent i sees [i, decisions, last action]
+
+
+def crowd(obs: pb.Observations) -> pb.BehaviourObservations:
+    assert [b.behaviour for b in obs.behaviours] == ["crowd"]
+    return obs.behaviours[0]
+
+
+def test_group_declares_one_behaviour_and_sends_whole_arrays():
+    with GodotSession(GROUP, args=("--agents", "5", "--mask")) as game:
+        hello = game.handshake()
+        obs = game.reset(seed=3)
+    [spec] = hello.behaviours
+    assert spec.name == "crowd" and spec.WhichOneof("action") == "discrete" and spec.discrete.n == 3
+    assert [(c.name, list(c.space.shape), c.space.dtype) for c in spec.observations] == [("obs", [3], pb.FLOAT32)]
+    assert spec.has_action_mask and not spec.has_team
+    part = crowd(obs)
+    ids = tensor(part.decision_ids)
+    assert ids.dtype == np.int64 and ids.tolist() == [0, 1, 2, 3, 4]
+    [seen] = [tensor(t) for t in part.decision_obs]
+    assert seen.dtype == np.float32 and seen.tolist() == [[i, 0, -1] for i in range(5)]
+    rewards = tensor(part.decision_rewards)
+    assert rewards.dtype == np.float32 and rewards.tolist() == [0.0] * 5
+    mask = tensor(part.action_mask)
+    assert mask.dtype == np.bool_ and mask.tolist() == [[True, i % 2 == 0, True] for i in range(5)]
+    assert tensor(part.terminal_ids).shape == (0,) and tensor(part.terminal_ids).dtype == np.int64
+    assert tensor(part.terminal_obs[0]).shape == (0, 3) and tensor(part.terminal_obs[0]).dtype == np.float32
+    assert tensor(part.terminal_rewards).shape == (0,) and tensor(part.terminal_truncated).dtype == np.bool_
+
+
+def test_group_reports_terminal_rows_and_every_reward_exactly_once():
+    with GodotSession(GROUP, args=("--agents", "5", "--limit", "2")) as game:
+        game.handshake()
+        game.reset()
+        # Action 0 ends the episode (terminated); every action a earns a + 1.
+        part = crowd(game.step(1, {"crowd": np.array([0, 1, 2, 0, 1], np.int64)}))
+        assert tensor(part.terminal_ids).tolist() == [0, 3]
+        assert tensor(part.terminal_truncated).tolist() == [False, False]
+        assert tensor(part.terminal_rewards).tolist() == [1.0, 1.0]
+        assert tensor(part.terminal_obs[0]).tolist() == [[0, 1, 0], [3, 1, 0]]  # final observations
+        assert tensor(part.decision_ids).tolist() == [0, 1, 2, 3, 4]
+        assert tensor(part.decision_rewards).tolist() == [0.0, 2.0, 3.0, 0.0, 2.0]  # 0 and 3 start afresh
+        assert tensor(part.decision_obs[0]).tolist() == [[0, 0, -1], [1, 1, 1], [2, 1, 2], [3, 0, -1], [4, 1, 1]]
+        # Second decision: 1, 2 and 4 reach the limit (truncated); 0 and 3 are one decision in.
+        part = crowd(game.step(2, {"crowd": np.array([1, 1, 1, 1, 1], np.int64)}))
+        assert tensor(part.terminal_ids).tolist() == [1, 2, 4]
+        assert tensor(part.terminal_truncated).tolist() == [True, True, True]
+        assert tensor(part.terminal_rewards).tolist() == [2.0, 2.0, 2.0]
+        assert tensor(part.terminal_obs[0]).tolist() == [[1, 2, 1], [2, 2, 1], [4, 2, 1]]
+        assert tensor(part.decision_rewards).tolist() == [2.0, 0.0, 0.0, 2.0, 0.0]
+        assert tensor(part.decision_obs[0])[:, 1].tolist() == [1, 0, 0, 1, 0]
+        # Terminated at the limit: terminated wins over truncated.
+        part = crowd(game.step(3, {"crowd": np.array([0, 2, 2, 2, 2], np.int64)}))
+        assert tensor(part.terminal_ids).tolist() == [0, 3]
+        assert tensor(part.terminal_truncated).tolist() == [False, True]
+        assert tensor(part.terminal_rewards).tolist() == [1.0, 3.0]
+        assert tensor(part.decision_rewards).tolist() == [0.0, 3.0, 3.0, 0.0, 3.0]
+
+
+@pytest.mark.parametrize("kind, actions, last", [
+    ("discrete", np.array([2, 1, 1, 2], np.int64), [2, 1, 1, 2]),
+    ("multi", np.array([[2, 1], [1, 0], [0, 1], [1, 1]], np.int64), [2, 1, 0, 1]),
+    ("continuous", np.array([[0.5, 0.25], [-1, 0], [0, 0.75], [1, 1]], np.float32), [0.75, -1, 0.75, 2]),
+])
+def test_group_actions_reach_the_right_agents(kind, actions, last):
+    with GodotSession(GROUP, args=("--agents", "4", "--kind", kind)) as game:
+        hello = game.handshake()
+        game.reset()
+        part = crowd(game.step(1, {"crowd": actions}))
+    assert hello.behaviours[0].WhichOneof("action") == {"multi": "multi_discrete"}.get(kind, kind)
+    first = actions[:, 0] if actions.ndim == 2 else actions
+    expected = first if kind == "continuous" else first + 1.0
+    ended = tensor(part.terminal_ids).tolist()  # a first (discrete) action 0 ends the episode
+    assert ended == [i for i in range(4) if kind != "continuous" and first[i] == 0]
+    seen, rewards = tensor(part.decision_obs[0]), tensor(part.decision_rewards)
+    final_obs, final_rewards = tensor(part.terminal_obs[0]), tensor(part.terminal_rewards)
+    for i in range(4):
+        row, reward = (final_obs[ended.index(i)], final_rewards[ended.index(i)]) if i in ended else (seen[i], rewards[i])
+        assert row.tolist() == [i, 1, pytest.approx(last[i])] and reward == pytest.approx(expected[i])
+
+
+@pytest.mark.parametrize("kind, bad, words", [
+    ("discrete", np.array([0, 1, 3, 0], np.int64), ["row 2", "[0, 3)"]),
+    ("discrete", np.array([0, -1, 1, 0], np.int64), ["row 1"]),
+    ("discrete", np.array([0, 1, 1, 1 << 32], np.int64), ["row 3"]),
+    ("multi", np.array([[0, 0], [0, 2], [0, 0], [0, 0]], np.int64), ["row 1", "[0, 2)"]),
+    ("discrete", np.array([0, 1, 1], np.int64), ["[4]", "[3]"]),
+])
+def test_group_rejects_bad_actions_naming_the_field(kind, bad, words):
+    with GodotSession(GROUP, args=("--agents", "4", "--kind", kind)) as game:
+        game.handshake()
+        game.reset()
+        game.send(actions=pb.Actions(step=1, behaviours=[pb.BehaviourActions(behaviour="crowd", actions=make_tensor(bad))]))
+        reply = game.receive()
+        assert reply.WhichOneof("message") == "error" and reply.error.field == "actions.behaviours[0].actions"
+        for word in words:
+            assert word in reply.error.message, reply.error.message
+        assert game.wait() != 0
+
+
+@pytest.mark.parametrize("scene, args", [
+    (GROUP, ["--agents", "6", "--limit", "5", "--mask"]),
+    (GROUP, ["--agents", "3", "--kind", "multi", "--limit", "4"]),
+    (GROUP, ["--agents", "3", "--kind", "continuous", "--limit", "3"]),
+    ("res://checks/throughput.tscn", ["--agents", "64", "--obs-size", "8"]),
+    ("res://checks/throughput.tscn", ["--agents", "8", "--obs-size", "4", "--per-agent"]),
+])
+def test_group_scenes_pass_check_env_through_the_trainer(tmp_path, scene, args):
+    from sparring.envs.base import check_env
+    from sparring.envs.bridge.env import MultiEngineEnv
+
+    with MultiEngineEnv.launch("godot3-server", 1, ["--path", str(PROJECT), scene, *args], transport="tcp",
+                               log_dir=tmp_path, step_timeout=30) as env:
+        check_env(env, steps=150)
+        assert env.restarts == 0
+    logs = "".join(path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file())
+    assert "SCRIPT ERROR" not in logs, logs[-2000:]

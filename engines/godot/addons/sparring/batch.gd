@@ -35,13 +35,14 @@ var _terminal_rewards: PoolRealArray
 var _truncated: PoolByteArray
 
 
-# The BehaviourSpec message `agent` declares, or {"error": why} when it declares nonsense.
-static func spec_of(agent: Agent) -> Dictionary:
+# The BehaviourSpec message `agent` (a SparringAgent or a SparringAgentGroup) declares,
+# or {"error": why} when it declares nonsense.
+static func spec_of(agent) -> Dictionary:
 	var where := "agent %s (behaviour %s)" % [agent.get_path(), agent.behaviour_name]
 	if agent.behaviour_name == "":
 		return {"error": "%s: behaviour_name is empty" % where}
 	var observations := []
-	var parts := agent.observation_components()
+	var parts: Dictionary = agent.observation_components()
 	if parts.empty():
 		return {"error": "%s: observation_components() is empty" % where}
 	for part in parts:

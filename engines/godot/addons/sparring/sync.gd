@@ -22,6 +22,7 @@ signal reset_requested(seed_value, parameters)
 
 const Agent = preload("agent.gd")
 const Batch = preload("batch.gd")
+const Group = preload("group.gd")
 const Proto = preload("proto.gd")
 const Transport = preload("transport.gd")
 
@@ -46,7 +47,8 @@ var _state: int = State.STARTING
 var _frames := 0
 var _proto := Proto.new()
 var _transport := Transport.new()
-var _behaviours := {}  # name -> Batch
+var _behaviours := {}  # name -> Batch (SparringAgent nodes)
+var _groups := {}  # name -> SparringAgentGroup node
 var _next_id := 0
 var _has_reset := false
 
@@ -123,8 +125,21 @@ func _start_session() -> void:
 			specs.append(spec)
 		if not _admit(agent, "hello.behaviours"):
 			return
+	for group in get_tree().get_nodes_in_group(Group.GROUP):
+		var where := "hello.behaviours[%d]" % specs.size()
+		if _behaviours.has(group.behaviour_name) or _groups.has(group.behaviour_name):
+			_fail(where, "group %s: behaviour '%s' is declared already; a group needs a behaviour of its own" % [
+				group.get_path(), group.behaviour_name])
+			return
+		var spec := Batch.spec_of(group)
+		if spec.has("error"):
+			_fail(where, spec["error"])
+			return
+		_groups[group.behaviour_name] = group
+		_next_id = group.assign_ids(_next_id)
+		specs.append(spec)
 	if specs.empty():
-		_fail("hello.behaviours", "the scene has no agents (nodes extending addons/sparring/agent.gd)")
+		_fail("hello.behaviours", "the scene has no agents (nodes extending addons/sparring/agent.gd or group.gd)")
 		return
 	var hello := {
 		"protocol_version": PROTOCOL_VERSION,
@@ -180,6 +195,8 @@ func _reset(reset: Dictionary) -> void:
 	emit_signal("reset_requested", seed_value, environment_parameters)
 	for agent in get_tree().get_nodes_in_group(Agent.GROUP):
 		agent.start_episode()
+	for group in get_tree().get_nodes_in_group(Group.GROUP):
+		group.start_all()
 	step = 0
 	_has_reset = true
 
@@ -197,6 +214,17 @@ func _send_observations() -> bool:
 	var behaviours := []
 	for batch in _behaviours.values():
 		behaviours.append(batch.message())
+	for group in get_tree().get_nodes_in_group(Group.GROUP):
+		if _groups.get(group.behaviour_name) != group:
+			_fail("observations.behaviours", "group %s joined with behaviour '%s', which the Hello did not declare for it" % [
+				group.get_path(), group.behaviour_name])
+			return false
+		_next_id = group.assign_ids(_next_id)
+		var part: Dictionary = group.message()
+		if part.has("error"):
+			_fail("observations.behaviours", part["error"])
+			return false
+		behaviours.append(part)
 	return _send({"observations": {"step": step, "behaviours": behaviours}})
 
 
@@ -206,21 +234,28 @@ func _apply_actions(actions: Dictionary) -> void:
 	for i in range(entries.size()):
 		var entry: Dictionary = entries[i]
 		var where := "actions.behaviours[%d]" % i
-		var batch = _behaviours.get(entry["behaviour"])
+		var name: String = entry["behaviour"]
+		var batch = _behaviours.get(name)
 		if batch == null:
-			_fail(where + ".behaviour", "unknown behaviour '%s'; declared: %s" % [entry["behaviour"], str(_behaviours.keys())])
+			batch = _groups.get(name)
+		if batch == null:
+			_fail(where + ".behaviour", "unknown behaviour '%s'; declared: %s" % [name, str(_behaviours.keys() + _groups.keys())])
 			return
-		if answered.has(batch.name):
-			_fail(where + ".behaviour", "behaviour '%s' appears twice" % batch.name)
+		if answered.has(name):
+			_fail(where + ".behaviour", "behaviour '%s' appears twice" % name)
 			return
-		answered[batch.name] = true
+		answered[name] = true
 		var why: String = batch.apply(entry.get("actions", {}))
 		if why != "":
-			_fail(where + ".actions", "behaviour '%s': %s" % [batch.name, why])
+			_fail(where + ".actions", "behaviour '%s': %s" % [name, why])
 			return
 	for batch in _behaviours.values():
 		if not answered.has(batch.name) and batch.deciders.size() > 0:
 			_fail("actions.behaviours", "no actions for behaviour '%s', which has %d deciding agents" % [batch.name, batch.deciders.size()])
+			return
+	for name in _groups:
+		if not answered.has(name) and _groups[name].decision_count > 0:
+			_fail("actions.behaviours", "no actions for behaviour '%s', which has %d deciding agents" % [name, _groups[name].decision_count])
 			return
 
 
@@ -246,6 +281,8 @@ func _start_alone() -> void:
 	emit_signal("reset_requested", seed_value, environment_parameters)
 	for agent in get_tree().get_nodes_in_group(Agent.GROUP):
 		agent.start_episode()
+	for group in get_tree().get_nodes_in_group(Group.GROUP):
+		group.start_all()
 	_play_alone()
 
 
@@ -256,6 +293,8 @@ func _play_alone() -> void:
 		agent.reward = 0.0
 		agent.episode_steps += 1
 		agent.apply_action(agent.heuristic())
+	for group in get_tree().get_nodes_in_group(Group.GROUP):
+		group.play_alone()
 
 
 # -- messages ---------------------------------------------------------------------------
