@@ -114,7 +114,9 @@ def obs_take(obs: Obs, index: np.ndarray | slice) -> Obs:
 
 
 def obs_concat(parts: list[Obs]) -> Obs:
-    """Concatenate batched observations along the agent axis."""
+    """Concatenate batched observations along the agent axis (a single part is returned as it is)."""
+    if len(parts) == 1:
+        return parts[0]
     if isinstance(parts[0], dict):
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return np.concatenate(parts)

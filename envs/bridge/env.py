@@ -195,7 +195,8 @@ class BridgeEnv(MultiAgentEnv):
             ended = part.terminals.agent_ids
             if len(ended):
                 live = np.setdiff1d(live, ended, assume_unique=True)
-            if len(decided):
+            # most steps the same agents decide again: then the live set is unchanged
+            if len(decided) and not (len(decided) == len(live) and np.array_equal(decided, live)):
                 live = np.union1d(live, decided)
             self._live[name] = live
 
