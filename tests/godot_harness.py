@@ -18,36 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
+from sparring.envs.bridge.codec import decode_tensor, encode_tensor
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 
 GODOT = shutil.which("godot3-server")
 PROJECT = Path(__file__).resolve().parents[1] / "engines" / "godot" / "example"
 
-DTYPES = {
-    pb.FLOAT32: np.dtype("<f4"),
-    pb.FLOAT64: np.dtype("<f8"),
-    pb.INT8: np.dtype("i1"),
-    pb.UINT8: np.dtype("u1"),
-    pb.INT32: np.dtype("<i4"),
-    pb.INT64: np.dtype("<i8"),
-    pb.BOOL: np.dtype("?"),
-}
-CODES = {dtype: code for code, dtype in DTYPES.items()}
-
-
 def tensor(t: pb.Tensor) -> np.ndarray:
-    """A Tensor message as a numpy array (checks that the bytes fit the shape)."""
-    dtype = DTYPES[t.dtype]
-    shape = tuple(t.shape)
-    assert len(t.data) == int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, (t.dtype, shape, len(t.data))
-    return np.frombuffer(t.data, dtype).reshape(shape)
+    """A Tensor message as a numpy array (the trainer's own decoding, which checks the bytes fit the shape)."""
+    return decode_tensor(t, "tensor")
 
 
-def make_tensor(array: np.ndarray) -> pb.Tensor:
-    """A numpy array as a Tensor message (little-endian, C order)."""
-    array = np.asarray(array)
-    code = CODES[array.dtype]
-    return pb.Tensor(dtype=code, shape=array.shape, data=np.ascontiguousarray(array, DTYPES[code]).tobytes())
+make_tensor = encode_tensor
 
 
 class GodotSession:
