@@ -33,6 +33,7 @@ from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, Step
 from sparring.spec import BehaviourSpec, Obs
 
 CHECKPOINT_FORMAT = 1
+RECORDED_OBS = 256  # raw observations kept per behaviour, saved with checkpoints for export verification
 
 
 class PPOSettings(BaseModel):
@@ -99,6 +100,7 @@ class BehaviourLearner:
         action_dtype = np.float32 if spec.is_continuous else np.int64
         self.buffer = RolloutBuffer(self.policy.obs_size, action_shape, action_dtype, spec.mask_size)
         self._finished: list[tuple[np.ndarray, np.ndarray]] = []
+        self.recorded_obs = torch.zeros(0, self.policy.obs_size)
 
     def inputs(self, obs: Obs, update_stats: bool) -> torch.Tensor:
         """Normalised policy inputs; a NaN or infinite observation is refused, naming the behaviour."""
@@ -108,8 +110,11 @@ class BehaviourLearner:
             raise ValueError(
                 f"behaviour {self.spec.name!r}: non-finite observation (NaN or Inf) for agent rows {bad}"
             )
-        if update_stats and self.policy.normalizer is not None:
-            self.policy.normalizer.update(x)
+        if update_stats:
+            # the latest real observations, kept to verify exports against
+            self.recorded_obs = torch.cat([self.recorded_obs, x])[-RECORDED_OBS:]
+            if self.policy.normalizer is not None:
+                self.policy.normalizer.update(x)
         return self.policy.normalize(x)
 
     @torch.no_grad()
@@ -383,6 +388,7 @@ class PPO:
             "generator": self.generator.get_state(),
             "policies": {name: l.policy.state_dict() for name, l in self.learners.items()},
             "optimizers": {name: l.optimizer.state_dict() for name, l in self.learners.items()},
+            "recorded_obs": {name: l.recorded_obs for name, l in self.learners.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -393,6 +399,7 @@ class PPO:
         for name, learner in self.learners.items():
             learner.policy.load_state_dict(state["policies"][name])
             learner.optimizer.load_state_dict(state["optimizers"][name])
+            learner.recorded_obs = state.get("recorded_obs", {}).get(name, learner.recorded_obs)
         self.num_steps = state["num_steps"]
         self.num_updates = state["num_updates"]
         self.total_steps = state["total_steps"]

@@ -1,6 +1,8 @@
 """The ``sparring`` command line: a thin layer over the Python API.
 
     sparring train CONFIG.yaml [--run-id ID] [--resume | --force] [--results-dir DIR] [--seed N]
+    sparring export RUN_DIR [--behaviour NAME] [--format native|mlagents|godot] [--out PATH]
+    sparring play MODEL.onnx [MODEL.onnx ...] --config CONFIG.yaml [--episodes N]
     sparring check-engine [--transport grpc|tcp] [--port N] [--steps N] [COMMAND ...]
 
 Exit status: 0 done, 1 training stopped by an error (checkpoints kept), 2 the
@@ -32,6 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
     mode.add_argument("--force", action="store_true", help="delete an existing run folder of the same id first")
+    export = commands.add_parser("export", help="export a finished run's policies to ONNX for a game engine")
+    export.add_argument("run_dir", type=Path, help="results/<run-id>")
+    export.add_argument("--behaviour", help="only this behaviour (default: every behaviour)")
+    export.add_argument("--format", choices=("native", "mlagents", "godot"), default="native")
+    export.add_argument("--out", type=Path, help="output file (with --behaviour)")
+    play = commands.add_parser("play", help="run exported ONNX policies in an env and report their mean return")
+    play.add_argument("models", nargs="+", type=Path, help="native-format .onnx files, one per behaviour")
+    play.add_argument("--config", type=Path, required=True, help="the run config whose env to play in")
+    play.add_argument("--episodes", type=int, default=100)
+    play.add_argument("--seed", type=int, default=0)
     check = commands.add_parser(
         "check-engine",
         help="drive a game engine through a whole bridge session and report where it departs from the protocol",
@@ -48,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.subcommand == "check-engine":
             return _check_engine(args)
+        if args.subcommand == "export":
+            return _export(args)
+        if args.subcommand == "play":
+            return _play(args)
         return _train(args)
     except UsageError as exc:
         print(f"sparring: error: {exc}", file=sys.stderr)
@@ -118,7 +134,61 @@ def _train(args: argparse.Namespace) -> int:
         run.save_checkpoint(model, config.trainer.keep_checkpoints)
         model.save(run.final)
     _print_summary(run, logger.last_summary, model.num_steps)
+    from sparring.export.exporter import ExportError, export_run
+
+    try:
+        for report in export_run(run.path):
+            print(report)
+    except ExportError as exc:
+        print(f"sparring: export failed: {exc}; the trained model is kept in {run.final}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from sparring.export.exporter import ExportError, export_run
+
+    try:
+        for report in export_run(args.run_dir, args.behaviour, args.format, args.out):
+            print(report)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    from sparring.agents.evaluation import evaluate
+    from sparring.config import ConfigError, load_config
+    from sparring.envs.factory import make_env
+    from sparring.export.policy import OnnxPolicy
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        policies = {p.behaviour: p for p in map(OnnxPolicy, args.models)}
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"play: {exc}") from None
+    with make_env(config.env) as env:
+        missing = sorted(set(env.specs) - set(policies))
+        if missing:
+            raise UsageError(f"play: no model for behaviour(s) {missing}; give one .onnx per behaviour of the env")
+        returns = evaluate(_ByBehaviour(policies), env, args.episodes, seed=args.seed)
+    for name, values in returns.items():
+        if len(values):
+            print(f"{name}: mean return {values.mean():.3f} over {len(values)} episodes")
+    return 0
+
+
+class _ByBehaviour:
+    """Several single-behaviour policies as one predictor."""
+
+    def __init__(self, policies: dict) -> None:
+        self.policies = policies
+
+    def predict(self, obs, behaviour=None, action_mask=None, deterministic=True):
+        return self.policies[behaviour].predict(obs, behaviour, action_mask, deterministic)
 
 
 def _check_engine(args: argparse.Namespace) -> int:

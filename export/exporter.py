@@ -1,0 +1,346 @@
+"""Trained policy -> a verified ONNX file a game loads: graphs per format, metadata, parity checks.
+
+Every export is checked before it is kept: ``onnx.checker``, then onnxruntime
+against the same graph run by torch, on random and on recorded observations.
+Logits / means must agree within 1e-5 and deterministic actions exactly; any
+failure raises :class:`ExportError` and leaves no file behind.
+
+Opset 15: the newest that Unity Sentis imports (it supports 7-15); onnxruntime
+(including the C# build the Godot RL Agents plugin uses) loads it too.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from gymnasium import spaces
+from torch import nn
+
+import sparring
+from sparring.agents.policy import MASKED_LOGIT, BehaviourPolicy
+from sparring.spec import BehaviourSpec
+
+OPSET = 15
+FORMATS = ("native", "mlagents", "godot")
+TOLERANCE = 1e-5
+
+
+class ExportError(ValueError):
+    """An export that cannot be made, or that failed verification (nothing is written)."""
+
+
+def space_json(space: spaces.Space) -> dict:
+    """A JSON description of a Box / Discrete / MultiDiscrete / Dict space, for the model's metadata."""
+    if isinstance(space, spaces.Dict):
+        return {"type": "Dict", "spaces": {k: space_json(v) for k, v in space.spaces.items()}}
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist()}
+    low = np.where(np.isfinite(space.low), space.low, None).tolist() if np.isfinite(space.low).any() else None
+    high = np.where(np.isfinite(space.high), space.high, None).tolist() if np.isfinite(space.high).any() else None
+    return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype), "low": low, "high": high}
+
+
+# -- graphs -------------------------------------------------------------------
+
+
+def _policy_input(policy: BehaviourPolicy, components: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Flattened, normalised policy input from per-component tensors (the order the trunk was trained on)."""
+    parts = [t if t.dim() == 2 else t.flatten(1) for t in (components[key].float() for key in policy.obs_keys)]
+    x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return policy.normalize(x)
+
+
+def _half(policy: BehaviourPolicy, x: torch.Tensor, which: int) -> torch.Tensor:
+    """One of the twin MLPs (0: actor, 1: critic) as plain Gemm + activation layers.
+
+    The trainer evaluates both halves as one batched matmul; a game needs only
+    the actor, and a chain of Gemms exports to the smallest, fastest graph.
+    """
+    trunk = policy.trunk
+    act = torch.tanh if trunk.activation == "tanh" else torch.relu
+    for w, b in zip(trunk.weights, trunk.biases):
+        x = act(torch.addmm(b[which, 0], x, w[which]))
+    return x
+
+
+def _masked_argmax(policy: BehaviourPolicy, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is not None:
+        logits = logits.masked_fill(~mask, MASKED_LOGIT)
+    if len(policy.branches) == 1:
+        return logits.argmax(-1)
+    return torch.stack([part.argmax(-1) for part in torch.split(logits, policy.branches, -1)], -1)
+
+
+class NativeGraph(nn.Module):
+    """sparring's own format (see export/README.md).
+
+    Inputs: one float tensor per observation component, named as in the spec
+    (``obs`` for a plain Box), batch first; ``action_mask`` (bool, True = allowed)
+    for discrete behaviours. Outputs: ``action`` (int64 argmax per branch, or the
+    Gaussian mean clipped to the action Box), then ``logits`` or ``mean`` and
+    ``log_std``, then ``value`` when asked for.
+    """
+
+    def __init__(self, policy: BehaviourPolicy, with_value: bool = False) -> None:
+        super().__init__()
+        self.policy = policy
+        self.with_value = with_value
+        self.components = list(policy.spec.observation_components)
+        box = policy.spec.action_space if policy.continuous else None
+        self.register_buffer("low", torch.as_tensor(box.low, dtype=torch.float32).reshape(-1) if box is not None else torch.zeros(0))
+        self.register_buffer("high", torch.as_tensor(box.high, dtype=torch.float32).reshape(-1) if box is not None else torch.zeros(0))
+
+    def input_names(self) -> list[str]:
+        return self.components + ([] if self.policy.continuous else ["action_mask"])
+
+    def output_names(self) -> list[str]:
+        names = ["action"] + (["mean", "log_std"] if self.policy.continuous else ["logits"])
+        return names + (["value"] if self.with_value else [])
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        policy = self.policy
+        x = _policy_input(policy, dict(zip(self.components, inputs)))
+        out = policy.actor_head(_half(policy, x, 0))
+        value = (policy.critic_head(_half(policy, x, 1)).squeeze(-1),) if self.with_value else ()
+        if policy.continuous:
+            action = torch.max(torch.min(out, self.high), self.low)
+            log_std = policy.log_std.unsqueeze(0).expand_as(out)
+            return (action, out, log_std, *value)
+        mask = inputs[len(self.components)]
+        return (_masked_argmax(policy, out, mask), out, *value)
+
+
+class GodotGraph(nn.Module):
+    """The Godot RL Agents plugin's conventions: ``obs`` and ``state_ins`` in; ``output`` and ``state_outs`` out.
+
+    ``output`` holds the logits (the plugin takes the argmax per branch) or the
+    Gaussian means; ``state_outs`` echoes ``state_ins`` (the plugin's recurrent
+    state slot; sparring policies are not recurrent).
+    """
+
+    def __init__(self, policy: BehaviourPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+        self.key = policy.obs_keys[0]
+
+    def input_names(self) -> list[str]:
+        return ["obs", "state_ins"]
+
+    def output_names(self) -> list[str]:
+        return ["output", "state_outs"]
+
+    def forward(self, obs: torch.Tensor, state_ins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _policy_input(self.policy, {self.key: obs})
+        return self.policy.actor_head(_half(self.policy, x, 0)), state_ins
+
+
+def support_problem(spec: BehaviourSpec, fmt: str) -> str | None:
+    """Why ``spec`` cannot be exported in ``fmt``, or None."""
+    if fmt not in FORMATS:
+        return f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}"
+    if fmt == "godot":
+        if len(spec.observation_components) > 1:
+            return ("the Godot RL Agents plugin feeds one observation vector ('obs'); this behaviour observes "
+                    f"{len(spec.observation_components)} components {list(spec.observation_components)}")
+        if spec.mask_size and not spec.is_continuous:
+            return None  # masks are simply not applied by the plugin; the logits are still correct
+    if fmt == "mlagents":
+        from sparring.export.mlagents import mlagents_support_problem
+
+        return mlagents_support_problem(spec)
+    return None
+
+
+def build_graph(policy: BehaviourPolicy, fmt: str, with_value: bool = False) -> nn.Module:
+    """The module to export for ``fmt`` (ExportError if the behaviour does not fit it)."""
+    problem = support_problem(policy.spec, fmt)
+    if problem:
+        raise ExportError(f"behaviour {policy.spec.name!r} cannot be exported as {fmt}: {problem}")
+    if fmt == "native":
+        return NativeGraph(policy, with_value)
+    if fmt == "godot":
+        return GodotGraph(policy)
+    from sparring.export.mlagents import MLAgentsGraph
+
+    return MLAgentsGraph(policy)
+
+
+# -- sample inputs ------------------------------------------------------------
+
+
+def _sample_box(box: spaces.Box, n: int, rng: np.random.Generator) -> np.ndarray:
+    low = np.where(np.isfinite(box.low), box.low, -3.0).astype(np.float64)
+    high = np.where(np.isfinite(box.high), box.high, 3.0).astype(np.float64)
+    return rng.uniform(low, high, (n, *box.shape)).astype(np.float32)
+
+
+def _random_mask(spec: BehaviourSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    mask = rng.random((n, spec.mask_size)) > 0.3
+    firsts = np.cumsum((0, *spec.action_branches[:-1]))
+    allowed = firsts + rng.integers(0, spec.action_branches, size=(n, len(firsts)))
+    mask[np.arange(n)[:, None], allowed] = True  # something allowed in every branch
+    return mask
+
+
+def sample_feeds(graph: nn.Module, spec: BehaviourSpec, n: int, rng: np.random.Generator,
+                 recorded: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Inputs for ``graph``: random within the observation space, or ``recorded`` flat observations."""
+    components = spec.observation_components
+    if recorded is not None:
+        sizes = [int(np.prod(components[k].shape)) for k in sorted(components)]
+        split = np.split(recorded.astype(np.float32), np.cumsum(sizes)[:-1], axis=1)
+        obs = {k: part.reshape(len(recorded), *components[k].shape) for k, part in zip(sorted(components), split)}
+        n = len(recorded)
+    else:
+        obs = {k: _sample_box(box, n, rng) for k, box in components.items()}
+    names = graph.input_names()
+    feeds: dict[str, np.ndarray] = {}
+    for i, name in enumerate(names):
+        if isinstance(graph, GodotGraph):
+            feeds = {"obs": next(iter(obs.values())).reshape(n, -1), "state_ins": np.zeros(n, np.float32)}
+            break
+        if name in ("action_mask", "action_masks"):
+            mask = _random_mask(spec, n, rng)
+            feeds[name] = mask if name == "action_mask" else mask.astype(np.float32)
+        else:
+            key = list(components)[i] if name not in components else name
+            feeds[name] = obs[key].reshape(n, -1) if name.startswith("obs_") else obs[key]
+    return feeds
+
+
+# -- export + verification ----------------------------------------------------
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and how it was verified."""
+
+    path: Path
+    fmt: str
+    lines: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join([f"exported {self.path} ({self.fmt}, opset {OPSET})", *("  " + line for line in self.lines)])
+
+
+def export_policy(
+    policy: BehaviourPolicy,
+    path: str | Path,
+    fmt: str = "native",
+    *,
+    training_step: int = 0,
+    recorded_obs: np.ndarray | None = None,
+    with_value: bool = False,
+    seed: int = 0,
+) -> ExportReport:
+    """Export ``policy`` to ``path`` in ``fmt``, verify it with onnxruntime, and report how."""
+    path = Path(path)
+    graph = build_graph(policy, fmt, with_value).eval()
+    rng = np.random.default_rng(seed)
+    example = sample_feeds(graph, policy.spec, 2, rng)
+    names_in, names_out = graph.input_names(), graph.output_names()
+    dynamic = {name: {0: "batch"} for name in names_in + names_out}
+    for name in getattr(graph, "static_outputs", ()):
+        dynamic.pop(name, None)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript-based exporter is what Sentis-compatible opsets need; its notice is not for users.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(
+            graph, tuple(torch.from_numpy(example[name]) for name in names_in), str(tmp),
+            input_names=names_in, output_names=names_out, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+        )
+    try:
+        model = onnx.load(str(tmp))
+        metadata = {
+            "sparring_format": fmt,
+            "sparring_version": sparring.__version__,
+            "behaviour": policy.spec.name,
+            "observation_space": json.dumps(space_json(policy.spec.observation_space)),
+            "action_space": json.dumps(space_json(policy.spec.action_space)),
+            "team_id": "" if policy.spec.team_id is None else str(policy.spec.team_id),
+            "training_step": str(training_step),
+            "observation_normalization": "folded into the graph" if policy.normalizer is not None else "none",
+            "inputs": ",".join(names_in),
+            "outputs": ",".join(names_out),
+        }
+        onnx.helper.set_model_props(model, metadata)
+        onnx.save(model, str(tmp))
+        report = ExportReport(path, fmt)
+        onnx.checker.check_model(str(tmp), full_check=True)
+        report.lines.append("onnx.checker: ok")
+        checks = [("random observations", sample_feeds(graph, policy.spec, 256, rng))]
+        if recorded_obs is not None and len(recorded_obs):
+            checks.append((f"{len(recorded_obs)} recorded observations", sample_feeds(graph, policy.spec, 0, rng, recorded_obs)))
+        for label, feeds in checks:
+            report.lines.append(f"{label}: {_compare(graph, str(tmp), feeds)}")
+        tmp.replace(path)
+        return report
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _compare(graph: nn.Module, path: str, feeds: dict[str, np.ndarray]) -> str:
+    names_in, names_out = graph.input_names(), graph.output_names()
+    with torch.no_grad():
+        expected = graph(*(torch.from_numpy(feeds[name]) for name in names_in))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    got = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]).run(names_out, feeds)
+    worst = 0.0
+    sampled = set(getattr(graph, "random_outputs", ()))  # drawn inside the graph (ML-Agents): shapes only
+    for name, want, have in zip(names_out, expected, got):
+        want = want.detach().numpy()
+        if want.shape != have.shape and not (want.size == have.size):
+            raise ExportError(f"output {name!r}: onnxruntime shape {have.shape}, torch shape {want.shape}")
+        if name in sampled:
+            continue
+        have = have.reshape(want.shape)
+        if want.dtype.kind in "iub":  # discrete actions and integer constants must match exactly
+            if not np.array_equal(want, have):
+                bad = int((want != have).sum())
+                raise ExportError(f"output {name!r}: {bad} deterministic actions differ between onnxruntime and torch")
+        else:
+            diff = float(np.max(np.abs(want - have))) if want.size else 0.0
+            if not diff <= TOLERANCE:
+                raise ExportError(f"output {name!r}: onnxruntime differs from torch by {diff:.2e} (limit {TOLERANCE:.0e})")
+            worst = max(worst, diff)
+    return f"max abs difference {worst:.1e}, deterministic actions identical ({len(next(iter(feeds.values())))} rows)"
+
+
+def export_run(run_dir: str | Path, behaviour: str | None = None, fmt: str = "native",
+               out: str | Path | None = None) -> list[ExportReport]:
+    """Export a finished training run (its ``final.pt``): one behaviour, or every behaviour."""
+    from sparring.agents import PPO
+
+    run_dir = Path(run_dir)
+    final = run_dir / "final.pt"
+    if not final.exists():
+        raise ExportError(f"{run_dir}: no finished checkpoint ({final.name} is written when training completes)")
+    model = PPO.load(final)
+    names = [behaviour] if behaviour is not None else list(model.policies)
+    unknown = [n for n in names if n not in model.policies]
+    if unknown:
+        raise ExportError(f"{run_dir}: no behaviour {unknown[0]!r}; this run has {sorted(model.policies)}")
+    if out is not None and len(names) > 1:
+        raise ExportError("--out names one file: pick the behaviour with --behaviour")
+    suffix = "" if fmt == "native" else f".{fmt}"
+    reports = []
+    for name in names:
+        target = Path(out) if out is not None else run_dir / f"{name}{suffix}.onnx"
+        recorded = model.learners[name].recorded_obs.numpy()
+        reports.append(export_policy(model.policies[name], target, fmt, training_step=model.num_steps,
+                                     recorded_obs=recorded))
+    return reports

@@ -1,0 +1,268 @@
+"""The Unity ML-Agents model format: a sparring policy that drops into a Behavior Parameters component.
+
+Everything here mirrors what the official ML-Agents trainer exports and what the
+Unity package's loader checks. Sources (Unity-Technologies/ml-agents, as stored in
+the public code index; symbols named so they can be found in any recent release):
+
+[TN]  com.unity.ml-agents/Runtime/Inference/TensorNames.cs and
+      ml-agents/mlagents/trainers/torch_entities/model_serialization.py ``class TensorNames``:
+      inputs ``obs_{i}`` (ObservationPlaceholderPrefix = "obs_", GetObservationName(i)),
+      ``action_masks`` (ActionMaskPlaceholder); outputs ``version_number``, ``memory_size``,
+      ``continuous_actions``, ``continuous_action_output_shape``,
+      ``deterministic_continuous_actions``, ``discrete_actions``,
+      ``discrete_action_output_shape``, ``deterministic_discrete_actions``.
+[MS]  model_serialization.py ``ModelSerializer.__init__``: dummy obs are
+      ``zeros([1] + obs_shape)`` (batch first; only rank-3 obs are permuted to NCHW),
+      dummy masks ``ones([1, sum(discrete_branches)])`` (float); input names are
+      ``obs_0..obs_{n-1}`` then ``action_masks``, ``recurrent_in``; every input gets
+      ``dynamic_axes {0: "batch"}``; output names are ``[version_number, memory_size]``,
+      then ``[continuous_actions, continuous_action_output_shape,
+      deterministic_continuous_actions]`` only if ``continuous_size > 0``, then
+      ``[discrete_actions, discrete_action_output_shape, deterministic_discrete_actions]``
+      only if ``discrete_size > 0``, then ``recurrent_out`` only if memory_size > 0.
+      ``export_policy_model``: ``opset_version=SerializationSettings.onnx_opset``.
+[ST]  ml-agents/mlagents/trainers/settings.py ``class SerializationSettings``: ``onnx_opset = 9``.
+[NW]  ml-agents/mlagents/trainers/torch_entities/networks.py ``class SimpleActor``:
+      ``MODEL_EXPORT_VERSION = 3  # Corresponds to ModelApiVersion.MLAgents2_0``;
+      ``version_number = Parameter(torch.Tensor([3]))`` (float32, shape (1,));
+      ``continuous_act_size_vector = torch.Tensor([continuous_size])`` (float32, (1,));
+      ``discrete_act_size_vector = torch.Tensor([discrete_branches])`` (float32, shape
+      (1, num_branches)); ``memory_size_vector = torch.Tensor([memory_size])`` (float32, (1,));
+      ``SimpleActor.forward`` returns them in the order of [MS].
+[AM]  ml-agents/mlagents/trainers/torch_entities/action_model.py ``ActionModel.get_action_out``:
+      ``continuous_out = dists.continuous.exported_model_output()`` (a sample),
+      ``deterministic_continuous_out = deterministic_sample()`` (the mean), and when
+      ``clip_action`` (no tanh squash) both become ``torch.clamp(x, -3, 3) / 3``;
+      ``discrete_out = torch.cat([d.exported_model_output() ...], dim=1)`` and
+      ``deterministic_discrete_out = torch.cat([d.deterministic_sample() ...], dim=1)``.
+[DI]  ml-agents/mlagents/trainers/torch_entities/distributions.py:
+      ``GaussianDistInstance.sample = mean + torch.randn_like(mean) * std``
+      (log_sigma broadcast as ``mu * 0 + log_sigma``, "Sentis throws error on runtime
+      broadcasting"); ``CategoricalDistInstance``: ``probs = softmax(logits)``,
+      ``sample = torch.multinomial(probs, 1)``, ``deterministic_sample =
+      argmax(probs, dim=1, keepdim=True)`` (int64, (batch, 1) per branch);
+      ``MultiCategoricalDistribution._mask_branch(logits, allow_mask)``:
+      ``block_mask = -1.0 * allow_mask + 1.0; logits * allow_mask - 1e8 * block_mask``
+      ("-1 * tensor + constant instead of constant - tensor because ... Sentis might swap
+      the inputs of a Sub"). So ``action_masks`` is float, **1 = allowed, 0 = masked**.
+[GI]  com.unity.ml-agents/Runtime/Inference/GeneratorImpl.cs ``ActionMaskInputGenerator``:
+      ``isUnmasked = (maskList != null && maskList[j]) ? 0.0f : 1.0f`` -- Unity feeds 1.0 for
+      allowed actions, 0.0 for masked ones, shape [batch, sum(branch sizes)].
+[MI]  com.unity.ml-agents/Runtime/Inference/SentisModelInfo.cs: ``version_number`` and
+      ``memory_size`` are read as ``(int)((Tensor<float>)t)[0]`` (so they must be float);
+      ``continuous_action_output_shape`` read as ``(Tensor<float>)[0]``; the discrete
+      output size is the sum over ``discrete_action_output_shape`` read as
+      ``Tensor<float>``; ``CheckExpectedTensors`` requires ``version_number``,
+      ``memory_size`` and one action output; the action output used is
+      ``continuous_actions``/``discrete_actions`` unless "Deterministic Inference" is
+      ticked, then the ``deterministic_*`` one.
+[PL]  com.unity.ml-agents/Runtime/Inference/SentisModelParamLoader.cs ``ModelApiVersion``:
+      ``MLAgents2_0 = 3`` ("All observations are treated the same and named obs_{i} with i
+      being the sensor index"), MaxSupportedVersion = 3; ``CheckInputTensorPresence``
+      wants ``obs_{sensorIndex}`` for every sensor and ``action_masks`` when the model has
+      discrete outputs; ``CheckInputTensorShape`` warns about any other input
+      ("Model contains an unexpected input named"), and ``CheckRankOneObsShape``
+      compares a rank-1 sensor's size with the input's last dimension.
+[AP]  com.unity.ml-agents/Runtime/Inference/ApplierImpl.cs: ``ContinuousActionOutputApplier``
+      copies ``data[agent, j]`` straight into ContinuousActions (no clipping or scaling on
+      the Unity side); ``DiscreteActionOutputApplier`` copies ``(int)data[agent, j]``
+      (already-sampled branch indices, shape (batch, num_branches)).
+Opset: the trainer exports opset 9 [ST]; Unity Sentis 2.1 "supports ... ONNX ... with an
+opset version between 7 and 15" (docs.unity3d.com/Packages/com.unity.sentis@latest) and
+Inference Engine 2.6 up to 25, so opset 15 is fine. ``Multinomial`` and
+``RandomNormalLike`` (what the sampling exports to, as in the official models) exist
+since opset 7 / 1.
+
+Differences from a model trained by ML-Agents, on purpose:
+- Continuous actions are clipped to the behaviour's action Box (what sparring's
+  ``BehaviourPolicy.env_actions`` does during training), not ``clamp(-3, 3) / 3``: that
+  rescaling is part of how ML-Agents *trains* (its env actions were the same
+  ``clamp / 3``), while a sparring policy's mean is already in the Box's units. For the
+  usual Box(-1, 1) this is exactly ML-Agents' [-1, 1] range; for other bounds the game
+  receives actions in the Box's own units (the units the game declared), and nothing
+  is rescaled.
+- Each observation component is one ``obs_i``, flattened to (batch, size) like a
+  VectorSensor of that size; ``obs_i`` follows the spec's component order. (Unity numbers
+  sensors after sorting them by name, so naming each sensor after its component keeps
+  the two orders equal for the usual, sorted, Dict spaces.)
+- No ``recurrent_in`` input (sparring policies are not recurrent, memory_size = 0;
+  torch drops unused inputs anyway, as it does for the official non-recurrent models).
+- The ``deterministic_*`` outputs get a dynamic batch axis too (the official exporter
+  only marks the sampled ones dynamic).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from sparring.spec import BehaviourSpec
+
+MODEL_EXPORT_VERSION = 3  # [NW] SimpleActor.MODEL_EXPORT_VERSION; [PL] ModelApiVersion.MLAgents2_0
+MASK_INPUT = "action_masks"  # [TN]
+BLOCKED_LOGIT = 1e8  # [DI] _mask_branch subtracts 1e8 from masked logits
+
+VERSION_NUMBER = "version_number"
+MEMORY_SIZE = "memory_size"
+CONTINUOUS_ACTIONS = "continuous_actions"
+CONTINUOUS_SHAPE = "continuous_action_output_shape"
+DETERMINISTIC_CONTINUOUS = "deterministic_continuous_actions"
+DISCRETE_ACTIONS = "discrete_actions"
+DISCRETE_SHAPE = "discrete_action_output_shape"
+DETERMINISTIC_DISCRETE = "deterministic_discrete_actions"
+
+
+def observation_name(index: int) -> str:
+    """``obs_{index}`` ([TN] GetObservationName)."""
+    return f"obs_{index}"
+
+
+def mlagents_support_problem(spec: BehaviourSpec) -> str | None:
+    """Why ``spec`` cannot be represented as an ML-Agents model, or None.
+
+    Any Box / Dict-of-Box observation fits (each component becomes one flattened
+    ``obs_i``), and so do Discrete, MultiDiscrete and Box actions (Box actions are
+    flattened and clipped to the Box, see the module docstring). What does not fit is
+    an empty component or an empty action vector: Unity treats a zero
+    ``continuous_action_output_shape`` as "no action output" ([MI]).
+    """
+    for key, box in spec.observation_components.items():
+        if int(np.prod(box.shape)) == 0:
+            return f"observation component {key!r} has no elements (shape {box.shape}); ML-Agents sensors cannot be empty"
+    act = spec.action_space
+    if isinstance(act, spaces.Box):
+        if int(np.prod(act.shape)) == 0:
+            return f"the action Box has no elements (shape {act.shape})"
+        if np.any(np.asarray(act.low) > np.asarray(act.high)):
+            return "the action Box has a lower bound above its upper bound"
+    elif any(n < 1 for n in spec.action_branches):
+        return f"a discrete action branch has no actions (branches {spec.action_branches})"
+    return None
+
+
+def mlagents_io(policy) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
+    """``(input_names, output_names, dynamic_axes)`` for ``torch.onnx.export(MLAgentsGraph(policy), ...)``."""
+    inputs = [observation_name(i) for i in range(len(policy.spec.observation_components))]
+    outputs = [VERSION_NUMBER, MEMORY_SIZE]
+    if policy.continuous:
+        outputs += [CONTINUOUS_ACTIONS, CONTINUOUS_SHAPE, DETERMINISTIC_CONTINUOUS]
+        batched = [CONTINUOUS_ACTIONS, DETERMINISTIC_CONTINUOUS]
+    else:
+        inputs.append(MASK_INPUT)
+        outputs += [DISCRETE_ACTIONS, DISCRETE_SHAPE, DETERMINISTIC_DISCRETE]
+        batched = [DISCRETE_ACTIONS, DETERMINISTIC_DISCRETE]
+    dynamic = {name: {0: "batch"} for name in inputs + batched}
+    return inputs, outputs, dynamic
+
+
+class MLAgentsGraph(nn.Module):
+    """A :class:`~sparring.agents.policy.BehaviourPolicy` with ML-Agents' inputs, outputs and constants.
+
+    ``forward(obs_0, ..., obs_{k-1}[, action_masks])``: one float32 ``(batch, size)``
+    tensor per observation component in the spec's order (any further dimensions are
+    flattened), and for discrete behaviours a float32 ``(batch, sum(branches))`` mask,
+    1 = allowed, 0 = masked. Returns, in this order ([MS], [NW]):
+
+    - ``version_number``: float32 ``(1,)`` = 3; ``memory_size``: float32 ``(1,)`` = 0;
+    - continuous: ``continuous_actions`` float32 ``(batch, n)`` sampled
+      ``mean + randn * std``; ``continuous_action_output_shape`` float32 ``(1,)`` = n;
+      ``deterministic_continuous_actions`` float32 ``(batch, n)`` = the mean; both
+      clipped to the action Box;
+    - discrete: ``discrete_actions`` int64 ``(batch, branches)`` sampled per branch with
+      ``torch.multinomial`` (ONNX ``Multinomial``); ``discrete_action_output_shape``
+      float32 ``(1, branches)`` = the branch sizes; ``deterministic_discrete_actions``
+      int64 ``(batch, branches)`` = argmax per branch.
+
+    The sampled outputs draw fresh randomness on every run (ONNX ``RandomNormalLike`` /
+    ``Multinomial`` without a seed, as in the official models) and cannot be compared
+    with torch value by value; ``random_outputs`` names them, ``static_outputs`` names
+    the constants (no batch axis).
+    """
+
+    def __init__(self, policy) -> None:
+        super().__init__()
+        self.policy = policy
+        spec = policy.spec
+        self.components = list(spec.observation_components)
+        self._io = mlagents_io(policy)
+        self.register_buffer("version_number", torch.tensor([float(MODEL_EXPORT_VERSION)]))
+        self.register_buffer("memory_size", torch.tensor([0.0]))
+        if policy.continuous:
+            box = spec.action_space
+            low = np.asarray(np.broadcast_to(box.low, box.shape), np.float64).reshape(-1)
+            high = np.asarray(np.broadcast_to(box.high, box.shape), np.float64).reshape(-1)
+            self.register_buffer("action_shape", torch.tensor([float(low.size)]))
+            # Clip only where a bound is finite: an all-infinite side exports no op.
+            self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+            self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
+            self._clip_low = bool(np.isfinite(low).any())
+            self._clip_high = bool(np.isfinite(high).any())
+            self.random_outputs = (CONTINUOUS_ACTIONS,)
+            self.static_outputs = (VERSION_NUMBER, MEMORY_SIZE, CONTINUOUS_SHAPE)
+            self.exact_outputs: set[str] = set()
+        else:
+            # [NW] torch.Tensor([discrete_branches]): shape (1, num_branches)
+            self.register_buffer("action_shape", torch.tensor([[float(n) for n in policy.branches]]))
+            self.random_outputs = (DISCRETE_ACTIONS,)
+            self.static_outputs = (VERSION_NUMBER, MEMORY_SIZE, DISCRETE_SHAPE)
+            self.exact_outputs = {DETERMINISTIC_DISCRETE}
+
+    def input_names(self) -> list[str]:
+        return list(self._io[0])
+
+    def output_names(self) -> list[str]:
+        return list(self._io[1])
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {k: dict(v) for k, v in self._io[2].items()}
+
+    def actor_output(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The actor head's output (logits, or Gaussian means) for the graph's inputs."""
+        policy = self.policy
+        by_key = dict(zip(self.components, inputs))
+        parts = [by_key[k].reshape(by_key[k].shape[0], -1).float() for k in policy.obs_keys]
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return policy.actor_head(policy.trunk(policy.normalize(x))[0])
+
+    def _clip(self, a: torch.Tensor) -> torch.Tensor:
+        if self._clip_high:
+            a = torch.minimum(a, self.high)
+        if self._clip_low:
+            a = torch.maximum(a, self.low)
+        return a
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        policy = self.policy
+        out = self.actor_output(*inputs[: len(self.components)])
+        head = (self.version_number, self.memory_size)
+        if policy.continuous:
+            # [DI] GaussianDistribution.forward: log_sigma = mu * 0 + log_sigma (no runtime broadcast)
+            std = torch.exp(out * 0 + policy.log_std)
+            sample = out + torch.randn_like(out) * std
+            return (*head, self._clip(sample), self.action_shape, self._clip(out))
+        mask = inputs[len(self.components)]
+        sampled, greedy = [], []
+        start = 0
+        for size in policy.branches:
+            logits = out[:, start : start + size]
+            allow = mask[:, start : start + size]
+            start += size
+            # [DI] MultiCategoricalDistribution._mask_branch, written the same Sentis-friendly way
+            block = -1.0 * allow + 1.0
+            probs = torch.softmax(logits * allow - BLOCKED_LOGIT * block, dim=-1)
+            sampled.append(torch.multinomial(probs, 1))
+            greedy.append(torch.argmax(probs, dim=1, keepdim=True))
+        if len(sampled) == 1:
+            return (*head, sampled[0], self.action_shape, greedy[0])
+        return (*head, torch.cat(sampled, dim=1), self.action_shape, torch.cat(greedy, dim=1))
+
+
+def example_inputs(policy, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Zero observations and an all-allowed mask, as ML-Agents' exporter traces with ([MS])."""
+    comps = policy.spec.observation_components
+    obs = [torch.zeros(batch, int(np.prod(box.shape))) for box in comps.values()]
+    if policy.continuous:
+        return tuple(obs)
+    return (*obs, torch.ones(batch, policy.spec.mask_size))

@@ -1,0 +1,47 @@
+"""Run an exported native-format policy with onnxruntime: the Python side of what a game does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from sparring.spec import Obs
+
+
+class OnnxPolicy:
+    """An exported policy (native format) with the same ``predict`` as a trained model.
+
+    Args:
+        path: the ``.onnx`` file written by ``sparring export`` or at the end of training.
+        threads: onnxruntime intra-op threads (1 matches a game's inference budget).
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("sparring_format") != "native":
+            raise ValueError(f"{path}: not a sparring native-format model (format {meta.get('sparring_format')!r}); "
+                             "OnnxPolicy runs native exports")
+        self.behaviour = meta["behaviour"]
+        self.observation_space = json.loads(meta["observation_space"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.components = [name for name in self.inputs if name != "action_mask"]
+        self._mask_width = next((i.shape[1] for i in self.session.get_inputs() if i.name == "action_mask"), None)
+
+    def predict(
+        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
+    ) -> np.ndarray:
+        """Deterministic actions for a batch of observations (``behaviour`` is checked if given)."""
+        if behaviour is not None and behaviour != self.behaviour:
+            raise ValueError(f"this model acts for behaviour {self.behaviour!r}, not {behaviour!r}")
+        parts = obs if isinstance(obs, dict) else {self.components[0]: obs}
+        feeds = {name: np.asarray(parts[name], np.float32) for name in self.components}
+        n = len(next(iter(feeds.values())))
+        if self._mask_width is not None:
+            feeds["action_mask"] = np.ones((n, self._mask_width), bool) if action_mask is None else np.asarray(action_mask, bool)
+        return self.session.run(["action"], feeds)[0]

@@ -1,0 +1,154 @@
+"""ONNX export: every format matches torch in onnxruntime, carries its metadata, and refuses what it cannot represent."""
+
+import json
+from collections import OrderedDict
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import yaml
+from gymnasium import spaces
+
+from sparring.agents.policy import BehaviourPolicy
+from sparring.cli import main
+from sparring.export.exporter import ExportError, NativeGraph, _compare, export_policy, sample_feeds
+from sparring.export.policy import OnnxPolicy
+from sparring.spec import BehaviourSpec
+
+BOX = spaces.Box(-1, 1, (6,), np.float32)
+BEHAVIOURS = {
+    "discrete": BehaviourSpec("Guard", BOX, spaces.Discrete(5)),
+    "multidiscrete": BehaviourSpec("Driver", BOX, spaces.MultiDiscrete([3, 2, 4])),
+    "continuous": BehaviourSpec("Aimer", BOX, spaces.Box(-2, 2, (2,), np.float32)),
+    "dict": BehaviourSpec("Scout", spaces.Dict(OrderedDict(
+        [("ray", spaces.Box(0, 1, (4, 2), np.float32)), ("hp", spaces.Box(0, 100, (1,), np.float32))])),
+        spaces.Discrete(3)),
+}
+
+
+def trained_looking_policy(spec: BehaviourSpec) -> BehaviourPolicy:
+    """A policy with non-trivial weights and normalisation statistics (so folding them is tested)."""
+    torch.manual_seed(0)
+    policy = BehaviourPolicy(spec, normalize=True)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        policy.normalizer.update(torch.randn(500, policy.obs_size) * 3 + 1)
+    return policy
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("kind", sorted(BEHAVIOURS))
+@pytest.mark.parametrize("fmt", ["native", "godot", "mlagents"])
+def test_export_matches_torch_in_onnxruntime(tmp_path, kind, fmt):
+    spec = BEHAVIOURS[kind]
+    if fmt == "godot" and kind == "dict":
+        pytest.skip("the Godot plugin takes one observation vector (refusal tested below)")
+    policy = trained_looking_policy(spec)
+    recorded = np.random.default_rng(1).normal(size=(64, policy.obs_size)).astype(np.float32)
+    report = export_policy(policy, tmp_path / "m.onnx", fmt, training_step=1234, recorded_obs=recorded)
+    text = str(report)
+    assert "onnx.checker: ok" in text and "random observations" in text and "64 recorded observations" in text
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert meta["sparring_format"] == fmt and meta["behaviour"] == spec.name and meta["training_step"] == "1234"
+    assert json.loads(meta["action_space"])["type"] == type(spec.action_space).__name__
+    assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 15
+
+
+def test_native_batch_axis_is_dynamic_and_masks_are_obeyed(tmp_path):
+    policy = trained_looking_policy(BEHAVIOURS["multidiscrete"])
+    export_policy(policy, tmp_path / "m.onnx")
+    model = OnnxPolicy(tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 300):
+        obs = rng.uniform(-1, 1, (n, 6)).astype(np.float32)
+        mask = np.ones((n, 9), bool)
+        mask[:, 0] = mask[:, 3] = False  # forbid action 0 of branch 0 and action 0 of branch 1
+        actions = model.predict(obs, action_mask=mask)
+        assert actions.shape == (n, 3) and (actions[:, 0] != 0).all() and (actions[:, 1] != 0).all()
+        with torch.no_grad():
+            expected = policy.deterministic(policy.normalize(torch.from_numpy(obs)), torch.from_numpy(mask))
+        np.testing.assert_array_equal(actions, expected.numpy())
+
+
+def test_godot_format_names_and_continuous_means(tmp_path):
+    policy = trained_looking_policy(BEHAVIOURS["continuous"])
+    export_policy(policy, tmp_path / "g.onnx", "godot")
+    sess = session(tmp_path / "g.onnx")
+    assert [i.name for i in sess.get_inputs()] == ["obs", "state_ins"]
+    assert [o.name for o in sess.get_outputs()] == ["output", "state_outs"]
+    obs = np.random.default_rng(0).uniform(-1, 1, (5, 6)).astype(np.float32)
+    output, state = sess.run(None, {"obs": obs, "state_ins": np.zeros(5, np.float32)})
+    with torch.no_grad():
+        mean = policy.actor_head(policy.trunk(policy.normalize(torch.from_numpy(obs)))[0]).numpy()
+    np.testing.assert_allclose(output, mean, atol=1e-5)  # means, unclipped: the plugin clips itself
+    assert state.shape == (5,)
+
+
+def test_verification_catches_a_graph_that_differs(tmp_path):
+    spec = BEHAVIOURS["discrete"]
+    export_policy(trained_looking_policy(spec), tmp_path / "m.onnx")
+    other = NativeGraph(BehaviourPolicy(spec, normalize=True)).eval()
+    feeds = sample_feeds(other, spec, 64, np.random.default_rng(0))
+    with pytest.raises(ExportError, match="differ"):
+        _compare(other, str(tmp_path / "m.onnx"), feeds)
+
+
+def test_a_format_that_cannot_represent_the_behaviour_is_refused(tmp_path):
+    with pytest.raises(ExportError, match="one observation vector"):
+        export_policy(trained_looking_policy(BEHAVIOURS["dict"]), tmp_path / "g.onnx", "godot")
+    assert not (tmp_path / "g.onnx").exists()
+
+
+CARTPOLE = {
+    "env": {"source": "gymnasium", "id": "CartPole-v1", "num_envs": 4},
+    "trainer": {"max_steps": 6000, "summary_freq": 3000, "hyperparameters": {"n_steps": 32, "n_epochs": 4}},
+}
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    config = root / "cartpole.yaml"
+    config.write_text(yaml.safe_dump(CARTPOLE))
+    assert main(["train", str(config), "--results-dir", str(root / "results"), "--run-id", "cp"]) == 0
+    return root, config, root / "results" / "cp"
+
+
+def test_training_exports_every_behaviour_and_play_matches_the_torch_policy(cartpole_run, capsys):
+    from sparring.agents import PPO
+    from sparring.agents.evaluation import evaluate
+    from sparring.envs.gymnasium import GymnasiumEnv
+
+    _, config, run = cartpole_run
+    assert (run / "CartPole.onnx").exists()
+    capsys.readouterr()
+    assert main(["play", str(run / "CartPole.onnx"), "--config", str(config), "--episodes", "12", "--seed", "5"]) == 0
+    played = capsys.readouterr().out
+    torch_returns = evaluate(PPO.load(run / "final.pt"), GymnasiumEnv("CartPole-v1", num_envs=4), 12, seed=5)["CartPole"]
+    assert f"CartPole: mean return {torch_returns.mean():.3f} over {len(torch_returns)} episodes" in played
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["--behaviour", "Nope"], "no behaviour 'Nope'"), (["--format", "godot", "--out", "x.onnx"], None)],
+)
+def test_export_command(cartpole_run, tmp_path, capsys, args, message):
+    _, _, run = cartpole_run
+    args = [a if a != "x.onnx" else str(tmp_path / "x.onnx") for a in args]
+    status = main(["export", str(run), *args])
+    if message:
+        assert status == 2 and message in capsys.readouterr().err
+    else:
+        assert status == 0 and (tmp_path / "x.onnx").exists()
+
+
+def test_exporting_an_unfinished_run_is_refused(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert main(["export", str(tmp_path / "run")]) == 2
+    assert "no finished checkpoint" in capsys.readouterr().err
