@@ -44,8 +44,11 @@ check-protos: venv
 	done
 	@echo "generated protocol code is up to date"
 
+# Each benchmark runs sparring and its peer side by side and ends with one machine-readable line.
 bench: venv
 	$(PY) benchmarks/ppo_cartpole.py
+	$(PY) benchmarks/bridge.py
+	$(PY) benchmarks/onnx_latency.py
 
 clean:
 	rm -rf $(VENV) results build *.egg-info
