@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.rollout import RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
-from sparring.spec import BehaviourSpec, Obs
+from sparring.spec import BehaviourSpec, Obs, obs_take
 
 CHECKPOINT_FORMAT = 1
 RECORDED_OBS = 256  # raw observations kept per behaviour, saved with checkpoints for export verification
@@ -104,17 +104,16 @@ class BehaviourLearner:
 
     def inputs(self, obs: Obs, update_stats: bool) -> torch.Tensor:
         """Normalised policy inputs; a NaN or infinite observation is refused, naming the behaviour."""
-        x = self.policy.flatten_obs(obs)
+        return self._normalized(self.policy.flatten_obs(obs), update_stats)
+
+    def _normalized(self, x: torch.Tensor, update_stats: bool) -> torch.Tensor:
         if not np.isfinite(x.numpy()).all():
             bad = (~torch.isfinite(x)).any(1).nonzero().flatten().tolist()
             raise ValueError(
                 f"behaviour {self.spec.name!r}: non-finite observation (NaN or Inf) for agent rows {bad}"
             )
-        if update_stats:
-            # the latest real observations, kept to verify exports against
-            self.recorded_obs = torch.cat([self.recorded_obs, x])[-RECORDED_OBS:]
-            if self.policy.normalizer is not None:
-                self.policy.normalizer.update(x)
+        if update_stats and self.policy.normalizer is not None:
+            self.policy.normalizer.update(x)
         return self.policy.normalize(x)
 
     @torch.no_grad()
@@ -137,7 +136,7 @@ class BehaviourLearner:
             bootstrap = np.zeros(len(terminals), np.float32)
             if terminals.truncated.any():
                 cut = terminals.truncated
-                bootstrap[cut] = self.policy.value(self.inputs(_take(terminals.obs, cut), False)).numpy()
+                bootstrap[cut] = self.policy.value(self.inputs(obs_take(terminals.obs, cut), False)).numpy()
             self._finished.append(self.buffer.end_episodes(slots, bootstrap))
         if len(step.lost):
             self.buffer.drop(self.buffer.slots_of(step.lost))
@@ -150,7 +149,12 @@ class BehaviourLearner:
         s = self.settings
         with torch.no_grad():
             slots = self.buffer.slots_of(decisions.agent_ids)
-            bootstrap = self.policy.value(self.inputs(decisions.obs, False)).numpy() if len(decisions) else np.zeros(0)
+            bootstrap = np.zeros(0)
+            if len(decisions):
+                raw = self.policy.flatten_obs(decisions.obs)
+                # Real observations to verify exports against, taken once per rollout (off the hot path).
+                self.recorded_obs = torch.cat([self.recorded_obs, raw])[-RECORDED_OBS:]
+                bootstrap = self.policy.value(self._normalized(raw, False)).numpy()
         advantages, returns = self.buffer.finish(slots, bootstrap.astype(np.float32), s.gamma, s.gae_lambda)
         report = self._pop_episodes()
         buf = self.buffer
@@ -289,9 +293,6 @@ def _minibatches(n: int, batch_size: int, generator: torch.Generator):
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
 
-
-def _take(obs: Obs, rows: np.ndarray) -> Obs:
-    return {k: v[rows] for k, v in obs.items()} if isinstance(obs, dict) else obs[rows]
 
 
 class PPO:

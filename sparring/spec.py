@@ -122,13 +122,6 @@ def obs_concat(parts: list[Obs]) -> Obs:
     return np.concatenate(parts)
 
 
-def obs_stack(items: list[Obs]) -> Obs:
-    """Stack single-agent observations into a batch (for adapters at the edge)."""
-    if isinstance(items[0], dict):
-        return {k: np.stack([np.asarray(it[k]) for it in items]) for k in items[0]}
-    return np.stack([np.asarray(it) for it in items])
-
-
 def empty_obs(space: ObservationSpace, n: int = 0) -> Obs:
     """A zero-filled batch of ``n`` observations of ``space``."""
     if isinstance(space, spaces.Dict):
@@ -144,13 +137,3 @@ def empty_actions(spec: BehaviourSpec, n: int = 0) -> np.ndarray:
     if isinstance(act, spaces.MultiDiscrete):
         return np.zeros((n, len(act.nvec)), np.int64)
     return np.zeros((n, *act.shape), np.float32)
-
-
-def obs_is_finite(obs: Obs) -> np.ndarray:
-    """Per-agent flag: every float in the agent's observation is finite."""
-    parts = obs.values() if isinstance(obs, dict) else [obs]
-    ok = np.ones(obs_len(obs), bool)
-    for part in parts:
-        if part.dtype.kind == "f":
-            ok &= np.isfinite(part.reshape(len(part), -1)).all(axis=1)
-    return ok
