@@ -29,7 +29,7 @@ Everything is batched along the first axis; consumers never loop over agents.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -214,15 +214,16 @@ def random_actions(spec: BehaviourSpec, decisions: DecisionSteps, rng: np.random
     return picks[0] if len(picks) == 1 else np.stack(picks, axis=1)
 
 
-def check_env(env: MultiAgentEnv, steps: int = 100, seed: int = 0) -> None:
-    """Drive ``env`` with random valid actions and raise ``ValueError`` where it breaks the contract.
+def random_rollout(env: MultiAgentEnv, steps: int, seed: int = 0) -> Iterator[StepResult]:
+    """Reset ``env``, then step it ``steps`` times with random valid actions, yielding every checked result.
 
-    The conformance check for authors of new sources, in the spirit of
-    PettingZoo's ``parallel_api_test``.
+    The shared engine of :func:`check_env` and ``sparring check-engine``: a result
+    that breaks the contract raises ``ValueError`` before it is yielded.
     """
     rng = np.random.default_rng(seed)
     result = env.reset(seed=seed)
     check_step_result(env.specs, result)
+    yield result
     for _ in range(steps):
         actions = {
             name: random_actions(env.specs[name], step.decisions, rng)
@@ -231,3 +232,14 @@ def check_env(env: MultiAgentEnv, steps: int = 100, seed: int = 0) -> None:
         }
         result = env.step(actions)
         check_step_result(env.specs, result)
+        yield result
+
+
+def check_env(env: MultiAgentEnv, steps: int = 100, seed: int = 0) -> None:
+    """Drive ``env`` with random valid actions and raise ``ValueError`` where it breaks the contract.
+
+    The conformance check for authors of new sources, in the spirit of
+    PettingZoo's ``parallel_api_test``.
+    """
+    for _ in random_rollout(env, steps, seed):
+        pass

@@ -13,10 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from gymnasium import spaces
 
-from sparring.envs.base import check_step_result, random_actions
+from sparring.envs.base import random_rollout
 from sparring.envs.bridge.codec import ProtocolError
 from sparring.envs.bridge.env import BridgeEnv
 from sparring.envs.bridge.launcher import GameLauncher, describe_exit, new_token
@@ -120,24 +119,17 @@ def check_engine(
 
 
 def _play(env: BridgeEnv, steps: int, seed: int, say: Callable[[str, str], None]) -> None:
-    rng = np.random.default_rng(seed)
     decisions = terminals = truncated = 0
     stage = "reset"
     try:
-        result = env.reset(seed=seed)
-        check_step_result(env.specs, result)
-        say("passed", "reset: observations match the declared specs")
-        for step in range(steps):
-            stage = f"step {step + 1}"
-            actions = {name: random_actions(env.specs[name], part.decisions, rng)
-                       for name, part in result.items() if len(part.decisions)}
-            if not actions:
-                raise ProtocolError("observations.behaviours", "no agent requests a decision, so the session cannot go on")
-            result = env.step(actions)
-            check_step_result(env.specs, result)
-            decisions += sum(len(p.decisions) for p in result.values())
-            terminals += sum(len(p.terminals) for p in result.values())
-            truncated += sum(int(p.terminals.truncated.sum()) for p in result.values())
+        for i, result in enumerate(random_rollout(env, steps, seed)):
+            if i == 0:
+                say("passed", "reset: observations match the declared specs")
+            else:
+                decisions += sum(len(p.decisions) for p in result.values())
+                terminals += sum(len(p.terminals) for p in result.values())
+                truncated += sum(int(p.terminals.truncated.sum()) for p in result.values())
+            stage = f"step {i + 1}"
     except (ProtocolError, SessionError, ValueError) as exc:
         say("failed", f"{stage}: {exc}")
         return
