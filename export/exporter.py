@@ -81,7 +81,28 @@ def _masked_argmax(policy: BehaviourPolicy, logits: torch.Tensor, mask: torch.Te
     return torch.stack([part.argmax(-1) for part in torch.split(logits, policy.branches, -1)], -1)
 
 
-class NativeGraph(nn.Module):
+class ExportGraph(nn.Module):
+    """What :func:`export_policy` needs of a format's graph: tensor names and how observations feed it."""
+
+    static_outputs: tuple[str, ...] = ()  # constants, without a batch axis
+    random_outputs: tuple[str, ...] = ()  # sampled inside the graph: verified by shape only
+
+    def input_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def output_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Graph inputs for observations per component and a bool action mask (None: continuous)."""
+        raise NotImplementedError
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        names = self.input_names() + self.output_names()
+        return {name: {0: "batch"} for name in names if name not in self.static_outputs}
+
+
+class NativeGraph(ExportGraph):
     """sparring's own format (see export/README.md).
 
     Inputs: one float tensor per observation component, named as in the spec
@@ -107,6 +128,9 @@ class NativeGraph(nn.Module):
         names = ["action"] + (["mean", "log_std"] if self.policy.continuous else ["logits"])
         return names + (["value"] if self.with_value else [])
 
+    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
+        return {**{name: obs[name] for name in self.components}, **({} if mask is None else {"action_mask": mask})}
+
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         policy = self.policy
         x = _policy_input(policy, dict(zip(self.components, inputs)))
@@ -120,7 +144,7 @@ class NativeGraph(nn.Module):
         return (_masked_argmax(policy, out, mask), out, *value)
 
 
-class GodotGraph(nn.Module):
+class GodotGraph(ExportGraph):
     """The Godot RL Agents plugin's conventions: ``obs`` and ``state_ins`` in; ``output`` and ``state_outs`` out.
 
     ``output`` holds the logits (the plugin takes the argmax per branch) or the
@@ -138,6 +162,10 @@ class GodotGraph(nn.Module):
 
     def output_names(self) -> list[str]:
         return ["output", "state_outs"]
+
+    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
+        n = len(obs[self.key])
+        return {"obs": obs[self.key].reshape(n, -1), "state_ins": np.zeros(n, np.float32)}
 
     def forward(self, obs: torch.Tensor, state_ins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = _policy_input(self.policy, {self.key: obs})
@@ -161,7 +189,7 @@ def support_problem(spec: BehaviourSpec, fmt: str) -> str | None:
     return None
 
 
-def build_graph(policy: BehaviourPolicy, fmt: str, with_value: bool = False) -> nn.Module:
+def build_graph(policy: BehaviourPolicy, fmt: str, with_value: bool = False) -> ExportGraph:
     """The module to export for ``fmt`` (ExportError if the behaviour does not fit it)."""
     problem = support_problem(policy.spec, fmt)
     if problem:
@@ -192,30 +220,20 @@ def _random_mask(spec: BehaviourSpec, n: int, rng: np.random.Generator) -> np.nd
     return mask
 
 
-def sample_feeds(graph: nn.Module, spec: BehaviourSpec, n: int, rng: np.random.Generator,
+def sample_feeds(graph: ExportGraph, spec: BehaviourSpec, n: int, rng: np.random.Generator,
                  recorded: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Inputs for ``graph``: random within the observation space, or ``recorded`` flat observations."""
     components = spec.observation_components
     if recorded is not None:
-        sizes = [int(np.prod(components[k].shape)) for k in sorted(components)]
+        keys = sorted(components)  # the order the policy flattens components in
+        sizes = [int(np.prod(components[k].shape)) for k in keys]
         split = np.split(recorded.astype(np.float32), np.cumsum(sizes)[:-1], axis=1)
-        obs = {k: part.reshape(len(recorded), *components[k].shape) for k, part in zip(sorted(components), split)}
         n = len(recorded)
+        obs = {k: part.reshape(n, *components[k].shape) for k, part in zip(keys, split)}
     else:
         obs = {k: _sample_box(box, n, rng) for k, box in components.items()}
-    names = graph.input_names()
-    feeds: dict[str, np.ndarray] = {}
-    for i, name in enumerate(names):
-        if isinstance(graph, GodotGraph):
-            feeds = {"obs": next(iter(obs.values())).reshape(n, -1), "state_ins": np.zeros(n, np.float32)}
-            break
-        if name in ("action_mask", "action_masks"):
-            mask = _random_mask(spec, n, rng)
-            feeds[name] = mask if name == "action_mask" else mask.astype(np.float32)
-        else:
-            key = list(components)[i] if name not in components else name
-            feeds[name] = obs[key].reshape(n, -1) if name.startswith("obs_") else obs[key]
-    return feeds
+    mask = None if spec.is_continuous else _random_mask(spec, n, rng)
+    return graph.feeds(obs, mask)
 
 
 # -- export + verification ----------------------------------------------------
@@ -249,9 +267,6 @@ def export_policy(
     rng = np.random.default_rng(seed)
     example = sample_feeds(graph, policy.spec, 2, rng)
     names_in, names_out = graph.input_names(), graph.output_names()
-    dynamic = {name: {0: "batch"} for name in names_in + names_out}
-    for name in getattr(graph, "static_outputs", ()):
-        dynamic.pop(name, None)
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -260,7 +275,8 @@ def export_policy(
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         torch.onnx.export(
             graph, tuple(torch.from_numpy(example[name]) for name in names_in), str(tmp),
-            input_names=names_in, output_names=names_out, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+            input_names=names_in, output_names=names_out, dynamic_axes=graph.dynamic_axes(), opset_version=OPSET,
+            dynamo=False,
         )
     try:
         model = onnx.load(str(tmp))
@@ -292,7 +308,7 @@ def export_policy(
         tmp.unlink(missing_ok=True)
 
 
-def _compare(graph: nn.Module, path: str, feeds: dict[str, np.ndarray]) -> str:
+def _compare(graph: ExportGraph, path: str, feeds: dict[str, np.ndarray]) -> str:
     names_in, names_out = graph.input_names(), graph.output_names()
     with torch.no_grad():
         expected = graph(*(torch.from_numpy(feeds[name]) for name in names_in))
@@ -300,7 +316,7 @@ def _compare(graph: nn.Module, path: str, feeds: dict[str, np.ndarray]) -> str:
     options.intra_op_num_threads = 1
     got = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]).run(names_out, feeds)
     worst = 0.0
-    sampled = set(getattr(graph, "random_outputs", ()))  # drawn inside the graph (ML-Agents): shapes only
+    sampled = set(graph.random_outputs)
     for name, want, have in zip(names_out, expected, got):
         want = want.detach().numpy()
         if want.shape != have.shape and not (want.size == have.size):

@@ -93,11 +93,12 @@ Differences from a model trained by ML-Agents, on purpose:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from gymnasium import spaces
-from torch import nn
-
+from sparring.export.exporter import ExportGraph, _half, _policy_input
 from sparring.spec import BehaviourSpec
 
 MODEL_EXPORT_VERSION = 3  # [NW] SimpleActor.MODEL_EXPORT_VERSION; [PL] ModelApiVersion.MLAgents2_0
@@ -142,22 +143,7 @@ def mlagents_support_problem(spec: BehaviourSpec) -> str | None:
     return None
 
 
-def mlagents_io(policy) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
-    """``(input_names, output_names, dynamic_axes)`` for ``torch.onnx.export(MLAgentsGraph(policy), ...)``."""
-    inputs = [observation_name(i) for i in range(len(policy.spec.observation_components))]
-    outputs = [VERSION_NUMBER, MEMORY_SIZE]
-    if policy.continuous:
-        outputs += [CONTINUOUS_ACTIONS, CONTINUOUS_SHAPE, DETERMINISTIC_CONTINUOUS]
-        batched = [CONTINUOUS_ACTIONS, DETERMINISTIC_CONTINUOUS]
-    else:
-        inputs.append(MASK_INPUT)
-        outputs += [DISCRETE_ACTIONS, DISCRETE_SHAPE, DETERMINISTIC_DISCRETE]
-        batched = [DISCRETE_ACTIONS, DETERMINISTIC_DISCRETE]
-    dynamic = {name: {0: "batch"} for name in inputs + batched}
-    return inputs, outputs, dynamic
-
-
-class MLAgentsGraph(nn.Module):
+class MLAgentsGraph(ExportGraph):
     """A :class:`~sparring.agents.policy.BehaviourPolicy` with ML-Agents' inputs, outputs and constants.
 
     ``forward(obs_0, ..., obs_{k-1}[, action_masks])``: one float32 ``(batch, size)``
@@ -186,7 +172,6 @@ class MLAgentsGraph(nn.Module):
         self.policy = policy
         spec = policy.spec
         self.components = list(spec.observation_components)
-        self._io = mlagents_io(policy)
         self.register_buffer("version_number", torch.tensor([float(MODEL_EXPORT_VERSION)]))
         self.register_buffer("memory_size", torch.tensor([0.0]))
         if policy.continuous:
@@ -201,30 +186,34 @@ class MLAgentsGraph(nn.Module):
             self._clip_high = bool(np.isfinite(high).any())
             self.random_outputs = (CONTINUOUS_ACTIONS,)
             self.static_outputs = (VERSION_NUMBER, MEMORY_SIZE, CONTINUOUS_SHAPE)
-            self.exact_outputs: set[str] = set()
         else:
             # [NW] torch.Tensor([discrete_branches]): shape (1, num_branches)
             self.register_buffer("action_shape", torch.tensor([[float(n) for n in policy.branches]]))
             self.random_outputs = (DISCRETE_ACTIONS,)
             self.static_outputs = (VERSION_NUMBER, MEMORY_SIZE, DISCRETE_SHAPE)
-            self.exact_outputs = {DETERMINISTIC_DISCRETE}
 
     def input_names(self) -> list[str]:
-        return list(self._io[0])
+        """[MS] ModelSerializer: obs_0..obs_{k-1}, then action_masks for discrete actions."""
+        names = [observation_name(i) for i in range(len(self.components))]
+        return names if self.policy.continuous else names + [MASK_INPUT]
 
     def output_names(self) -> list[str]:
-        return list(self._io[1])
+        """[MS] ModelSerializer: version and memory, then the continuous or the discrete trio."""
+        if self.policy.continuous:
+            return [VERSION_NUMBER, MEMORY_SIZE, CONTINUOUS_ACTIONS, CONTINUOUS_SHAPE, DETERMINISTIC_CONTINUOUS]
+        return [VERSION_NUMBER, MEMORY_SIZE, DISCRETE_ACTIONS, DISCRETE_SHAPE, DETERMINISTIC_DISCRETE]
 
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        return {k: dict(v) for k, v in self._io[2].items()}
+    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
+        n = len(obs[self.components[0]])
+        out = {observation_name(i): obs[key].reshape(n, -1) for i, key in enumerate(self.components)}
+        if mask is not None:
+            out[MASK_INPUT] = mask.astype(np.float32)  # [GI] 1.0 allowed, 0.0 masked
+        return out
 
     def actor_output(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The actor head's output (logits, or Gaussian means) for the graph's inputs."""
-        policy = self.policy
-        by_key = dict(zip(self.components, inputs))
-        parts = [by_key[k].reshape(by_key[k].shape[0], -1).float() for k in policy.obs_keys]
-        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        return policy.actor_head(policy.trunk(policy.normalize(x))[0])
+        x = _policy_input(self.policy, dict(zip(self.components, inputs)))
+        return self.policy.actor_head(_half(self.policy, x, 0))
 
     def _clip(self, a: torch.Tensor) -> torch.Tensor:
         if self._clip_high:
@@ -257,12 +246,3 @@ class MLAgentsGraph(nn.Module):
         if len(sampled) == 1:
             return (*head, sampled[0], self.action_shape, greedy[0])
         return (*head, torch.cat(sampled, dim=1), self.action_shape, torch.cat(greedy, dim=1))
-
-
-def example_inputs(policy, batch: int = 1) -> tuple[torch.Tensor, ...]:
-    """Zero observations and an all-allowed mask, as ML-Agents' exporter traces with ([MS])."""
-    comps = policy.spec.observation_components
-    obs = [torch.zeros(batch, int(np.prod(box.shape))) for box in comps.values()]
-    if policy.continuous:
-        return tuple(obs)
-    return (*obs, torch.ones(batch, policy.spec.mask_size))

@@ -8,7 +8,8 @@ import torch
 from gymnasium import spaces
 
 from sparring.agents.policy import BehaviourPolicy
-from sparring.export.mlagents import MLAgentsGraph, example_inputs, mlagents_io, mlagents_support_problem
+from sparring.export.exporter import export_policy
+from sparring.export.mlagents import MLAgentsGraph, mlagents_support_problem
 from sparring.spec import BehaviourSpec
 
 OPSET = 15
@@ -36,12 +37,9 @@ def make_policy(obs_space, action_space, normalize=True):
 
 
 def export(policy, path):
-    graph = MLAgentsGraph(policy).eval()
-    names_in, names_out, dynamic = mlagents_io(policy)
-    with torch.no_grad():
-        torch.onnx.export(graph, example_inputs(policy, 2), str(path), opset_version=OPSET, dynamo=False,
-                          input_names=names_in, output_names=names_out, dynamic_axes=dynamic)
-    onnx.checker.check_model(str(path), full_check=True)
+    """The shipped path: sparring's exporter, which runs onnx.checker and onnxruntime parity itself."""
+    export_policy(policy, path, "mlagents")
+    assert onnx.load(str(path)).opset_import[0].version == OPSET
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
