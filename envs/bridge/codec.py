@@ -18,7 +18,7 @@ from gymnasium import spaces
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, StepResult, TerminalSteps
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.spec import BehaviourSpec, Obs
+from sparring.spec import BehaviourSpec, Obs, empty_actions
 
 PROTOCOL_VERSION = 1
 MAX_AGENT_ID = 2**32 - 1  # ids must fit the vector env's per-copy id range
@@ -364,13 +364,8 @@ def decode_actions(msg: pb.Actions, specs: Mapping[str, BehaviourSpec], counts: 
         if spec is None:
             raise ProtocolError(f"actions.behaviours[{i}].behaviour", f"unknown behaviour {entry.behaviour!r}")
         n = counts.get(entry.behaviour, 0)
-        array = decode_tensor(entry.actions, where)
-        if spec.is_continuous:
-            out[entry.behaviour] = _expect(array, where, np.dtype("<f4"), (n, *spec.action_space.shape))
-        elif len(spec.action_branches) == 1 and isinstance(spec.action_space, spaces.Discrete):
-            out[entry.behaviour] = _expect(array, where, np.dtype("<i8"), (n,))
-        else:
-            out[entry.behaviour] = _expect(array, where, np.dtype("<i8"), (n, len(spec.action_branches)))
+        expected = empty_actions(spec)  # the action conventions of sparring.spec
+        out[entry.behaviour] = _expect(decode_tensor(entry.actions, where), where, expected.dtype, (n, *expected.shape[1:]))
     for name, n in counts.items():
         if n and name not in out:
             raise ProtocolError("actions.behaviours", f"no actions for behaviour {name!r}, which has {n} deciding agents")

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
 from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
 from sparring.envs.bridge import codec
@@ -53,7 +52,7 @@ from sparring.envs.bridge.server import (
 )
 from sparring.envs.vector import VectorEnv
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.spec import BehaviourSpec
+from sparring.spec import BehaviourSpec, empty_actions
 
 log = logging.getLogger("sparring.bridge")
 
@@ -205,15 +204,9 @@ class BridgeEnv(MultiAgentEnv):
 
 
 def _action_format(spec: BehaviourSpec) -> tuple[np.dtype, tuple[int, ...]]:
-    """The dtype and per-row shape of a behaviour's actions on the wire (what ``codec.decode_actions`` expects)."""
-    if spec.is_continuous:
-        return np.dtype(np.float32), tuple(spec.action_space.shape)
-    if isinstance(spec.action_space, spaces.Discrete):
-        return np.dtype(np.int64), ()
-    return np.dtype(np.int64), (len(spec.action_branches),)
-
-
-# -- many engines ------------------------------------------------------------
+    """The dtype and per-row shape of a behaviour's actions on the wire (sparring.spec's conventions)."""
+    rows = empty_actions(spec)
+    return rows.dtype, rows.shape[1:]
 
 
 class EngineFailure(RuntimeError):
