@@ -72,8 +72,9 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when a run logs
 
         self.run = run
-        self.env = model.env
-        self._env_writer = None
+        # Counters the env keeps (the bridge's restarts, crashes, timeouts, lost agents), logged as Bridge/...
+        self._env_counters = getattr(model.env, "metrics", None)
+        self._env_writer = SummaryWriter(str(run.tensorboard / "Bridge")) if self._env_counters is not None else None
         self.trainer = config.trainer
         self.console = console or Console(stderr=True)
         self.writers = {name: SummaryWriter(str(run.tensorboard / name)) for name in model.specs}
@@ -125,16 +126,15 @@ class RunLogger:
                 metrics["Environment/Episode Length"] = float(lengths.mean())
             metrics["Environment/Episodes"] = float(len(returns))
             metrics["Performance/Steps per Second"] = rate
-            for tag, value in metrics.items():
-                if math.isfinite(value):
-                    self.writers[name].add_scalar(tag, value, report.step)
-            self._metrics_file.write(json.dumps({"step": report.step, "behaviour": name, **metrics}) + "\n")
+            self._record(self.writers[name], name, metrics, report.step)
             self.last_summary[name] = metrics
             mean = metrics.get("Environment/Cumulative Reward")
             lines.append(f"{name} mean return {mean:.3f} ({len(returns)} episodes)" if mean is not None else f"{name} (no finished episodes)")
-        self._log_env_metrics(report.step)
+        if self._env_writer is not None:
+            counters = {f"Bridge/{key.replace('_', ' ').title()}": float(v) for key, v in self._env_counters.items()}
+            self._record(self._env_writer, None, counters, report.step)
         self._metrics_file.flush()
-        for writer in self.writers.values():
+        for writer in self._all_writers():
             writer.flush()
         if self._progress is not None:
             first = next(iter(self.last_summary.values()))
@@ -143,27 +143,20 @@ class RunLogger:
         else:
             print(f"step {report.step:>9} | {rate:8.0f} steps/s | " + " | ".join(lines), file=sys.stderr, flush=True)
 
-    def _log_env_metrics(self, step: int) -> None:
-        """Counters the env keeps (the bridge's restarts, crashes, timeouts, lost agents), as ``Bridge/...``."""
-        counters = getattr(self.env, "metrics", None)
-        if not counters:
-            return
-        metrics = {f"Bridge/{name.replace('_', ' ').title()}": float(value) for name, value in counters.items()}
-        if self._env_writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._env_writer = SummaryWriter(str(self.run.tensorboard / "Bridge"))
+    def _record(self, writer, behaviour: str | None, metrics: dict[str, float], step: int) -> None:
+        """One summary to TensorBoard (finite values) and to metrics.jsonl."""
         for tag, value in metrics.items():
-            self._env_writer.add_scalar(tag, value, step)
-        self._env_writer.flush()
-        self._metrics_file.write(json.dumps({"step": step, "behaviour": None, **metrics}) + "\n")
+            if math.isfinite(value):
+                writer.add_scalar(tag, value, step)
+        self._metrics_file.write(json.dumps({"step": step, "behaviour": behaviour, **metrics}) + "\n")
+
+    def _all_writers(self) -> list:
+        return [*self.writers.values(), *([self._env_writer] if self._env_writer is not None else [])]
 
     def close(self) -> None:
-        if self._env_writer is not None:
-            self._env_writer.close()
         if self._progress is not None:
             self._progress.stop()
-        for writer in self.writers.values():
+        for writer in self._all_writers():
             writer.close()
         self._metrics_file.close()
 
