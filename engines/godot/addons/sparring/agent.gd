@@ -15,30 +15,14 @@
 # it asks for its first decision of the next episode in the same message.
 # The node can sit anywhere in the scene; to drive a body (KinematicBody2D, ...), make
 # the agent a child of it and reach it with get_parent().
-extends Node
-
-enum ActionKind { DISCRETE, MULTI_DISCRETE, CONTINUOUS }
+extends "behaviour.gd"
 
 const GROUP := "sparring_agents"
 
-# Agents with the same behaviour name share one policy and must declare the same spaces.
+# Agents with the same behaviour name share one policy and must declare the same spaces;
+# apply_action gets an int (DISCRETE), a PoolIntArray (MULTI_DISCRETE) or a PoolRealArray
+# (CONTINUOUS), and get_action_mask() says which actions are allowed when use_action_mask is on.
 export var behaviour_name := "agent"
-# Length of the PoolRealArray get_observation() returns. For several named parts
-# or shapes of more than one axis, override observation_components() instead.
-export var observation_size := 1
-export(ActionKind) var action_kind := ActionKind.DISCRETE
-# DISCRETE: apply_action gets an int in [0, discrete_actions).
-export var discrete_actions := 2
-# MULTI_DISCRETE: apply_action gets a PoolIntArray, element i in [0, action_branches[i]).
-export var action_branches := PoolIntArray([2, 2])
-# CONTINUOUS: apply_action gets a PoolRealArray of continuous_size floats, meant to lie in [low, high].
-export var continuous_size := 1
-export var continuous_low := -1.0
-export var continuous_high := 1.0
-# Team of this behaviour in competitive games; -1 for none.
-export var team_id := -1
-# Discrete actions only: get_action_mask() says which actions are allowed at each decision.
-export var use_action_mask := false
 # Decisions after which the episode is cut short (truncated); 0 for no limit.
 export var max_episode_steps := 0
 

@@ -4,6 +4,7 @@ extends Reference
 
 const Tensor = preload("tensor.gd")
 const Agent = preload("agent.gd")
+const Behaviour = preload("behaviour.gd")
 
 
 # A growing float32 column (an observation component for many agents).
@@ -51,11 +52,11 @@ static func spec_of(agent) -> Dictionary:
 			return {"error": "%s: observation %s has shape %s; dimensions must be positive" % [where, part, str(shape)]}
 		observations.append({"name": part, "space": {"shape": shape, "dtype": Tensor.FLOAT32}})
 	var spec := {"name": agent.behaviour_name, "observations": observations}
-	if agent.action_kind == Agent.ActionKind.DISCRETE:
+	if agent.action_kind == Behaviour.ActionKind.DISCRETE:
 		if agent.discrete_actions <= 0:
 			return {"error": "%s: discrete_actions must be positive" % where}
 		spec["discrete"] = {"n": agent.discrete_actions}
-	elif agent.action_kind == Agent.ActionKind.MULTI_DISCRETE:
+	elif agent.action_kind == Behaviour.ActionKind.MULTI_DISCRETE:
 		if agent.action_branches.size() == 0 or Array(agent.action_branches).min() <= 0:
 			return {"error": "%s: action_branches must be non-empty and positive" % where}
 		spec["multi_discrete"] = {"nvec": Array(agent.action_branches)}
@@ -109,13 +110,13 @@ func _init(declared: Dictionary) -> void:
 		var shape: Array = part["space"]["shape"]
 		components.append([part["name"], shape, Tensor.element_count(shape)])
 	if declared.has("discrete"):
-		action_kind = Agent.ActionKind.DISCRETE
+		action_kind = Behaviour.ActionKind.DISCRETE
 		branches = [declared["discrete"]["n"]]
 	elif declared.has("multi_discrete"):
-		action_kind = Agent.ActionKind.MULTI_DISCRETE
+		action_kind = Behaviour.ActionKind.MULTI_DISCRETE
 		branches = declared["multi_discrete"]["nvec"]
 	else:
-		action_kind = Agent.ActionKind.CONTINUOUS
+		action_kind = Behaviour.ActionKind.CONTINUOUS
 		continuous_size = declared["continuous"]["shape"][0]
 	masked = declared.get("has_action_mask", false)
 	for n in branches:
@@ -185,7 +186,7 @@ func message() -> Dictionary:
 # Give each decider its row of `actions` (a Tensor); "" or why the tensor is wrong.
 func apply(actions: Dictionary) -> String:
 	var n := deciders.size()
-	if action_kind == Agent.ActionKind.CONTINUOUS:
+	if action_kind == Behaviour.ActionKind.CONTINUOUS:
 		var why := Tensor.check(actions, Tensor.FLOAT32, [n, continuous_size])
 		if why != "":
 			return why
@@ -196,7 +197,7 @@ func apply(actions: Dictionary) -> String:
 			agent.apply_action(rows[i])
 		return ""
 	var width := branches.size()
-	var shape := [n] if action_kind == Agent.ActionKind.DISCRETE else [n, width]
+	var shape := [n] if action_kind == Behaviour.ActionKind.DISCRETE else [n, width]
 	var why := Tensor.check(actions, Tensor.INT64, shape)
 	if why != "":
 		return why
@@ -206,7 +207,7 @@ func apply(actions: Dictionary) -> String:
 		for k in range(b, values.size(), width):
 			if values[k] < 0 or values[k] >= limit:
 				return "row %d: action %d outside [0, %d)" % [k / width, values[k], limit]
-	if action_kind == Agent.ActionKind.DISCRETE:
+	if action_kind == Behaviour.ActionKind.DISCRETE:
 		for i in range(n):
 			var agent = deciders[i]
 			agent.episode_steps += 1

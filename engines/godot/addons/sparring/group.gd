@@ -14,9 +14,7 @@
 # loops over the agents whose episode ended. Agent i of the group keeps its id for the
 # whole session; ids are given when the group is first seen (and to new rows when
 # agent_count grows).
-extends Node
-
-enum ActionKind { DISCRETE, MULTI_DISCRETE, CONTINUOUS }  # as in agent.gd
+extends "behaviour.gd"
 
 const GROUP := "sparring_agent_groups"
 const Tensor = preload("tensor.gd")
@@ -25,15 +23,6 @@ const Tensor = preload("tensor.gd")
 export var behaviour_name := "group"
 # Rows of every array. May change between decisions (rows are added or dropped at the end).
 export var agent_count := 1
-export var observation_size := 1
-export(ActionKind) var action_kind := ActionKind.DISCRETE
-export var discrete_actions := 2
-export var action_branches := PoolIntArray([2, 2])
-export var continuous_size := 1
-export var continuous_low := -1.0
-export var continuous_high := 1.0
-export var team_id := -1
-export var use_action_mask := false
 
 # Written by the game between decisions; the addon reads them at each decision and
 # puts fresh zeros in their place. Assigning a whole new array of agent_count values is fine.
