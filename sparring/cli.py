@@ -108,8 +108,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         env = make_env(config.env, log_dir=run.path / "engines")
     except Exception as exc:  # anything the env's own constructor raises is a problem with env: in the config
-        what = getattr(config.env, "id", None) or getattr(config.env, "executable", None) or "engines in editor mode"
-        raise UsageError(f"{args.config}: env: cannot start {what!r}: {type(exc).__name__}: {exc}") from None
+        raise UsageError(f"{args.config}: env: cannot start {config.env.label!r}: {type(exc).__name__}: {exc}") from None
     with env:
         model = PPO(env, seed=config.seed, **config.trainer.hyperparameters.model_dump())
         if checkpoint is not None:

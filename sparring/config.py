@@ -47,6 +47,11 @@ class _PythonEnvConfig(_Strict):
         "serial", description="Step copies in this process or in one worker process each."
     )
 
+    @property
+    def label(self) -> str:
+        """What the env is, for messages."""
+        return self.id
+
 
 class GymnasiumEnvConfig(_PythonEnvConfig):
     """A single-agent Gymnasium env (``id``: a registered id such as 'CartPole-v1'); copies become agents."""
@@ -87,6 +92,11 @@ class BridgeEnvConfig(_Strict):
     token: str | None = Field(None, description="Shared secret engines must present (launched copies get one always).")
     step_timeout: float = Field(60.0, gt=0, description="Seconds an engine may take to answer before it is relaunched.")
     max_restarts: int = Field(5, ge=0, description="Relaunches per game instance before training stops.")
+
+    @property
+    def label(self) -> str:
+        """What the env is, for messages."""
+        return self.executable or f"engines connecting to {self.host}:{self.port} (editor mode)"
 
 
 EnvConfig = Annotated[
