@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sparring.envs.base import DecisionSteps, MultiAgentEnv, random_actions
+from sparring.envs.base import MultiAgentEnv, random_actions
 from sparring.spec import BehaviourSpec, Obs, obs_len
 
 
@@ -27,9 +27,7 @@ class RandomPolicy:
     def predict(
         self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
     ) -> np.ndarray:
-        n = obs_len(obs)
-        decisions = DecisionSteps(np.zeros(n, np.int64), obs, np.zeros(n, np.float32), action_mask)
-        return random_actions(self.specs[behaviour], decisions, self.rng)
+        return random_actions(self.specs[behaviour], obs_len(obs), action_mask, self.rng)
 
 
 def evaluate(

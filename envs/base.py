@@ -199,15 +199,14 @@ def _check_obs(where: str, spec: BehaviourSpec, obs: Obs) -> None:
             )
 
 
-def random_actions(spec: BehaviourSpec, decisions: DecisionSteps, rng: np.random.Generator) -> np.ndarray:
-    """Uniformly random valid actions for ``decisions``, never choosing a masked action."""
-    n = len(decisions)
+def random_actions(spec: BehaviourSpec, n: int, mask: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """``n`` uniformly random valid actions, never choosing an action ``mask`` forbids (None: all allowed)."""
     act = spec.action_space
     if spec.is_continuous:
         low = np.where(np.isfinite(act.low), act.low, -1.0)
         high = np.where(np.isfinite(act.high), act.high, 1.0)
         return rng.uniform(low, high, (n, *act.shape)).astype(np.float32)
-    mask = decisions.action_mask if decisions.action_mask is not None else np.ones((n, spec.mask_size), bool)
+    mask = mask if mask is not None else np.ones((n, spec.mask_size), bool)
     picks = []
     for part in np.split(mask, np.cumsum(spec.action_branches)[:-1], axis=1):
         picks.append(np.argmax(rng.random(part.shape) * part, axis=1))  # random key per allowed action
@@ -226,7 +225,7 @@ def random_rollout(env: MultiAgentEnv, steps: int, seed: int = 0) -> Iterator[St
     yield result
     for _ in range(steps):
         actions = {
-            name: random_actions(env.specs[name], step.decisions, rng)
+            name: random_actions(env.specs[name], len(step.decisions), step.decisions.action_mask, rng)
             for name, step in result.items()
             if len(step.decisions)
         }

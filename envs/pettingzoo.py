@@ -23,7 +23,15 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import AECEnv, ParallelEnv
 
-from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
+from sparring.envs.base import (
+    Actions,
+    BehaviourStep,
+    DecisionSteps,
+    MultiAgentEnv,
+    StepResult,
+    TerminalSteps,
+    random_actions,
+)
 from sparring.spec import BehaviourSpec, ObservationSpace, empty_obs
 
 OpponentPolicy = Callable[[Any, Union[np.ndarray, None], str], Any]
@@ -293,7 +301,8 @@ class PettingZooEnv(MultiAgentEnv):
 
     def _opponent_action(self, agent: str, obs: Any, mask: np.ndarray | None) -> Any:
         if self._opponent == "random":
-            return _random_action(self.specs[self.behaviour_of[agent]], mask, self._rng)
+            spec = self.specs[self.behaviour_of[agent]]
+            return _env_action(spec.action_space, random_actions(spec, 1, None if mask is None else mask[None], self._rng)[0])
         return self._opponent(obs, mask, agent)
 
 
@@ -363,17 +372,6 @@ def _split_mask_space(space: spaces.Space) -> tuple[str | tuple[str, ...] | None
     if list(rest) == ["observation"]:
         return "observation", rest["observation"], space["action_mask"]
     return tuple(rest), spaces.Dict(rest), space["action_mask"]
-
-
-def _random_action(spec: BehaviourSpec, mask: np.ndarray | None, rng: np.random.Generator) -> Any:
-    """Uniform over the allowed actions, branch by branch, drawn from the reset-seeded generator."""
-    space = spec.action_space
-    if isinstance(space, spaces.Box):
-        return rng.uniform(space.low, space.high).astype(space.dtype)
-    sizes = spec.action_branches
-    masks = np.split(mask, np.cumsum(sizes)[:-1]) if mask is not None else [np.ones(n, bool) for n in sizes]
-    picks = [int(rng.choice(np.flatnonzero(m))) for m in masks]
-    return picks[0] if isinstance(space, spaces.Discrete) else np.array(picks, space.dtype)
 
 
 def _env_action(space: spaces.Space, row: np.ndarray) -> Any:

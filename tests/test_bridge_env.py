@@ -36,7 +36,7 @@ def launch_arenas(tmp_path, transport="tcp", num_engines=2, **options) -> MultiE
 
 
 def random_step(env, result, rng):
-    actions = {name: random_actions(env.specs[name], step.decisions, rng)
+    actions = {name: random_actions(env.specs[name], len(step.decisions), step.decisions.action_mask, rng)
                for name, step in result.items() if len(step.decisions)}
     result = env.step(actions)
     check_step_result(env.specs, result)

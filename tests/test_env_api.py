@@ -20,8 +20,7 @@ SPEC = BehaviourSpec("b", spaces.Box(0, 1, (2,), np.float32), spaces.MultiDiscre
 def test_random_actions_respect_masks_in_every_branch():
     rng = np.random.default_rng(0)
     mask = np.array([[False, True, False, True, False], [True, False, True, False, True]] * 50)
-    decisions = DecisionSteps(np.arange(100), np.zeros((100, 2), np.float32), np.zeros(100, np.float32), mask)
-    actions = random_actions(SPEC, decisions, rng)
+    actions = random_actions(SPEC, 100, mask, rng)
     assert actions.shape == (100, 2)
     assert mask[np.arange(100), actions[:, 0]].all() and mask[np.arange(100), 3 + actions[:, 1]].all()
 
