@@ -72,9 +72,9 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when a run logs
 
         self.run = run
-        # Counters the env keeps (the bridge's restarts, crashes, timeouts, lost agents), logged as Bridge/...
+        # Counters a fleet of game instances keeps (restarts, crashes, timeouts, lost agents), logged as Engines/...
         self._env_counters = getattr(model.env, "metrics", None)
-        self._env_writer = SummaryWriter(str(run.tensorboard / "Bridge")) if self._env_counters is not None else None
+        self._env_writer = SummaryWriter(str(run.tensorboard / "Engines")) if self._env_counters is not None else None
         self.trainer = config.trainer
         self.console = console or Console(stderr=True)
         self.writers = {name: SummaryWriter(str(run.tensorboard / name)) for name in model.specs}
@@ -131,7 +131,7 @@ class RunLogger:
             mean = metrics.get("Environment/Cumulative Reward")
             lines.append(f"{name} mean return {mean:.3f} ({len(returns)} episodes)" if mean is not None else f"{name} (no finished episodes)")
         if self._env_writer is not None:
-            counters = {f"Bridge/{key.replace('_', ' ').title()}": float(v) for key, v in self._env_counters.items()}
+            counters = {f"Engines/{key.replace('_', ' ').title()}": float(v) for key, v in self._env_counters.items()}
             self._record(self._env_writer, None, counters, report.step)
         self._metrics_file.flush()
         for writer in self._all_writers():

@@ -25,7 +25,7 @@ def test_train_launches_the_arena_and_records_bridge_metrics(tmp_path, transport
     run = tmp_path / "results" / "a"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["behaviour"] for r in rows} == {"Runner", "Turret", None}
-    assert rows[-1]["Bridge/Restarts"] == 0
+    assert rows[-1]["Engines/Restarts"] == 0
     assert sorted(p.name for p in (run / "engines").iterdir()) == ["slot0-1.log", "slot1-1.log"]
 
 

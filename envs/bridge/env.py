@@ -28,14 +28,13 @@ import logging
 import math
 import secrets
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
+from sparring.envs.base import Actions, BehaviourStep, MultiAgentEnv, StepResult
 from sparring.envs.bridge import codec
 from sparring.envs.bridge.codec import ProtocolError
 from sparring.envs.bridge.launcher import GameLauncher, GameProcess, new_token
@@ -50,6 +49,7 @@ from sparring.envs.bridge.server import (
     SessionError,
     SessionTimeout,
 )
+from sparring.envs.supervision import EngineFailure, LiveAgents, RestartBudget, lost_result
 from sparring.envs.vector import VectorEnv
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 from sparring.spec import BehaviourSpec, empty_actions
@@ -58,8 +58,6 @@ log = logging.getLogger("sparring.bridge")
 
 ENGINE_FAILURES = (SessionError, ProtocolError)
 """What an engine can do wrong: end, hang or break the protocol. Anything else is the trainer's own bug."""
-
-_NO_IDS = np.zeros(0, np.int64)
 
 
 class BridgeEnv(MultiAgentEnv):
@@ -93,7 +91,7 @@ class BridgeEnv(MultiAgentEnv):
         self._expected: int | None = None  # step number the pending reply must carry
         self._deadline = 0.0
         self._counts: dict[str, int] = {}
-        self._live: dict[str, np.ndarray] = {name: _NO_IDS for name in self.specs}
+        self._live = LiveAgents(list(self.specs))
         # Per behaviour: dtype and per-row shape the engine decodes actions with.
         self._action_formats = {name: _action_format(spec) for name, spec in self.specs.items()}
 
@@ -103,7 +101,7 @@ class BridgeEnv(MultiAgentEnv):
     @property
     def live_agents(self) -> dict[str, np.ndarray]:
         """Local ids of the agents whose episode is under way, per behaviour (sorted)."""
-        return dict(self._live)
+        return self._live.snapshot()
 
     def reset(self, seed: int | None = None) -> StepResult:
         self.send_reset(seed)
@@ -179,25 +177,9 @@ class BridgeEnv(MultiAgentEnv):
             detail = str(exc).removeprefix(f"{exc.field}: ")
             raise ProtocolError(exc.field, f"{detail} (from {self.session.name})") from None
         self._step = expected
-        self._track(result, fresh=expected == 0)
+        self._live.update(result, fresh=expected == 0)
+        self._counts = {name: len(part.decisions) for name, part in result.items()}
         return result
-
-    def _track(self, result: StepResult, fresh: bool) -> None:
-        """Keep the live agents (mid-episode, deciding now or not) and the decision counts."""
-        for name, part in result.items():
-            decided = part.decisions.agent_ids
-            self._counts[name] = len(decided)
-            if fresh:
-                self._live[name] = np.sort(decided)
-                continue
-            live = self._live[name]
-            ended = part.terminals.agent_ids
-            if len(ended):
-                live = np.setdiff1d(live, ended, assume_unique=True)
-            # most steps the same agents decide again: then the live set is unchanged
-            if len(decided) and not (len(decided) == len(live) and np.array_equal(decided, live)):
-                live = np.union1d(live, decided)
-            self._live[name] = live
 
     def close(self) -> None:
         self.session.close("the env was closed")
@@ -207,20 +189,6 @@ def _action_format(spec: BehaviourSpec) -> tuple[np.dtype, tuple[int, ...]]:
     """The dtype and per-row shape of a behaviour's actions on the wire (sparring.spec's conventions)."""
     rows = empty_actions(spec)
     return rows.dtype, rows.shape[1:]
-
-
-class EngineFailure(RuntimeError):
-    """An engine slot failed more often than ``max_restarts`` allows; the env has been closed.
-
-    Attributes:
-        slot: the failing slot.
-        last_failure: what went wrong the last time.
-    """
-
-    def __init__(self, message: str, slot: int, last_failure: str) -> None:
-        super().__init__(message)
-        self.slot = slot
-        self.last_failure = last_failure
 
 
 def _check_transport(transport: str) -> None:
@@ -238,7 +206,6 @@ class _Slot:
     env: BridgeEnv | None = None
     process: GameProcess | None = None
     token: str | None = None
-    restarts: int = 0
     last_failure: str = ""
     retry_at: float = 0.0
     connect_deadline: float = math.inf
@@ -301,16 +268,14 @@ class MultiEngineEnv(VectorEnv):
         self.step_timeout = step_timeout
         self.reset_timeout = reset_timeout
         self.connect_timeout = connect_timeout
-        self.max_restarts = max_restarts
-        self.restart_backoff = restart_backoff
-        self.max_backoff = max_backoff
         self.environment_parameters = dict(environment_parameters or {})
         self.close_timeout = close_timeout
         self._owns_server = owns_server
-        self.metrics: dict[str, int] = dict.fromkeys(
-            ("restarts", "crashes", "disconnects", "timeouts", "invalid_messages", "engine_errors",
-             "connect_failures", "lost_agents"), 0)
-        self.failures: deque[str] = deque(maxlen=100)
+        self.budget = RestartBudget(
+            num_engines, ("crashes", "disconnects", "timeouts", "invalid_messages", "engine_errors", "connect_failures"),
+            max_restarts, restart_backoff, max_backoff, log)
+        self.metrics = self.budget.metrics
+        self.failures = self.budget.failures
         self.slots = [_Slot(i) for i in range(num_engines)]
         self._initialised = False
         self._reset_seed: int | None = None
@@ -445,12 +410,7 @@ class MultiEngineEnv(VectorEnv):
             lost[slot.index] = self._fail(slot, exc)
 
     def _lost_result(self, lost: dict[str, np.ndarray]) -> StepResult:
-        if not lost:
-            return self._empty
-        return {
-            name: BehaviourStep(DecisionSteps.empty(spec), TerminalSteps.empty(spec), lost.get(name, _NO_IDS))
-            for name, spec in self.specs.items()
-        }
+        return lost_result(self.specs, lost) if lost else self._empty
 
     # -- keeping slots filled -------------------------------------------------
 
@@ -493,7 +453,7 @@ class MultiEngineEnv(VectorEnv):
                 slot.state = "ready"
                 if self._initialised:  # rejoining: reset it now; its first decisions come in this round
                     seed = None if self._reset_seed is None else (
-                        self._reset_seed + slot.index + len(self.slots) * slot.restarts)
+                        self._reset_seed + slot.index + len(self.slots) * self.budget.restarts[slot.index])
                     self._send(slot, [{}] * len(self.slots), lambda env: env.send_reset(seed))
             elif slot.process is not None and slot.process.poll() is not None:
                 self._fail(slot, slot.process.describe("before connecting"), "connect_failures")
@@ -518,12 +478,8 @@ class MultiEngineEnv(VectorEnv):
             slot.env.session.close("the trainer dropped this engine")
         if slot.token is not None:
             self.server.remove_launch_token(slot.token)
-        n_lost = int(sum(len(ids) for ids in lost.values()))
-        self.metrics[kind] += 1
-        self.metrics["lost_agents"] += n_lost
+        self.budget.record(slot.index, kind, reason, lost)
         slot.last_failure = reason
-        self.failures.append(f"slot {slot.index}: {reason}")
-        log.warning("bridge: engine slot %d failed (%s, %d agents lost): %s", slot.index, kind, n_lost, reason)
         slot.env, slot.process, slot.token, slot.pending = None, None, None, False
         if self.launcher is None:
             if not self._initialised:  # nobody came in the first place
@@ -531,16 +487,8 @@ class MultiEngineEnv(VectorEnv):
             slot.state = "starting"  # wait for the editor to connect again
             slot.connect_deadline = math.inf
             return lost
-        if slot.restarts >= self.max_restarts:
-            raise EngineFailure(
-                f"engine slot {slot.index} failed {slot.restarts + 1} times, more than max_restarts="
-                f"{self.max_restarts} allows; last failure: {reason}", slot.index, reason)
-        slot.restarts += 1
-        self.metrics["restarts"] += 1
-        delay = min(self.restart_backoff * 2 ** (slot.restarts - 1), self.max_backoff)
+        delay = self.budget.next_delay(slot.index, reason)
         slot.state, slot.retry_at = "idle", time.monotonic() + delay
-        log.info("bridge: relaunching slot %d in %.1f s (restart %d of at most %d)",
-                 slot.index, delay, slot.restarts, self.max_restarts)
         return lost
 
     @staticmethod
