@@ -46,6 +46,13 @@ class PPOSettings(BaseModel):
         "linear", description="'linear' decays the learning rate to 0 at total_steps."
     )
     n_steps: int = Field(128, ge=1, description="Env steps per rollout (each step holds every deciding agent).")
+    buffer_size: int | None = Field(
+        None, ge=1,
+        description=(
+            "Agent decisions per behaviour per rollout (ML-Agents' buffer_size). When set, n_steps is derived at the "
+            "first reset as ceil(buffer_size / agents deciding then), the largest over behaviours."
+        ),
+    )
     batch_size: int = Field(256, ge=1, description="Rows (agent decisions) per minibatch.")
     n_epochs: int = Field(10, ge=1, description="Passes over each rollout.")
     gamma: float = Field(0.99, ge=0, le=1, description="Discount per decision.")
@@ -295,29 +302,58 @@ def _minibatches(n: int, batch_size: int, generator: torch.Generator):
 
 
 
+ROLLOUT_SETTINGS = ("n_steps", "buffer_size")
+"""Settings of the shared rollout, which every behaviour collects together: not overridable per behaviour."""
+
+
 class PPO:
     """PPO for every behaviour of a :class:`MultiAgentEnv`.
 
     Args:
         env: the environment to learn in (``None`` for a loaded model used only to predict).
         seed: seeds network initialisation, action sampling, minibatch order and env resets.
+        specs: the behaviours, when there is no env.
+        behaviour_settings: per behaviour name, hyperparameters that differ from ``settings``
+            (what an ML-Agents config gives each behaviour). Behaviours not named use ``settings``.
         **settings: hyperparameters, see :class:`PPOSettings`.
     """
 
-    def __init__(self, env: MultiAgentEnv | None, seed: int = 0, specs: Mapping[str, BehaviourSpec] | None = None, **settings: object) -> None:
+    def __init__(
+        self,
+        env: MultiAgentEnv | None,
+        seed: int = 0,
+        specs: Mapping[str, BehaviourSpec] | None = None,
+        behaviour_settings: Mapping[str, Mapping[str, object]] | None = None,
+        **settings: object,
+    ) -> None:
         if env is None and specs is None:
             raise ValueError("PPO needs an env (to learn) or behaviour specs (to predict)")
         self.env = env
         self.seed = seed
         self.settings = PPOSettings(**settings)
         self.specs = dict(env.specs if env is not None else specs)
+        self.behaviour_settings = {name: dict(values) for name, values in (behaviour_settings or {}).items()}
         torch.manual_seed(seed)
-        self.learners = {name: BehaviourLearner(spec, self.settings) for name, spec in self.specs.items()}
+        self.learners = {name: BehaviourLearner(spec, self.settings_of(name)) for name, spec in self.specs.items()}
         self.generator = torch.Generator().manual_seed(seed)
         self.num_steps = 0  # agent decisions taken, over all behaviours
         self.num_updates = 0
         self.total_steps = 0
         self._current: StepResult | None = None
+        self._rollout_steps: int | None = None  # env steps per rollout, fixed at the first reset
+
+    def settings_of(self, behaviour: str) -> PPOSettings:
+        """The hyperparameters ``behaviour`` trains with: ``settings`` updated by its own overrides.
+
+        Overrides may name a behaviour without its ML-Agents team suffix: ``"Striker"`` also
+        configures ``"Striker?team=1"``, as in ML-Agents config files.
+        """
+        overrides = self.behaviour_settings.get(behaviour, self.behaviour_settings.get(behaviour.partition("?")[0], {}))
+        shared = sorted(set(overrides) & set(ROLLOUT_SETTINGS))
+        if shared:
+            raise ValueError(f"behaviour {behaviour!r}: {shared} belong to the rollout all behaviours share; "
+                             "set them once for the whole trainer")
+        return PPOSettings(**{**self.settings.model_dump(), **overrides})
 
     @property
     def policies(self) -> dict[str, BehaviourPolicy]:
@@ -331,6 +367,8 @@ class PPO:
         if self._current is None:
             # A resumed run restarts its episodes from a seed derived from its position, so it stays reproducible.
             self._current = self.env.reset(seed=self.seed + self.num_updates)
+        if self._rollout_steps is None:
+            self._rollout_steps = self._derive_rollout_steps(self._current)
         while self.num_steps < total_steps:
             self._collect_rollout()
             progress = self.num_steps / total_steps
@@ -343,8 +381,15 @@ class PPO:
                 callback(self, UpdateReport(self.num_steps, reports))
         return self
 
+    def _derive_rollout_steps(self, first: StepResult) -> int:
+        """``n_steps``, or from ``buffer_size`` and the agents deciding at the first reset (see PPOSettings)."""
+        if self.settings.buffer_size is None:
+            return self.settings.n_steps
+        deciding = [len(first[name].decisions) for name in self.learners]
+        return max(-(-self.settings.buffer_size // n) for n in deciding if n) if any(deciding) else self.settings.n_steps
+
     def _collect_rollout(self) -> None:
-        for _ in range(self.settings.n_steps):
+        for _ in range(self._rollout_steps):
             actions = {}
             for name, learner in self.learners.items():
                 decisions = self._current[name].decisions
@@ -382,6 +427,7 @@ class PPO:
             "algorithm": "ppo",
             "seed": self.seed,
             "settings": self.settings.model_dump(),
+            "behaviour_settings": self.behaviour_settings,
             "specs": self.specs,
             "num_steps": self.num_steps,
             "num_updates": self.num_updates,
@@ -418,6 +464,7 @@ class PPO:
     def load(cls, path: str | Path, env: MultiAgentEnv | None = None) -> PPO:
         """Restore a saved model; with ``env`` it can keep learning, without it only predict."""
         state = torch.load(path, map_location="cpu", weights_only=False)
-        model = cls(env, seed=state["seed"], specs=state["specs"], **state["settings"])
+        model = cls(env, seed=state["seed"], specs=state["specs"],
+                    behaviour_settings=state.get("behaviour_settings"), **state["settings"])
         model.load_state_dict(state)
         return model
