@@ -9,23 +9,26 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sparring.config import BridgeEnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig
+from sparring.config import BridgeEnvConfig, EnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig, UnityEnvConfig
 from sparring.envs.base import MultiAgentEnv
 
 
-def make_env(config: GymnasiumEnvConfig | PettingZooEnvConfig | BridgeEnvConfig, log_dir: Path | None = None) -> MultiAgentEnv:
+def make_env(config: EnvConfig, log_dir: Path | None = None, seed: int = 0) -> MultiAgentEnv:
     """One batched env holding ``config.num_envs`` copies of the configured source.
 
     Gymnasium copies stepped serially become agents of one in-process env (the
-    cheapest way to batch a small simulator); game instances on the bridge are
-    launched (or awaited) and stepped concurrently, their logs in ``log_dir``;
-    everything else goes through the vector env, in worker processes when
-    ``vector: subprocess``.
+    cheapest way to batch a small simulator); game instances (on the bridge, or
+    Unity builds) are launched (or awaited) and stepped concurrently, their logs
+    in ``log_dir``; everything else goes through the vector env, in worker
+    processes when ``vector: subprocess``. ``seed`` reaches the sources that take
+    theirs at launch (Unity builds); the others are seeded by ``reset``.
     """
     from sparring.envs.vector import make_vector_env
 
     if config.source == "bridge":
         return _make_bridge_env(config, log_dir)
+    if config.source == "unity":
+        return _make_unity_env(config, log_dir, seed)
 
     if config.source == "gymnasium" and config.vector == "serial":
         from sparring.envs.gymnasium import GymnasiumEnv
@@ -87,4 +90,19 @@ def _make_bridge_env(config: BridgeEnvConfig, log_dir: Path | None) -> MultiAgen
     return MultiEngineEnv.launch(
         program, config.num_envs, args, headless_args=[config.headless_flag] if config.headless_flag else (),
         host=config.host, log_dir=None if log_dir is None else str(log_dir), **options,
+    )
+
+
+def _make_unity_env(config: UnityEnvConfig, log_dir: Path | None, seed: int) -> MultiAgentEnv:
+    from sparring.envs.unity import EngineSettings, MultiUnityEnv
+
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    engine = EngineSettings(config.width, config.height, config.quality_level, config.time_scale,
+                            config.target_frame_rate, config.capture_frame_rate)
+    return MultiUnityEnv(
+        config.env_path, config.num_envs, seed=seed, max_restarts=config.max_restarts,
+        base_port=config.base_port, no_graphics=config.no_graphics, timeout_wait=config.timeout_wait,
+        additional_args=config.env_args, engine_settings=engine, environment_parameters=config.environment_parameters,
+        log_folder=None if log_dir is None else str(log_dir.resolve()),
     )

@@ -12,6 +12,7 @@ Opset 15: the newest that Unity Sentis imports (it supports 7-15); onnxruntime
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -336,6 +337,11 @@ def _compare(graph: ExportGraph, path: str, feeds: dict[str, np.ndarray]) -> str
     return f"max abs difference {worst:.1e}, deterministic actions identical ({len(next(iter(feeds.values())))} rows)"
 
 
+def file_stem(behaviour: str) -> str:
+    """A behaviour name as a portable file name: ``"Striker?team=1"`` -> ``"Striker_team_1"``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", behaviour).strip("_") or "behaviour"
+
+
 def export_run(run_dir: str | Path, behaviour: str | None = None, fmt: str = "native",
                out: str | Path | None = None) -> list[ExportReport]:
     """Export a finished training run (its ``final.pt``): one behaviour, or every behaviour."""
@@ -355,7 +361,7 @@ def export_run(run_dir: str | Path, behaviour: str | None = None, fmt: str = "na
     suffix = "" if fmt == "native" else f".{fmt}"
     reports = []
     for name in names:
-        target = Path(out) if out is not None else run_dir / f"{name}{suffix}.onnx"
+        target = Path(out) if out is not None else run_dir / f"{file_stem(name)}{suffix}.onnx"
         recorded = model.learners[name].recorded_obs.numpy()
         reports.append(export_policy(model.policies[name], target, fmt, training_step=model.num_steps,
                                      recorded_obs=recorded))

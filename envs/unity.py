@@ -1,0 +1,461 @@
+"""Unity ML-Agents builds (or the Editor) as sparring envs, through the real ``mlagents_envs``.
+
+A Unity game made with the ML-Agents package trains here unchanged: its build is
+launched and driven by ``mlagents_envs.environment.UnityEnvironment`` exactly as
+``mlagents-learn`` drives it (same command line, handshake, communication API
+1.5.0, side channels), and what it sends is reshaped into the batched sparring
+API:
+
+===========================================  =============================================
+ML-Agents                                    sparring
+===========================================  =============================================
+behaviour ``"Striker?team=1"``               ``specs["Striker?team=1"]`` with ``team_id=1``
+one observation (vector or visual)           a ``Box`` observation
+several sensors                              a ``Dict`` keyed by sensor name (Unity's order)
+continuous actions                           ``Box(-1, 1)`` (ML-Agents clips to that range)
+discrete branches                            ``Discrete`` (one branch) / ``MultiDiscrete``
+``action_mask``, ``True`` = forbidden         ``action_mask``, ``True`` = allowed
+``TerminalSteps.interrupted``                ``TerminalSteps.truncated``
+a new episode id after every episode         a new agent id per episode (allowed by the API)
+===========================================  =============================================
+
+- :class:`UnityEnv` is one build (or the Editor, ``file_name=None``). Engine settings
+  (time scale, resolution, frame rates) and environment parameters travel through
+  ML-Agents' side channels; ``additional_args`` (``--env-args``) reach the build's
+  command line.
+- :class:`MultiUnityEnv` is what the trainer uses: ``num_envs`` builds (worker ids
+  ``0..n-1``, ports ``base_port + i``) stepped concurrently as one env. A build that
+  crashes, hangs past ``timeout_wait`` or sends unusable data has its agents reported
+  lost and is relaunched with backoff while the others keep stepping (see
+  :mod:`sparring.envs.supervision`).
+
+Behaviours that mix continuous and discrete actions (hybrid) are refused with a
+clear error: sparring's trainers do not learn hybrid actions yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from sparring.envs import mlagents_compat
+
+mlagents_compat.install()
+
+# mlagents_envs must be imported after the compatibility layer is installed.
+from mlagents_envs.base_env import ActionTuple, BehaviorSpec, DecisionSteps as UnityDecisions  # noqa: E402
+from mlagents_envs.base_env import TerminalSteps as UnityTerminals  # noqa: E402
+from mlagents_envs.environment import UnityEnvironment  # noqa: E402
+from mlagents_envs.exception import UnityException, UnityTimeOutException  # noqa: E402
+from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel  # noqa: E402
+from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel  # noqa: E402
+
+from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps  # noqa: E402
+from sparring.envs.supervision import LiveAgents, RestartBudget, lost_result  # noqa: E402
+from sparring.envs.vector import VectorEnv  # noqa: E402
+from sparring.spec import BehaviourSpec  # noqa: E402
+
+log = logging.getLogger("sparring.unity")
+
+_OPEN: weakref.WeakSet[UnityEnv] = weakref.WeakSet()
+
+
+def _close_open_builds() -> None:
+    """Tell every build still open to quit, before the interpreter joins its threads.
+
+    ``mlagents_envs`` closes builds from an ``atexit`` hook, which runs only after
+    Python has joined non-daemon threads; but a gRPC worker thread waits inside each
+    open build's pending Exchange until it is closed, so a script that ends without
+    closing its env would hang for ever. Threading's own exit hooks run first.
+    """
+    for env in list(_OPEN):
+        _close_quietly(env)
+
+
+threading._register_atexit(_close_open_builds)  # the hook concurrent.futures uses for the same reason
+
+BUILD_FAILURES = (UnityException, RuntimeError)
+"""What a build can do wrong: crash, hang, break the protocol, send NaN (``mlagents_envs`` raises RuntimeError)."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Unity engine settings sent over ML-Agents' engine configuration channel (its defaults)."""
+
+    width: int = 84
+    height: int = 84
+    quality_level: int = 5
+    time_scale: float = 20.0
+    target_frame_rate: int = -1
+    capture_frame_rate: int = 60
+
+
+def team_of(behaviour: str) -> int | None:
+    """The team id in an ML-Agents behaviour name (``"Striker?team=1"`` -> 1), ``None`` without one."""
+    _, _, query = behaviour.partition("?")
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == "team" and value.lstrip("-").isdigit():
+            return int(value)
+    return None
+
+
+def behaviour_spec(name: str, unity_spec: BehaviorSpec) -> BehaviourSpec:
+    """An ML-Agents ``BehaviorSpec`` in sparring's terms (see the module docstring's table)."""
+    action = unity_spec.action_spec
+    if action.continuous_size and action.discrete_size:
+        raise ValueError(
+            f"behaviour {name!r} mixes {action.continuous_size} continuous actions with discrete branches "
+            f"{tuple(action.discrete_branches)} (hybrid actions); sparring's trainers do not support hybrid actions yet")
+    if action.continuous_size:
+        action_space: spaces.Space = spaces.Box(-1.0, 1.0, (action.continuous_size,), np.float32)
+    elif len(action.discrete_branches) == 1:
+        action_space = spaces.Discrete(action.discrete_branches[0])
+    elif action.discrete_branches:
+        action_space = spaces.MultiDiscrete(list(action.discrete_branches))
+    else:
+        raise ValueError(f"behaviour {name!r} has no actions")
+    boxes = [spaces.Box(-np.inf, np.inf, tuple(obs.shape), np.float32) for obs in unity_spec.observation_specs]
+    if not boxes:
+        raise ValueError(f"behaviour {name!r} has no observations")
+    keys = sensor_keys(unity_spec)
+    observation_space = boxes[0] if len(boxes) == 1 else spaces.Dict(dict(zip(keys, boxes)))
+    return BehaviourSpec(name, observation_space, action_space, team_of(name))
+
+
+def sensor_keys(unity_spec: BehaviorSpec) -> list[str]:
+    """Dict keys for a behaviour's sensors: their names, or ``obs_<i>`` where a name is empty or repeated."""
+    names = [obs.name for obs in unity_spec.observation_specs]
+    return [name if name and names.count(name) == 1 else f"obs_{i}" for i, name in enumerate(names)]
+
+
+class UnityEnv(MultiAgentEnv):
+    """One Unity build, or the Unity Editor, as a sparring env.
+
+    Args:
+        file_name: the build (``"builds/Soccer"`` finds ``Soccer.x86_64`` on Linux); ``None``
+            waits for the Editor's Play button on ``base_port`` (default 5004).
+        worker_id: this build listens on ``base_port + worker_id`` (default base port 5005).
+        seed: the seed the build gets at launch (ML-Agents passes it in the handshake).
+        no_graphics: launch with ``-nographics -batchmode``.
+        timeout_wait: seconds the build may take to start, and to answer each step.
+        additional_args: more command-line arguments for the build (mlagents-learn's ``--env-args``).
+        engine_settings: time scale, resolution, frame rates.
+        environment_parameters: float parameters the game reads (``Academy.Instance.EnvironmentParameters``).
+        log_folder: where the build writes its Player log (absolute path).
+
+    The build is launched and reset at construction: ML-Agents announces behaviours
+    with their first agents, and the sparring API needs the specs before ``reset``.
+    ``reset(seed)`` cannot reseed a running build (Unity takes its seed at launch).
+    """
+
+    def __init__(
+        self,
+        file_name: str | None,
+        *,
+        worker_id: int = 0,
+        base_port: int | None = None,
+        seed: int = 0,
+        no_graphics: bool = True,
+        timeout_wait: float = 60.0,
+        additional_args: Sequence[str] = (),
+        engine_settings: EngineSettings = EngineSettings(),
+        environment_parameters: Mapping[str, float] | None = None,
+        log_folder: str | None = None,
+    ) -> None:
+        self.name = file_name or "the Unity Editor"
+        if log_folder is not None:
+            os.makedirs(log_folder, exist_ok=True)
+        engine_channel = EngineConfigurationChannel()
+        engine_channel.set_configuration_parameters(**vars(engine_settings))
+        self._parameters = EnvironmentParametersChannel()
+        for key, value in (environment_parameters or {}).items():
+            self._parameters.set_float_parameter(key, float(value))
+        self.unity = UnityEnvironment(
+            file_name, worker_id=worker_id, base_port=base_port, seed=seed, no_graphics=no_graphics,
+            timeout_wait=timeout_wait, additional_args=list(additional_args),
+            side_channels=[engine_channel, self._parameters], log_folder=log_folder)
+        try:
+            self.unity.reset()
+            self.specs = {name: behaviour_spec(name, spec) for name, spec in self.unity.behavior_specs.items()}
+            if not self.specs:
+                raise ValueError(f"{self.name}: no behaviour sent any agent at reset")
+        except BaseException:
+            self.unity.close()
+            raise
+        self._converters = {name: _Converter(spec, self.unity.behavior_specs[name]) for name, spec in self.specs.items()}
+        self._live = LiveAgents(list(self.specs))
+        self._fresh_reset = True  # the construction's reset has not been handed out yet
+        _OPEN.add(self)
+
+    def __repr__(self) -> str:
+        return f"<UnityEnv {self.name} port {self.unity._port}>"
+
+    @property
+    def process(self):
+        """The build's ``subprocess.Popen`` (``None`` for the Editor)."""
+        return self.unity._process
+
+    @property
+    def live_agents(self) -> dict[str, np.ndarray]:
+        """Ids of the agents whose episode is under way, per behaviour."""
+        return self._live.snapshot()
+
+    def set_environment_parameter(self, key: str, value: float) -> None:
+        """Takes effect from the next reset or step (sent with it over the side channel)."""
+        self._parameters.set_float_parameter(key, float(value))
+
+    def reset(self, seed: int | None = None) -> StepResult:
+        if not self._fresh_reset:
+            self.unity.reset()
+        self._fresh_reset = False
+        return self._collect(fresh=True)
+
+    def step(self, actions: Actions) -> StepResult:
+        unknown = set(actions) - set(self._converters)
+        if unknown:
+            raise ValueError(f"actions for unknown behaviours {sorted(unknown)}; this build has {list(self.specs)}")
+        for name, converter in self._converters.items():
+            if name in actions:
+                if converter.deciding:
+                    self.unity.set_actions(name, converter.action_tuple(actions[name]))
+            elif converter.deciding:
+                raise ValueError(f"actions missing for behaviour {name!r}, which has {converter.deciding} deciding agents")
+        self._fresh_reset = False
+        self.unity.step()
+        return self._collect(fresh=False)
+
+    def _collect(self, fresh: bool) -> StepResult:
+        new = set(self.unity.behavior_specs) - set(self.specs)
+        if new:
+            raise ValueError(f"{self.name}: behaviours {sorted(new)} appeared after the first reset; sparring needs "
+                             "every behaviour to have an agent when the game starts")
+        result = {name: converter.convert(*self.unity.get_steps(name)) for name, converter in self._converters.items()}
+        self._live.update(result, fresh)
+        return result
+
+    def close(self) -> None:
+        _OPEN.discard(self)
+        self.unity.close()
+
+
+class _Converter:
+    """Reshapes one behaviour's ML-Agents steps and actions (the module docstring's table, batched)."""
+
+    def __init__(self, spec: BehaviourSpec, unity_spec: BehaviorSpec) -> None:
+        self.spec = spec
+        self.keys = sensor_keys(unity_spec) if isinstance(spec.observation_space, spaces.Dict) else None
+        self.deciding = 0
+
+    def observations(self, obs: list[np.ndarray]) -> Any:
+        return obs[0] if self.keys is None else dict(zip(self.keys, obs))
+
+    def convert(self, decisions: UnityDecisions, terminals: UnityTerminals) -> BehaviourStep:
+        self.deciding = len(decisions)
+        mask = None
+        if decisions.action_mask is not None:
+            mask = ~np.concatenate(decisions.action_mask, axis=1)
+        return BehaviourStep(
+            DecisionSteps(decisions.agent_id.astype(np.int64), self.observations(decisions.obs),
+                          decisions.reward, mask),
+            TerminalSteps(terminals.agent_id.astype(np.int64), self.observations(terminals.obs),
+                          terminals.reward, terminals.interrupted.astype(bool)),
+        )
+
+    def action_tuple(self, actions: np.ndarray) -> ActionTuple:
+        actions = np.asarray(actions)
+        if len(actions) != self.deciding:
+            raise ValueError(f"actions for behaviour {self.spec.name!r}: got {len(actions)} rows, "
+                             f"expected {self.deciding} (one per deciding agent)")
+        if self.spec.is_continuous:
+            return ActionTuple(continuous=actions.reshape(self.deciding, -1).astype(np.float32))
+        return ActionTuple(discrete=actions.reshape(self.deciding, -1).astype(np.int32))
+
+
+@dataclass
+class _Slot:
+    """One build position: ``up`` (stepping) or down (``launch`` pending, or waiting until ``retry_at``)."""
+
+    index: int
+    env: UnityEnv | None = None
+    launch: Future | None = None
+    retry_at: float = 0.0
+    last_failure: str = ""
+
+
+class MultiUnityEnv(VectorEnv):
+    """``num_envs`` Unity builds as one env that keeps training while builds crash (see the module docstring).
+
+    Args:
+        file_name: the build; ``None`` for the Editor (then ``num_envs`` must be 1).
+        num_envs: builds launched; build ``i`` is worker ``i`` on port ``base_port + i``.
+        seed: build ``i`` is launched with ``seed + i`` (relaunches add ``num_envs`` per restart).
+        max_restarts: relaunches allowed per build over the env's life; one more failure raises
+            :class:`~sparring.envs.supervision.EngineFailure`.
+        restart_backoff, max_backoff: seconds before a relaunch, doubling per restart of that build.
+        **options: the rest of :class:`UnityEnv`'s arguments, for every build.
+
+    Attributes:
+        metrics: ``restarts``, ``crashes`` (the process died), ``timeouts``, ``invalid_messages``,
+            ``launch_failures``, ``lost_agents``.
+        failures: the most recent failure descriptions.
+    """
+
+    def __init__(
+        self,
+        file_name: str | None,
+        num_envs: int = 1,
+        *,
+        seed: int = 0,
+        max_restarts: int = 5,
+        restart_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        **options: Any,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+        if file_name is None and num_envs != 1:
+            raise ValueError("the Unity Editor is one environment: num_envs must be 1 without a build")
+        self.file_name = file_name
+        self.seed = seed
+        self.options = options
+        self.budget = RestartBudget(num_envs, ("crashes", "timeouts", "invalid_messages", "launch_failures"),
+                                    max_restarts, restart_backoff, max_backoff, log)
+        self.metrics = self.budget.metrics
+        self.failures = self.budget.failures
+        self.slots = [_Slot(i) for i in range(num_envs)]
+        # Per build: one thread steps or launches it, one more may be closing its hung predecessor.
+        self._pool = ThreadPoolExecutor(max_workers=2 * num_envs, thread_name_prefix="unity")
+        try:
+            launches = [self._pool.submit(self._launch, slot.index) for slot in self.slots]
+            for slot, launch in zip(self.slots, launches):
+                slot.env = launch.result()  # a build that cannot start at all is a configuration problem: raise
+            VectorEnv.__init__(self, [slot.env.specs for slot in self.slots])
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def restarts(self) -> int:
+        """Relaunches so far, over all builds."""
+        return self.metrics["restarts"]
+
+    @property
+    def builds_up(self) -> int:
+        return sum(slot.env is not None for slot in self.slots)
+
+    def _launch(self, index: int) -> UnityEnv:
+        seed = self.seed + index + len(self.slots) * self.budget.restarts[index]
+        return UnityEnv(self.file_name, worker_id=index, seed=seed, **self.options)
+
+    def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
+        try:
+            return self._round(method, args)
+        except BaseException:
+            self.close()  # EngineFailure, Ctrl-C or a bug mid-round: builds are out of step
+            raise
+
+    def _round(self, method: str, args: list[Any]) -> list[StepResult]:
+        results: list[StepResult | None] = [None] * len(self.slots)
+        calls = {slot.index: self._pool.submit(getattr(slot.env, method), args[slot.index])
+                 for slot in self.slots if slot.env is not None}
+        for index, call in calls.items():
+            try:
+                results[index] = call.result()
+            except BUILD_FAILURES as exc:
+                results[index] = self._fail(self.slots[index], exc)
+        self._tend(results, wait=not calls)
+        return [result if result is not None else self._empty() for result in results]
+
+    def _tend(self, results: list[StepResult | None], wait: bool) -> None:
+        """Relaunch builds that are down; a relaunched build's first decisions join this round.
+
+        ``wait``: no build is up, so block until one comes back (bounded by the restart budget).
+        """
+        while True:
+            for slot in self.slots:
+                if slot.env is not None:
+                    continue
+                if slot.launch is None and time.monotonic() >= slot.retry_at:
+                    slot.launch = self._pool.submit(self._launch, slot.index)
+                if slot.launch is not None and slot.launch.done():
+                    launch, slot.launch = slot.launch, None
+                    try:
+                        env = launch.result()
+                        if env.specs != self.specs:
+                            env.close()
+                            raise ValueError(f"relaunched build has behaviours {sorted(env.specs)} with different "
+                                             f"specs from the first launch's {sorted(self.specs)}")
+                        results[slot.index] = env.reset()
+                        slot.env = env
+                        wait = False
+                    except (*BUILD_FAILURES, ValueError) as exc:
+                        self._fail(slot, exc, "launch_failures")
+            if not wait:
+                return
+            time.sleep(0.05)
+
+    def _fail(self, slot: _Slot, error: BaseException, kind: str | None = None) -> StepResult:
+        """Record a build's failure, close it, schedule the relaunch; its live agents come back as lost."""
+        env, slot.env = slot.env, None
+        lost = env.live_agents if env is not None else {}
+        reason = f"{type(error).__name__}: {error}".strip()
+        if kind is None:
+            process = env.process if env is not None else None
+            crashed = process is not None and _wait(process, 0.5) is not None
+            kind = "crashes" if crashed else "timeouts" if isinstance(error, UnityTimeOutException) else "invalid_messages"
+            if crashed:
+                reason += f" (build exited with code {process.returncode})"
+        self.budget.record(slot.index, kind, reason, lost)
+        slot.last_failure = reason
+        if env is not None:
+            self._pool.submit(_close_quietly, env)  # a hung build takes timeout_wait to be killed: not here
+        slot.retry_at = time.monotonic() + self.budget.next_delay(slot.index, reason)
+        return lost_result(self.specs, lost)
+
+    def _empty(self) -> StepResult:
+        return lost_result(self.specs, {})
+
+    def close(self) -> None:
+        """Close every build (each is told to quit, then killed if it does not), then the worker threads."""
+        if self._closed:
+            return
+        self._closed = True
+        for slot in getattr(self, "slots", []):
+            if slot.launch is not None:
+                slot.launch.add_done_callback(lambda launch: launch.exception() or launch.result().close())
+            if slot.env is not None:
+                _close_quietly(slot.env)
+                slot.env = None
+        if hasattr(self, "_pool"):
+            self._pool.shutdown(wait=True)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _wait(process, timeout: float) -> int | None:
+    try:
+        return process.wait(timeout)
+    except Exception:
+        return process.poll()
+
+
+def _close_quietly(env: UnityEnv) -> None:
+    try:
+        env.close()
+    except Exception as exc:  # a build that is already gone cannot be told to quit
+        log.debug("closing %r: %s", env, exc)

@@ -1,0 +1,250 @@
+"""Unity builds as sparring envs (envs/unity.py), through the real mlagents_envs code path.
+
+The build is the stand-in player (engines/unity/), launched by ``UnityEnvironment``
+exactly as a Unity Linux build is, speaking communication API 1.5.0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pettingzoo.test import parallel_api_test
+
+from sparring.agents import PPO
+from sparring.cli import main
+from sparring.envs.base import check_env, random_actions
+from sparring.envs.parallel import to_parallel_env
+from sparring.envs.supervision import EngineFailure
+from sparring.envs.unity import MultiUnityEnv, UnityEnv, team_of
+from unity_harness import DISTUTILS_WARNING, MOVER, SEEKER, build_player, free_ports
+
+from mlagents_envs.exception import UnityEnvironmentException  # after sparring.envs.unity: needs the compat layer
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings(DISTUTILS_WARNING)]
+
+GRID = 5
+
+
+@pytest.fixture(scope="module")
+def player(tmp_path_factory) -> str:
+    return build_player(tmp_path_factory.mktemp("standin"))
+
+
+def launch(player: str, num_envs: int = 2, log_folder=None, **options) -> MultiUnityEnv:
+    options.setdefault("timeout_wait", 20)
+    return MultiUnityEnv(player, num_envs, base_port=free_ports(num_envs), no_graphics=True,
+                         log_folder=None if log_folder is None else str(log_folder), **options)
+
+
+def test_team_ids_come_from_behaviour_names():
+    assert team_of("Striker?team=1") == 1
+    assert team_of("Goalie?team=0&other=x") == 0
+    assert team_of("Walker") is None
+
+
+def test_two_builds_pass_check_env_with_unity_specs_masks_and_teams(player, tmp_path):
+    with launch(player, log_folder=tmp_path) as env:
+        assert set(env.specs) == {SEEKER, MOVER}
+        seeker, mover = env.specs[SEEKER], env.specs[MOVER]
+        assert (seeker.team_id, mover.team_id) == (0, 1)
+        assert set(seeker.observation_space.spaces) == {"SeekerVector", "GridSensor"}
+        assert seeker.observation_space["GridSensor"].shape == (GRID, GRID, 1)
+        assert seeker.action_branches == (5,) and mover.action_space.shape == (1,)
+        check_env(env)
+
+        # masks are sparring's (True = allowed): moving off the grid is never allowed
+        result = env.reset()
+        rng = np.random.default_rng(0)
+        for _ in range(50):
+            decisions = result[SEEKER].decisions
+            cells = np.rint(decisions.obs["SeekerVector"][:, :2] * (GRID - 1))
+            mask = decisions.action_mask
+            np.testing.assert_array_equal(mask[:, 1], cells[:, 0] > 0)  # left
+            np.testing.assert_array_equal(mask[:, 2], cells[:, 0] < GRID - 1)  # right
+            assert mask[:, 0].all()  # staying is always allowed
+            result = env.step({name: random_actions(env.specs[name], len(part.decisions), part.decisions.action_mask, rng)
+                               for name, part in result.items()})
+        # two builds: agent ids of build 1 are folded above 2**32
+        assert (result[MOVER].decisions.agent_ids >= 2**32).sum() == 4
+
+
+def test_environment_parameters_and_env_args_reach_the_build(player):
+    """--env-args go to the build's command line; environment parameters through the side channel."""
+    with launch(player, 1, additional_args=["--agents", "2"], environment_parameters={"seeker_max_steps": 5}) as env:
+        result = env.reset()
+        assert len(result[SEEKER].decisions) == 2 and len(result[MOVER].decisions) == 2
+        lengths, steps = [], Counter(result[SEEKER].decisions.agent_ids.tolist())  # decisions per episode id
+        rng = np.random.default_rng(1)
+        for _ in range(60):
+            result = env.step({name: random_actions(env.specs[name], len(part.decisions), part.decisions.action_mask, rng)
+                               for name, part in result.items()})
+            steps.update(result[SEEKER].decisions.agent_ids.tolist())
+            terminals = result[SEEKER].terminals
+            for agent, truncated in zip(terminals.agent_ids, terminals.truncated):
+                if truncated:
+                    lengths.append(steps[agent])
+        assert lengths and set(lengths) == {5}
+
+
+@pytest.mark.slow
+def test_ppo_learns_both_behaviours_of_two_builds(player, tmp_path, one_torch_thread):
+    """Random play scores about +0.18 (Seeker) and -1.36 (Mover) per episode; the best about +0.98 and -0.14."""
+    with launch(player, log_folder=tmp_path) as env:
+        model = PPO(env, seed=0, n_steps=64, batch_size=256, n_epochs=8, learning_rate=1e-3, gamma=0.95,
+                    ent_coef=0.01)
+        returns = {}
+        model.learn(25_000, callback=lambda m, report: returns.update(
+            {name: r.episode_returns.mean() for name, r in report.behaviours.items() if len(r.episode_returns)}))
+    assert returns[SEEKER] >= 0.9, returns
+    assert returns[MOVER] >= -0.5, returns
+
+
+@pytest.mark.slow
+def test_training_continues_when_a_build_is_killed_mid_run(player, tmp_path, one_torch_thread):
+    with launch(player, log_folder=tmp_path, restart_backoff=0.1) as env:
+        model = PPO(env, seed=0, n_steps=64, batch_size=256, n_epochs=8, learning_rate=1e-3, gamma=0.95,
+                    ent_coef=0.01)
+        victim = []
+        returns = {}
+
+        def kill_once(m, report):
+            returns.update({name: r.episode_returns.mean() for name, r in report.behaviours.items()
+                            if len(r.episode_returns)})
+            if m.num_updates == 3:
+                victim.append(env.slots[0].env.process.pid)
+                os.kill(victim[0], signal.SIGKILL)
+
+        model.learn(25_000, callback=kill_once)
+        assert env.metrics["crashes"] == 1 and env.restarts == 1
+        assert env.metrics["lost_agents"] == 8  # the 4 Seekers and 4 Movers of build 0, all mid-episode
+        assert "code -9" in env.slots[0].last_failure
+        assert env.slots[0].env.process.pid != victim[0] and env.builds_up == 2
+    assert returns[SEEKER] >= 0.9 and returns[MOVER] >= -0.5, returns
+
+
+def test_a_build_that_keeps_crashing_stops_training_after_max_restarts(player):
+    env = launch(player, 1, additional_args=["--crash-after-steps", "5"], max_restarts=2, restart_backoff=0.05,
+                 timeout_wait=10)
+    result = env.reset()
+    rng = np.random.default_rng(0)
+    with pytest.raises(EngineFailure, match=r"engine slot 0 failed 3 times, more than max_restarts=2.*code 3"):
+        for _ in range(100):
+            result = env.step({name: random_actions(env.specs[name], len(part.decisions), part.decisions.action_mask, rng)
+                               for name, part in result.items()})
+    assert env.metrics["crashes"] == 3 and env.restarts == 2
+    assert env._closed
+
+
+def test_a_hung_build_times_out_and_is_replaced(player):
+    with launch(player, 1, additional_args=["--hang-after-steps", "3"], timeout_wait=3, restart_backoff=0.05) as env:
+        result = env.reset()
+        rng = np.random.default_rng(0)
+        lost = 0
+        for _ in range(6):
+            result = env.step({name: random_actions(env.specs[name], len(part.decisions), part.decisions.action_mask, rng)
+                               for name, part in result.items()})
+            lost += sum(len(part.lost) for part in result.values())
+        assert env.metrics["timeouts"] == 1 and env.restarts == 1 and lost == 8
+
+
+def test_a_nan_observation_is_named_and_its_build_replaced(player):
+    """mlagents_envs refuses NaN observations; the build counts as misbehaving, the trainer never sees the NaN."""
+    with launch(player, 1, additional_args=["--nan-after-steps", "3"], max_restarts=1, restart_backoff=0.05) as env:
+        result = env.reset()
+        rng = np.random.default_rng(0)
+        with pytest.raises(EngineFailure, match="observations provided had NaN values"):
+            for _ in range(20):
+                result = env.step({name: random_actions(env.specs[name], len(part.decisions),
+                                                        part.decisions.action_mask, rng)
+                                   for name, part in result.items()})
+                for part in result.values():
+                    assert np.isfinite(part.decisions.obs if isinstance(part.decisions.obs, np.ndarray)
+                                       else part.decisions.obs["SeekerVector"]).all()
+        assert env.metrics["invalid_messages"] == 2 and env.restarts == 1
+
+
+def test_incompatible_build_is_refused_with_ml_agents_error(player):
+    with pytest.raises(UnityEnvironmentException, match="communication API version is not compatible"):
+        launch(player, 1, additional_args=["--communication-version", "2.0.0"])
+
+
+def test_hybrid_and_late_behaviours_are_refused_clearly():
+    from gymnasium import spaces
+    from mlagents_envs.base_env import ActionSpec, BehaviorSpec, DimensionProperty, ObservationSpec, ObservationType
+
+    from sparring.envs.unity import behaviour_spec
+
+    obs = [ObservationSpec((3,), (DimensionProperty.NONE,), ObservationType.DEFAULT, "v")]
+    with pytest.raises(ValueError, match="hybrid actions"):
+        behaviour_spec("Car", BehaviorSpec(obs, ActionSpec(2, (3,))))
+    spec = behaviour_spec("Car?team=2", BehaviorSpec(obs, ActionSpec(0, (3, 2))))
+    assert spec.action_space == spaces.MultiDiscrete([3, 2]) and spec.team_id == 2
+
+
+def test_a_unity_build_is_a_pettingzoo_parallel_env(player):
+    env = UnityEnv(player, base_port=free_ports(), timeout_wait=20, additional_args=["--agents", "2"])
+    parallel = to_parallel_env(env)
+    try:
+        assert sorted(parallel.possible_agents)[:2] == [f"{MOVER}_{i}" for i in sorted(env.live_agents[MOVER])][:2]
+        parallel_api_test(parallel, num_cycles=60)
+    finally:
+        parallel.close()
+
+
+def test_a_script_that_forgets_to_close_still_exits(player, tmp_path):
+    """mlagents_envs closes builds only after Python joins its threads; sparring closes them before."""
+    import subprocess
+
+    script = (f"from sparring.envs.unity import MultiUnityEnv\n"
+              f"env = MultiUnityEnv({player!r}, 1, base_port={free_ports()}, timeout_wait=20)\n"
+              f"env.reset()\n")
+    finished = subprocess.run([sys.executable, "-c", script], timeout=60, capture_output=True)
+    assert finished.returncode == 0, finished.stderr.decode()[-2000:]
+
+
+@pytest.mark.slow
+def test_an_ml_agents_config_file_trains_a_build_through_the_cli(player, tmp_path, capsys, one_torch_thread):
+    """examples/mlagents/standin.yaml, as mlagents-learn takes it, with mlagents-learn's flags."""
+    config = Path(__file__).resolve().parents[1] / "examples" / "mlagents" / "standin.yaml"
+    results = tmp_path / "results"
+    assert main(["train", str(config), "--run-id", "standin", "--results-dir", str(results), "--env", player,
+                 "--num-envs", "2", "--base-port", str(free_ports(2)), "--no-graphics", "--time-scale", "10",
+                 "--env-args", "--agents", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "ignoring ML-Agents settings sparring does not support yet: behaviors.Seeker.time_horizon" in err
+    run = results / "standin"
+    assert {p.name for p in run.glob("*.onnx")} == {"Seeker_team_0.onnx", "Mover_team_1.onnx"}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    returns = [(row["behaviour"], row["Environment/Cumulative Reward"]) for row in rows
+               if "Environment/Cumulative Reward" in row]
+    first, last = dict(reversed(returns)), dict(returns)
+    # ML-Agents' slower settings (lr 3e-4, 3 epochs): from random play (about 0.3 and -1.4) most of the way
+    assert last[SEEKER] >= 0.75 and last[SEEKER] - first[SEEKER] >= 0.4, (first, last)
+    assert last[MOVER] >= -0.5 and last[MOVER] - first[MOVER] >= 0.6, (first, last)
+    assert rows[-1]["Engines/Restarts"] == 0
+    player_logs = sorted(p.name for p in (run / "engines").glob("*.log"))
+    assert player_logs == ["Player-0.log", "Player-1.log"]
+    assert "'time_scale': 10.0" in (run / "engines" / "Player-0.log").read_text()
+
+
+def test_mlagents_messages_are_native_protobuf_built_from_their_embedded_descriptors():
+    """No pure-Python protobuf fallback and no downgrade: the messages are modern protobuf's own (upb) classes."""
+    from google.protobuf.internal import api_implementation
+    from mlagents_envs.communicator_objects.agent_info_pb2 import AgentInfoProto
+    from mlagents_envs.communicator_objects.observation_pb2 import PNG, ObservationProto
+
+    from sparring.envs.mlagents_compat import LegacyProtoError, embedded_file_descriptor
+
+    assert api_implementation.Type() == "upb"
+    info = AgentInfoProto(id=7, reward=0.5, observations=[ObservationProto(shape=[2], compression_type=PNG)])
+    assert AgentInfoProto.FromString(info.SerializeToString()) == info
+    assert AgentInfoProto.DESCRIPTOR.full_name == "communicator_objects.AgentInfoProto"
+    with pytest.raises(LegacyProtoError, match="no FileDescriptor"):
+        embedded_file_descriptor("x = 1\n", "broken_pb2.py")
