@@ -1,9 +1,13 @@
 """The ``sparring`` command line: a thin layer over the Python API.
 
     sparring train CONFIG.yaml [--run-id ID] [--resume | --force] [--results-dir DIR] [--seed N]
+                   [--env PATH] [--num-envs N] [--base-port N] [--no-graphics] [--time-scale X] [--env-args ...]
     sparring export RUN_DIR [--behaviour NAME] [--format native|mlagents|godot] [--out PATH]
     sparring play MODEL.onnx [MODEL.onnx ...] --config CONFIG.yaml [--episodes N]
     sparring check-engine [--transport grpc|tcp] [--port N] [--steps N] [COMMAND ...]
+
+CONFIG is a sparring config or an ML-Agents trainer config (see sparring.mlagents_config);
+the environment flags are mlagents-learn's, and override the file as they do there.
 
 Exit status: 0 done, 1 training stopped by an error (checkpoints kept), 2 the
 command or its config was wrong (nothing written).
@@ -15,8 +19,22 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sparring.config import RunConfig
 
 USAGE_ERROR = 2
+
+ENV_FLAGS = {
+    "env_path": "--env",
+    "num_envs": "--num-envs",
+    "base_port": "--base-port",
+    "no_graphics": "--no-graphics",
+    "time_scale": "--time-scale",
+    "env_args": "--env-args",
+}
+"""Env config field -> the mlagents-learn flag that overrides it; all but --num-envs are for a unity env."""
 
 
 class UsageError(Exception):
@@ -28,12 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="subcommand", required=True)
     train = commands.add_parser("train", help="train the behaviours of an env described by a YAML config")
     train.add_argument("config", type=Path, help="run config (YAML)")
-    train.add_argument("--run-id", help="name of the run folder (default: the config file's name)")
-    train.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go")
+    train.add_argument("--run-id", help="name of the run folder (default: the config's run_id, else its file name)")
+    train.add_argument("--results-dir", type=Path, help="where run folders go (default: the config's, else results)")
     train.add_argument("--seed", type=int, help="override the config's seed")
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
     mode.add_argument("--force", action="store_true", help="delete an existing run folder of the same id first")
+    env = train.add_argument_group("environment (mlagents-learn's flags; they override the config)")
+    env.add_argument("--env", dest="env_path", metavar="PATH", help="the Unity build to train in")
+    env.add_argument("--num-envs", type=int, metavar="N", help="copies of the env trained at once")
+    env.add_argument("--base-port", type=int, metavar="N", help="Unity build i listens on N + i")
+    env.add_argument("--no-graphics", action="store_true", default=None, help="launch Unity builds without graphics")
+    env.add_argument("--time-scale", type=float, metavar="X", help="Unity's time scale")
+    env.add_argument("--env-args", nargs=argparse.REMAINDER, metavar="...",
+                     help="everything after it goes to the command line of every Unity build")
     export = commands.add_parser("export", help="export a finished run's policies to ONNX for a game engine")
     export.add_argument("run_dir", type=Path, help="results/<run-id>")
     export.add_argument("--behaviour", help="only this behaviour (default: every behaviour)")
@@ -71,27 +97,35 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sparring.config import ConfigError, load_config
+    from sparring.config import ConfigError, load_run_config
 
     try:
-        config = load_config(args.config)
+        config, unsupported, options = load_run_config(args.config)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    flags = {field: getattr(args, field) for field in ENV_FLAGS if getattr(args, field) is not None}
+    config = apply_env_flags(config, flags, args.config)
     if args.seed is not None:
         config.seed = args.seed
-    run_id = args.run_id or args.config.stem
-    run_path = args.results_dir / run_id
+    if unsupported:
+        print(f"sparring: warning: {args.config}: ignoring ML-Agents settings sparring does not support yet: "
+              f"{', '.join(unsupported)}", file=sys.stderr)
+    # An ML-Agents file's checkpoint_settings stand in for flags not given, as with mlagents-learn.
+    run_id = args.run_id or options.get("run_id") or args.config.stem
+    run_path = (args.results_dir or Path(options.get("results_dir", "results"))) / run_id
+    resume = args.resume or (options.get("resume", False) and not args.force)
+    force = args.force or (options.get("force", False) and not args.resume)
 
     from sparring.run import RunDirectory
 
     run = RunDirectory(run_path)
     checkpoint = None
-    if args.resume:
+    if resume:
         checkpoint = run.latest_checkpoint()
         if checkpoint is None:
             raise UsageError(f"--resume: {run_path} has no checkpoint to resume from")
     elif run_path.exists():
-        if not args.force:
+        if not force:
             raise UsageError(
                 f"run {run_id!r} already exists at {run_path}; pass --resume to continue it or --force to overwrite it"
             )
@@ -106,11 +140,12 @@ def _train(args: argparse.Namespace) -> int:
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     try:
-        env = make_env(config.env, log_dir=run.path / "engines")
+        env = make_env(config.env, log_dir=run.path / "engines", seed=config.seed)
     except Exception as exc:  # anything the env's own constructor raises is a problem with env: in the config
         raise UsageError(f"{args.config}: env: cannot start {config.env.label!r}: {type(exc).__name__}: {exc}") from None
     with env:
-        model = PPO(env, seed=config.seed, **config.trainer.hyperparameters.model_dump())
+        model = PPO(env, seed=config.seed, behaviour_settings=config.trainer.behaviours,
+                    **config.trainer.hyperparameters.model_dump())
         if checkpoint is not None:
             model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
             print(f"resuming {run_id} from {checkpoint} at step {model.num_steps}", file=sys.stderr)
@@ -144,6 +179,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def apply_env_flags(config: RunConfig, flags: dict[str, Any], source: Path) -> RunConfig:
+    """``config`` with its env's fields replaced by the :data:`ENV_FLAGS` given (``flags``: field -> value).
+
+    Raises :class:`UsageError` for a Unity flag on another source, or a value the env refuses.
+    """
+    from pydantic import ValidationError
+
+    unity_only = [ENV_FLAGS[field] for field in flags if field != "num_envs"]
+    if unity_only and config.env.source != "unity":
+        raise UsageError(f"{', '.join(unity_only)}: only for a Unity env, and {source} has env.source "
+                         f"{config.env.source!r}")
+    try:
+        env = type(config.env).model_validate({**config.env.model_dump(), **flags})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"{ENV_FLAGS[err['loc'][0]]}: {err['msg']} (got {err['input']!r})") from None
+    return config.model_copy(update={"env": env})
+
+
 def _export(args: argparse.Namespace) -> int:
     from sparring.export.exporter import ExportError, export_run
 
@@ -169,7 +223,7 @@ def _play(args: argparse.Namespace) -> int:
         policies = {p.behaviour: p for p in map(OnnxPolicy, args.models)}
     except (ValueError, OSError) as exc:
         raise UsageError(f"play: {exc}") from None
-    with make_env(config.env) as env:
+    with make_env(config.env, seed=args.seed) as env:
         missing = sorted(set(env.specs) - set(policies))
         if missing:
             raise UsageError(f"play: no model for behaviour(s) {missing}; give one .onnx per behaviour of the env")

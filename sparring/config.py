@@ -3,7 +3,7 @@
 Example::
 
     env:
-      source: gymnasium          # gymnasium | pettingzoo
+      source: gymnasium          # gymnasium | pettingzoo | bridge | unity
       id: CartPole-v1
       num_envs: 8
     trainer:
@@ -16,17 +16,20 @@ Example::
 
 Unknown keys are errors, not silently ignored: a typo in a hyperparameter name
 would otherwise train with the default and nobody would know.
+
+An ML-Agents trainer config (top-level ``behaviors:``) is accepted as it is and
+translated, see :mod:`sparring.mlagents_config`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sparring.agents.ppo import PPOSettings
+from sparring.agents.ppo import ROLLOUT_SETTINGS, PPOSettings
 
 
 class ConfigError(ValueError):
@@ -99,8 +102,39 @@ class BridgeEnvConfig(_Strict):
         return self.executable or f"engines connecting to {self.host}:{self.port} (editor mode)"
 
 
+class UnityEnvConfig(_Strict):
+    """Unity ML-Agents builds (or the Editor) through mlagents-envs; names follow ML-Agents' env/engine settings."""
+
+    source: Literal["unity"]
+    env_path: str | None = Field(
+        None, description="The Unity build to launch num_envs copies of; None: the Editor (press Play) on base_port."
+    )
+    env_args: list[str] = Field(default_factory=list, description="Extra command-line arguments for every build.")
+    num_envs: int = Field(1, ge=1, description="Builds trained at once (worker ids 0..num_envs-1).")
+    base_port: int | None = Field(
+        None, ge=1, le=65535, description="Worker i listens on base_port + i (default 5005 for builds, 5004 Editor)."
+    )
+    no_graphics: bool = Field(False, description="Launch builds with -nographics -batchmode.")
+    time_scale: float = Field(20.0, gt=0, description="Unity's Time.timeScale during training.")
+    width: int = Field(84, ge=1, description="Game window width (pixels).")
+    height: int = Field(84, ge=1, description="Game window height (pixels).")
+    quality_level: int = Field(5, ge=0, description="Unity quality level.")
+    target_frame_rate: int = Field(-1, description="Unity's Application.targetFrameRate (-1: unlimited).")
+    capture_frame_rate: int = Field(60, ge=0, description="Unity's Time.captureFramerate.")
+    environment_parameters: dict[str, float] = Field(
+        default_factory=dict, description="Float parameters the game reads (Academy.Instance.EnvironmentParameters)."
+    )
+    timeout_wait: float = Field(60.0, gt=0, description="Seconds a build may take to start or answer a step.")
+    max_restarts: int = Field(5, ge=0, description="Relaunches per build before training stops.")
+
+    @property
+    def label(self) -> str:
+        """What the env is, for messages."""
+        return self.env_path or f"the Unity Editor on port {self.base_port or 5004}"
+
+
 EnvConfig = Annotated[
-    Union[GymnasiumEnvConfig, PettingZooEnvConfig, BridgeEnvConfig], Field(discriminator="source")
+    Union[GymnasiumEnvConfig, PettingZooEnvConfig, BridgeEnvConfig, UnityEnvConfig], Field(discriminator="source")
 ]
 
 
@@ -113,6 +147,24 @@ class TrainerConfig(_Strict):
     checkpoint_interval: int = Field(50_000, ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(5, ge=1, description="Newest checkpoints kept on disk.")
     hyperparameters: PPOSettings = Field(default_factory=PPOSettings)
+    behaviours: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per behaviour name, hyperparameters that differ from `hyperparameters` (as ML-Agents' behaviors:).",
+    )
+
+    @model_validator(mode="after")
+    def _check_behaviour_overrides(self) -> TrainerConfig:
+        base = self.hyperparameters.model_dump()
+        for name, overrides in self.behaviours.items():
+            shared = sorted(set(overrides) & set(ROLLOUT_SETTINGS))
+            if shared:
+                raise ValueError(f"behaviours.{name}: {', '.join(shared)} can only be set under hyperparameters "
+                                 "(every behaviour shares the rollout)")
+            try:
+                PPOSettings(**{**base, **overrides})
+            except ValidationError as exc:
+                raise ValueError(f"behaviours.{name}.{describe_validation_error(exc)}") from None
+        return self
 
 
 class RunConfig(_Strict):
@@ -124,8 +176,28 @@ class RunConfig(_Strict):
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's default).")
 
 
+class LoadedConfig(NamedTuple):
+    """A config file as ``sparring train`` uses it."""
+
+    config: RunConfig
+    unsupported: list[str]
+    """Key paths of ML-Agents settings sparring ignores, for one warning (empty for a native file)."""
+    run_options: dict[str, Any]
+    """An ML-Agents file's checkpoint settings the CLI honours (see :func:`sparring.mlagents_config.run_options`)."""
+
+
 def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML run config, raising :class:`ConfigError` on anything wrong."""
+    """Read and validate a YAML run config, raising :class:`ConfigError` on anything wrong.
+
+    An ML-Agents trainer config is translated; :func:`load_run_config` also says what of it is ignored.
+    """
+    return load_run_config(path).config
+
+
+def load_run_config(path: str | Path) -> LoadedConfig:
+    """Read a native or ML-Agents (``behaviors:``) config file, raising :class:`ConfigError` on anything wrong."""
+    from sparring.mlagents_config import is_mlagents_config, run_options, translate  # it builds on RunConfig
+
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -137,13 +209,16 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    if is_mlagents_config(data):
+        config, unsupported = translate(data, str(path))
+        return LoadedConfig(config, unsupported, run_options(data, str(path)))
     try:
-        return RunConfig.model_validate(data)
+        return LoadedConfig(RunConfig.model_validate(data), [], {})
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
 
 
-_SOURCES = ("gymnasium", "pettingzoo", "bridge")
+_SOURCES = ("gymnasium", "pettingzoo", "bridge", "unity")
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -161,6 +236,8 @@ def describe_validation_error(exc: ValidationError) -> str:
             parts.append(f"{key}.source: required key is missing (one of {', '.join(_SOURCES)})")
         elif err["type"] == "missing":
             parts.append(f"{key}: required key is missing")
+        elif err["type"] == "value_error":  # our own validators' messages name the key already
+            parts.append(f"{key}.{err['ctx']['error']}")
         else:
             parts.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(parts)

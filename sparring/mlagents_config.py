@@ -1,0 +1,456 @@
+"""ML-Agents trainer config files (the YAML ``mlagents-learn`` takes), trained as they are.
+
+A Unity game that trains with ``mlagents-learn config.yaml`` trains with ``sparring
+train config.yaml``: a file with a top-level ``behaviors:`` is checked as ML-Agents
+checks it (a typo or a wrong type is an error naming the key), absent keys take
+ML-Agents' defaults rather than sparring's (so the file trains as it did), and it is
+translated into a native :class:`~sparring.config.RunConfig` with a Unity env.
+
+Nothing is dropped silently: :func:`translate` also returns the key path of every
+setting sparring does not support yet, and ``sparring train`` names them all in one
+warning. A setting at a value that asks for nothing sparring doesn't do
+(``memory: null``, ``threaded: false``, ``strength: 1.0``) is not reported, so the
+``configuration.yaml`` mlagents-learn writes for a run (every key spelled out)
+translates cleanly too. ``trainer_type: sac`` and ``poca`` are errors: training
+something else than asked is worse than not training.
+
+How it maps (``B``: a behaviour under ``behaviors:``; ``default_settings:`` is
+merged under every behaviour first, as ML-Agents does)::
+
+    ML-Agents                                     sparring
+    --------------------------------------------  ------------------------------------------------
+    B.trainer_type: ppo                           trainer.algorithm: ppo
+    B.hyperparameters.learning_rate               hyperparameters.learning_rate
+      .learning_rate_schedule                     hyperparameters.lr_schedule
+      .batch_size / .num_epoch                    hyperparameters.batch_size / n_epochs
+      .buffer_size                                hyperparameters.buffer_size (1)
+      .beta                                       hyperparameters.ent_coef (2)
+      .epsilon / .epsilon_schedule                hyperparameters.clip_range / clip_schedule (3),
+                                                  and clip_range_vf: ML-Agents clips the value loss too
+      .lambd                                      hyperparameters.gae_lambda
+    B.network_settings.hidden_units, num_layers   hyperparameters.hidden_sizes: [hidden_units] * num_layers
+      .normalize                                  hyperparameters.normalize_obs
+    B.reward_signals.extrinsic.gamma              hyperparameters.gamma
+    (swish activation, 0.5 value loss weight)     hyperparameters.activation: relu (4), vf_coef: 0.5
+    B.max_steps                                   trainer.max_steps: the sum over the behaviours named (5)
+    B.summary_freq, checkpoint_interval,          trainer.summary_freq, checkpoint_interval,
+      keep_checkpoints                              keep_checkpoints: the smallest over the behaviours
+    env_settings.env_path, env_args, num_envs,    env (source: unity): the same names; base_port only
+      base_port, timeout_wait                       with an env_path (the Editor is on 5004, as in ML-Agents)
+    env_settings.max_lifetime_restarts            env.max_restarts (-1, unlimited, is reported; 10 is used)
+    env_settings.seed                             seed (ML-Agents' -1, "random", becomes 0: runs repeat)
+    engine_settings.*                             env: the same names
+    environment_parameters.NAME: 1.5              env.environment_parameters.NAME (constants only; a
+                                                  sampler_type: constant counts; other samplers and
+                                                  curricula are reported)
+    checkpoint_settings.run_id, resume, force,    what ``sparring train``'s flags of the same names do
+      results_dir                                   (the flags win), see :func:`run_options`
+
+    (1) The rollout is shared by all behaviours: differing buffer sizes become the largest (reported).
+    (2) ML-Agents decays beta with ``beta_schedule`` (default: learning_rate_schedule); sparring's
+        entropy weight stays constant. ``beta_schedule: linear`` in the file is reported.
+    (3) ML-Agents' linear epsilon stops at 0.1; sparring's goes to 0.
+    (4) sparring has tanh and relu; relu is the closer to swish.
+    (5) ML-Agents counts max_steps per behaviour, sparring counts decisions over all behaviours.
+
+Per-behaviour values: a setting every behaviour in the file shares goes into
+``trainer.hyperparameters``; where they differ, ``trainer.hyperparameters`` holds the
+``default_settings`` (or ML-Agents') value and each behaviour with another value gets
+it in ``trainer.behaviours``. Behaviours of the game the file does not name train with
+``trainer.hyperparameters``.
+
+Reported when set (beyond the notes above): ``time_horizon`` (sparring never cuts a
+trajectory: GAE bootstraps from the value at the end of each rollout instead),
+``hyperparameters.shared_critic``, ``network_settings.memory`` and ``deterministic``,
+``vis_encode_type`` other than ``simple`` (the default only concerns visual
+observations, which sparring flattens into its MLP's input), reward signals other than
+extrinsic, ``extrinsic.strength`` other than 1, ``self_play`` (a later version),
+``behavioral_cloning``, ``init_path``, ``threaded: true``, ``even_checkpoints: true``,
+``env_settings.num_areas`` other than 1, restart rate limits,
+``engine_settings.no_graphics_monitor``, ``checkpoint_settings.initialize_from``,
+``load_model`` and ``inference``, ``torch_settings.device`` other than cpu, and ``debug``.
+
+Never reported: ``goal_conditioning_type`` (sparring feeds goal observations to its MLP
+like any other input, ML-Agents' ``none``), the extrinsic signal's own
+``network_settings`` (unused by ML-Agents too), and the deprecated ``train_model``.
+Not from the file: sparring keeps its gradient clipping (max_grad_norm 0.5; ML-Agents
+has none) and standardises advantages per minibatch (ML-Agents: per buffer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sparring.config import ConfigError, RunConfig, describe_validation_error
+
+Schedule = Literal["linear", "constant"]
+
+CHECKPOINT_OPTIONS = ("run_id", "resume", "force", "results_dir")
+"""``checkpoint_settings`` that ``sparring train`` honours, as its flags of the same names."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- the file, as ML-Agents defines it (its defaults) ------------------------------------------
+
+
+class _Hyperparameters(_Section):
+    batch_size: int = Field(1024, ge=1)
+    buffer_size: int = Field(10240, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    learning_rate_schedule: Schedule = "linear"
+    beta: float = Field(5e-3, ge=0)
+    epsilon: float = Field(0.2, gt=0)
+    lambd: float = Field(0.95, ge=0, le=1)
+    num_epoch: int = Field(3, ge=1)
+    beta_schedule: Schedule | None = None  # None: as learning_rate_schedule
+    epsilon_schedule: Schedule | None = None  # None: as learning_rate_schedule
+    shared_critic: bool = False
+
+
+class _Memory(_Section):
+    sequence_length: int = Field(64, ge=1)
+    memory_size: int = Field(128, ge=2)
+
+
+class _NetworkSettings(_Section):
+    normalize: bool = False
+    hidden_units: int = Field(128, ge=1)
+    num_layers: int = Field(2, ge=1)
+    vis_encode_type: Literal["simple", "nature_cnn", "resnet", "match3", "fully_connected"] = "simple"
+    memory: _Memory | None = None
+    goal_conditioning_type: Literal["hyper", "none"] = "hyper"
+    deterministic: bool = False
+
+
+class _RewardSignal(_Section):
+    gamma: float = Field(0.99, ge=0, le=1)
+    strength: float = 1.0
+    network_settings: _NetworkSettings | None = None
+
+
+class _LearnedRewardSignal(_RewardSignal):
+    learning_rate: float = Field(3e-4, gt=0)
+    encoding_size: int | None = None
+
+
+class _GailRewardSignal(_LearnedRewardSignal):
+    demo_path: str
+    use_actions: bool = False
+    use_vail: bool = False
+
+
+class _RewardSignals(_Section):
+    extrinsic: _RewardSignal | None = Field(default_factory=_RewardSignal)
+    curiosity: _LearnedRewardSignal | None = None
+    gail: _GailRewardSignal | None = None
+    rnd: _LearnedRewardSignal | None = None
+
+
+class _SelfPlay(_Section):
+    save_steps: int | None = None
+    team_change: int | None = None
+    swap_steps: int | None = None
+    window: int | None = None
+    play_against_latest_model_ratio: float | None = None
+    initial_elo: float | None = None
+
+
+class _BehavioralCloning(_Section):
+    demo_path: str
+    steps: int = 0
+    strength: float = 1.0
+    samples_per_update: int = 0
+    num_epoch: int | None = None
+    batch_size: int | None = None
+
+
+_NOT_YET = {"sac": "SAC", "poca": "POCA (cooperative multi-agent training)"}
+
+
+class _Behaviour(_Section):
+    trainer_type: Literal["ppo"] = "ppo"
+    hyperparameters: _Hyperparameters = Field(default_factory=_Hyperparameters)
+    network_settings: _NetworkSettings = Field(default_factory=_NetworkSettings)
+    reward_signals: _RewardSignals = Field(default_factory=_RewardSignals)
+    max_steps: int = Field(500_000, ge=1)
+    time_horizon: int = Field(64, ge=1)
+    summary_freq: int = Field(50_000, ge=1)
+    keep_checkpoints: int = Field(5, ge=1)
+    checkpoint_interval: int = Field(500_000, ge=1)
+    even_checkpoints: bool = False
+    threaded: bool = False
+    init_path: str | None = None
+    self_play: _SelfPlay | None = None
+    behavioral_cloning: _BehavioralCloning | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trainer_available(cls, data: Any) -> Any:
+        # Before the hyperparameters are checked as PPO's: a SAC file's tau is not a typo.
+        kind = data.get("trainer_type") if isinstance(data, Mapping) else None
+        if kind in _NOT_YET:
+            raise ValueError(f"trainer_type: {_NOT_YET[kind]} is not available in this version of sparring yet "
+                             "(use trainer_type: ppo)")
+        return data
+
+
+class _EnvSettings(_Section):
+    env_path: str | None = None
+    env_args: list[str] | None = None
+    base_port: int = Field(5005, ge=1, le=65535)
+    num_envs: int = Field(1, ge=1)
+    num_areas: int = Field(1, ge=1)
+    timeout_wait: float = Field(60, gt=0)
+    seed: int = Field(-1, ge=-1)
+    max_lifetime_restarts: int = Field(10, ge=-1)
+    restarts_rate_limit_n: int = 1
+    restarts_rate_limit_period_s: int = 60
+
+
+class _EngineSettings(_Section):
+    width: int = Field(84, ge=1)
+    height: int = Field(84, ge=1)
+    quality_level: int = Field(5, ge=0)
+    time_scale: float = Field(20.0, gt=0)
+    target_frame_rate: int = -1
+    capture_frame_rate: int = Field(60, ge=0)
+    no_graphics: bool = False
+    no_graphics_monitor: bool = False
+
+
+class _CheckpointSettings(_Section):
+    run_id: str | None = None
+    initialize_from: str | None = None
+    load_model: bool = False
+    resume: bool = False
+    force: bool = False
+    train_model: bool = False
+    inference: bool = False
+    results_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _resume_or_force(self) -> _CheckpointSettings:
+        if self.resume and self.force:
+            raise ValueError("resume: cannot be true together with force (continue the run, or overwrite it)")
+        return self
+
+
+class _TorchSettings(_Section):
+    device: str | None = None
+
+
+class _File(_Section):
+    behaviors: dict[str, _Behaviour]
+    default_settings: _Behaviour | None = None
+    env_settings: _EnvSettings = Field(default_factory=_EnvSettings)
+    engine_settings: _EngineSettings = Field(default_factory=_EngineSettings)
+    checkpoint_settings: _CheckpointSettings = Field(default_factory=_CheckpointSettings)
+    torch_settings: _TorchSettings = Field(default_factory=_TorchSettings)
+    environment_parameters: dict[str, Any] | None = None
+    debug: bool = False
+
+
+# -- what is reported ----------------------------------------------------------------------------
+
+
+def _off(value: Any) -> bool:
+    return value is None or value is False
+
+
+def _never(value: Any) -> bool:
+    return False
+
+
+def _always(value: Any) -> bool:
+    return True
+
+
+# Key path -> whether a value asks for nothing sparring doesn't do. Every key of the file is
+# either translated (see translate) or listed here.
+_HONOURED_IN_BEHAVIOUR: dict[str, Callable[[Any], bool]] = {
+    "hyperparameters.beta_schedule": lambda v: v in (None, "constant"),
+    "hyperparameters.shared_critic": _off,
+    "network_settings.vis_encode_type": lambda v: v == "simple",
+    "network_settings.memory": _off,
+    "network_settings.goal_conditioning_type": _always,  # goal observations are plain inputs, as with "none"
+    "network_settings.deterministic": _off,
+    "reward_signals.extrinsic.strength": lambda v: v == 1.0,
+    "reward_signals.curiosity": _off,
+    "reward_signals.gail": _off,
+    "reward_signals.rnd": _off,
+    "time_horizon": _never,
+    "even_checkpoints": _off,
+    "threaded": _off,
+    "init_path": _off,
+    "self_play": _off,
+    "behavioral_cloning": _off,
+}
+_HONOURED_IN_RUN: dict[str, Callable[[Any], bool]] = {
+    "env_settings.num_areas": lambda v: v == 1,
+    "env_settings.max_lifetime_restarts": lambda v: v >= 0,
+    "env_settings.restarts_rate_limit_n": lambda v: v == -1,  # -1: no limit, as sparring
+    "env_settings.restarts_rate_limit_period_s": _never,
+    "engine_settings.no_graphics_monitor": _off,
+    "checkpoint_settings.initialize_from": _off,
+    "checkpoint_settings.load_model": _off,
+    "checkpoint_settings.train_model": _always,  # deprecated in ML-Agents: training is the default
+    "checkpoint_settings.inference": _off,
+    "torch_settings.device": lambda v: v in (None, "cpu"),
+    "debug": _off,
+}
+
+
+def _reported(written: Mapping[str, Any], honoured: Mapping[str, Callable[[Any], bool]], prefix: str) -> list[str]:
+    """Paths (under ``prefix``) of the keys in ``written`` whose value sparring does not honour."""
+    found = []
+    for path, ok in honoured.items():
+        *parents, key = path.split(".")
+        section = written
+        for parent in parents:
+            section = section.get(parent) or {}
+        if key in section and not ok(section[key]):
+            found.append(prefix + path)
+    return found
+
+
+# -- translation ---------------------------------------------------------------------------------
+
+
+def is_mlagents_config(data: Mapping[str, Any]) -> bool:
+    """Whether a config file's top level is ML-Agents' (``behaviors:``) rather than sparring's."""
+    return "behaviors" in data
+
+
+def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str]]:
+    """An ML-Agents trainer config as a :class:`RunConfig`, and the key paths of the settings it ignores.
+
+    ``source`` names the file in :class:`~sparring.config.ConfigError` messages. See
+    the module docstring for the mapping.
+    """
+    file = _parse(data, source)
+    defaults = data.get("default_settings") or {}
+    base = _Behaviour.model_validate(defaults)
+    named = {name: _Behaviour.model_validate(_merged(defaults, raw)) for name, raw in data["behaviors"].items()}
+    ignored = _reported(file.model_dump(exclude_unset=True), _HONOURED_IN_RUN, "")
+    for prefix, written in [("default_settings.", file.default_settings),
+                            *((f"behaviors.{name}.", b) for name, b in file.behaviors.items())]:
+        if written is not None:
+            ignored += _reported(written.model_dump(exclude_unset=True), _HONOURED_IN_BEHAVIOUR, prefix)
+
+    settings = {name: _ppo_settings(b) for name, b in named.items()}
+    fallback = _ppo_settings(base)
+    shared = {key: _agreed([s[key] for s in settings.values()], value) for key, value in fallback.items()}
+    buffer_sizes = {name: b.hyperparameters.buffer_size for name, b in named.items()}
+    buffer_size = max(buffer_sizes.values(), default=base.hyperparameters.buffer_size)
+    ignored += [f"behaviors.{name}.hyperparameters.buffer_size (all behaviours share the largest, {buffer_size})"
+                for name, size in buffer_sizes.items() if size != buffer_size]
+    counted = list(named.values()) or [base]
+    trainer = {
+        "algorithm": "ppo",
+        "max_steps": sum(b.max_steps for b in counted),
+        "summary_freq": min(b.summary_freq for b in counted),
+        "checkpoint_interval": min(b.checkpoint_interval for b in counted),
+        "keep_checkpoints": min(b.keep_checkpoints for b in counted),
+        "hyperparameters": {**shared, "buffer_size": buffer_size},
+        "behaviours": {name: diff for name, s in settings.items() if (diff := _differences(s, shared))},
+    }
+
+    env, engine = file.env_settings, file.engine_settings
+    parameters, ignored_parameters = _environment_parameters(file.environment_parameters or {}, source)
+    unity = {
+        "source": "unity",
+        "env_path": env.env_path,
+        "env_args": env.env_args or [],
+        "num_envs": env.num_envs,
+        "base_port": env.base_port if env.env_path else None,
+        "timeout_wait": env.timeout_wait,
+        "max_restarts": env.max_lifetime_restarts if env.max_lifetime_restarts >= 0 else 10,
+        **engine.model_dump(exclude={"no_graphics_monitor"}),
+        "environment_parameters": parameters,
+    }
+    try:
+        config = RunConfig.model_validate({"env": unity, "trainer": trainer, "seed": max(env.seed, 0)})
+    except ValidationError as exc:  # the checks above should have caught it; say what it became
+        raise ConfigError(f"{source}: translated to sparring's config: {describe_validation_error(exc)}") from None
+    return config, ignored + ignored_parameters
+
+
+def run_options(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The :data:`CHECKPOINT_OPTIONS` an ML-Agents file sets: run_id, results_dir; resume, force if true.
+
+    mlagents-learn takes them from ``checkpoint_settings`` where its flags don't say; so does ``sparring train``.
+    """
+    settings = _parse(data, source).checkpoint_settings
+    return {key: value for key, value in settings.model_dump(include=set(CHECKPOINT_OPTIONS)).items() if value}
+
+
+def _parse(data: Mapping[str, Any], source: str) -> _File:
+    try:
+        return _File.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def _merged(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` deep-merged over ``defaults``, as ML-Agents applies default_settings."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        below = merged.get(key)
+        merged[key] = _merged(below, value) if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+    return merged
+
+
+def _ppo_settings(behaviour: _Behaviour) -> dict[str, Any]:
+    """A behaviour's PPOSettings fields, except the rollout's buffer_size (see the mapping table)."""
+    h, net, extrinsic = behaviour.hyperparameters, behaviour.network_settings, behaviour.reward_signals.extrinsic
+    return {
+        "learning_rate": h.learning_rate,
+        "lr_schedule": h.learning_rate_schedule,
+        "batch_size": h.batch_size,
+        "n_epochs": h.num_epoch,
+        "gamma": (extrinsic or _RewardSignal()).gamma,
+        "gae_lambda": h.lambd,
+        "clip_range": h.epsilon,
+        "clip_schedule": h.epsilon_schedule or h.learning_rate_schedule,
+        "clip_range_vf": h.epsilon,
+        "ent_coef": h.beta,
+        "vf_coef": 0.5,
+        "normalize_obs": net.normalize,
+        "hidden_sizes": [net.hidden_units] * net.num_layers,
+        "activation": "relu",
+    }
+
+
+def _agreed(values: list[Any], fallback: Any) -> Any:
+    """The value every behaviour has, else ``fallback``."""
+    return values[0] if values and all(v == values[0] for v in values) else fallback
+
+
+def _differences(settings: Mapping[str, Any], shared: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in settings.items() if value != shared[key]}
+
+
+def _environment_parameters(parameters: Mapping[str, Any], source: str) -> tuple[dict[str, float], list[str]]:
+    """Constant parameters as floats, and the paths of the sampled or curriculum ones (not supported yet)."""
+    constants, ignored = {}, []
+    for name, value in parameters.items():
+        path = f"environment_parameters.{name}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            constants[name] = float(value)
+        elif isinstance(value, Mapping) and value.get("sampler_type") == "constant":
+            constant = (value.get("sampler_parameters") or {}).get("value", 0.0)
+            if isinstance(constant, bool) or not isinstance(constant, (int, float)):
+                raise ConfigError(f"{source}: {path}.sampler_parameters.value: expected a number (got {constant!r})")
+            constants[name] = float(constant)
+        elif isinstance(value, Mapping) and ("sampler_type" in value or "curriculum" in value):
+            ignored.append(path)
+        else:
+            raise ConfigError(f"{source}: {path}: expected a number, a sampler (sampler_type, sampler_parameters) "
+                              f"or a curriculum (got {value!r})")
+    return constants, ignored

@@ -1,0 +1,413 @@
+"""ML-Agents trainer configs: `sparring train` takes the file mlagents-learn takes, and its flags."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparring.cli import UsageError, apply_env_flags, main
+from sparring.config import ConfigError, RunConfig, load_config, load_run_config
+from sparring.mlagents_config import is_mlagents_config, run_options, translate
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mlagents" / "standin.yaml"
+
+# ML-Agents' config/ppo/3DBall.yaml
+BALL = yaml.safe_load("""
+behaviors:
+  3DBall:
+    trainer_type: ppo
+    hyperparameters:
+      batch_size: 64
+      buffer_size: 12000
+      learning_rate: 0.0003
+      beta: 0.001
+      epsilon: 0.2
+      lambd: 0.99
+      num_epoch: 3
+      learning_rate_schedule: linear
+    network_settings:
+      normalize: true
+      hidden_units: 128
+      num_layers: 2
+      vis_encode_type: simple
+    reward_signals:
+      extrinsic:
+        gamma: 0.99
+        strength: 1.0
+    keep_checkpoints: 5
+    max_steps: 500000
+    time_horizon: 1000
+    summary_freq: 12000
+""")
+
+
+def _soccer_behaviour(swap_steps: int) -> dict:
+    """A behaviour of ML-Agents' config/ppo/StrikersVsGoalie.yaml (self-play)."""
+    return yaml.safe_load(f"""
+    trainer_type: ppo
+    hyperparameters:
+      batch_size: 2048
+      buffer_size: 20480
+      learning_rate: 0.0003
+      beta: 0.005
+      epsilon: 0.2
+      lambd: 0.95
+      num_epoch: 3
+      learning_rate_schedule: constant
+    network_settings:
+      normalize: false
+      hidden_units: 512
+      num_layers: 2
+      vis_encode_type: simple
+    reward_signals:
+      extrinsic:
+        gamma: 0.99
+        strength: 1.0
+    keep_checkpoints: 5
+    max_steps: 30000000
+    time_horizon: 1000
+    summary_freq: 10000
+    self_play:
+      save_steps: 50000
+      team_change: 200000
+      swap_steps: {swap_steps}
+      window: 10
+      play_against_latest_model_ratio: 0.5
+      initial_elo: 1200.0
+    """)
+
+
+SOCCER = {"behaviors": {"Goalie": _soccer_behaviour(1000), "Striker": _soccer_behaviour(4000)}}
+
+
+def _with(data: dict, path: str, value) -> dict:
+    """A copy of ``data`` with the dotted key ``path`` set to ``value``."""
+    data = copy.deepcopy(data)
+    *parents, key = path.split(".")
+    section = data
+    for parent in parents:
+        section = section.setdefault(parent, {})
+    section[key] = value
+    return data
+
+
+def test_3dball_trains_a_unity_env_with_its_own_hyperparameters():
+    config, unsupported = translate(BALL, "3DBall.yaml")
+    assert config.env.source == "unity" and config.env.env_path is None  # the Editor, as mlagents-learn
+    h = config.trainer.hyperparameters
+    assert (h.batch_size, h.buffer_size, h.learning_rate, h.lr_schedule) == (64, 12000, 3e-4, "linear")
+    assert (h.ent_coef, h.clip_range, h.clip_range_vf, h.gae_lambda, h.n_epochs) == (0.001, 0.2, 0.2, 0.99, 3)
+    assert (h.hidden_sizes, h.normalize_obs, h.gamma, h.activation) == ([128, 128], True, 0.99, "relu")
+    assert (config.trainer.max_steps, config.trainer.summary_freq) == (500_000, 12_000)
+    assert config.trainer.behaviours == {}
+    assert unsupported == ["behaviors.3DBall.time_horizon"]
+
+
+def test_absent_keys_take_mlagents_defaults_not_sparrings():
+    config, unsupported = translate({"behaviors": {"Agent": {}}}, "f.yaml")
+    h = config.trainer.hyperparameters
+    assert (h.batch_size, h.buffer_size, h.learning_rate, h.n_epochs) == (1024, 10240, 3e-4, 3)
+    assert (h.ent_coef, h.clip_range, h.gae_lambda, h.gamma) == (5e-3, 0.2, 0.95, 0.99)
+    assert (h.hidden_sizes, h.normalize_obs, h.lr_schedule, h.clip_schedule) == ([128, 128], False, "linear", "linear")
+    t = config.trainer
+    assert (t.max_steps, t.summary_freq, t.checkpoint_interval, t.keep_checkpoints) == (500_000, 50_000, 500_000, 5)
+    assert (config.seed, config.env.max_restarts, config.env.time_scale) == (0, 10, 20.0)
+    assert unsupported == []
+
+
+def test_epsilon_schedule_follows_learning_rate_schedule_unless_set():
+    constant = _with({"behaviors": {"A": {}}}, "behaviors.A.hyperparameters.learning_rate_schedule", "constant")
+    assert translate(constant, "f.yaml")[0].trainer.hyperparameters.clip_schedule == "constant"
+    linear_clip = _with(constant, "behaviors.A.hyperparameters.epsilon_schedule", "linear")
+    assert translate(linear_clip, "f.yaml")[0].trainer.hyperparameters.clip_schedule == "linear"
+
+
+def test_settings_every_behaviour_shares_are_trainer_wide_and_the_rest_per_behaviour():
+    data = _with(SOCCER, "behaviors.Goalie.hyperparameters.learning_rate", 1e-3)
+    data = _with(data, "behaviors.Goalie.network_settings.hidden_units", 256)
+    config, _ = translate(data, "f.yaml")
+    assert config.trainer.hyperparameters.learning_rate == 3e-4  # ML-Agents' default, as they differ
+    assert config.trainer.hyperparameters.hidden_sizes == [128, 128]
+    assert config.trainer.hyperparameters.batch_size == 2048  # shared
+    assert config.trainer.behaviours == {
+        "Goalie": {"learning_rate": 1e-3, "hidden_sizes": [256, 256]},
+        "Striker": {"hidden_sizes": [512, 512]},
+    }
+
+
+def test_default_settings_are_merged_under_every_behaviour():
+    data = {
+        "default_settings": {"hyperparameters": {"learning_rate": 1e-3, "batch_size": 128}, "max_steps": 1000},
+        "behaviors": {"A": {"hyperparameters": {"batch_size": 64}}, "B": {}},
+    }
+    config, _ = translate(data, "f.yaml")
+    assert config.trainer.hyperparameters.learning_rate == 1e-3
+    assert config.trainer.hyperparameters.batch_size == 128
+    assert config.trainer.behaviours == {"A": {"batch_size": 64}}
+    assert config.trainer.max_steps == 2000
+
+
+def test_max_steps_add_up_and_intervals_take_the_smallest():
+    data = {"behaviors": {
+        "A": {"max_steps": 1000, "summary_freq": 100, "checkpoint_interval": 500, "keep_checkpoints": 3},
+        "B": {"max_steps": 2000, "summary_freq": 300, "checkpoint_interval": 200, "keep_checkpoints": 7},
+    }}
+    t = translate(data, "f.yaml")[0].trainer
+    assert (t.max_steps, t.summary_freq, t.checkpoint_interval, t.keep_checkpoints) == (3000, 100, 200, 3)
+
+
+def test_differing_buffer_sizes_share_the_largest_and_say_so():
+    data = _with(SOCCER, "behaviors.Goalie.hyperparameters.buffer_size", 4096)
+    config, unsupported = translate(data, "f.yaml")
+    assert config.trainer.hyperparameters.buffer_size == 20480
+    assert "behaviors.Goalie.hyperparameters.buffer_size (all behaviours share the largest, 20480)" in unsupported
+
+
+def test_self_play_file_reports_exactly_the_unsupported_keys():
+    config, unsupported = translate(SOCCER, "f.yaml")
+    assert sorted(unsupported) == [
+        "behaviors.Goalie.self_play", "behaviors.Goalie.time_horizon",
+        "behaviors.Striker.self_play", "behaviors.Striker.time_horizon",
+    ]
+    assert config.trainer.max_steps == 60_000_000
+    assert config.trainer.hyperparameters.lr_schedule == "constant"
+
+
+def test_a_resolved_mlagents_configuration_reports_only_what_asks_for_more():
+    """mlagents-learn's results/<run>/configuration.yaml spells out every key, mostly at harmless values."""
+    behaviour = _with(BALL["behaviors"]["3DBall"], "hyperparameters.beta_schedule", "constant")
+    behaviour["hyperparameters"].update(epsilon_schedule="linear", shared_critic=False)
+    behaviour["network_settings"].update(memory=None, goal_conditioning_type="hyper", deterministic=False)
+    behaviour["reward_signals"]["extrinsic"]["network_settings"] = {"normalize": False, "hidden_units": 128}
+    behaviour.update(init_path=None, checkpoint_interval=500000, threaded=False, self_play=None,
+                     behavioral_cloning=None, even_checkpoints=False)
+    data = {
+        "default_settings": None,
+        "behaviors": {"3DBall": behaviour},
+        "env_settings": {"env_path": None, "env_args": None, "base_port": 5005, "num_envs": 1, "num_areas": 1,
+                         "seed": -1, "max_lifetime_restarts": 10, "restarts_rate_limit_n": 1,
+                         "restarts_rate_limit_period_s": 60},
+        "engine_settings": {"width": 84, "height": 84, "quality_level": 5, "time_scale": 20,
+                            "target_frame_rate": -1, "capture_frame_rate": 60, "no_graphics": False},
+        "environment_parameters": None,
+        "checkpoint_settings": {"run_id": "ball", "initialize_from": None, "load_model": False, "resume": False,
+                                "force": False, "train_model": False, "inference": False,
+                                "results_dir": "results"},
+        "torch_settings": {"device": None},
+        "debug": False,
+    }
+    config, unsupported = translate(data, "configuration.yaml")
+    assert unsupported == ["env_settings.restarts_rate_limit_n", "env_settings.restarts_rate_limit_period_s",
+                           "behaviors.3DBall.time_horizon"]
+    assert config.env.base_port is None  # the Editor listens on 5004 whatever base_port says, as in mlagents-learn
+    assert config == translate(BALL, "3DBall.yaml")[0]
+
+
+BASE = {"behaviors": {"A": {}}, "env_settings": {"env_path": "Builds/Base"}}
+
+TRANSLATED = [
+    ("behaviors.A.hyperparameters.batch_size", 32),
+    ("behaviors.A.hyperparameters.buffer_size", 2048),
+    ("behaviors.A.hyperparameters.learning_rate", 1e-3),
+    ("behaviors.A.hyperparameters.learning_rate_schedule", "constant"),
+    ("behaviors.A.hyperparameters.beta", 0.01),
+    ("behaviors.A.hyperparameters.epsilon", 0.1),
+    ("behaviors.A.hyperparameters.epsilon_schedule", "constant"),
+    ("behaviors.A.hyperparameters.lambd", 0.9),
+    ("behaviors.A.hyperparameters.num_epoch", 5),
+    ("behaviors.A.network_settings.normalize", True),
+    ("behaviors.A.network_settings.hidden_units", 32),
+    ("behaviors.A.network_settings.num_layers", 1),
+    ("behaviors.A.reward_signals.extrinsic.gamma", 0.9),
+    ("behaviors.A.max_steps", 1000),
+    ("behaviors.A.summary_freq", 1000),
+    ("behaviors.A.keep_checkpoints", 2),
+    ("behaviors.A.checkpoint_interval", 1000),
+    ("env_settings.env_path", "Builds/Game"),
+    ("env_settings.env_args", ["--level", "2"]),
+    ("env_settings.base_port", 6000),
+    ("env_settings.num_envs", 3),
+    ("env_settings.timeout_wait", 30),
+    ("env_settings.seed", 7),
+    ("env_settings.max_lifetime_restarts", 3),
+    ("engine_settings.width", 100),
+    ("engine_settings.height", 100),
+    ("engine_settings.quality_level", 1),
+    ("engine_settings.time_scale", 1.0),
+    ("engine_settings.target_frame_rate", 60),
+    ("engine_settings.capture_frame_rate", 30),
+    ("engine_settings.no_graphics", True),
+    ("environment_parameters.difficulty", 2.0),
+    ("environment_parameters.size", {"sampler_type": "constant", "sampler_parameters": {"value": 3.0}}),
+]
+
+REPORTED = [
+    ("behaviors.A.hyperparameters.beta_schedule", "linear"),
+    ("behaviors.A.hyperparameters.shared_critic", True),
+    ("behaviors.A.network_settings.vis_encode_type", "resnet"),
+    ("behaviors.A.network_settings.memory", {"memory_size": 64, "sequence_length": 16}),
+    ("behaviors.A.network_settings.deterministic", True),
+    ("behaviors.A.reward_signals.extrinsic.strength", 0.5),
+    ("behaviors.A.reward_signals.curiosity", {"strength": 0.02, "gamma": 0.99}),
+    ("behaviors.A.reward_signals.gail", {"demo_path": "expert.demo"}),
+    ("behaviors.A.reward_signals.rnd", {}),
+    ("behaviors.A.time_horizon", 128),
+    ("behaviors.A.even_checkpoints", True),
+    ("behaviors.A.threaded", True),
+    ("behaviors.A.init_path", "results/old/A"),
+    ("behaviors.A.self_play", {}),
+    ("behaviors.A.behavioral_cloning", {"demo_path": "expert.demo"}),
+    ("default_settings.time_horizon", 128),
+    ("env_settings.num_areas", 2),
+    ("env_settings.max_lifetime_restarts", -1),
+    ("env_settings.restarts_rate_limit_n", 5),
+    ("env_settings.restarts_rate_limit_period_s", 10),
+    ("engine_settings.no_graphics_monitor", True),
+    ("checkpoint_settings.initialize_from", "old-run"),
+    ("checkpoint_settings.load_model", True),
+    ("checkpoint_settings.inference", True),
+    ("torch_settings.device", "cuda"),
+    ("debug", True),
+    ("environment_parameters.size", {"sampler_type": "uniform", "sampler_parameters": {"min_value": 1}}),
+    ("environment_parameters.wall", {"curriculum": [{"name": "low", "value": 0.0}]}),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), TRANSLATED)
+def test_every_supported_setting_changes_the_run(path, value):
+    config, unsupported = translate(_with(BASE, path, value), "f.yaml")
+    assert config != translate(BASE, "f.yaml")[0]
+    assert unsupported == []
+
+
+@pytest.mark.parametrize(("path", "value"), REPORTED)
+def test_every_unsupported_setting_is_reported_by_its_path(path, value):
+    config, unsupported = translate(_with(BASE, path, value), "f.yaml")
+    assert unsupported == [path]
+
+
+def test_checkpoint_settings_become_run_options():
+    data = {**BASE, "checkpoint_settings": {"run_id": "r7", "results_dir": "out", "resume": True, "force": False}}
+    assert run_options(data, "f.yaml") == {"run_id": "r7", "results_dir": "out", "resume": True}
+    assert translate(data, "f.yaml")[1] == []
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    ("behaviors.A.hyperparameters.learning_rat", 0.1, "behaviors.A.hyperparameters.learning_rat: unknown key"),
+    ("behaviors.A.network_setting", {}, "behaviors.A.network_setting: unknown key"),
+    ("env_settings.env_pth", "x", "env_settings.env_pth: unknown key"),
+    ("behaviors.A.hyperparameters.tau", 0.005, "behaviors.A.hyperparameters.tau: unknown key"),  # SAC's
+    ("behaviors.A.hyperparameters.batch_size", "lots", "behaviors.A.hyperparameters.batch_size:"),
+    ("behaviors.A.network_settings.num_layers", 0, "behaviors.A.network_settings.num_layers:"),
+    ("behaviors.A.trainer_type", "ppo2", "behaviors.A.trainer_type:"),
+    ("env_settings.seed", -2, "env_settings.seed:"),
+    ("environment_parameters.size", "big", "environment_parameters.size: expected a number"),
+    ("checkpoint_settings", {"resume": True, "force": True}, "checkpoint_settings.resume: cannot be true together"),
+])
+def test_wrong_keys_and_values_are_errors_naming_the_path(path, value, message):
+    with pytest.raises(ConfigError, match="^f.yaml: ") as error:
+        translate(_with(BASE, path, value), "f.yaml")
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("trainer", "name"), [("sac", "SAC"), ("poca", "POCA")])
+def test_sac_and_poca_are_clear_errors_naming_the_behaviour(trainer, name):
+    data = {"behaviors": {"Walker": {"trainer_type": trainer, "hyperparameters": {"tau": 0.005}}}}
+    with pytest.raises(ConfigError) as error:
+        translate(data, "f.yaml")
+    assert f"behaviors.Walker.trainer_type: {name}" in str(error.value)
+    assert "is not available in this version of sparring yet" in str(error.value)
+
+
+def test_an_mlagents_file_is_recognised_by_behaviors():
+    assert is_mlagents_config(BALL) and not is_mlagents_config({"env": {}, "trainer": {}})
+
+
+def test_load_config_translates_an_mlagents_file(tmp_path):
+    path = tmp_path / "ball.yaml"
+    path.write_text(yaml.safe_dump({**BALL, "checkpoint_settings": {"run_id": "ball"}}))
+    loaded = load_run_config(path)
+    assert isinstance(load_config(path), RunConfig) and load_config(path) == loaded.config
+    assert (loaded.unsupported, loaded.run_options) == (["behaviors.3DBall.time_horizon"], {"run_id": "ball"})
+
+
+def test_standin_example_trains_both_behaviours_alike():
+    loaded = load_run_config(EXAMPLE)
+    t = loaded.config.trainer
+    assert (t.max_steps, t.summary_freq, t.behaviours) == (120_000, 5000, {})
+    assert (t.hyperparameters.hidden_sizes, t.hyperparameters.batch_size, t.hyperparameters.buffer_size) == (
+        [64, 64], 256, 2048)
+    assert loaded.unsupported == ["behaviors.Seeker.time_horizon", "behaviors.Mover.time_horizon"]
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+NATIVE = {"env": {"source": "gymnasium", "id": "CartPole-v1"}, "trainer": {"max_steps": 100}}
+
+
+def write(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def started(monkeypatch) -> dict:
+    """What `sparring train` would start the env with; no Unity here, so starting it fails."""
+    seen: dict = {}
+
+    def make_env(config, log_dir=None, seed=0):
+        seen.update(config=config, log_dir=log_dir, seed=seed)
+        raise RuntimeError("no Unity build here")
+
+    monkeypatch.setattr("sparring.envs.factory.make_env", make_env)
+    return seen
+
+
+def test_train_warns_once_naming_every_unsupported_key(tmp_path, capsys, started):
+    config = write(tmp_path, SOCCER)
+    assert main(["train", str(config), "--results-dir", str(tmp_path / "results")]) == 2
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [f"sparring: warning: {config}: ignoring ML-Agents settings sparring does not support yet: "
+                        "behaviors.Goalie.time_horizon, behaviors.Goalie.self_play, "
+                        "behaviors.Striker.time_horizon, behaviors.Striker.self_play"]
+
+
+def test_mlagents_learn_flags_override_the_file(tmp_path, started):
+    config = write(tmp_path, {**BALL, "env_settings": {"env_path": "Builds/Old", "num_envs": 1}})
+    main(["train", str(config), "--results-dir", str(tmp_path / "results"), "--env", "Builds/Ball", "--num-envs", "4",
+          "--base-port", "6000", "--no-graphics", "--time-scale", "5", "--env-args", "--level", "2"])
+    env = started["config"]
+    assert (env.env_path, env.num_envs, env.base_port, env.no_graphics, env.time_scale, env.env_args) == (
+        "Builds/Ball", 4, 6000, True, 5.0, ["--level", "2"])
+
+
+def test_checkpoint_settings_name_the_run_unless_flags_do(tmp_path, started):
+    data = {**BALL, "checkpoint_settings": {"run_id": "ball", "results_dir": str(tmp_path / "out")}}
+    main(["train", str(write(tmp_path, data))])
+    assert started["log_dir"] == tmp_path / "out" / "ball" / "engines"
+    main(["train", str(write(tmp_path, data)), "--run-id", "mine", "--results-dir", str(tmp_path / "r")])
+    assert started["log_dir"] == tmp_path / "r" / "mine" / "engines"
+
+
+def test_env_flags_need_a_unity_env(tmp_path, capsys):
+    config = write(tmp_path, NATIVE)
+    assert main(["train", str(config), "--results-dir", str(tmp_path / "results"), "--env", "Builds/Game"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"sparring: error: --env: only for a Unity env, and {config} has env.source 'gymnasium'"
+    assert not (tmp_path / "results").exists()
+
+
+def test_num_envs_flag_applies_to_any_source():
+    native = RunConfig.model_validate(NATIVE)
+    assert apply_env_flags(native, {"num_envs": 8}, Path("c.yaml")).env.num_envs == 8
+    assert native.env.num_envs == 1
+
+
+def test_env_flag_values_are_checked_naming_the_flag():
+    unity = translate(BALL, "3DBall.yaml")[0]
+    with pytest.raises(UsageError, match="^--num-envs: Input should be greater than or equal to 1"):
+        apply_env_flags(unity, {"num_envs": 0}, Path("3DBall.yaml"))
+    with pytest.raises(UsageError, match="^--time-scale: "):
+        apply_env_flags(unity, {"time_scale": -1.0}, Path("3DBall.yaml"))
