@@ -1,0 +1,366 @@
+"""The self-play league: frozen snapshots, who plays whom, results and ratings, kept so a run resumes exactly.
+
+A *learner* is a policy being trained, named by its policy group and role
+(``"Striker/main"``, see :func:`learner_key`). A *player* is a frozen snapshot of
+a learner, kept while it is among the newest ``window`` of its (group, role).
+Learners face either themselves (:data:`LATEST`) or a player of their group,
+drawn as ML-Agents' ``self_play`` settings and AlphaStar's prioritized fictitious
+self-play (PFSP) say. Every finished game updates the payoff table (the learner's
+wins, draws and losses against each opponent) and the Elo ratings of both sides;
+games of more than two teams update OpenSkill ratings instead.
+
+On disk (``directory``, a run's ``league/`` folder)::
+
+    league.json              settings, players, learners, payoff, openskill, history, rng (see League.state_dict)
+    snapshots/<id>.pt        each player's weights (torch.save), the id made file-safe
+
+The league knows nothing of envs or trainers; torch is imported only to write
+and read snapshot weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from openskill.models import PlackettLuce
+from pydantic import BaseModel, ConfigDict, Field
+
+LATEST = "latest"
+"""The sampler's answer meaning "the current learner itself" (a mirror match)."""
+
+LEARNER_SUFFIX = " (learner)"
+"""How :attr:`League.history` names a learner's rows: ``"Striker/main (learner)"``."""
+
+ROLES = ("main", "main_exploiter", "league_exploiter")
+_ROLE = re.compile(r"(main|main_exploiter|league_exploiter)\d*")
+_SCORE_COLUMN = {1.0: 0, 0.5: 1, 0.0: 2}  # payoff row: [wins, draws, losses]
+
+
+class LeagueSettings(BaseModel):
+    """Self-play settings; the YAML ``self_play:`` section is validated against this (ML-Agents' keys, and ours)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    save_steps: int = Field(20000, ge=1, description="Learner steps between snapshots (ML-Agents).")
+    swap_steps: int = Field(2000, ge=1, description="Steps between opponent swaps (ML-Agents).")
+    team_change: int = Field(100000, ge=1, description="Steps before the learning team changes (ML-Agents).")
+    window: int = Field(
+        10, ge=1, description="Snapshots kept per (group, role); older ones leave sampling and the disk (ML-Agents)."
+    )
+    play_against_latest_model_ratio: float = Field(
+        0.5, ge=0, le=1, description="Probability of facing the current learner itself (ML-Agents)."
+    )
+    initial_elo: float = Field(1200.0, description="Every learner's starting Elo rating (ML-Agents).")
+    elo_k: float = Field(16.0, gt=0, description="Elo K-factor: the largest rating change one game makes.")
+    opponent_sampling: Literal["uniform", "pfsp", "latest"] = Field(
+        "pfsp", description="How a snapshot is drawn from the window: uniformly, by PFSP weight, or the newest."
+    )
+    pfsp_weighting: Literal["hard", "variance"] = Field(
+        "hard",
+        description="PFSP weight of a snapshot the learner beats with probability p: (1-p)^2 favours the hardest, "
+        "p(1-p) the evenly matched.",
+    )
+    main_exploiters: int = Field(0, ge=0, description="AlphaStar main exploiters (the trainer runs them).")
+    league_exploiters: int = Field(0, ge=0, description="AlphaStar league exploiters (the trainer runs them).")
+
+
+@dataclass
+class Player:
+    """One frozen snapshot of a learner."""
+
+    id: str  # unique: "<group>@<step>" for main, "<group>/<role>@<step>" otherwise
+    group: str  # policy group: the behaviour name without its "?team=..." suffix
+    role: str  # main | main_exploiter | league_exploiter, with an index when a league runs several
+    step: int  # the learner's step when it was taken
+    rating: float  # Elo
+    games: int
+
+
+@dataclass
+class Learner:
+    """A policy being trained: its own Elo (ML-Agents' Self-play/ELO) and games played, mirror matches included."""
+
+    rating: float
+    games: int = 0
+
+
+def learner_key(group: str, role: str = "main") -> str:
+    """How a learner is named in the payoff table and OpenSkill ratings: ``"<group>/<role>"``.
+
+    ``group`` may be a behaviour name; its ``?team=...`` suffix is dropped, since both teams share one policy.
+    """
+    return f"{group.partition('?')[0]}/{_check_role(role)}"
+
+
+def role_kind(role: str) -> str:
+    """What a role does, without its index: ``"main_exploiter1"`` -> ``"main_exploiter"``."""
+    return _check_role(role).rstrip("0123456789")
+
+
+def elo_expected(rating: float, opponent: float) -> float:
+    """The score Elo expects of a player rated ``rating`` against ``opponent``."""
+    return 1.0 / (1.0 + 10.0 ** ((opponent - rating) / 400.0))
+
+
+class League:
+    """Snapshots, opponent sampling, payoff table and ratings of a self-play run.
+
+    Args:
+        settings: the run's ``self_play`` settings.
+        directory: the run's ``league/`` folder for league.json and snapshot files; None keeps snapshots in memory
+            (and in :meth:`state_dict`).
+        seed: seeds the opponent sampler.
+    """
+
+    def __init__(self, settings: LeagueSettings, directory: Path | None = None, seed: int = 0) -> None:
+        self.settings = settings
+        self.directory = Path(directory) if directory is not None else None
+        self.rng = np.random.default_rng(seed)
+        self.players: dict[str, Player] = {}  # the window of every (group, role), oldest first
+        self.retired: dict[str, Player] = {}  # dropped from the window; games still in flight against them count
+        self.learners: dict[str, Learner] = {}
+        self.payoff: dict[str, dict[str, list[int]]] = {}  # learner key -> opponent id -> [wins, draws, losses]
+        self.openskill: dict[str, dict[str, float]] = {}  # participant -> {"mu", "sigma"}
+        self.history: list[dict[str, Any]] = []  # {"step", "player", "rating"} per Elo change and new snapshot
+        self._weights: dict[str, dict] = {}  # in-memory leagues only
+        self._evicted_files: list[Path] = []  # deleted by save(), once league.json no longer names them
+        self._openskill_model = PlackettLuce()
+
+    # -- snapshots ------------------------------------------------------------------
+
+    def add_snapshot(self, group: str, role: str, step: int, weights: dict) -> Player:
+        """Freeze ``weights`` (a state_dict) as a new player rated as its learner is now; the window drops its oldest.
+
+        The files of dropped players are deleted by the next :meth:`save`, so league.json on disk never names a
+        snapshot that is gone.
+        """
+        group, step = group.partition("?")[0], int(step)
+        learner = self._learner(learner_key(group, role))
+        player_id = f"{group}@{step}" if role == "main" else f"{group}/{role}@{step}"
+        if player_id in self.players or player_id in self.retired:
+            raise ValueError(f"league already has a snapshot {player_id!r}; one snapshot per (group, role, step)")
+        if self.directory is None:
+            self._weights[player_id] = copy.deepcopy(weights)  # a live state_dict shares storage with the learner
+        else:
+            import torch
+
+            path = self._snapshot_path(player_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".pt.tmp")
+            torch.save(weights, tmp)
+            os.replace(tmp, path)
+        player = Player(player_id, group, role, step, learner.rating, games=0)
+        self.players[player_id] = player
+        self.history.append({"step": step, "player": player_id, "rating": player.rating})
+        same = [p for p in self.players.values() if p.group == group and p.role == role]
+        for old in same[: max(0, len(same) - self.settings.window)]:
+            self.retired[old.id] = self.players.pop(old.id)
+            if self.directory is None:
+                del self._weights[old.id]
+            else:
+                self._evicted_files.append(self._snapshot_path(old.id))
+        return player
+
+    def snapshot_weights(self, player_id: str) -> dict:
+        """The weights of a player in the window (a fresh copy each call)."""
+        if player_id not in self.players:
+            where = "was dropped from the window" if player_id in self.retired else "is not in the league"
+            raise KeyError(f"snapshot {player_id!r} {where}; its weights are gone")
+        if self.directory is None:
+            return copy.deepcopy(self._weights[player_id])
+        import torch
+
+        return torch.load(self._snapshot_path(player_id), map_location="cpu", weights_only=False)
+
+    # -- opponents ------------------------------------------------------------------
+
+    def sample_opponent(self, group: str, role: str = "main") -> str:
+        """The opponent a learner plays next: :data:`LATEST` (itself) or a player id of its group.
+
+        A main exploiter always faces the newest main snapshot (LATEST before there is one). Other roles face
+        LATEST with probability ``play_against_latest_model_ratio`` (always while the group has no snapshot),
+        otherwise a snapshot of any role of the group, drawn by ``opponent_sampling``.
+        """
+        if role_kind(role) == "main_exploiter":
+            mains = self._snapshots(group, role="main")
+            return mains[-1].id if mains else LATEST
+        candidates = self._snapshots(group)
+        if not candidates or self.rng.random() < self.settings.play_against_latest_model_ratio:
+            return LATEST
+        ids = [p.id for p in candidates]
+        if self.settings.opponent_sampling == "latest":
+            return ids[-1]
+        if self.settings.opponent_sampling == "uniform":
+            return ids[self.rng.integers(len(ids))]
+        return ids[self.rng.choice(len(ids), p=self.pfsp_weights(group, ids, role))]
+
+    def pfsp_weights(self, group: str, candidates: list[str], role: str = "main") -> np.ndarray:
+        """PFSP sampling probabilities of ``candidates`` for a learner: f(p) normalised, p its win rate against each.
+
+        A snapshot never played counts as p = 0.5; if every weight is 0 (say, the learner beats them all under
+        "hard"), the draw is uniform.
+        """
+        p = np.array([self.win_rate(group, c, role) for c in candidates], dtype=np.float64)
+        p = np.where(np.isnan(p), 0.5, p)
+        f = (1.0 - p) ** 2 if self.settings.pfsp_weighting == "hard" else p * (1.0 - p)
+        if f.sum() == 0:
+            f = np.ones_like(f)
+        return f / f.sum()
+
+    def win_rate(self, group: str, opponent_id: str, role: str = "main") -> float:
+        """The learner's score against ``opponent_id`` over their games (draws count half); nan if never played."""
+        wins, draws, losses = self.payoff.get(learner_key(group, role), {}).get(opponent_id, (0, 0, 0))
+        games = wins + draws + losses
+        return (wins + 0.5 * draws) / games if games else math.nan
+
+    # -- results --------------------------------------------------------------------
+
+    def learner_rating(self, group: str, role: str = "main") -> float:
+        """The learner's own Elo (ML-Agents' Self-play/ELO); ``initial_elo`` before its first game."""
+        learner = self.learners.get(learner_key(group, role))
+        return learner.rating if learner is not None else self.settings.initial_elo
+
+    def record(self, group: str, opponent_id: str, score: float, step: int, role: str = "main") -> None:
+        """One finished game of a learner: ``score`` 1 win, 0.5 draw, 0 loss against a player id or LATEST.
+
+        Updates the payoff table, games counts and the Elo of both sides (the player gets the mirrored change).
+        A mirror match (LATEST) counts in the payoff table but rates nobody, as in ML-Agents.
+        """
+        if score not in _SCORE_COLUMN:
+            raise ValueError(f"game score must be 1 (win), 0.5 (draw) or 0 (loss), got {score!r}")
+        score, step = float(score), int(step)  # numpy scalars would not go into league.json
+        key = learner_key(group, role)
+        opponent = None if opponent_id == LATEST else self._player(opponent_id)
+        learner = self._learner(key)
+        self.payoff.setdefault(key, {}).setdefault(opponent_id, [0, 0, 0])[_SCORE_COLUMN[score]] += 1
+        learner.games += 1
+        if opponent is None:
+            return
+        opponent.games += 1
+        change = self.settings.elo_k * (score - elo_expected(learner.rating, opponent.rating))
+        learner.rating += change
+        opponent.rating -= change
+        self.history.append({"step": step, "player": key + LEARNER_SUFFIX, "rating": learner.rating})
+        self.history.append({"step": step, "player": opponent.id, "rating": opponent.rating})
+
+    def record_ranking(self, participants: list[str], ranks: list[int], step: int) -> None:
+        """One finished game of more than two teams: OpenSkill (Plackett-Luce) ratings of every participant move.
+
+        ``participants`` are player ids or learner keys (``"<group>/<role>"``); ``ranks[i]`` is participant i's
+        place, 0 best, equal ranks a tie. Elo ratings and the payoff table are for two-sided games and stay as
+        they are. ``step`` is accepted for symmetry with :meth:`record`.
+        """
+        if len(participants) != len(ranks) or len(participants) < 2 or len(set(participants)) != len(participants):
+            raise ValueError(f"a ranking needs two or more distinct participants, one rank each; got "
+                             f"{participants!r} ranked {ranks!r}")
+        for participant in participants:
+            if participant not in self.players and participant not in self.retired:
+                group, _, role = participant.rpartition("/")
+                if not group:
+                    raise KeyError(f"{participant!r} is neither a player of the league nor a learner '<group>/<role>'")
+                self._learner(learner_key(group, role))
+        model = self._openskill_model
+        teams = [[model.rating(**self.openskill.get(p, {}))] for p in participants]
+        for participant, (rating,) in zip(participants, model.rate(teams, ranks=list(ranks))):
+            self.openskill[participant] = {"mu": rating.mu, "sigma": rating.sigma}
+
+    # -- persistence ----------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything the league knows, as JSON-ready data (an in-memory league adds its snapshots' weights).
+
+        Layout: ``settings``; ``players`` and ``retired`` (lists of Player fields, oldest first); ``learners``
+        (key -> {"rating", "games"}); ``payoff`` (learner key -> opponent id -> [wins, draws, losses]);
+        ``openskill`` (participant -> {"mu", "sigma"}); ``history`` (rows {"step", "player", "rating"});
+        ``rng`` (the sampler's bit generator state).
+        """
+        state = {
+            "settings": self.settings.model_dump(),
+            "players": [asdict(p) for p in self.players.values()],
+            "retired": [asdict(p) for p in self.retired.values()],
+            "learners": {key: asdict(learner) for key, learner in self.learners.items()},
+            "payoff": copy.deepcopy(self.payoff),
+            "openskill": copy.deepcopy(self.openskill),
+            "history": list(self.history),  # rows are never changed once written
+            "rng": self.rng.bit_generator.state,
+        }
+        if self.directory is None:
+            state["weights"] = copy.deepcopy(self._weights)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`. The league keeps its own settings (the run's config decides them)."""
+        if self.directory is None and state["players"] and "weights" not in state:
+            raise ValueError("an in-memory league needs its snapshots' weights; this state was saved by a league "
+                             "on disk, so load it with League.load(directory)")
+        self.players = {p["id"]: Player(**p) for p in state["players"]}
+        self.retired = {p["id"]: Player(**p) for p in state["retired"]}
+        self.learners = {key: Learner(**learner) for key, learner in state["learners"].items()}
+        self.payoff = copy.deepcopy(state["payoff"])
+        self.openskill = copy.deepcopy(state["openskill"])
+        self.history = list(state["history"])
+        self.rng.bit_generator.state = state["rng"]
+        self._evicted_files = []  # an older state may hold them in its window again
+        if self.directory is None:
+            self._weights = copy.deepcopy(state.get("weights", {}))
+
+    def save(self) -> None:
+        """Write ``directory/league.json`` atomically, then delete the files of snapshots dropped from the window."""
+        if self.directory is None:
+            raise ValueError("an in-memory league has no directory to save to; use state_dict()")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / "league.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.state_dict(), indent=1))
+        os.replace(tmp, path)
+        for file in self._evicted_files:
+            file.unlink(missing_ok=True)
+        self._evicted_files.clear()
+
+    @classmethod
+    def load(cls, directory: Path) -> League:
+        """The league saved in ``directory`` (its league.json and snapshot files), with the settings it was run with."""
+        directory = Path(directory)
+        state = json.loads((directory / "league.json").read_text())
+        league = cls(LeagueSettings.model_validate(state["settings"]), directory)
+        league.load_state_dict(state)
+        return league
+
+    # -- internals ------------------------------------------------------------------
+
+    def _snapshots(self, group: str, role: str | None = None) -> list[Player]:
+        """The window of a group (one role, or all), oldest first."""
+        group = group.partition("?")[0]
+        found = [p for p in self.players.values() if p.group == group and (role is None or p.role == role)]
+        return sorted(found, key=lambda p: p.step)
+
+    def _player(self, player_id: str) -> Player:
+        player = self.players.get(player_id) or self.retired.get(player_id)
+        if player is None:
+            raise KeyError(f"no player {player_id!r} in the league (players are '<group>@<step>' ids, or {LATEST!r})")
+        return player
+
+    def _learner(self, key: str) -> Learner:
+        return self.learners.setdefault(key, Learner(self.settings.initial_elo))
+
+    def _snapshot_path(self, player_id: str) -> Path:
+        """``snapshots/<id>.pt``, the id made file-safe; a hash of the id keeps altered names unique."""
+        safe = re.sub(r"[^\w.@-]", "_", player_id)
+        if safe != player_id:
+            safe += "-" + hashlib.sha1(player_id.encode()).hexdigest()[:8]
+        return self.directory / "snapshots" / f"{safe}.pt"
+
+
+def _check_role(role: str) -> str:
+    if not _ROLE.fullmatch(role):
+        raise ValueError(f"role {role!r}: must be one of {', '.join(ROLES)}, optionally indexed (main_exploiter0)")
+    return role
