@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,24 +369,32 @@ class PPO:
             # A resumed run restarts its episodes from a seed derived from its position, so it stays reproducible.
             self._current = self.env.reset(seed=self.seed + self.num_updates)
         if self._rollout_steps is None:
-            self._rollout_steps = self._derive_rollout_steps(self._current)
+            self._rollout_steps = self._derive_rollout_steps()
         while self.num_steps < total_steps:
             self._collect_rollout()
             progress = self.num_steps / total_steps
             reports = {
-                name: learner.update(self._current[name].decisions, progress, self.generator)
+                name: learner.update(self._learner_decisions(name), progress, self.generator)
                 for name, learner in self.learners.items()
             }
             self.num_updates += 1
+            self._after_update()
             if callback is not None:
                 callback(self, UpdateReport(self.num_steps, reports))
         return self
 
-    def _derive_rollout_steps(self, first: StepResult) -> int:
+    def _learner_decisions(self, name: str) -> DecisionSteps:
+        """The decisions learner ``name`` takes now: the rollout bootstraps from them."""
+        return self._current[name].decisions
+
+    def _after_update(self) -> None:
+        """Between rollouts (self-play swaps opponents and takes snapshots here)."""
+
+    def _derive_rollout_steps(self) -> int:
         """``n_steps``, or from ``buffer_size`` and the agents deciding at the first reset (see PPOSettings)."""
         if self.settings.buffer_size is None:
             return self.settings.n_steps
-        deciding = [len(first[name].decisions) for name in self.learners]
+        deciding = [len(self._learner_decisions(name)) for name in self.learners]
         return max(-(-self.settings.buffer_size // n) for n in deciding if n) if any(deciding) else self.settings.n_steps
 
     def _collect_rollout(self) -> None:
@@ -445,7 +454,8 @@ class PPO:
             raise ValueError(f"checkpoint behaviours {sorted(state['policies'])} differ from the env's {sorted(self.learners)}")
         for name, learner in self.learners.items():
             learner.policy.load_state_dict(state["policies"][name])
-            learner.optimizer.load_state_dict(state["optimizers"][name])
+            # a copy: torch's optimizer would otherwise share its moment tensors with ``state``
+            learner.optimizer.load_state_dict(copy.deepcopy(state["optimizers"][name]))
             learner.recorded_obs = state.get("recorded_obs", {}).get(name, learner.recorded_obs)
         self.num_steps = state["num_steps"]
         self.num_updates = state["num_updates"]

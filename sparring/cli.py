@@ -5,6 +5,7 @@
     sparring export RUN_DIR [--behaviour NAME] [--format native|mlagents|godot] [--out PATH]
     sparring play MODEL.onnx [MODEL.onnx ...] --config CONFIG.yaml [--episodes N]
     sparring check-engine [--transport grpc|tcp] [--port N] [--steps N] [COMMAND ...]
+    sparring league RUN_DIR [--plot PATH]
 
 CONFIG is a sparring config or an ML-Agents trainer config (see sparring.mlagents_config);
 the environment flags are mlagents-learn's, and override the file as they do there.
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--timeout", type=float, default=30.0, help="seconds the engine has for each answer")
     check.add_argument("--headless-flag", help="flag added to the engine's command line")
     check.add_argument("command", nargs=argparse.REMAINDER, help="the engine to launch and its arguments")
+    league = commands.add_parser("league", help="a self-play run's league: its ratings as a table and over training")
+    league.add_argument("run_dir", type=Path, help="results/<run-id> of a self-play run")
+    league.add_argument("--plot", type=Path, help="where the PNG goes (default: RUN_DIR/league/ratings.png)")
     args = parser.parse_args(argv)
     try:
         if args.subcommand == "check-engine":
@@ -90,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.subcommand == "play":
             return _play(args)
+        if args.subcommand == "league":
+            return _league(args)
         return _train(args)
     except UsageError as exc:
         print(f"sparring: error: {exc}", file=sys.stderr)
@@ -133,7 +139,6 @@ def _train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from sparring.agents import PPO
     from sparring.envs.factory import make_env
     from sparring.run import RunLogger
 
@@ -144,8 +149,7 @@ def _train(args: argparse.Namespace) -> int:
     except Exception as exc:  # anything the env's own constructor raises is a problem with env: in the config
         raise UsageError(f"{args.config}: env: cannot start {config.env.label!r}: {type(exc).__name__}: {exc}") from None
     with env:
-        model = PPO(env, seed=config.seed, behaviour_settings=config.trainer.behaviours,
-                    **config.trainer.hyperparameters.model_dump())
+        model = _trainer(config, env, run.path / "league")
         if checkpoint is not None:
             model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
             print(f"resuming {run_id} from {checkpoint} at step {model.num_steps}", file=sys.stderr)
@@ -177,6 +181,20 @@ def _train(args: argparse.Namespace) -> int:
         print(f"sparring: export failed: {exc}; the trained model is kept in {run.final}", file=sys.stderr)
         return 1
     return 0
+
+
+def _trainer(config: RunConfig, env, league_dir: Path):
+    """PPO, or PPO by self-play against a league kept in ``league_dir`` when the config has ``self_play``."""
+    from sparring.agents import PPO
+
+    options = dict(seed=config.seed, behaviour_settings=config.trainer.behaviours,
+                   **config.trainer.hyperparameters.model_dump())
+    if config.trainer.self_play is None:
+        return PPO(env, **options)
+    from sparring.agents.selfplay import League
+    from sparring.agents.selfplay.trainer import SelfPlay
+
+    return SelfPlay(env, League(config.trainer.self_play, league_dir, seed=config.seed), **options)
 
 
 def apply_env_flags(config: RunConfig, flags: dict[str, Any], source: Path) -> RunConfig:
@@ -242,6 +260,23 @@ class _ByBehaviour:
 
     def predict(self, obs, behaviour=None, action_mask=None, deterministic=True):
         return self.policies[behaviour].predict(obs, behaviour, action_mask, deterministic)
+
+
+def _league(args: argparse.Namespace) -> int:
+    from sparring.agents.selfplay.league import League
+    from sparring.league_report import report
+
+    directory = args.run_dir / "league"
+    if not (directory / "league.json").is_file():
+        raise UsageError(f"league: {args.run_dir} has no league (no league/league.json); only self-play runs "
+                         "(a self_play: section in the config) keep one")
+    try:
+        league = League.load(directory)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"league: {directory / 'league.json'} is not a league this version reads: "
+                         f"{type(exc).__name__}: {exc}") from None
+    report(league, args.plot or directory / "ratings.png")
+    return 0
 
 
 def _check_engine(args: argparse.Namespace) -> int:

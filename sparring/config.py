@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sparring.agents.ppo import ROLLOUT_SETTINGS, PPOSettings
+from sparring.agents.selfplay.league import LeagueSettings
 
 
 class ConfigError(ValueError):
@@ -147,6 +148,9 @@ class TrainerConfig(_Strict):
     checkpoint_interval: int = Field(50_000, ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(5, ge=1, description="Newest checkpoints kept on disk.")
     hyperparameters: PPOSettings = Field(default_factory=PPOSettings)
+    self_play: LeagueSettings | None = Field(
+        None, description="Train by self-play against a league of snapshots (ML-Agents' self_play keys, plus ours)."
+    )
     behaviours: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per behaviour name, hyperparameters that differ from `hyperparameters` (as ML-Agents' behaviors:).",

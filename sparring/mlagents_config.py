@@ -45,6 +45,9 @@ merged under every behaviour first, as ML-Agents does)::
                                                   curricula are reported)
     checkpoint_settings.run_id, resume, force,    what ``sparring train``'s flags of the same names do
       results_dir                                   (the flags win), see :func:`run_options`
+    B.self_play.save_steps, swap_steps,           trainer.self_play: the same names (a self-play league,
+      team_change, window, initial_elo,             snapshots drawn uniformly from the window as ML-Agents
+      play_against_latest_model_ratio               does; PFSP and roles are sparring's own keys)
 
     (1) The rollout is shared by all behaviours: differing buffer sizes become the largest (reported).
     (2) ML-Agents decays beta with ``beta_schedule`` (default: learning_rate_schedule); sparring's
@@ -64,7 +67,8 @@ trajectory: GAE bootstraps from the value at the end of each rollout instead),
 ``hyperparameters.shared_critic``, ``network_settings.memory`` and ``deterministic``,
 ``vis_encode_type`` other than ``simple`` (the default only concerns visual
 observations, which sparring flattens into its MLP's input), reward signals other than
-extrinsic, ``extrinsic.strength`` other than 1, ``self_play`` (a later version),
+extrinsic, ``extrinsic.strength`` other than 1, ``self_play`` sections that differ
+between behaviours (one league serves them all: the first behaviour's is used),
 ``behavioral_cloning``, ``init_path``, ``threaded: true``, ``even_checkpoints: true``,
 ``env_settings.num_areas`` other than 1, restart rate limits,
 ``engine_settings.no_graphics_monitor``, ``checkpoint_settings.initialize_from``,
@@ -288,7 +292,6 @@ _HONOURED_IN_BEHAVIOUR: dict[str, Callable[[Any], bool]] = {
     "even_checkpoints": _off,
     "threaded": _off,
     "init_path": _off,
-    "self_play": _off,
     "behavioral_cloning": _off,
 }
 _HONOURED_IN_RUN: dict[str, Callable[[Any], bool]] = {
@@ -360,6 +363,10 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
         "hyperparameters": {**shared, "buffer_size": buffer_size},
         "behaviours": {name: diff for name, s in settings.items() if (diff := _differences(s, shared))},
     }
+    self_play, ignored_self_play = _self_play(named)
+    if self_play is not None:
+        trainer["self_play"] = self_play
+    ignored += ignored_self_play
 
     env, engine = file.env_settings, file.engine_settings
     parameters, ignored_parameters = _environment_parameters(file.environment_parameters or {}, source)
@@ -379,6 +386,17 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
     except ValidationError as exc:  # the checks above should have caught it; say what it became
         raise ConfigError(f"{source}: translated to sparring's config: {describe_validation_error(exc)}") from None
     return config, ignored + ignored_parameters
+
+
+def _self_play(named: Mapping[str, _Behaviour]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The league's settings from the behaviours' ``self_play`` sections (one league: they must agree)."""
+    sections = {name: b.self_play.model_dump(exclude_none=True) for name, b in named.items() if b.self_play is not None}
+    if not sections:
+        return None, []
+    first_name, first = next(iter(sections.items()))
+    differing = [f"behaviors.{name}.self_play (the league uses behaviors.{first_name}.self_play)"
+                 for name, section in sections.items() if section != first]
+    return {"opponent_sampling": "uniform", **first}, differing  # ML-Agents draws uniformly from the window
 
 
 def run_options(data: Mapping[str, Any], source: str) -> dict[str, Any]:

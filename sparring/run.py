@@ -56,6 +56,9 @@ class RunDirectory:
     def save_checkpoint(self, model: PPO, keep: int) -> Path:
         path = self.checkpoints / f"step_{model.num_steps}.pt"
         model.save(path)
+        league = getattr(model, "league", None)
+        if league is not None:  # self-play: league.json for `sparring league`, as of this checkpoint
+            league.save()
         for old in self.checkpoint_files()[:-keep]:
             old.unlink()
         return path
@@ -76,6 +79,7 @@ class RunLogger:
         self._env_counters = getattr(model.env, "metrics", None)
         self._env_writer = SummaryWriter(str(run.tensorboard / "Engines")) if self._env_counters is not None else None
         self.trainer = config.trainer
+        self._league = getattr(model, "league", None)  # self-play runs log the learners' Elo as ML-Agents does
         self.console = console or Console(stderr=True)
         self.writers = {name: SummaryWriter(str(run.tensorboard / name)) for name in model.specs}
         self._metrics_file = run.metrics.open("a")
@@ -126,6 +130,8 @@ class RunLogger:
                 metrics["Environment/Episode Length"] = float(lengths.mean())
             metrics["Environment/Episodes"] = float(len(returns))
             metrics["Performance/Steps per Second"] = rate
+            if self._league is not None:
+                metrics["Self-play/ELO"] = self._league.learner_rating(name)
             self._record(self.writers[name], name, metrics, report.step)
             self.last_summary[name] = metrics
             mean = metrics.get("Environment/Cumulative Reward")

@@ -164,14 +164,17 @@ def test_differing_buffer_sizes_share_the_largest_and_say_so():
     assert "behaviors.Goalie.hyperparameters.buffer_size (all behaviours share the largest, 20480)" in unsupported
 
 
-def test_self_play_file_reports_exactly_the_unsupported_keys():
+def test_self_play_file_becomes_a_league_and_reports_exactly_the_unsupported_keys():
+    """SOCCER's Goalie swaps every 1000 steps, its Striker every 4000: one league takes the first's settings."""
     config, unsupported = translate(SOCCER, "f.yaml")
-    assert sorted(unsupported) == [
-        "behaviors.Goalie.self_play", "behaviors.Goalie.time_horizon",
-        "behaviors.Striker.self_play", "behaviors.Striker.time_horizon",
-    ]
+    assert sorted(unsupported) == ["behaviors.Goalie.time_horizon",
+                                   "behaviors.Striker.self_play (the league uses behaviors.Goalie.self_play)",
+                                   "behaviors.Striker.time_horizon"]
     assert config.trainer.max_steps == 60_000_000
     assert config.trainer.hyperparameters.lr_schedule == "constant"
+    league = config.trainer.self_play
+    assert (league.save_steps, league.swap_steps, league.team_change, league.window) == (50_000, 1000, 200_000, 10)
+    assert league.play_against_latest_model_ratio == 0.5 and league.opponent_sampling == "uniform"
 
 
 def test_a_resolved_mlagents_configuration_reports_only_what_asks_for_more():
@@ -256,7 +259,6 @@ REPORTED = [
     ("behaviors.A.even_checkpoints", True),
     ("behaviors.A.threaded", True),
     ("behaviors.A.init_path", "results/old/A"),
-    ("behaviors.A.self_play", {}),
     ("behaviors.A.behavioral_cloning", {"demo_path": "expert.demo"}),
     ("default_settings.time_horizon", 128),
     ("env_settings.num_areas", 2),
@@ -370,8 +372,8 @@ def test_train_warns_once_naming_every_unsupported_key(tmp_path, capsys, started
     assert main(["train", str(config), "--results-dir", str(tmp_path / "results")]) == 2
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [f"sparring: warning: {config}: ignoring ML-Agents settings sparring does not support yet: "
-                        "behaviors.Goalie.time_horizon, behaviors.Goalie.self_play, "
-                        "behaviors.Striker.time_horizon, behaviors.Striker.self_play"]
+                        "behaviors.Goalie.time_horizon, behaviors.Striker.time_horizon, "
+                        "behaviors.Striker.self_play (the league uses behaviors.Goalie.self_play)"]
 
 
 def test_mlagents_learn_flags_override_the_file(tmp_path, started):

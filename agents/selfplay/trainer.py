@@ -1,0 +1,258 @@
+"""Self-play: PPO learners that train against frozen snapshots of themselves, drawn from a league.
+
+Every decision of the env is routed either to a *learner* (trained, its rows kept
+in the rollout) or to an *opponent* (a frozen snapshot, or the learner itself,
+acting but never trained on). Which rows are the learner's depends on the game:
+
+- **Symmetric seats** (one behaviour, several seats per game, no team ids: a
+  PettingZoo board game). In each game copy the learner plays one seat per
+  episode, rotating every episode; the other seats play the current opponent.
+- **Sides** (behaviours with team ids, ``"Striker?team=1"``, or several behaviour
+  groups: asymmetric games). One side learns at a time and the learning side
+  changes every ``team_change`` learner steps, as ML-Agents' ``team_change``; every
+  other side plays an opponent of its own group. Behaviours that differ only by
+  their team suffix share one policy (their *group*), as in ML-Agents.
+
+Every ``save_steps`` learner steps the learning group's policy is frozen into the
+league; every ``swap_steps`` each group's opponent is drawn again
+(:meth:`League.sample_opponent`: the latest policy, uniform over the window, or
+prioritized fictitious self-play). A learner episode that ends (not truncated)
+is a game: its final reward's sign is the result (win, draw, loss, as in
+ML-Agents), which updates the payoff table and Elo ratings.
+
+The checkpoint (:meth:`state_dict`) holds the league and the routing state, so a
+resumed run continues exactly; its policies are keyed by group, so
+``sparring export`` and :meth:`PPO.load` read it like any PPO run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from sparring.agents.policy import BehaviourPolicy
+from sparring.agents.ppo import PPO
+from sparring.agents.selfplay.league import LATEST, League
+from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
+from sparring.envs.vector import ID_STRIDE
+from sparring.spec import BehaviourSpec, empty_actions, obs_take
+
+
+def group_of(behaviour: str) -> str:
+    """The policy a behaviour plays with: its name without an ML-Agents team suffix."""
+    return behaviour.partition("?")[0]
+
+
+def _take_decisions(d: DecisionSteps, rows: np.ndarray) -> DecisionSteps:
+    return DecisionSteps(d.agent_ids[rows], obs_take(d.obs, rows), d.rewards[rows],
+                         None if d.action_mask is None else d.action_mask[rows])
+
+
+def _take_terminals(t: TerminalSteps, rows: np.ndarray) -> TerminalSteps:
+    return TerminalSteps(t.agent_ids[rows], obs_take(t.obs, rows), t.rewards[rows], t.truncated[rows])
+
+
+def game_score(final_rewards: np.ndarray) -> np.ndarray:
+    """ML-Agents' result of a game from the final reward: 1 win (> 0), 0.5 draw (0), 0 loss (< 0)."""
+    return 0.5 + 0.5 * np.sign(final_rewards)
+
+
+class SelfPlay(PPO):
+    """PPO that learns by self-play against a :class:`League` (see the module docstring).
+
+    Args:
+        env: a two-or-more-sided game: one behaviour with ``seats`` seats per game copy,
+            or behaviours with team ids / several behaviour groups.
+        league: where snapshots, ratings and results are kept (its settings are ML-Agents'
+            ``self_play`` keys plus ours).
+        seats: seats per game copy for symmetric games (agent ids ``copy * 2**32 + seat``).
+        seed, behaviour_settings, **settings: as :class:`PPO` (behaviour settings by group name).
+    """
+
+    def __init__(
+        self,
+        env: MultiAgentEnv,
+        league: League,
+        seed: int = 0,
+        seats: int = 2,
+        behaviour_settings: Mapping[str, Mapping[str, object]] | None = None,
+        **settings: object,
+    ) -> None:
+        self.group_of = {name: group_of(name) for name in env.specs}
+        groups: dict[str, BehaviourSpec] = {}
+        for name, spec in env.specs.items():
+            group = self.group_of[name]
+            first = groups.setdefault(group, BehaviourSpec(group, spec.observation_space, spec.action_space))
+            if (first.observation_space, first.action_space) != (spec.observation_space, spec.action_space):
+                raise ValueError(f"behaviours of group {group!r} must share spaces to share a policy; "
+                                 f"{name!r} differs")
+        exploiters = league.settings.main_exploiters + league.settings.league_exploiters
+        if exploiters:
+            raise ValueError(f"self_play: {exploiters} exploiter(s) asked for, but this trainer trains only the main "
+                             "learner so far; set main_exploiters and league_exploiters to 0")
+        super().__init__(None, seed=seed, specs=groups, behaviour_settings=behaviour_settings, **settings)
+        self.env = env
+        self.league = league
+        self.seats = seats
+        self.team_of = {name: spec.team_id for name, spec in env.specs.items()}
+        self.symmetric = len(groups) == 1 and all(team is None for team in self.team_of.values())
+        # the sides that take turns at learning: (group, team) per behaviour, in a fixed order
+        self.sides = sorted({(self.group_of[n], -1 if t is None else t) for n, t in self.team_of.items()})
+        if not self.symmetric and len(self.sides) < 2:
+            raise ValueError(f"self-play needs two sides: behaviours {sorted(env.specs)} have one group and no teams")
+        self.learning_side = 0
+        self.learner_seat = np.zeros(0, np.int64)  # per game copy (symmetric games)
+        self.opponents = {group: LATEST for group in groups}
+        self._opponent_policies: dict[str, BehaviourPolicy] = {}  # snapshot id -> its policy, until the next swap
+        self.marks = {"snapshot": 0, "swap": 0, "team_change": 0}  # learner step of each schedule's last event
+
+    # -- routing ----------------------------------------------------------------
+
+    @property
+    def learning_group(self) -> str:
+        return self.sides[self.learning_side][0]
+
+    @property
+    def current_opponent(self) -> str:
+        """Who the learner plays now: its group's opponent, or in asymmetric games the next side's."""
+        if self.symmetric:
+            return self.opponents[self.learning_group]
+        group = self.sides[(self.learning_side + 1) % len(self.sides)][0]
+        return self.opponents[group]
+
+    def _learner_rows(self, behaviour: str, agent_ids: np.ndarray) -> np.ndarray:
+        """Which rows of ``behaviour``'s batch (by agent id) the learner plays now."""
+        if self.symmetric:
+            copies, seats = np.divmod(agent_ids, ID_STRIDE)
+            self._cover(copies)
+            return seats == self.learner_seat[copies]
+        group, team = self.sides[self.learning_side]
+        mine = (self.group_of[behaviour], -1 if self.team_of[behaviour] is None else self.team_of[behaviour])
+        return np.full(len(agent_ids), mine == (group, team))
+
+    def _cover(self, copies: np.ndarray) -> None:
+        """Seat assignments for game copies seen for the first time: copy c starts in seat c % seats."""
+        if len(copies) and copies.max() >= len(self.learner_seat):
+            new = np.arange(len(self.learner_seat), copies.max() + 1)
+            self.learner_seat = np.concatenate([self.learner_seat, new % self.seats])
+
+    def _opponent_policy(self, group: str) -> BehaviourPolicy:
+        opponent = self.opponents[group]
+        if opponent != LATEST and opponent not in self.league.players:  # left the window since it was drawn
+            opponent = self.opponents[group] = self.league.sample_opponent(group)
+        if opponent == LATEST:
+            return self.learners[group].policy
+        policy = self._opponent_policies.get(opponent)
+        if policy is None:
+            s = self.settings_of(group)
+            policy = BehaviourPolicy(self.specs[group], s.hidden_sizes, s.activation, s.normalize_obs)
+            policy.load_state_dict(self.league.snapshot_weights(opponent))
+            self._opponent_policies[opponent] = policy
+        return policy
+
+    # -- the rollout --------------------------------------------------------------
+
+    def _collect_rollout(self) -> None:
+        for _ in range(self._rollout_steps):
+            actions = {}
+            for name, part in self._current.items():
+                decisions = part.decisions
+                if not len(decisions):
+                    continue
+                group = self.group_of[name]
+                mine = self._learner_rows(name, decisions.agent_ids)
+                out = empty_actions(self.env.specs[name], len(decisions))
+                if mine.any():
+                    out[mine] = self.learners[group].act(_take_decisions(decisions, mine), self.generator)
+                    self.num_steps += int(mine.sum())
+                if not mine.all():
+                    out[~mine] = self._opponent_act(group, _take_decisions(decisions, ~mine))
+                actions[name] = out
+            self._current = self.env.step(actions)
+            self._observe(self._current)
+
+    @torch.no_grad()
+    def _opponent_act(self, group: str, decisions: DecisionSteps) -> np.ndarray:
+        policy = self._opponent_policy(group)
+        x = policy.normalize(policy.flatten_obs(decisions.obs))
+        mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)
+        action, _, _ = policy.sample(x, mask, self.generator)
+        return policy.env_actions(action)
+
+    def _observe(self, result: StepResult) -> None:
+        """Hand the learner its rows; games that ended update the league; seats rotate between episodes."""
+        for name, part in result.items():
+            group = self.group_of[name]
+            terminals = part.terminals
+            ended = self._learner_rows(name, terminals.agent_ids)
+            if self.symmetric and len(terminals):
+                copies = np.unique(terminals.agent_ids // ID_STRIDE)
+                self.learner_seat[copies] = (self.learner_seat[copies] + 1) % self.seats
+            lost = part.lost[self._learner_rows(name, part.lost)] if len(part.lost) else part.lost
+            decided = self._learner_rows(name, part.decisions.agent_ids)
+            if group != self.learning_group:
+                continue
+            mine = BehaviourStep(_take_decisions(part.decisions, decided), _take_terminals(terminals, ended), lost)
+            self.learners[group].observe(mine)
+            games = ended & ~terminals.truncated
+            for score in game_score(terminals.rewards[games]):
+                self.league.record(group, self.current_opponent, float(score), self.num_steps)
+
+    def _learner_decisions(self, name: str) -> DecisionSteps:
+        parts = [(behaviour, self._current[behaviour].decisions) for behaviour, g in self.group_of.items() if g == name]
+        taken = [_take_decisions(d, self._learner_rows(behaviour, d.agent_ids)) for behaviour, d in parts]
+        if len(taken) == 1:
+            return taken[0]
+        return next((d for d in taken if len(d)), taken[0])  # only one side of a group learns at a time
+
+    # -- schedules ------------------------------------------------------------------
+
+    def learn(self, total_steps: int, callback=None) -> SelfPlay:
+        for group in self.learners:
+            if not any(p.group == group for p in self.league.players.values()):
+                self.league.add_snapshot(group, "main", self.num_steps, self._weights(group))
+        return super().learn(total_steps, callback)
+
+    def _after_update(self) -> None:
+        s, step = self.league.settings, self.num_steps
+        if step - self.marks["snapshot"] >= s.save_steps:
+            self.league.add_snapshot(self.learning_group, "main", step, self._weights(self.learning_group))
+            self.marks["snapshot"] = step
+        if not self.symmetric and step - self.marks["team_change"] >= s.team_change:
+            # the rows the old side collected were trained on just now; its open episodes are not the learner's any more
+            learner = self.learners[self.learning_group]
+            learner.buffer.drop(np.arange(len(learner.buffer.pending)))
+            self.learning_side = (self.learning_side + 1) % len(self.sides)
+            self.marks["team_change"] = step
+        if step - self.marks["swap"] >= s.swap_steps:
+            self.opponents = {group: self.league.sample_opponent(group) for group in self.learners}
+            self._opponent_policies.clear()
+            self.marks["swap"] = step
+
+    def _weights(self, group: str) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.learners[group].policy.state_dict().items()}
+
+    # -- persistence ------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["self_play"] = {
+            "league": self.league.state_dict(),
+            "learning_side": self.learning_side,
+            "learner_seat": self.learner_seat.copy(),
+            "opponents": dict(self.opponents),
+            "marks": dict(self.marks),
+        }
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        saved = state["self_play"]
+        self.league.load_state_dict(saved["league"])
+        self.learning_side = saved["learning_side"]
+        self.learner_seat = np.array(saved["learner_seat"], np.int64)  # a copy: the saved state stays as saved
+        self.opponents = dict(saved["opponents"])
+        self.marks = dict(saved["marks"])
+        self._opponent_policies.clear()

@@ -1,0 +1,168 @@
+"""Self-play (agents/selfplay/trainer.py): routing between learner and opponents, schedules, resume, learning."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from sparring.agents.evaluation import evaluate
+from sparring.agents.selfplay.league import LATEST, League, LeagueSettings
+from sparring.agents.selfplay.trainer import SelfPlay, game_score, group_of
+from sparring.envs.pettingzoo import PettingZooEnv
+from sparring.envs.vector import SerialVectorEnv
+
+TTT = dict(n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, ent_coef=0.01, hidden_sizes=[128, 128],
+           activation="relu")
+
+
+def tictactoe(opponent=None) -> PettingZooEnv:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from pettingzoo.classic import tictactoe_v3
+    return PettingZooEnv(tictactoe_v3.env(), opponent=opponent)
+
+
+def self_play_tictactoe(league_dir=None, seed=0, **league) -> SelfPlay:
+    settings = LeagueSettings(**{"save_steps": 20_000, "swap_steps": 10_000, "window": 10, **league})
+    return SelfPlay(SerialVectorEnv([tictactoe] * 8), League(settings, league_dir, seed=seed), seed=seed, **TTT)
+
+
+def test_groups_and_game_scores_follow_ml_agents():
+    assert group_of("Striker?team=1") == "Striker" and group_of("player") == "player"
+    np.testing.assert_array_equal(game_score(np.array([1.0, 0.0, -1.0, 0.3])), [1.0, 0.5, 0.0, 1.0])
+
+
+def test_the_learner_plays_one_seat_per_game_and_rotates_every_episode():
+    model = self_play_tictactoe()
+    seats_seen = []
+    original = model._observe
+
+    def observe(result):  # which seat the learner holds in copy 0 at each of its decisions
+        original(result)
+        ids = result["player"].decisions.agent_ids
+        mine = ids[model._learner_rows("player", ids)]
+        seats_seen.extend((mine[mine < 2**32] % 2**32).tolist())
+
+    model._observe = observe
+    finished = []
+    model.learn(1, callback=lambda m, report: finished.append(len(report.behaviours["player"].episode_returns)))
+    assert model.learner_seat.shape == (8,)
+    assert 64 * 8 * 0.4 <= model.num_steps <= 64 * 8 * 0.6  # one rollout: about half of all moves are the learner's
+    assert set(seats_seen) == {0, 1}  # copy 0's learner changed seats between games
+    assert [p.step for p in model.league.players.values()] == [0]  # the step-0 snapshot
+    assert finished[0] > 0
+
+
+def test_snapshots_swaps_and_results_reach_the_league(tmp_path):
+    model = self_play_tictactoe(tmp_path / "league", save_steps=2_000, swap_steps=1_000)
+    model.learn(6_000)
+    league = model.league
+    snapshots = sorted(p.step for p in league.players.values())
+    assert snapshots[0] == 0 and len(snapshots) >= 3
+    assert all(b - a >= 2_000 for a, b in zip(snapshots, snapshots[1:]))
+    games = sum(p.games for p in league.players.values())
+    assert games > 0
+    assert model.opponents["player"] in (LATEST, *league.players)
+
+
+def test_resume_continues_exactly(tmp_path):
+    """Two runs resumed from one checkpoint (league, routing, opponents and all) play on identically."""
+    first = self_play_tictactoe(tmp_path / "league", save_steps=1_500, swap_steps=1_000)
+    first.learn(1_600)
+    first.save(tmp_path / "checkpoint.pt")
+    runs = []
+    for _ in range(2):  # the same league folder: the snapshots on disk are the checkpoint's
+        resumed = self_play_tictactoe(tmp_path / "league", save_steps=1_500, swap_steps=1_000)
+        resumed.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=False))
+        runs.append(resumed.learn(3_500))
+    a, b = runs
+    assert a.num_steps == b.num_steps and a.opponents == b.opponents
+    assert a.league.state_dict()["history"] == b.league.state_dict()["history"]
+    assert a.league.players.keys() == b.league.players.keys() and len(a.league.players) >= 2
+    for pa, pb in zip(a.learners["player"].policy.parameters(), b.learners["player"].policy.parameters()):
+        torch.testing.assert_close(pa, pb)
+
+
+@pytest.mark.slow
+def test_self_play_alone_beats_a_random_tictactoe_player(one_torch_thread):
+    """No scripted opponent in training: the learner only ever plays itself and its snapshots."""
+    model = self_play_tictactoe()
+    model.learn(600_000)
+    returns = evaluate(model, tictactoe(opponent="random"), episodes=400, seed=2024)["player"]
+    win_rate = float((returns > 0).mean())
+    assert win_rate > 0.9, f"win rate {win_rate:.3f}, loss rate {(returns < 0).mean():.3f}"
+
+
+class HideAndGuess(ParallelEnv):
+    """An asymmetric one-move game: the hider picks a cell, the guesser wins (+1, hider -1) by naming it."""
+
+    metadata = {"name": "hide_and_guess_v0"}
+    possible_agents = ["hider", "guesser"]
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(0)
+
+    def observation_space(self, agent):
+        return spaces.Box(0, 1, (2,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(3)
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self.hint = self.rng.integers(2)  # a coin both see: the game is not always the same
+        obs = np.array([self.hint, 1 - self.hint], np.float32)
+        return {a: obs for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        found = actions["hider"] == actions["guesser"]
+        rewards = {"hider": -1.0 if found else 1.0, "guesser": 1.0 if found else -1.0}
+        obs, _ = self.reset()
+        done = {a: True for a in self.agents}
+        self.agents = []
+        return obs, rewards, done, {a: False for a in done}, {a: {} for a in done}
+
+
+def test_asymmetric_sides_take_turns_at_learning_and_both_enter_the_league():
+    settings = LeagueSettings(save_steps=300, swap_steps=200, team_change=600, window=5)
+    model = SelfPlay(SerialVectorEnv([lambda: PettingZooEnv(HideAndGuess())] * 4), League(settings, seed=1), seed=1,
+                     n_steps=16, batch_size=32, n_epochs=2, lr_schedule="constant")
+    assert not model.symmetric and [g for g, _ in model.sides] == ["guesser", "hider"]
+    learned = []
+
+    def changed(m, report):  # which groups' weights moved in this update
+        now = {g: torch.cat([p.flatten() for p in learner.policy.parameters()]).clone()
+               for g, learner in m.learners.items()}
+        learned.append(sorted(g for g in now if not torch.equal(now[g], before[g])))
+        before.update(now)
+
+    before = {g: torch.cat([p.flatten() for p in learner.policy.parameters()]).clone()
+              for g, learner in model.learners.items()}
+    model.learn(2_400, callback=changed)
+    assert all(len(groups) == 1 for groups in learned)  # one side learns at a time, the other is frozen
+    order = [groups[0] for groups in learned]
+    assert order[0] == "guesser" and "hider" in order  # the learning side changed after team_change steps
+    groups = {p.group for p in model.league.players.values()}
+    assert groups == {"guesser", "hider"}
+    assert model.league.learners["guesser/main"].games > 0 and model.league.learners["hider/main"].games > 0
+
+
+def test_unity_team_behaviours_play_self_play_through_the_real_protocol(tmp_path):
+    """Team ids come from Unity behaviour names ("Seeker?team=0"); each team's side is a group of its own here."""
+    from sparring.envs.unity import MultiUnityEnv
+    from unity_harness import build_player, free_ports
+
+    settings = LeagueSettings(save_steps=500, swap_steps=250, team_change=1_000)
+    with MultiUnityEnv(build_player(tmp_path), 1, base_port=free_ports(), timeout_wait=20) as env:
+        model = SelfPlay(env, League(settings, tmp_path / "league"), n_steps=32, batch_size=64, n_epochs=2)
+        assert model.sides == [("Mover", 1), ("Seeker", 0)]
+        model.learn(2_500)
+    assert {p.group for p in model.league.players.values()} == {"Mover", "Seeker"}
+    assert model.league.learners["Seeker/main"].games > 0  # the Seekers' goals are wins
