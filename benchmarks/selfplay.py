@@ -1,0 +1,112 @@
+"""Self-play alone, then fixed opponents: tic-tac-toe and connect four (PettingZoo classic).
+
+Training sees no minimax and no scripted player: the learner plays only itself
+and its league snapshots (prioritized fictitious self-play). Evaluation plays
+the trained policy (deterministic, action masks applied) from both seats:
+tic-tac-toe against a perfect minimax player (1000 games, random tie-breaking
+among optimal moves); connect four against a uniformly random player and
+alpha-beta players at depths 2 and 4 (four-in-a-row window heuristic, random
+tie-breaking), 200 games each. The opponents are in board_opponents.py.
+
+    python benchmarks/selfplay.py [--ttt-steps 1500000] [--c4-steps 3000000]
+
+Last line: ``selfplay ttt_loss_rate_vs_perfect=<...> c4_win_rate_vs_random=<...> c4_win_rate_vs_depth4=<...>
+train_minutes=<total wall minutes of training>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from board_opponents import ConnectFourAlphaBeta, RandomPlayer, TicTacToePerfect, play_match  # noqa: E402
+
+from sparring.agents.selfplay.league import League, LeagueSettings  # noqa: E402
+from sparring.agents.selfplay.trainer import SelfPlay  # noqa: E402
+from sparring.envs.pettingzoo import PettingZooEnv  # noqa: E402
+from sparring.envs.vector import SerialVectorEnv  # noqa: E402
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pettingzoo.classic import connect_four_v3, tictactoe_v3
+
+GAMES = {
+    "ttt": (tictactoe_v3.env, dict(n_steps=64, batch_size=256, n_epochs=4, learning_rate=1e-3, ent_coef=0.01,
+                                   hidden_sizes=[128, 128], activation="relu")),
+    "c4": (connect_four_v3.env, dict(n_steps=64, batch_size=512, n_epochs=4, learning_rate=5e-4, ent_coef=0.01,
+                                     gamma=0.99, hidden_sizes=[256, 256], activation="relu")),
+}
+LEAGUE = LeagueSettings(save_steps=25_000, swap_steps=10_000, window=20, play_against_latest_model_ratio=0.5,
+                        opponent_sampling="pfsp", pfsp_weighting="variance")
+
+
+def make(game: str):
+    def env():
+        return PettingZooEnv(GAMES[game][0]())
+    return env
+
+
+def train(game: str, steps: int, envs: int, seed: int) -> tuple[SelfPlay, float]:
+    """Self-play for ``steps`` learner decisions; returns the model and the wall minutes it took."""
+    with tempfile.TemporaryDirectory() as league_dir:
+        model = SelfPlay(SerialVectorEnv([make(game)] * envs), League(LEAGUE, Path(league_dir), seed=seed),
+                         seed=seed, **GAMES[game][1])
+        start = time.perf_counter()
+        model.learn(steps)
+        return model, (time.perf_counter() - start) / 60
+
+
+def as_player(model: SelfPlay):
+    """The trained policy as a board_opponents player: deterministic, masked."""
+    def play(obs: dict, agent: str) -> int:
+        mask = np.asarray(obs["action_mask"], bool)[None]
+        return int(model.predict(np.asarray(obs["observation"])[None], "player", mask, deterministic=True)[0])
+    return play
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ttt-steps", type=int, default=1_500_000)
+    parser.add_argument("--c4-steps", type=int, default=3_000_000)
+    parser.add_argument("--envs", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    options = parser.parse_args()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(options.seed)
+
+    ttt, ttt_minutes = train("ttt", options.ttt_steps, options.envs, options.seed)
+    print(f"tic-tac-toe: {options.ttt_steps:,} self-play steps in {ttt_minutes:.1f} min", flush=True)
+    c4, c4_minutes = train("c4", options.c4_steps, options.envs, options.seed)
+    print(f"connect four: {options.c4_steps:,} self-play steps in {c4_minutes:.1f} min", flush=True)
+
+    rows = [
+        ("tic-tac-toe", "perfect minimax", play_match(tictactoe_v3.env, as_player(ttt), TicTacToePerfect(rng), 1000, 1)),
+        ("connect four", "random", play_match(connect_four_v3.env, as_player(c4), RandomPlayer(rng), 200, 2)),
+        ("connect four", "alpha-beta depth 2", play_match(connect_four_v3.env, as_player(c4),
+                                                          ConnectFourAlphaBeta(2, rng), 200, 3)),
+        ("connect four", "alpha-beta depth 4", play_match(connect_four_v3.env, as_player(c4),
+                                                          ConnectFourAlphaBeta(4, rng), 200, 4)),
+    ]
+    print(f"{'game':<14} {'opponent':<20} {'games':>6} {'win':>6} {'draw':>6} {'loss':>6}")
+    rates = {}
+    for game, opponent, r in rows:
+        n = r["wins"] + r["draws"] + r["losses"]
+        rates[(game, opponent)] = (r["wins"] / n, r["losses"] / n)
+        print(f"{game:<14} {opponent:<20} {n:>6} {r['wins'] / n:>6.3f} {r['draws'] / n:>6.3f} {r['losses'] / n:>6.3f}")
+    print("(both seats, half the games each; the trained policy plays deterministically)")
+    print(f"selfplay ttt_loss_rate_vs_perfect={rates[('tic-tac-toe', 'perfect minimax')][1]:.3f} "
+          f"c4_win_rate_vs_random={rates[('connect four', 'random')][0]:.3f} "
+          f"c4_win_rate_vs_depth4={rates[('connect four', 'alpha-beta depth 4')][0]:.3f} "
+          f"train_minutes={ttt_minutes + c4_minutes:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Reference board-game opponents (benchmarks/board_opponents.py): strength, exactness, a reproducible harness."""
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # pettingzoo.classic's old import path
+    from pettingzoo.classic import connect_four_v3, tictactoe_v3
+
+_spec = importlib.util.spec_from_file_location(
+    "board_opponents", Path(__file__).resolve().parents[1] / "benchmarks" / "board_opponents.py"
+)
+bo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bo)
+
+
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def position(env_fn, actions: list[int]) -> tuple[dict, str]:
+    """The observation and name of the agent to move after playing ``actions`` from the start."""
+    env = env_fn()
+    env.reset()
+    for action in actions:
+        env.step(action)
+    obs, _, terminated, _, _ = env.last()
+    assert not terminated, f"{actions} ends the game"
+    return obs, env.agent_selection
+
+
+def moves_chosen(player, obs: dict, agent: str, seeds: int = 20) -> set[int]:
+    """Every move the player picks here across ``seeds`` random tie-breaks."""
+    chosen = set()
+    for seed in range(seeds):
+        player.reseed(seed)
+        chosen.add(player(obs, agent))
+    return chosen
+
+
+class Recorded:
+    """Wraps a player to log (agent, action, stones on the board) for every move it makes."""
+
+    def __init__(self, player) -> None:
+        self.player, self.log = player, []
+
+    def reseed(self, seed: int) -> None:
+        self.player.reseed(seed)
+
+    def __call__(self, obs: dict, agent: str) -> int:
+        action = self.player(obs, agent)
+        self.log.append((agent, action, int(obs["observation"].sum())))
+        return action
+
+
+# --- tic-tac-toe ----------------------------------------------------------------------------------
+
+
+def test_perfect_tictactoe_never_loses_to_random_and_wins_most():
+    result = bo.play_match(tictactoe_v3.env, bo.TicTacToePerfect(rng(0)), bo.RandomPlayer(rng(1)), games=200, seed=0)
+    assert result["losses"] == 0
+    assert result["wins"] >= 150, result
+
+
+def test_perfect_tictactoe_against_itself_always_draws():
+    result = bo.play_match(tictactoe_v3.env, bo.TicTacToePerfect(rng(0)), bo.TicTacToePerfect(rng(1)), games=50, seed=0)
+    assert result == {"wins": 0, "draws": 50, "losses": 0}
+
+
+def test_perfect_tictactoe_varies_its_opening_because_every_first_move_draws():
+    player = bo.TicTacToePerfect(rng(0))
+    obs, agent = position(tictactoe_v3.env, [])
+    assert len(moves_chosen(player, obs, agent, seeds=100)) >= 6
+
+
+def test_perfect_tictactoe_takes_an_immediate_win_over_a_slower_forced_win():
+    # X on squares 0 and 4, O on 1 and 2 (actions index squares as PettingZoo draws them:
+    # 0 3 6 / 1 4 7 / 2 5 8). X wins at once on 8; 3 would also win, a move later, by a fork.
+    obs, agent = position(tictactoe_v3.env, [0, 1, 4, 2])
+    assert moves_chosen(bo.TicTacToePerfect(rng(0)), obs, agent) == {8}
+
+
+def test_perfect_tictactoe_blocks_an_immediate_loss():
+    obs, agent = position(tictactoe_v3.env, [0, 4, 1])  # X threatens 0-1-2
+    assert agent == "player_2"
+    assert moves_chosen(bo.TicTacToePerfect(rng(0)), obs, agent) == {2}
+
+
+def test_perfect_tictactoe_still_blocks_in_a_lost_position():
+    # X on 0 and 3 threatens 0-3-6 and wins whatever O does; blocking on 6 at least lasts longest.
+    obs, agent = position(tictactoe_v3.env, [0, 1, 3])
+    assert moves_chosen(bo.TicTacToePerfect(rng(0)), obs, agent) == {6}
+
+
+# --- connect four ---------------------------------------------------------------------------------
+
+
+def test_alphabeta_depth4_beats_random_at_least_95_percent():
+    result = bo.play_match(connect_four_v3.env, bo.ConnectFourAlphaBeta(4, rng(0)), bo.RandomPlayer(rng(1)), games=50, seed=0)
+    assert result["wins"] >= 48, result
+
+
+def test_alphabeta_depth4_beats_depth2_more_often_than_it_loses():
+    deep, shallow = bo.ConnectFourAlphaBeta(4, rng(0)), bo.ConnectFourAlphaBeta(2, rng(1))
+    result = bo.play_match(connect_four_v3.env, deep, shallow, games=40, seed=0)
+    assert result["wins"] > result["losses"], result
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_alphabeta_takes_an_immediate_win(depth):
+    obs, agent = position(connect_four_v3.env, [0, 6, 1, 6, 2, 5])  # player_0 holds columns 0-2 of the bottom row
+    assert moves_chosen(bo.ConnectFourAlphaBeta(depth, rng(0)), obs, agent) == {3}
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+@pytest.mark.parametrize(
+    "actions, block",
+    [([0, 6, 1, 6, 2], 3), ([0, 1, 0, 1, 0], 0)],  # a horizontal threat, a vertical one
+    ids=["horizontal", "vertical"],
+)
+def test_alphabeta_blocks_an_immediate_threat(depth, actions, block):
+    obs, agent = position(connect_four_v3.env, actions)
+    assert agent == "player_1"
+    assert moves_chosen(bo.ConnectFourAlphaBeta(depth, rng(0)), obs, agent) == {block}
+
+
+def test_alphabeta_rejects_a_depth_below_one():
+    with pytest.raises(ValueError, match="depth"):
+        bo.ConnectFourAlphaBeta(0, rng(0))
+
+
+# A plain minimax written straight from the observation, to show the bitboards, the heuristic and
+# the pruning change nothing: same best-move set, ties included.
+
+def _windows():
+    for r in range(6):
+        for c in range(7):
+            for dr, dc in ((0, 1), (1, 0), (1, 1), (-1, 1)):
+                cells = [(r + k * dr, c + k * dc) for k in range(4)]
+                if all(0 <= rr < 6 and 0 <= cc < 7 for rr, cc in cells):
+                    yield tuple(zip(*cells))
+
+
+WINDOWS = list(_windows())
+
+
+def naive_evaluate(own: np.ndarray, opp: np.ndarray) -> int:
+    if (own + opp).all():
+        return 0
+    score = 3 * int(own[:, 3].sum())
+    for rows, cols in WINDOWS:
+        mine, theirs = int(own[rows, cols].sum()), int(opp[rows, cols].sum())
+        if theirs == 0:
+            score += {3: 5, 2: 2}.get(mine, 0)
+        elif mine == 0 and theirs == 3:
+            score -= 4
+    return score
+
+
+def naive_values(own: np.ndarray, opp: np.ndarray, depth: int) -> dict[int, int]:
+    """Minimax value of each legal column for the player to move (``own``); row 0 is the top."""
+    values = {}
+    for col in range(7):
+        empty = np.flatnonzero((own[:, col] + opp[:, col]) == 0)
+        if not len(empty):
+            continue
+        after = own.copy()
+        after[empty[-1], col] = 1
+        if any(after[rows, cols].all() for rows, cols in WINDOWS):
+            values[col] = bo.WIN + depth - 1
+        elif depth == 1 or (after + opp).all():
+            values[col] = -naive_evaluate(opp, after)
+        else:
+            values[col] = -max(naive_values(opp, after, depth - 1).values())
+    return values
+
+
+def random_positions(count: int, seed: int) -> list[tuple[dict, str]]:
+    """Unfinished connect-four positions reached by random play of varied length."""
+    generator, positions = rng(seed), []
+    while len(positions) < count:
+        env = connect_four_v3.env()
+        env.reset()
+        for _ in range(generator.integers(2, 30)):
+            obs, _, terminated, _, _ = env.last()
+            if terminated:
+                break
+            env.step(int(generator.choice(np.flatnonzero(obs["action_mask"]))))
+        obs, _, terminated, _, _ = env.last()
+        if not terminated:
+            positions.append((obs, env.agent_selection))
+    return positions
+
+
+@pytest.mark.parametrize("depth, count", [(1, 20), (2, 20), (3, 12), (4, 3)])
+def test_alphabeta_best_moves_match_plain_minimax(depth, count):
+    player = bo.ConnectFourAlphaBeta(depth, rng(0))
+    for obs, agent in random_positions(count, seed=depth):
+        planes = obs["observation"]
+        values = naive_values(planes[:, :, 0], planes[:, :, 1], depth)
+        best = max(values.values())
+        assert moves_chosen(player, obs, agent, seeds=30) <= {c for c, v in values.items() if v == best}
+        own, opp = (bo._C4_WEIGHTS @ planes.reshape(42, 2)).tolist()
+        assert sorted(bo.best_columns(own, own | opp, depth)) == sorted(c for c, v in values.items() if v == best)
+
+
+# --- random player and the match harness ----------------------------------------------------------
+
+
+def test_random_player_plays_only_legal_moves():
+    obs, agent = position(connect_four_v3.env, [0, 0, 0, 0, 0, 0])  # column 0 full
+    assert moves_chosen(bo.RandomPlayer(rng(0)), obs, agent, seeds=50) == {1, 2, 3, 4, 5, 6}
+
+
+@pytest.mark.parametrize("env_fn", [tictactoe_v3.env, connect_four_v3.env])
+def test_play_match_counts_add_up_and_the_policy_alternates_seats(env_fn):
+    policy = Recorded(bo.RandomPlayer(rng(0)))
+    result = bo.play_match(env_fn, policy, bo.RandomPlayer(rng(1)), games=9, seed=0)
+    assert sum(result.values()) == 9
+    seats = [agent for agent, _, stones in policy.log if stones <= 1]  # the policy's first move of each game
+    first, second = env_fn().possible_agents
+    assert seats == [first, second] * 4 + [first]
+
+
+def test_play_match_scores_from_the_policys_side():
+    result = bo.play_match(tictactoe_v3.env, bo.RandomPlayer(rng(0)), bo.TicTacToePerfect(rng(1)), games=20, seed=0)
+    assert result["wins"] == 0 and result["losses"] > 0
+
+
+def test_play_match_with_the_same_seed_replays_the_same_games():
+    def run(seed: int):
+        policy = Recorded(bo.ConnectFourAlphaBeta(2, rng(0)))
+        opponent = Recorded(bo.ConnectFourAlphaBeta(2, rng(1)))
+        result = bo.play_match(connect_four_v3.env, policy, opponent, games=10, seed=seed)
+        return result, policy.log, opponent.log
+
+    assert run(7) == run(7)
+    assert run(7)[1:] != run(8)[1:]
+
+
+def test_play_match_reseeds_reused_players():
+    policy, opponent = bo.TicTacToePerfect(rng(0)), bo.RandomPlayer(rng(1))
+    first = bo.play_match(tictactoe_v3.env, policy, opponent, games=30, seed=5)
+    assert bo.play_match(tictactoe_v3.env, policy, opponent, games=30, seed=5) == first
