@@ -49,6 +49,7 @@ bench: venv
 	$(PY) benchmarks/ppo_cartpole.py
 	$(PY) benchmarks/bridge.py
 	$(PY) benchmarks/onnx_latency.py
+	$(PY) benchmarks/selfplay.py
 
 clean:
 	rm -rf $(VENV) results build *.egg-info

@@ -8,7 +8,7 @@ among optimal moves); connect four against a uniformly random player and
 alpha-beta players at depths 2 and 4 (four-in-a-row window heuristic, random
 tie-breaking), 200 games each. The opponents are in board_opponents.py.
 
-    python benchmarks/selfplay.py [--ttt-steps 1500000] [--c4-steps 3000000]
+    python benchmarks/selfplay.py [--ttt-steps 1000000] [--c4-steps 3000000]
 
 Last line: ``selfplay ttt_loss_rate_vs_perfect=<...> c4_win_rate_vs_random=<...> c4_win_rate_vs_depth4=<...>
 train_minutes=<total wall minutes of training>``.
@@ -39,13 +39,13 @@ with warnings.catch_warnings():
     from pettingzoo.classic import connect_four_v3, tictactoe_v3
 
 GAMES = {
-    "ttt": (tictactoe_v3.env, dict(n_steps=64, batch_size=256, n_epochs=4, learning_rate=1e-3, ent_coef=0.01,
+    "ttt": (tictactoe_v3.env, dict(n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, ent_coef=0.01,
                                    hidden_sizes=[128, 128], activation="relu")),
     "c4": (connect_four_v3.env, dict(n_steps=64, batch_size=512, n_epochs=4, learning_rate=5e-4, ent_coef=0.01,
                                      gamma=0.99, hidden_sizes=[256, 256], activation="relu")),
 }
-LEAGUE = LeagueSettings(save_steps=25_000, swap_steps=10_000, window=20, play_against_latest_model_ratio=0.5,
-                        opponent_sampling="pfsp", pfsp_weighting="variance")
+LEAGUE = LeagueSettings(save_steps=20_000, swap_steps=10_000, window=100, play_against_latest_model_ratio=0.5,
+                        opponent_sampling="uniform")
 
 
 def make(game: str):
@@ -74,7 +74,7 @@ def as_player(model: SelfPlay):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ttt-steps", type=int, default=1_500_000)
+    parser.add_argument("--ttt-steps", type=int, default=1_000_000)
     parser.add_argument("--c4-steps", type=int, default=3_000_000)
     parser.add_argument("--envs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
