@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.rollout import RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
-from sparring.spec import BehaviourSpec, Obs, obs_take
+from sparring.spec import BehaviourSpec, Obs, group_of, obs_take
 
 CHECKPOINT_FORMAT = 1
 RECORDED_OBS = 256  # raw observations kept per behaviour, saved with checkpoints for export verification
@@ -307,6 +307,17 @@ ROLLOUT_SETTINGS = ("n_steps", "buffer_size")
 """Settings of the shared rollout, which every behaviour collects together: not overridable per behaviour."""
 
 
+def override_settings(base: PPOSettings, overrides: Mapping[str, object]) -> PPOSettings:
+    """``base`` updated by one behaviour's ``overrides`` (pydantic's ValidationError for a bad key or value).
+
+    Raises ``ValueError`` for a rollout setting: every behaviour collects the same rollout.
+    """
+    shared = sorted(set(overrides) & set(ROLLOUT_SETTINGS))
+    if shared:
+        raise ValueError(f"{', '.join(shared)} can only be set for the whole trainer (every behaviour shares the rollout)")
+    return PPOSettings(**{**base.model_dump(), **overrides})
+
+
 class PPO:
     """PPO for every behaviour of a :class:`MultiAgentEnv`.
 
@@ -349,12 +360,11 @@ class PPO:
         Overrides may name a behaviour without its ML-Agents team suffix: ``"Striker"`` also
         configures ``"Striker?team=1"``, as in ML-Agents config files.
         """
-        overrides = self.behaviour_settings.get(behaviour, self.behaviour_settings.get(behaviour.partition("?")[0], {}))
-        shared = sorted(set(overrides) & set(ROLLOUT_SETTINGS))
-        if shared:
-            raise ValueError(f"behaviour {behaviour!r}: {shared} belong to the rollout all behaviours share; "
-                             "set them once for the whole trainer")
-        return PPOSettings(**{**self.settings.model_dump(), **overrides})
+        overrides = self.behaviour_settings.get(behaviour, self.behaviour_settings.get(group_of(behaviour), {}))
+        try:
+            return override_settings(self.settings, overrides)
+        except ValueError as exc:
+            raise ValueError(f"behaviour {behaviour!r}: {exc}") from None
 
     @property
     def policies(self) -> dict[str, BehaviourPolicy]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparring.spec import BehaviourSpec, Obs, empty_obs, obs_len
+from sparring.spec import BehaviourSpec, Obs, empty_obs, obs_len, obs_take
 
 
 @dataclass
@@ -56,6 +56,11 @@ class DecisionSteps:
 
     def __len__(self) -> int:
         return len(self.agent_ids)
+
+    def take(self, rows: np.ndarray) -> DecisionSteps:
+        """The agents at ``rows`` (an index or boolean array)."""
+        return DecisionSteps(self.agent_ids[rows], obs_take(self.obs, rows), self.rewards[rows],
+                             None if self.action_mask is None else self.action_mask[rows])
 
     @classmethod
     def empty(cls, spec: BehaviourSpec) -> DecisionSteps:
@@ -86,6 +91,10 @@ class TerminalSteps:
     @property
     def terminated(self) -> np.ndarray:
         return ~self.truncated
+
+    def take(self, rows: np.ndarray) -> TerminalSteps:
+        """The agents at ``rows`` (an index or boolean array)."""
+        return TerminalSteps(self.agent_ids[rows], obs_take(self.obs, rows), self.rewards[rows], self.truncated[rows])
 
     @classmethod
     def empty(cls, spec: BehaviourSpec) -> TerminalSteps:

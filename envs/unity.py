@@ -63,7 +63,7 @@ from mlagents_envs.side_channel.environment_parameters_channel import Environmen
 from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps  # noqa: E402
 from sparring.envs.supervision import LiveAgents, RestartBudget, lost_result  # noqa: E402
 from sparring.envs.vector import VectorEnv  # noqa: E402
-from sparring.spec import BehaviourSpec  # noqa: E402
+from sparring.spec import BehaviourSpec, team_of  # noqa: E402
 
 log = logging.getLogger("sparring.unity")
 
@@ -98,16 +98,6 @@ class EngineSettings:
     time_scale: float = 20.0
     target_frame_rate: int = -1
     capture_frame_rate: int = 60
-
-
-def team_of(behaviour: str) -> int | None:
-    """The team id in an ML-Agents behaviour name (``"Striker?team=1"`` -> 1), ``None`` without one."""
-    _, _, query = behaviour.partition("?")
-    for part in query.split("&"):
-        key, _, value = part.partition("=")
-        if key == "team" and value.lstrip("-").isdigit():
-            return int(value)
-    return None
 
 
 def behaviour_spec(name: str, unity_spec: BehaviorSpec) -> BehaviourSpec:
@@ -178,13 +168,13 @@ class UnityEnv(MultiAgentEnv):
             os.makedirs(log_folder, exist_ok=True)
         engine_channel = EngineConfigurationChannel()
         engine_channel.set_configuration_parameters(**vars(engine_settings))
-        self._parameters = EnvironmentParametersChannel()
+        parameters = EnvironmentParametersChannel()
         for key, value in (environment_parameters or {}).items():
-            self._parameters.set_float_parameter(key, float(value))
+            parameters.set_float_parameter(key, float(value))
         self.unity = UnityEnvironment(
             file_name, worker_id=worker_id, base_port=base_port, seed=seed, no_graphics=no_graphics,
             timeout_wait=timeout_wait, additional_args=list(additional_args),
-            side_channels=[engine_channel, self._parameters], log_folder=log_folder)
+            side_channels=[engine_channel, parameters], log_folder=log_folder)
         try:
             self.unity.reset()
             self.specs = {name: behaviour_spec(name, spec) for name, spec in self.unity.behavior_specs.items()}
@@ -210,10 +200,6 @@ class UnityEnv(MultiAgentEnv):
     def live_agents(self) -> dict[str, np.ndarray]:
         """Ids of the agents whose episode is under way, per behaviour."""
         return self._live.snapshot()
-
-    def set_environment_parameter(self, key: str, value: float) -> None:
-        """Takes effect from the next reset or step (sent with it over the side channel)."""
-        self._parameters.set_float_parameter(key, float(value))
 
     def reset(self, seed: int | None = None) -> StepResult:
         if not self._fresh_reset:
@@ -344,6 +330,7 @@ class MultiUnityEnv(VectorEnv):
         except BaseException:
             self.close()
             raise
+        self._empty = lost_result(self.specs, {})  # what a build that is down answers
 
     @property
     def restarts(self) -> int:
@@ -375,7 +362,7 @@ class MultiUnityEnv(VectorEnv):
             except BUILD_FAILURES as exc:
                 results[index] = self._fail(self.slots[index], exc)
         self._tend(results, wait=not calls)
-        return [result if result is not None else self._empty() for result in results]
+        return [result if result is not None else self._empty for result in results]
 
     def _tend(self, results: list[StepResult | None], wait: bool) -> None:
         """Relaunch builds that are down; a relaunched build's first decisions join this round.
@@ -422,9 +409,6 @@ class MultiUnityEnv(VectorEnv):
             self._pool.submit(_close_quietly, env)  # a hung build takes timeout_wait to be killed: not here
         slot.retry_at = time.monotonic() + self.budget.next_delay(slot.index, reason)
         return lost_result(self.specs, lost)
-
-    def _empty(self) -> StepResult:
-        return lost_result(self.specs, {})
 
     def close(self) -> None:
         """Close every build (each is told to quit, then killed if it does not), then the worker threads."""

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sparring.agents.ppo import ROLLOUT_SETTINGS, PPOSettings
+from sparring.agents.ppo import PPOSettings, override_settings
 from sparring.agents.selfplay.league import LeagueSettings
 
 
@@ -158,16 +158,13 @@ class TrainerConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_behaviour_overrides(self) -> TrainerConfig:
-        base = self.hyperparameters.model_dump()
         for name, overrides in self.behaviours.items():
-            shared = sorted(set(overrides) & set(ROLLOUT_SETTINGS))
-            if shared:
-                raise ValueError(f"behaviours.{name}: {', '.join(shared)} can only be set under hyperparameters "
-                                 "(every behaviour shares the rollout)")
             try:
-                PPOSettings(**{**base, **overrides})
+                override_settings(self.hyperparameters, overrides)
             except ValidationError as exc:
                 raise ValueError(f"behaviours.{name}.{describe_validation_error(exc)}") from None
+            except ValueError as exc:
+                raise ValueError(f"behaviours.{name}: {exc}") from None
         return self
 
 

@@ -99,6 +99,22 @@ class BehaviourSpec:
         return {"obs": self.observation_space}
 
 
+def group_of(behaviour: str) -> str:
+    """The policy a behaviour plays with: its name without an ML-Agents team suffix (``"Striker?team=1"`` ->
+    ``"Striker"``). Both teams of a symmetric game share it, as in ML-Agents."""
+    return behaviour.partition("?")[0]
+
+
+def team_of(behaviour: str) -> int | None:
+    """The team id in an ML-Agents behaviour name (``"Striker?team=1"`` -> 1), ``None`` without one."""
+    _, _, query = behaviour.partition("?")
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == "team" and value.lstrip("-").isdigit():
+            return int(value)
+    return None
+
+
 def obs_len(obs: Obs) -> int:
     """Number of agents in a batched observation."""
     if isinstance(obs, dict):

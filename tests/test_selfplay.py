@@ -14,9 +14,10 @@ from pettingzoo import ParallelEnv
 
 from sparring.agents.evaluation import evaluate
 from sparring.agents.selfplay.league import LATEST, League, LeagueSettings
-from sparring.agents.selfplay.trainer import SelfPlay, game_score, group_of
+from sparring.agents.selfplay.trainer import SelfPlay, game_score
 from sparring.envs.pettingzoo import PettingZooEnv
 from sparring.envs.vector import SerialVectorEnv
+from sparring.spec import group_of
 
 TTT = dict(n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, ent_coef=0.01, hidden_sizes=[128, 128],
            activation="relu")

@@ -22,7 +22,8 @@ from sparring.cli import main
 from sparring.envs.base import check_env, random_actions
 from sparring.envs.parallel import to_parallel_env
 from sparring.envs.supervision import EngineFailure
-from sparring.envs.unity import MultiUnityEnv, UnityEnv, team_of
+from sparring.envs.unity import MultiUnityEnv, UnityEnv
+from sparring.spec import team_of
 from unity_harness import DISTUTILS_WARNING, MOVER, SEEKER, build_player, free_ports
 
 from mlagents_envs.exception import UnityEnvironmentException  # after sparring.envs.unity: needs the compat layer

@@ -34,6 +34,8 @@ import numpy as np
 from openskill.models import PlackettLuce
 from pydantic import BaseModel, ConfigDict, Field
 
+from sparring.spec import group_of
+
 LATEST = "latest"
 """The sampler's answer meaning "the current learner itself" (a mirror match)."""
 
@@ -98,7 +100,7 @@ def learner_key(group: str, role: str = "main") -> str:
 
     ``group`` may be a behaviour name; its ``?team=...`` suffix is dropped, since both teams share one policy.
     """
-    return f"{group.partition('?')[0]}/{_check_role(role)}"
+    return f"{group_of(group)}/{_check_role(role)}"
 
 
 def role_kind(role: str) -> str:
@@ -143,7 +145,7 @@ class League:
         The files of dropped players are deleted by the next :meth:`save`, so league.json on disk never names a
         snapshot that is gone.
         """
-        group, step = group.partition("?")[0], int(step)
+        group, step = group_of(group), int(step)
         learner = self._learner(learner_key(group, role))
         player_id = f"{group}@{step}" if role == "main" else f"{group}/{role}@{step}"
         if player_id in self.players or player_id in self.retired:
@@ -339,7 +341,7 @@ class League:
 
     def _snapshots(self, group: str, role: str | None = None) -> list[Player]:
         """The window of a group (one role, or all), oldest first."""
-        group = group.partition("?")[0]
+        group = group_of(group)
         found = [p for p in self.players.values() if p.group == group and (role is None or p.role == role)]
         return sorted(found, key=lambda p: p.step)
 

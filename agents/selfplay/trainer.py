@@ -35,23 +35,9 @@ import torch
 from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.ppo import PPO
 from sparring.agents.selfplay.league import LATEST, League
-from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
+from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
 from sparring.envs.vector import ID_STRIDE
-from sparring.spec import BehaviourSpec, empty_actions, obs_take
-
-
-def group_of(behaviour: str) -> str:
-    """The policy a behaviour plays with: its name without an ML-Agents team suffix."""
-    return behaviour.partition("?")[0]
-
-
-def _take_decisions(d: DecisionSteps, rows: np.ndarray) -> DecisionSteps:
-    return DecisionSteps(d.agent_ids[rows], obs_take(d.obs, rows), d.rewards[rows],
-                         None if d.action_mask is None else d.action_mask[rows])
-
-
-def _take_terminals(t: TerminalSteps, rows: np.ndarray) -> TerminalSteps:
-    return TerminalSteps(t.agent_ids[rows], obs_take(t.obs, rows), t.rewards[rows], t.truncated[rows])
+from sparring.spec import BehaviourSpec, empty_actions, group_of
 
 
 def game_score(final_rewards: np.ndarray) -> np.ndarray:
@@ -165,10 +151,10 @@ class SelfPlay(PPO):
                 mine = self._learner_rows(name, decisions.agent_ids)
                 out = empty_actions(self.env.specs[name], len(decisions))
                 if mine.any():
-                    out[mine] = self.learners[group].act(_take_decisions(decisions, mine), self.generator)
+                    out[mine] = self.learners[group].act(decisions.take(mine), self.generator)
                     self.num_steps += int(mine.sum())
                 if not mine.all():
-                    out[~mine] = self._opponent_act(group, _take_decisions(decisions, ~mine))
+                    out[~mine] = self._opponent_act(group, decisions.take(~mine))
                 actions[name] = out
             self._current = self.env.step(actions)
             self._observe(self._current)
@@ -186,23 +172,22 @@ class SelfPlay(PPO):
         for name, part in result.items():
             group = self.group_of[name]
             terminals = part.terminals
-            ended = self._learner_rows(name, terminals.agent_ids)
+            ended = self._learner_rows(name, terminals.agent_ids)  # by the seats the episodes were played in
             if self.symmetric and len(terminals):
                 copies = np.unique(terminals.agent_ids // ID_STRIDE)
                 self.learner_seat[copies] = (self.learner_seat[copies] + 1) % self.seats
-            lost = part.lost[self._learner_rows(name, part.lost)] if len(part.lost) else part.lost
-            decided = self._learner_rows(name, part.decisions.agent_ids)
             if group != self.learning_group:
                 continue
-            mine = BehaviourStep(_take_decisions(part.decisions, decided), _take_terminals(terminals, ended), lost)
-            self.learners[group].observe(mine)
+            decided = self._learner_rows(name, part.decisions.agent_ids)  # next episodes' first decisions: new seats
+            lost = part.lost[self._learner_rows(name, part.lost)]
+            self.learners[group].observe(BehaviourStep(part.decisions.take(decided), terminals.take(ended), lost))
             games = ended & ~terminals.truncated
             for score in game_score(terminals.rewards[games]):
                 self.league.record(group, self.current_opponent, float(score), self.num_steps)
 
     def _learner_decisions(self, name: str) -> DecisionSteps:
         parts = [(behaviour, self._current[behaviour].decisions) for behaviour, g in self.group_of.items() if g == name]
-        taken = [_take_decisions(d, self._learner_rows(behaviour, d.agent_ids)) for behaviour, d in parts]
+        taken = [d.take(self._learner_rows(behaviour, d.agent_ids)) for behaviour, d in parts]
         if len(taken) == 1:
             return taken[0]
         return next((d for d in taken if len(d)), taken[0])  # only one side of a group learns at a time
