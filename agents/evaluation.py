@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from sparring.envs.base import MultiAgentEnv, random_actions
-from sparring.spec import BehaviourSpec, Obs, obs_len
+from sparring.spec import BehaviourSpec, Obs, batch_len
 
 
 class Predictor(Protocol):
@@ -27,7 +27,7 @@ class RandomPolicy:
     def predict(
         self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
     ) -> np.ndarray:
-        return random_actions(self.specs[behaviour], obs_len(obs), action_mask, self.rng)
+        return random_actions(self.specs[behaviour], batch_len(obs), action_mask, self.rng)
 
 
 def evaluate(

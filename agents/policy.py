@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparring.spec import BehaviourSpec, Obs
+from sparring.spec import Batch, BehaviourSpec, Obs
 
 MASKED_LOGIT = -1e8  # finite, so entropy's p * log p stays 0 (not NaN) on masked actions
 
@@ -157,13 +157,21 @@ class Categorical:
         grads = [-p * (lp + h.unsqueeze(-1)) for p, lp, h in zip(self.p, self.log_p, self._entropies)]
         return grads[0] if len(grads) == 1 else torch.cat(grads, -1)
 
-    def sample(self, generator: torch.Generator) -> torch.Tensor:
-        """Gumbel-max sampling: one uniform draw per logit from the seeded generator."""
+    def head_grads(self, actions: torch.Tensor, d_logp: torch.Tensor, d_entropy: float) -> tuple[torch.Tensor, None]:
+        """Gradient w.r.t. the logits of ``sum(d_logp * log_prob) + d_entropy * sum(entropy)``."""
+        d_out = d_logp.unsqueeze(-1) * self.log_prob_grad(actions)
+        if d_entropy:
+            d_out += d_entropy * self.entropy_grad()
+        return d_out, None
+
+    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions and their log-probabilities, by Gumbel-max: one uniform draw per logit from ``generator``."""
         picks = []
         for lp in self.log_p:
             gumbel = -torch.log(-torch.log(torch.rand(lp.shape, generator=generator).clamp_min(1e-20)))
             picks.append(torch.argmax(lp + gumbel, -1))
-        return picks[0] if len(picks) == 1 else torch.stack(picks, -1)
+        action = picks[0] if len(picks) == 1 else torch.stack(picks, -1)
+        return action, self.log_prob(action)
 
     def mode(self) -> torch.Tensor:
         picks = [lp.argmax(-1) for lp in self.log_p]
@@ -185,15 +193,68 @@ class DiagGaussian:
     def entropy(self) -> torch.Tensor:
         return (0.5 + self._LOG_SQRT_2PI + self.log_std).sum().expand(len(self.mean))
 
-    def log_prob_grad(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(d log_prob / d mean, d log_prob / d log_std) per sample (call :meth:`log_prob` first)."""
-        return self._z * torch.exp(-self.log_std), self._z.square() - 1
+    def head_grads(self, actions: torch.Tensor, d_logp: torch.Tensor, d_entropy: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients w.r.t. (mean, log_std) of ``sum(d_logp * log_prob) + d_entropy * sum(entropy)``.
+
+        d log_prob / d mean = z / std and d log_prob / d log_std = z^2 - 1 per
+        sample (``z`` is kept from :meth:`log_prob`); d entropy / d log_std = 1.
+        """
+        d_mean = d_logp.unsqueeze(-1) * self._z * torch.exp(-self.log_std)
+        d_log_std = (d_logp.unsqueeze(-1) * (self._z.square() - 1)).sum(0) + d_entropy * len(self.mean)
+        return d_mean, d_log_std
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
 
     def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Actions and their log-probabilities."""
         noise = torch.randn(self.mean.shape, generator=generator)
         logp = (-0.5 * noise.square() - self.log_std - self._LOG_SQRT_2PI).sum(-1)
         return self.mean + self.log_std.exp() * noise, logp
+
+
+class Hybrid:
+    """Continuous and discrete actions in one decision: a Gaussian and independent categoricals.
+
+    The two parts are independent, so log-probabilities and entropies add. An
+    action row is ``float32 (continuous values..., discrete indices...)``; the
+    indices are small integers, exact in float32, which lets the rollout keep
+    one action array per behaviour.
+    """
+
+    def __init__(self, gaussian: DiagGaussian, categorical: Categorical) -> None:
+        self.gaussian, self.categorical = gaussian, categorical
+        self.size = gaussian.mean.shape[-1]
+
+    def split(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An action row -> (continuous values, discrete indices in the Categorical's shape)."""
+        discrete = actions[:, self.size :].long()
+        return actions[:, : self.size], discrete.squeeze(-1) if len(self.categorical.branches) == 1 else discrete
+
+    def join(self, continuous: torch.Tensor, discrete: torch.Tensor) -> torch.Tensor:
+        return torch.cat([continuous, discrete.reshape(len(continuous), -1).float()], -1)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        continuous, discrete = self.split(actions)
+        return self.gaussian.log_prob(continuous) + self.categorical.log_prob(discrete)
+
+    def entropy(self) -> torch.Tensor:
+        return self.gaussian.entropy() + self.categorical.entropy()
+
+    def head_grads(self, actions: torch.Tensor, d_logp: torch.Tensor, d_entropy: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients w.r.t. (means then logits, log_std); see the parts' ``head_grads``."""
+        _, discrete = self.split(actions)
+        d_mean, d_log_std = self.gaussian.head_grads(actions, d_logp, d_entropy)
+        d_logits, _ = self.categorical.head_grads(discrete, d_logp, d_entropy)
+        return torch.cat([d_mean, d_logits], -1), d_log_std
+
+    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        continuous, logp_c = self.gaussian.sample(generator)
+        discrete, logp_d = self.categorical.sample(generator)
+        return self.join(continuous, discrete), logp_c + logp_d
+
+    def mode(self) -> torch.Tensor:
+        return self.join(self.gaussian.mode(), self.categorical.mode())
 
 
 def _linear_head(in_size: int, out_size: int, gain: float) -> nn.Linear:
@@ -204,7 +265,10 @@ def _linear_head(in_size: int, out_size: int, gain: float) -> nn.Linear:
 
 
 class BehaviourPolicy(nn.Module):
-    """Actor-critic for one behaviour: discrete (multi-branch, masked) or Gaussian actions.
+    """Actor-critic for one behaviour: discrete (multi-branch, masked), Gaussian, or hybrid actions.
+
+    The actor head's output is the Gaussian means (if the behaviour has continuous
+    actions) followed by the logits of every discrete branch (if it has discrete ones).
 
     Args:
         spec: the behaviour this policy acts for.
@@ -225,17 +289,22 @@ class BehaviourPolicy(nn.Module):
         self.obs_keys = sorted(spec.observation_components)
         self.obs_size = int(sum(np.prod(spec.observation_components[k].shape) for k in self.obs_keys))
         self.branches = spec.action_branches
-        self.continuous = spec.is_continuous
+        box = spec.continuous_space
+        self.continuous_size = 0 if box is None else int(np.prod(box.shape))
         self.normalizer = RunningNorm(self.obs_size) if normalize else None
         self.trunk = TwinMLP(self.obs_size, hidden_sizes, activation)
         width = hidden_sizes[-1]
-        if self.continuous:
-            act_size = int(np.prod(spec.action_space.shape))
-            self.actor_head = _linear_head(width, act_size, 0.01)
-            self.log_std = nn.Parameter(torch.zeros(act_size))
-        else:
-            self.actor_head = _linear_head(width, sum(self.branches), 0.01)
+        self.actor_head = _linear_head(width, self.continuous_size + sum(self.branches), 0.01)
+        if self.continuous_size:
+            self.log_std = nn.Parameter(torch.zeros(self.continuous_size))
         self.critic_head = _linear_head(width, 1, 1.0)
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """One action row as :meth:`sample` returns it (``()`` for one discrete branch)."""
+        if self.continuous_size:
+            return (self.continuous_size + len(self.branches),)
+        return () if len(self.branches) == 1 else (len(self.branches),)
 
     # -- inputs ---------------------------------------------------------------
 
@@ -261,23 +330,21 @@ class BehaviourPolicy(nn.Module):
     def value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic_head(self.trunk(x)[1]).squeeze(-1)
 
-    def distribution(self, out: torch.Tensor, mask: torch.Tensor | None) -> Categorical | DiagGaussian:
+    def distribution(self, out: torch.Tensor, mask: torch.Tensor | None) -> Categorical | DiagGaussian | Hybrid:
         """The action distribution given the actor head's output."""
-        if self.continuous:
+        c = self.continuous_size
+        if not self.branches:
             return DiagGaussian(out, self.log_std)
-        return Categorical(out, self.branches, mask)
+        if not c:
+            return Categorical(out, self.branches, mask)
+        return Hybrid(DiagGaussian(out[:, :c], self.log_std), Categorical(out[:, c:], self.branches, mask))
 
     def sample(
         self, x: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample actions for normalised inputs: ``(actions, log_probs, values)``."""
         out, value = self.features(x)
-        dist = self.distribution(out, mask)
-        if self.continuous:
-            action, logp = dist.sample(generator)
-        else:
-            action = dist.sample(generator)
-            logp = dist.log_prob(action)
+        action, logp = self.distribution(out, mask).sample(generator)
         return action, logp, value
 
     def evaluate(
@@ -290,8 +357,7 @@ class BehaviourPolicy(nn.Module):
 
     def deterministic(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The mode of the action distribution (argmax per branch / Gaussian mean)."""
-        out = self.actor_head(self.trunk(x)[0])
-        return out if self.continuous else Categorical(out, self.branches, mask).mode()
+        return self.distribution(self.actor_head(self.trunk(x)[0]), mask).mode()
 
     # -- training without autograd --------------------------------------------------
 
@@ -323,15 +389,20 @@ class BehaviourPolicy(nn.Module):
         self.actor_head.bias.grad = d_out.sum(0)
         self.critic_head.weight.grad = d_value.unsqueeze(0) @ top[1]
         self.critic_head.bias.grad = d_value.sum(0, keepdim=True)
-        if self.continuous:
+        if self.continuous_size:
             self.log_std.grad = d_log_std
         d_top = torch.stack([d_out @ self.actor_head.weight, d_value.unsqueeze(-1) * self.critic_head.weight])
         self.trunk.backward(x, hidden, d_top)
 
-    def env_actions(self, action: torch.Tensor) -> np.ndarray:
+    def env_actions(self, action: torch.Tensor) -> Batch:
         """Policy actions -> what the env accepts (continuous actions clipped to the Box)."""
-        if not self.continuous:
+        if not self.continuous_size:
             return action.numpy()
-        box = self.spec.action_space
-        flat = action.numpy().reshape(len(action), *box.shape)
-        return np.clip(flat, box.low, box.high).astype(np.float32, copy=False)
+        box = self.spec.continuous_space
+        flat = action.numpy()
+        continuous = flat[:, : self.continuous_size].reshape(len(flat), *box.shape)
+        continuous = np.clip(continuous, box.low, box.high).astype(np.float32, copy=False)
+        if not self.branches:
+            return continuous
+        discrete = flat[:, self.continuous_size :].astype(np.int64)
+        return {"continuous": continuous, "discrete": discrete[:, 0] if len(self.branches) == 1 else discrete}

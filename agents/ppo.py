@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.rollout import RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
-from sparring.spec import BehaviourSpec, Obs, group_of, obs_take
+from sparring.spec import Batch, BehaviourSpec, Obs, batch_take, group_of
 
 CHECKPOINT_FORMAT = 1
 RECORDED_OBS = 256  # raw observations kept per behaviour, saved with checkpoints for export verification
@@ -101,12 +101,8 @@ class BehaviourLearner:
         self.settings = settings
         self.policy = BehaviourPolicy(spec, settings.hidden_sizes, settings.activation, settings.normalize_obs)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.learning_rate, eps=1e-5, fused=True)
-        if spec.is_continuous:
-            action_shape: tuple[int, ...] = (int(np.prod(spec.action_space.shape)),)
-        else:
-            action_shape = () if len(spec.action_branches) == 1 else (len(spec.action_branches),)
-        action_dtype = np.float32 if spec.is_continuous else np.int64
-        self.buffer = RolloutBuffer(self.policy.obs_size, action_shape, action_dtype, spec.mask_size)
+        action_dtype = np.float32 if self.policy.continuous_size else np.int64
+        self.buffer = RolloutBuffer(self.policy.obs_size, self.policy.action_shape, action_dtype, spec.mask_size)
         self._finished: list[tuple[np.ndarray, np.ndarray]] = []
         self.recorded_obs = torch.zeros(0, self.policy.obs_size)
 
@@ -125,7 +121,7 @@ class BehaviourLearner:
         return self.policy.normalize(x)
 
     @torch.no_grad()
-    def act(self, decisions: DecisionSteps, generator: torch.Generator) -> np.ndarray:
+    def act(self, decisions: DecisionSteps, generator: torch.Generator) -> Batch:
         """Sample actions for the deciding agents and record them as rollout rows."""
         x = self.inputs(decisions.obs, update_stats=True)
         mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)
@@ -144,7 +140,7 @@ class BehaviourLearner:
             bootstrap = np.zeros(len(terminals), np.float32)
             if terminals.truncated.any():
                 cut = terminals.truncated
-                bootstrap[cut] = self.policy.value(self.inputs(obs_take(terminals.obs, cut), False)).numpy()
+                bootstrap[cut] = self.policy.value(self.inputs(batch_take(terminals.obs, cut), False)).numpy()
             self._finished.append(self.buffer.end_episodes(slots, bootstrap))
         if len(step.lost):
             self.buffer.drop(self.buffer.slots_of(step.lost))
@@ -263,17 +259,9 @@ class BehaviourLearner:
             d_error = torch.where(error.square() >= clipped_error.square(), error, clipped_error * inside)
         d_value = d_error * (2 * s.vf_coef / batch)
 
-        # Chain rule into the actor's output (logits, or the Gaussian mean and log-std).
-        if policy.continuous:
-            g_mean, g_log_std = dist.log_prob_grad()
-            d_out = d_logp.unsqueeze(-1) * g_mean
-            d_log_std = (d_logp.unsqueeze(-1) * g_log_std).sum(0) - s.ent_coef  # dH/dlog_std = 1
-            policy.backward(x, hidden, d_out, d_value, d_log_std)
-        else:
-            d_out = d_logp.unsqueeze(-1) * dist.log_prob_grad(actions)
-            if s.ent_coef:
-                d_out -= (s.ent_coef / batch) * dist.entropy_grad()
-            policy.backward(x, hidden, d_out, d_value)
+        # Chain rule into the actor's output (logits, Gaussian means and log-std, or both).
+        d_out, d_log_std = dist.head_grads(actions, d_logp, -s.ent_coef / batch)
+        policy.backward(x, hidden, d_out, d_value, d_log_std)
 
         if not diagnose:
             return None
@@ -422,7 +410,7 @@ class PPO:
     @torch.no_grad()
     def predict(
         self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
-    ) -> np.ndarray:
+    ) -> Batch:
         """Batched actions for ``obs`` in the env's action format (``behaviour`` may be omitted if there is one)."""
         if behaviour is None:
             if len(self.learners) != 1:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparring.spec import BehaviourSpec, Obs, empty_obs, obs_len, obs_take
+from sparring.spec import Batch, BehaviourSpec, Obs, batch_len, batch_take, empty_obs
 
 
 @dataclass
@@ -59,7 +59,7 @@ class DecisionSteps:
 
     def take(self, rows: np.ndarray) -> DecisionSteps:
         """The agents at ``rows`` (an index or boolean array)."""
-        return DecisionSteps(self.agent_ids[rows], obs_take(self.obs, rows), self.rewards[rows],
+        return DecisionSteps(self.agent_ids[rows], batch_take(self.obs, rows), self.rewards[rows],
                              None if self.action_mask is None else self.action_mask[rows])
 
     @classmethod
@@ -94,7 +94,7 @@ class TerminalSteps:
 
     def take(self, rows: np.ndarray) -> TerminalSteps:
         """The agents at ``rows`` (an index or boolean array)."""
-        return TerminalSteps(self.agent_ids[rows], obs_take(self.obs, rows), self.rewards[rows], self.truncated[rows])
+        return TerminalSteps(self.agent_ids[rows], batch_take(self.obs, rows), self.rewards[rows], self.truncated[rows])
 
     @classmethod
     def empty(cls, spec: BehaviourSpec) -> TerminalSteps:
@@ -130,7 +130,7 @@ class BehaviourStep:
 
 
 StepResult = dict[str, BehaviourStep]
-Actions = Mapping[str, np.ndarray]
+Actions = Mapping[str, Batch]  # per behaviour, one action row per deciding agent
 
 
 class MultiAgentEnv(ABC):
@@ -177,8 +177,8 @@ def check_step_result(specs: Mapping[str, BehaviourSpec], result: StepResult) ->
                 raise ValueError(f"{where}.agent_ids: duplicate agent ids {part.agent_ids.tolist()}")
             if part.rewards.shape != (n,) or part.rewards.dtype != np.float32:
                 raise ValueError(f"{where}.rewards: expected float32 ({n},), got {part.rewards.dtype} {part.rewards.shape}")
-            if obs_len(part.obs) != n:
-                raise ValueError(f"{where}.obs: {obs_len(part.obs)} rows for {n} agents")
+            if batch_len(part.obs) != n:
+                raise ValueError(f"{where}.obs: {batch_len(part.obs)} rows for {n} agents")
             _check_obs(where, spec, part.obs)
         mask = step.decisions.action_mask
         n = len(step.decisions)
@@ -208,18 +208,21 @@ def _check_obs(where: str, spec: BehaviourSpec, obs: Obs) -> None:
             )
 
 
-def random_actions(spec: BehaviourSpec, n: int, mask: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def random_actions(spec: BehaviourSpec, n: int, mask: np.ndarray | None, rng: np.random.Generator) -> Batch:
     """``n`` uniformly random valid actions, never choosing an action ``mask`` forbids (None: all allowed)."""
-    act = spec.action_space
-    if spec.is_continuous:
-        low = np.where(np.isfinite(act.low), act.low, -1.0)
-        high = np.where(np.isfinite(act.high), act.high, 1.0)
-        return rng.uniform(low, high, (n, *act.shape)).astype(np.float32)
+    box = spec.continuous_space
+    if box is not None:
+        low = np.where(np.isfinite(box.low), box.low, -1.0)
+        high = np.where(np.isfinite(box.high), box.high, 1.0)
+        continuous = rng.uniform(low, high, (n, *box.shape)).astype(np.float32)
+        if not spec.is_hybrid:
+            return continuous
     mask = mask if mask is not None else np.ones((n, spec.mask_size), bool)
     picks = []
     for part in np.split(mask, np.cumsum(spec.action_branches)[:-1], axis=1):
         picks.append(np.argmax(rng.random(part.shape) * part, axis=1))  # random key per allowed action
-    return picks[0] if len(picks) == 1 else np.stack(picks, axis=1)
+    discrete = picks[0] if len(picks) == 1 else np.stack(picks, axis=1)
+    return {"continuous": continuous, "discrete": discrete} if spec.is_hybrid else discrete
 
 
 def random_rollout(env: MultiAgentEnv, steps: int, seed: int = 0) -> Iterator[StepResult]:

@@ -28,7 +28,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from sparring.envs.base import MultiAgentEnv, StepResult
-from sparring.spec import BehaviourSpec, empty_actions, obs_take
+from sparring.spec import Batch, BehaviourSpec, batch_put, batch_take, empty_actions
 
 
 def to_parallel_env(env: MultiAgentEnv) -> SparringParallelEnv:
@@ -89,12 +89,12 @@ class SparringParallelEnv(ParallelEnv):
             acts = empty_actions(spec, len(names))
             for row, name in enumerate(names):
                 if name in self._ended:
-                    acts[row] = _idle_action(spec, self._masks.get(name))
+                    batch_put(acts, row, _idle_action(spec, self._masks.get(name)))
                     self._idled.add(name)
                 elif name not in actions:
                     raise KeyError(f"no action for agent {name!r}, which requests a decision")
                 else:
-                    acts[row] = actions[name]
+                    batch_put(acts, row, actions[name])
             batched[behaviour] = acts
         result = self.env.step(batched)
 
@@ -112,7 +112,7 @@ class SparringParallelEnv(ParallelEnv):
                     continue  # an idled agent's episode, or an agent that never decided
                 self.agents.remove(name)
                 self._ended.add(name)
-                obs[name] = obs_take(ends.obs, row)
+                obs[name] = batch_take(ends.obs, row)
                 rewards[name] = float(ends.rewards[row])
                 truncated = bool(ends.truncated[row])
                 terminations[name], truncations[name] = not truncated, truncated
@@ -160,7 +160,7 @@ class SparringParallelEnv(ParallelEnv):
                 if decisions.action_mask is not None:
                     self._masks[name] = decisions.action_mask[row]
                 if name not in self._ended:
-                    self._last_obs[name] = obs_take(decisions.obs, row)
+                    self._last_obs[name] = batch_take(decisions.obs, row)
                     self._rewards[name] = float(decisions.rewards[row])
         return names
 
@@ -182,19 +182,21 @@ class SparringParallelEnv(ParallelEnv):
 
     def _waiting_info(self, name: str) -> dict[str, Any]:
         spec = self._spec(name)
-        if spec.is_continuous:
+        if not spec.mask_size:
             return {"waiting": True}
         return {"waiting": True, "action_mask": np.zeros(spec.mask_size, np.int8)}
 
 
-def _idle_action(spec: BehaviourSpec, mask: np.ndarray | None) -> np.ndarray:
-    """A legal placeholder action: the first allowed choice per branch, or the Box point nearest 0."""
-    act = spec.action_space
-    if isinstance(act, spaces.Box):
-        return np.clip(np.zeros(act.shape, np.float32), act.low, act.high)
-    sizes = spec.action_branches
+def _idle_action(spec: BehaviourSpec, mask: np.ndarray | None) -> Batch:
+    """A legal placeholder action: the first allowed choice per branch, and the Box point nearest 0."""
+    box, sizes = spec.continuous_space, spec.action_branches
+    if box is not None:
+        still = np.clip(np.zeros(box.shape, np.float32), box.low, box.high)
+        if not sizes:
+            return still
     if mask is None:
         choice = np.zeros(len(sizes), np.int64)
     else:
         choice = np.array([int(np.argmax(m)) for m in np.split(mask, np.cumsum(sizes)[:-1])], np.int64)
-    return choice[0] if isinstance(act, spaces.Discrete) else choice
+    choice = choice[0] if isinstance(spec.discrete_space, spaces.Discrete) else choice
+    return {"continuous": still, "discrete": choice} if box is not None else choice

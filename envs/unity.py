@@ -14,6 +14,7 @@ one observation (vector or visual)           a ``Box`` observation
 several sensors                              a ``Dict`` keyed by sensor name (Unity's order)
 continuous actions                           ``Box(-1, 1)`` (ML-Agents clips to that range)
 discrete branches                            ``Discrete`` (one branch) / ``MultiDiscrete``
+both (hybrid actions)                        ``hybrid_space(Box(-1, 1), Discrete|MultiDiscrete)``
 ``action_mask``, ``True`` = forbidden         ``action_mask``, ``True`` = allowed
 ``TerminalSteps.interrupted``                ``TerminalSteps.truncated``
 a new episode id after every episode         a new agent id per episode (allowed by the API)
@@ -28,9 +29,6 @@ a new episode id after every episode         a new agent id per episode (allowed
   crashes, hangs past ``timeout_wait`` or sends unusable data has its agents reported
   lost and is relaunched with backoff while the others keep stepping (see
   :mod:`sparring.envs.supervision`).
-
-Behaviours that mix continuous and discrete actions (hybrid) are refused with a
-clear error: sparring's trainers do not learn hybrid actions yet.
 """
 
 from __future__ import annotations
@@ -63,7 +61,7 @@ from mlagents_envs.side_channel.environment_parameters_channel import Environmen
 from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps  # noqa: E402
 from sparring.envs.supervision import LiveAgents, RestartBudget, lost_result  # noqa: E402
 from sparring.envs.vector import VectorEnv  # noqa: E402
-from sparring.spec import BehaviourSpec, team_of  # noqa: E402
+from sparring.spec import Batch, BehaviourSpec, hybrid_space, team_of  # noqa: E402
 
 log = logging.getLogger("sparring.unity")
 
@@ -103,16 +101,13 @@ class EngineSettings:
 def behaviour_spec(name: str, unity_spec: BehaviorSpec) -> BehaviourSpec:
     """An ML-Agents ``BehaviorSpec`` in sparring's terms (see the module docstring's table)."""
     action = unity_spec.action_spec
-    if action.continuous_size and action.discrete_size:
-        raise ValueError(
-            f"behaviour {name!r} mixes {action.continuous_size} continuous actions with discrete branches "
-            f"{tuple(action.discrete_branches)} (hybrid actions); sparring's trainers do not support hybrid actions yet")
-    if action.continuous_size:
-        action_space: spaces.Space = spaces.Box(-1.0, 1.0, (action.continuous_size,), np.float32)
-    elif len(action.discrete_branches) == 1:
-        action_space = spaces.Discrete(action.discrete_branches[0])
-    elif action.discrete_branches:
-        action_space = spaces.MultiDiscrete(list(action.discrete_branches))
+    branches = list(action.discrete_branches)
+    discrete = spaces.Discrete(branches[0]) if len(branches) == 1 else spaces.MultiDiscrete(branches) if branches else None
+    continuous = spaces.Box(-1.0, 1.0, (action.continuous_size,), np.float32) if action.continuous_size else None
+    if continuous is not None and discrete is not None:
+        action_space: spaces.Space = hybrid_space(continuous, discrete)
+    elif continuous is not None or discrete is not None:
+        action_space = continuous or discrete
     else:
         raise ValueError(f"behaviour {name!r} has no actions")
     boxes = [spaces.Box(-np.inf, np.inf, tuple(obs.shape), np.float32) for obs in unity_spec.observation_specs]
@@ -258,14 +253,21 @@ class _Converter:
                           terminals.reward, terminals.interrupted.astype(bool)),
         )
 
-    def action_tuple(self, actions: np.ndarray) -> ActionTuple:
-        actions = np.asarray(actions)
-        if len(actions) != self.deciding:
-            raise ValueError(f"actions for behaviour {self.spec.name!r}: got {len(actions)} rows, "
+    def action_tuple(self, actions: Batch) -> ActionTuple:
+        parts = actions if self.spec.is_hybrid else {"continuous" if self.spec.is_continuous else "discrete": actions}
+        rows = {len(np.asarray(part)) for part in parts.values()}
+        if rows != {self.deciding}:
+            raise ValueError(f"actions for behaviour {self.spec.name!r}: got {sorted(rows)} rows, "
                              f"expected {self.deciding} (one per deciding agent)")
-        if self.spec.is_continuous:
-            return ActionTuple(continuous=actions.reshape(self.deciding, -1).astype(np.float32))
-        return ActionTuple(discrete=actions.reshape(self.deciding, -1).astype(np.int32))
+        return ActionTuple(
+            continuous=_rows(parts.get("continuous"), self.deciding, np.float32),
+            discrete=_rows(parts.get("discrete"), self.deciding, np.int32),
+        )
+
+
+def _rows(part: np.ndarray | None, n: int, dtype: type) -> np.ndarray | None:
+    """One action part as the 2-D array ``ActionTuple`` wants (``None``: the behaviour has no such part)."""
+    return None if part is None else np.asarray(part).reshape(n, -1).astype(dtype, copy=False)
 
 
 @dataclass

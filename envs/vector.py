@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
-from sparring.spec import BehaviourSpec, obs_concat
+from sparring.spec import BehaviourSpec, batch_concat, batch_len, batch_take
 
 ID_STRIDE = 2**32
 """Merged agent id = ``env_index * ID_STRIDE + local_id``; local ids must lie in ``[0, ID_STRIDE)``."""
@@ -108,14 +108,15 @@ class VectorEnv(MultiAgentEnv):
                 if total:
                     raise ValueError(f"actions for behaviour {name!r} missing; expected {total} rows, one per decision agent")
                 continue
-            rows = np.asarray(actions[name])
-            if len(rows) != total:
+            rows = actions[name] if isinstance(actions[name], dict) else np.asarray(actions[name])
+            if batch_len(rows) != total:
                 raise ValueError(
-                    f"actions for behaviour {name!r}: got {len(rows)} rows, expected {total} "
+                    f"actions for behaviour {name!r}: got {batch_len(rows)} rows, expected {total} "
                     "(one per agent of the previous decision steps, in their order)"
                 )
-            for copy_actions, part in zip(per_copy, np.split(rows, split_points)):
-                copy_actions[name] = part
+            bounds = [0, *split_points, total]
+            for copy_actions, start, stop in zip(per_copy, bounds[:-1], bounds[1:]):
+                copy_actions[name] = batch_take(rows, slice(start, stop))
         return per_copy
 
     def _merge(self, results: list[StepResult]) -> StepResult:
@@ -130,13 +131,13 @@ class VectorEnv(MultiAgentEnv):
             merged[name] = BehaviourStep(
                 DecisionSteps(
                     self._merged_ids(name, "decisions", [d.agent_ids for d in decisions]),
-                    obs_concat([d.obs for d in decisions]),
+                    batch_concat([d.obs for d in decisions]),
                     np.concatenate([d.rewards for d in decisions]),
                     _merged_masks(decisions, spec),
                 ),
                 TerminalSteps(
                     self._merged_ids(name, "terminals", [t.agent_ids for t in terminals]),
-                    obs_concat([t.obs for t in terminals]),
+                    batch_concat([t.obs for t in terminals]),
                     np.concatenate([t.rewards for t in terminals]),
                     np.concatenate([t.truncated for t in terminals]),
                 ),

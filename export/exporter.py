@@ -108,9 +108,10 @@ class NativeGraph(ExportGraph):
 
     Inputs: one float tensor per observation component, named as in the spec
     (``obs`` for a plain Box), batch first; ``action_mask`` (bool, True = allowed)
-    for discrete behaviours. Outputs: ``action`` (int64 argmax per branch, or the
-    Gaussian mean clipped to the action Box), then ``logits`` or ``mean`` and
-    ``log_std``, then ``value`` when asked for.
+    for behaviours with discrete actions. Outputs: ``action`` (int64 argmax per
+    branch, or the Gaussian mean clipped to the action Box; a hybrid behaviour has
+    ``continuous_action`` and ``discrete_action`` instead), then ``mean`` and
+    ``log_std`` and/or ``logits``, then ``value`` when asked for.
     """
 
     def __init__(self, policy: BehaviourPolicy, with_value: bool = False) -> None:
@@ -118,16 +119,18 @@ class NativeGraph(ExportGraph):
         self.policy = policy
         self.with_value = with_value
         self.components = list(policy.spec.observation_components)
-        box = policy.spec.action_space if policy.continuous else None
+        box = policy.spec.continuous_space
         self.register_buffer("low", torch.as_tensor(box.low, dtype=torch.float32).reshape(-1) if box is not None else torch.zeros(0))
         self.register_buffer("high", torch.as_tensor(box.high, dtype=torch.float32).reshape(-1) if box is not None else torch.zeros(0))
 
     def input_names(self) -> list[str]:
-        return self.components + ([] if self.policy.continuous else ["action_mask"])
+        return self.components + (["action_mask"] if self.policy.branches else [])
 
     def output_names(self) -> list[str]:
-        names = ["action"] + (["mean", "log_std"] if self.policy.continuous else ["logits"])
-        return names + (["value"] if self.with_value else [])
+        policy = self.policy
+        actions = ["continuous_action", "discrete_action"] if policy.spec.is_hybrid else ["action"]
+        heads = (["mean", "log_std"] if policy.continuous_size else []) + (["logits"] if policy.branches else [])
+        return actions + heads + (["value"] if self.with_value else [])
 
     def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
         return {**{name: obs[name] for name in self.components}, **({} if mask is None else {"action_mask": mask})}
@@ -137,20 +140,24 @@ class NativeGraph(ExportGraph):
         x = _policy_input(policy, dict(zip(self.components, inputs)))
         out = policy.actor_head(_half(policy, x, 0))
         value = (policy.critic_head(_half(policy, x, 1)).squeeze(-1),) if self.with_value else ()
-        if policy.continuous:
-            action = torch.max(torch.min(out, self.high), self.low)
-            log_std = policy.log_std.unsqueeze(0).expand_as(out)
-            return (action, out, log_std, *value)
-        mask = inputs[len(self.components)]
-        return (_masked_argmax(policy, out, mask), out, *value)
+        c = policy.continuous_size
+        mean, logits = out[:, :c], out[:, c:]
+        actions, heads = [], []
+        if c:
+            actions.append(torch.max(torch.min(mean, self.high), self.low))
+            heads += [mean, policy.log_std.unsqueeze(0).expand_as(mean)]
+        if policy.branches:
+            actions.append(_masked_argmax(policy, logits, inputs[len(self.components)]))
+            heads.append(logits)
+        return (*actions, *heads, *value)
 
 
 class GodotGraph(ExportGraph):
     """The Godot RL Agents plugin's conventions: ``obs`` and ``state_ins`` in; ``output`` and ``state_outs`` out.
 
-    ``output`` holds the logits (the plugin takes the argmax per branch) or the
-    Gaussian means; ``state_outs`` echoes ``state_ins`` (the plugin's recurrent
-    state slot; sparring policies are not recurrent).
+    ``output`` holds the Gaussian means and then the logits (the plugin takes the
+    argmax per branch), the actor head's own order; ``state_outs`` echoes
+    ``state_ins`` (the plugin's recurrent state slot; sparring policies are not recurrent).
     """
 
     def __init__(self, policy: BehaviourPolicy) -> None:
@@ -181,8 +188,7 @@ def support_problem(spec: BehaviourSpec, fmt: str) -> str | None:
         if len(spec.observation_components) > 1:
             return ("the Godot RL Agents plugin feeds one observation vector ('obs'); this behaviour observes "
                     f"{len(spec.observation_components)} components {list(spec.observation_components)}")
-        if spec.mask_size and not spec.is_continuous:
-            return None  # masks are simply not applied by the plugin; the logits are still correct
+        return None  # masks are simply not applied by the plugin; the logits are still correct
     if fmt == "mlagents":
         from sparring.export.mlagents import mlagents_support_problem
 
@@ -233,7 +239,7 @@ def sample_feeds(graph: ExportGraph, spec: BehaviourSpec, n: int, rng: np.random
         obs = {k: part.reshape(n, *components[k].shape) for k, part in zip(keys, split)}
     else:
         obs = {k: _sample_box(box, n, rng) for k, box in components.items()}
-    mask = None if spec.is_continuous else _random_mask(spec, n, rng)
+    mask = _random_mask(spec, n, rng) if spec.mask_size else None
     return graph.feeds(obs, mask)
 
 

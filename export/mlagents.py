@@ -124,21 +124,21 @@ def mlagents_support_problem(spec: BehaviourSpec) -> str | None:
     """Why ``spec`` cannot be represented as an ML-Agents model, or None.
 
     Any Box / Dict-of-Box observation fits (each component becomes one flattened
-    ``obs_i``), and so do Discrete, MultiDiscrete and Box actions (Box actions are
-    flattened and clipped to the Box, see the module docstring). What does not fit is
+    ``obs_i``), and so do Discrete, MultiDiscrete, Box and hybrid actions (Box actions
+    are flattened and clipped to the Box, see the module docstring). What does not fit is
     an empty component or an empty action vector: Unity treats a zero
     ``continuous_action_output_shape`` as "no action output" ([MI]).
     """
     for key, box in spec.observation_components.items():
         if int(np.prod(box.shape)) == 0:
             return f"observation component {key!r} has no elements (shape {box.shape}); ML-Agents sensors cannot be empty"
-    act = spec.action_space
-    if isinstance(act, spaces.Box):
-        if int(np.prod(act.shape)) == 0:
-            return f"the action Box has no elements (shape {act.shape})"
-        if np.any(np.asarray(act.low) > np.asarray(act.high)):
+    box = spec.continuous_space
+    if box is not None:
+        if int(np.prod(box.shape)) == 0:
+            return f"the action Box has no elements (shape {box.shape})"
+        if np.any(np.asarray(box.low) > np.asarray(box.high)):
             return "the action Box has a lower bound above its upper bound"
-    elif any(n < 1 for n in spec.action_branches):
+    if any(n < 1 for n in spec.action_branches):
         return f"a discrete action branch has no actions (branches {spec.action_branches})"
     return None
 
@@ -148,8 +148,9 @@ class MLAgentsGraph(ExportGraph):
 
     ``forward(obs_0, ..., obs_{k-1}[, action_masks])``: one float32 ``(batch, size)``
     tensor per observation component in the spec's order (any further dimensions are
-    flattened), and for discrete behaviours a float32 ``(batch, sum(branches))`` mask,
-    1 = allowed, 0 = masked. Returns, in this order ([MS], [NW]):
+    flattened), and with discrete actions a float32 ``(batch, sum(branches))`` mask,
+    1 = allowed, 0 = masked. Returns, in this order ([MS], [NW]; a hybrid behaviour
+    has both trios):
 
     - ``version_number``: float32 ``(1,)`` = 3; ``memory_size``: float32 ``(1,)`` = 0;
     - continuous: ``continuous_actions`` float32 ``(batch, n)`` sampled
@@ -174,34 +175,39 @@ class MLAgentsGraph(ExportGraph):
         self.components = list(spec.observation_components)
         self.register_buffer("version_number", torch.tensor([float(MODEL_EXPORT_VERSION)]))
         self.register_buffer("memory_size", torch.tensor([0.0]))
-        if policy.continuous:
-            box = spec.action_space
+        random_outputs, static_outputs = [], [VERSION_NUMBER, MEMORY_SIZE]
+        if policy.continuous_size:
+            box = spec.continuous_space
             low = np.asarray(np.broadcast_to(box.low, box.shape), np.float64).reshape(-1)
             high = np.asarray(np.broadcast_to(box.high, box.shape), np.float64).reshape(-1)
-            self.register_buffer("action_shape", torch.tensor([float(low.size)]))
+            self.register_buffer("continuous_shape", torch.tensor([float(low.size)]))
             # Clip only where a bound is finite: an all-infinite side exports no op.
             self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
             self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
             self._clip_low = bool(np.isfinite(low).any())
             self._clip_high = bool(np.isfinite(high).any())
-            self.random_outputs = (CONTINUOUS_ACTIONS,)
-            self.static_outputs = (VERSION_NUMBER, MEMORY_SIZE, CONTINUOUS_SHAPE)
-        else:
+            random_outputs.append(CONTINUOUS_ACTIONS)
+            static_outputs.append(CONTINUOUS_SHAPE)
+        if policy.branches:
             # [NW] torch.Tensor([discrete_branches]): shape (1, num_branches)
-            self.register_buffer("action_shape", torch.tensor([[float(n) for n in policy.branches]]))
-            self.random_outputs = (DISCRETE_ACTIONS,)
-            self.static_outputs = (VERSION_NUMBER, MEMORY_SIZE, DISCRETE_SHAPE)
+            self.register_buffer("discrete_shape", torch.tensor([[float(n) for n in policy.branches]]))
+            random_outputs.append(DISCRETE_ACTIONS)
+            static_outputs.append(DISCRETE_SHAPE)
+        self.random_outputs, self.static_outputs = tuple(random_outputs), tuple(static_outputs)
 
     def input_names(self) -> list[str]:
-        """[MS] ModelSerializer: obs_0..obs_{k-1}, then action_masks for discrete actions."""
+        """[MS] ModelSerializer: obs_0..obs_{k-1}, then action_masks when there are discrete actions."""
         names = [observation_name(i) for i in range(len(self.components))]
-        return names if self.policy.continuous else names + [MASK_INPUT]
+        return names + ([MASK_INPUT] if self.policy.branches else [])
 
     def output_names(self) -> list[str]:
-        """[MS] ModelSerializer: version and memory, then the continuous or the discrete trio."""
-        if self.policy.continuous:
-            return [VERSION_NUMBER, MEMORY_SIZE, CONTINUOUS_ACTIONS, CONTINUOUS_SHAPE, DETERMINISTIC_CONTINUOUS]
-        return [VERSION_NUMBER, MEMORY_SIZE, DISCRETE_ACTIONS, DISCRETE_SHAPE, DETERMINISTIC_DISCRETE]
+        """[MS] ModelSerializer: version and memory, then the continuous trio and/or the discrete trio."""
+        names = [VERSION_NUMBER, MEMORY_SIZE]
+        if self.policy.continuous_size:
+            names += [CONTINUOUS_ACTIONS, CONTINUOUS_SHAPE, DETERMINISTIC_CONTINUOUS]
+        if self.policy.branches:
+            names += [DISCRETE_ACTIONS, DISCRETE_SHAPE, DETERMINISTIC_DISCRETE]
+        return names
 
     def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
         n = len(obs[self.components[0]])
@@ -225,24 +231,28 @@ class MLAgentsGraph(ExportGraph):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         policy = self.policy
         out = self.actor_output(*inputs[: len(self.components)])
-        head = (self.version_number, self.memory_size)
-        if policy.continuous:
+        c = policy.continuous_size
+        outputs = [self.version_number, self.memory_size]
+        if c:
+            mean = out[:, :c]
             # [DI] GaussianDistribution.forward: log_sigma = mu * 0 + log_sigma (no runtime broadcast)
-            std = torch.exp(out * 0 + policy.log_std)
-            sample = out + torch.randn_like(out) * std
-            return (*head, self._clip(sample), self.action_shape, self._clip(out))
-        mask = inputs[len(self.components)]
-        sampled, greedy = [], []
-        start = 0
-        for size in policy.branches:
-            logits = out[:, start : start + size]
-            allow = mask[:, start : start + size]
-            start += size
-            # [DI] MultiCategoricalDistribution._mask_branch, written the same Sentis-friendly way
-            block = -1.0 * allow + 1.0
-            probs = torch.softmax(logits * allow - BLOCKED_LOGIT * block, dim=-1)
-            sampled.append(torch.multinomial(probs, 1))
-            greedy.append(torch.argmax(probs, dim=1, keepdim=True))
-        if len(sampled) == 1:
-            return (*head, sampled[0], self.action_shape, greedy[0])
-        return (*head, torch.cat(sampled, dim=1), self.action_shape, torch.cat(greedy, dim=1))
+            std = torch.exp(mean * 0 + policy.log_std)
+            sample = mean + torch.randn_like(mean) * std
+            outputs += [self._clip(sample), self.continuous_shape, self._clip(mean)]
+        if policy.branches:
+            mask = inputs[len(self.components)]
+            sampled, greedy = [], []
+            start = c
+            for size in policy.branches:
+                logits = out[:, start : start + size]
+                allow = mask[:, start - c : start - c + size]
+                start += size
+                # [DI] MultiCategoricalDistribution._mask_branch, written the same Sentis-friendly way
+                block = -1.0 * allow + 1.0
+                probs = torch.softmax(logits * allow - BLOCKED_LOGIT * block, dim=-1)
+                sampled.append(torch.multinomial(probs, 1))
+                greedy.append(torch.argmax(probs, dim=1, keepdim=True))
+            joined = len(sampled) > 1
+            outputs += [torch.cat(sampled, dim=1) if joined else sampled[0], self.discrete_shape,
+                        torch.cat(greedy, dim=1) if joined else greedy[0]]
+        return tuple(outputs)

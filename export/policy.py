@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from sparring.spec import Obs
+from sparring.spec import HYBRID_KEYS, Batch, Obs
 
 
 class OnnxPolicy:
@@ -32,11 +32,16 @@ class OnnxPolicy:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.components = [name for name in self.inputs if name != "action_mask"]
         self._mask_width = next((i.shape[1] for i in self.session.get_inputs() if i.name == "action_mask"), None)
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._actions = ["continuous_action", "discrete_action"] if "continuous_action" in outputs else ["action"]
 
     def predict(
         self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
-    ) -> np.ndarray:
-        """Deterministic actions for a batch of observations (``behaviour`` is checked if given)."""
+    ) -> Batch:
+        """Deterministic actions for a batch of observations (``behaviour`` is checked if given).
+
+        Hybrid behaviours get ``{"continuous": ..., "discrete": ...}``, as a trained model's ``predict`` gives.
+        """
         if behaviour is not None and behaviour != self.behaviour:
             raise ValueError(f"this model acts for behaviour {self.behaviour!r}, not {behaviour!r}")
         parts = obs if isinstance(obs, dict) else {self.components[0]: obs}
@@ -44,4 +49,5 @@ class OnnxPolicy:
         n = len(next(iter(feeds.values())))
         if self._mask_width is not None:
             feeds["action_mask"] = np.ones((n, self._mask_width), bool) if action_mask is None else np.asarray(action_mask, bool)
-        return self.session.run(["action"], feeds)[0]
+        actions = self.session.run(self._actions, feeds)
+        return actions[0] if len(actions) == 1 else dict(zip(HYBRID_KEYS, actions))

@@ -10,6 +10,10 @@ Conventions fixed here, relied on everywhere:
   the first axis is the agent axis.
 - Actions are ``int64`` of shape ``(n,)`` for ``Discrete``, ``(n, branches)`` for
   ``MultiDiscrete``, and ``float32`` of shape ``(n, *box.shape)`` for ``Box``.
+  *Hybrid* actions (continuous and discrete at once, as Unity ML-Agents allows)
+  have a :func:`hybrid_space` ``Dict(continuous=Box, discrete=Discrete|MultiDiscrete)``
+  and are batched as ``{"continuous": ..., "discrete": ...}``, each part in the
+  convention of its space.
 - Action masks are ``bool`` of shape ``(n, sum(branch sizes))``, ``True`` where
   the action is allowed (PettingZoo's convention), branches concatenated.
 """
@@ -24,7 +28,24 @@ from gymnasium import spaces
 
 Obs = Union[np.ndarray, dict[str, np.ndarray]]
 ObservationSpace = Union[spaces.Box, spaces.Dict]
-ActionSpace = Union[spaces.Discrete, spaces.MultiDiscrete, spaces.Box]
+ActionSpace = Union[spaces.Discrete, spaces.MultiDiscrete, spaces.Box, spaces.Dict]
+# A batch is a batched observation or action: an array with the agent axis first,
+# or a dict of such arrays (Dict observations, hybrid actions).
+Batch = Union[np.ndarray, dict[str, np.ndarray]]
+HYBRID_KEYS = ("continuous", "discrete")
+
+
+def hybrid_space(continuous: spaces.Box, discrete: spaces.Discrete | spaces.MultiDiscrete) -> spaces.Dict:
+    """The action space of agents that choose continuous and discrete actions in one decision."""
+    return spaces.Dict({"continuous": continuous, "discrete": discrete})
+
+
+def _discrete_problem(act: spaces.Space) -> str | None:
+    if isinstance(act, spaces.Discrete):
+        return None if int(act.start) == 0 else "Discrete action space must start at 0"
+    if isinstance(act, spaces.MultiDiscrete):
+        return None if act.nvec.ndim == 1 and not np.any(act.start != 0) else "MultiDiscrete action space must be 1-D and start at 0"
+    return f"expected a Discrete or MultiDiscrete action space, got {type(act).__name__}"
 
 
 @dataclass(frozen=True)
@@ -58,28 +79,48 @@ class BehaviourSpec:
                 f"got {type(obs).__name__}"
             )
         act = self.action_space
-        if isinstance(act, spaces.Discrete):
-            if int(act.start) != 0:
-                raise TypeError(f"behaviour {self.name!r}: Discrete action space must start at 0")
-        elif isinstance(act, spaces.MultiDiscrete):
-            if act.nvec.ndim != 1 or np.any(act.start != 0):
+        if isinstance(act, spaces.Dict):
+            if tuple(act.spaces) != HYBRID_KEYS or not isinstance(act["continuous"], spaces.Box):
                 raise TypeError(
-                    f"behaviour {self.name!r}: MultiDiscrete action space must be 1-D and start at 0"
+                    f"behaviour {self.name!r}: a Dict action space is a hybrid one, "
+                    f"Dict(continuous=Box, discrete=Discrete|MultiDiscrete); got {act}"
                 )
+            problem = _discrete_problem(act["discrete"])
+        elif isinstance(act, (spaces.Discrete, spaces.MultiDiscrete)):
+            problem = _discrete_problem(act)
         elif not isinstance(act, spaces.Box):
-            raise TypeError(
-                f"behaviour {self.name!r}: action space must be Discrete, MultiDiscrete or Box, "
-                f"got {type(act).__name__}"
-            )
+            problem = f"action space must be Discrete, MultiDiscrete, Box or hybrid, got {type(act).__name__}"
+        else:
+            problem = None
+        if problem:
+            raise TypeError(f"behaviour {self.name!r}: {problem}")
 
     @property
     def is_continuous(self) -> bool:
+        """Only continuous actions (a ``Box``)."""
         return isinstance(self.action_space, spaces.Box)
+
+    @property
+    def is_hybrid(self) -> bool:
+        """Continuous and discrete actions in one decision (see :func:`hybrid_space`)."""
+        return isinstance(self.action_space, spaces.Dict)
+
+    @property
+    def continuous_space(self) -> spaces.Box | None:
+        """The continuous part of the actions, if any."""
+        act = self.action_space
+        return act["continuous"] if isinstance(act, spaces.Dict) else act if isinstance(act, spaces.Box) else None
+
+    @property
+    def discrete_space(self) -> spaces.Discrete | spaces.MultiDiscrete | None:
+        """The discrete part of the actions, if any."""
+        act = self.action_space
+        return act["discrete"] if isinstance(act, spaces.Dict) else None if isinstance(act, spaces.Box) else act
 
     @property
     def action_branches(self) -> tuple[int, ...]:
         """Sizes of the discrete action branches; empty for continuous actions."""
-        act = self.action_space
+        act = self.discrete_space
         if isinstance(act, spaces.Discrete):
             return (int(act.n),)
         if isinstance(act, spaces.MultiDiscrete):
@@ -88,7 +129,7 @@ class BehaviourSpec:
 
     @property
     def mask_size(self) -> int:
-        """Width of this behaviour's action mask (0 for continuous actions)."""
+        """Width of this behaviour's action mask (0 without discrete actions)."""
         return int(sum(self.action_branches))
 
     @property
@@ -115,22 +156,31 @@ def team_of(behaviour: str) -> int | None:
     return None
 
 
-def obs_len(obs: Obs) -> int:
-    """Number of agents in a batched observation."""
-    if isinstance(obs, dict):
-        return len(next(iter(obs.values())))
-    return len(obs)
+def batch_len(batch: Batch) -> int:
+    """Number of agents in a batch."""
+    if isinstance(batch, dict):
+        return len(next(iter(batch.values())))
+    return len(batch)
 
 
-def obs_take(obs: Obs, index: np.ndarray | slice) -> Obs:
-    """Rows ``index`` of a batched observation."""
-    if isinstance(obs, dict):
-        return {k: v[index] for k, v in obs.items()}
-    return obs[index]
+def batch_take(batch: Batch, index: np.ndarray | slice) -> Batch:
+    """Rows ``index`` of a batch."""
+    if isinstance(batch, dict):
+        return {k: v[index] for k, v in batch.items()}
+    return batch[index]
 
 
-def obs_concat(parts: list[Obs]) -> Obs:
-    """Concatenate batched observations along the agent axis (a single part is returned as it is)."""
+def batch_put(batch: Batch, index: np.ndarray | slice | int, rows: Batch) -> None:
+    """Write ``rows`` into rows ``index`` of ``batch`` in place."""
+    if isinstance(batch, dict):
+        for k, v in batch.items():
+            v[index] = rows[k]
+    else:
+        batch[index] = rows
+
+
+def batch_concat(parts: list[Batch]) -> Batch:
+    """Concatenate batches along the agent axis (a single part is returned as it is)."""
     if len(parts) == 1:
         return parts[0]
     if isinstance(parts[0], dict):
@@ -145,9 +195,14 @@ def empty_obs(space: ObservationSpace, n: int = 0) -> Obs:
     return np.zeros((n, *space.shape), space.dtype)
 
 
-def empty_actions(spec: BehaviourSpec, n: int = 0) -> np.ndarray:
+def empty_actions(spec: BehaviourSpec, n: int = 0) -> Batch:
     """A zero-filled batch of ``n`` actions in the conventions above."""
-    act = spec.action_space
+    if spec.is_hybrid:
+        return {"continuous": _empty_part(spec.continuous_space, n), "discrete": _empty_part(spec.discrete_space, n)}
+    return _empty_part(spec.action_space, n)
+
+
+def _empty_part(act: spaces.Space, n: int) -> np.ndarray:
     if isinstance(act, spaces.Discrete):
         return np.zeros((n,), np.int64)
     if isinstance(act, spaces.MultiDiscrete):

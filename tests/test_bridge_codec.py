@@ -20,7 +20,7 @@ from sparring.envs.bridge.codec import (
     specs_from_hello,
 )
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.spec import BehaviourSpec
+from sparring.spec import BehaviourSpec, hybrid_space
 
 GUARD = BehaviourSpec("Guard", spaces.Box(-1, 1, (8,), np.float32), spaces.MultiDiscrete([3, 2]), team_id=1)
 SCOUT = BehaviourSpec(
@@ -65,6 +65,13 @@ def test_specs_round_trip_with_masks_and_team():
     assert specs["Guard"].team_id == 1 and specs["Guard"].action_branches == (3, 2)
     assert specs["Scout"].observation_space == SCOUT.observation_space
     assert specs["Scout"].action_space == SCOUT.action_space
+
+
+def test_hybrid_actions_are_refused_by_the_protocol_naming_the_behaviour():
+    hybrid = BehaviourSpec("Parker", spaces.Box(-1, 1, (2,), np.float32),
+                           hybrid_space(spaces.Box(-1, 1, (1,), np.float32), spaces.Discrete(2)))
+    with pytest.raises(ValueError, match="'Parker'.*not hybrid"):
+        spec_to_proto(hybrid)
 
 
 def test_observations_round_trip_meet_the_env_contract():

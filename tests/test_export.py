@@ -15,7 +15,7 @@ from sparring.agents.policy import BehaviourPolicy
 from sparring.cli import main
 from sparring.export.exporter import ExportError, NativeGraph, _compare, export_policy, sample_feeds
 from sparring.export.policy import OnnxPolicy
-from sparring.spec import BehaviourSpec
+from sparring.spec import BehaviourSpec, hybrid_space
 
 BOX = spaces.Box(-1, 1, (6,), np.float32)
 BEHAVIOURS = {
@@ -25,6 +25,7 @@ BEHAVIOURS = {
     "dict": BehaviourSpec("Scout", spaces.Dict(OrderedDict(
         [("ray", spaces.Box(0, 1, (4, 2), np.float32)), ("hp", spaces.Box(0, 100, (1,), np.float32))])),
         spaces.Discrete(3)),
+    "hybrid": BehaviourSpec("Parker", BOX, hybrid_space(spaces.Box(-1, 1, (2,), np.float32), spaces.MultiDiscrete([2, 3]))),
 }
 
 
@@ -74,6 +75,22 @@ def test_native_batch_axis_is_dynamic_and_masks_are_obeyed(tmp_path):
         with torch.no_grad():
             expected = policy.deterministic(policy.normalize(torch.from_numpy(obs)), torch.from_numpy(mask))
         np.testing.assert_array_equal(actions, expected.numpy())
+
+
+def test_native_hybrid_export_acts_like_the_trained_policy(tmp_path):
+    policy = trained_looking_policy(BEHAVIOURS["hybrid"])
+    export_policy(policy, tmp_path / "m.onnx")
+    model = OnnxPolicy(tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (50, 6)).astype(np.float32)
+    mask = np.ones((50, 5), bool)
+    mask[:, 2] = False  # forbid action 0 of the second branch
+    actions = model.predict(obs, action_mask=mask)
+    with torch.no_grad():
+        expected = policy.env_actions(policy.deterministic(policy.normalize(torch.from_numpy(obs)), torch.from_numpy(mask)))
+    assert set(actions) == {"continuous", "discrete"} and (actions["discrete"][:, 1] != 0).all()
+    np.testing.assert_array_equal(actions["discrete"], expected["discrete"])
+    np.testing.assert_allclose(actions["continuous"], expected["continuous"], atol=1e-5)
 
 
 def test_godot_format_names_and_continuous_means(tmp_path):

@@ -10,7 +10,7 @@ from gymnasium import spaces
 from sparring.agents.policy import BehaviourPolicy
 from sparring.export.exporter import export_policy
 from sparring.export.mlagents import MLAgentsGraph, mlagents_support_problem
-from sparring.spec import BehaviourSpec
+from sparring.spec import BehaviourSpec, hybrid_space
 
 OPSET = 15
 BOX_OBS = spaces.Box(-1, 1, (5,), np.float32)
@@ -21,6 +21,7 @@ BEHAVIOURS = {
     "continuous": (BOX_OBS, spaces.Box(-1, 1, (3,), np.float32)),
     "dict_multidiscrete": (DICT_OBS, spaces.MultiDiscrete([2, 5])),
     "dict_continuous_bounds": (DICT_OBS, spaces.Box(np.array([-2, 0], np.float32), np.array([2, 0.5], np.float32))),
+    "hybrid": (BOX_OBS, hybrid_space(spaces.Box(-1, 1, (2,), np.float32), spaces.MultiDiscrete([3, 2]))),
 }
 
 
@@ -29,7 +30,7 @@ def make_policy(obs_space, action_space, normalize=True):
     policy = BehaviourPolicy(BehaviourSpec("b", obs_space, action_space), normalize=normalize)
     with torch.no_grad():
         policy.actor_head.weight.mul_(100)  # well separated logits: argmax is not decided by rounding
-        if policy.continuous:
+        if policy.continuous_size:
             policy.log_std.fill_(-0.5)
     if normalize:
         policy.normalizer.update(torch.randn(64, policy.obs_size) * 2 + 0.5)
@@ -48,7 +49,7 @@ def random_feeds(policy, n, rng):
     obs = {k: rng.normal(0, 2, (n, *box.shape)).astype(np.float32) for k, box in comps.items()}
     feeds = {f"obs_{i}": obs[k].reshape(n, -1) for i, k in enumerate(comps)}
     mask = None
-    if not policy.continuous:
+    if policy.branches:
         mask = rng.random((n, policy.spec.mask_size)) > 0.4
         firsts = np.cumsum((0, *policy.branches[:-1]))
         mask[np.arange(n)[:, None], firsts + rng.integers(0, policy.branches, (n, len(policy.branches)))] = True
@@ -58,8 +59,8 @@ def random_feeds(policy, n, rng):
 
 def as_branches(actions, policy):
     """policy.deterministic() -> (n, branches) like ML-Agents' discrete outputs."""
-    a = actions.numpy()
-    return a.reshape(len(a), -1) if len(policy.branches) > 1 else a[:, None]
+    a = actions.numpy()[:, policy.continuous_size :] if policy.continuous_size else actions.numpy()
+    return a.reshape(len(a), -1).astype(np.int64)
 
 
 @pytest.fixture(scope="module")
@@ -78,27 +79,27 @@ def test_names_shapes_dtypes_and_constants(exported, name):
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = [o.name for o in session.get_outputs()]
     # [MS] input / output names and order; [PL] only obs_i and action_masks are accepted inputs
-    expected_in = [f"obs_{i}" for i in range(n_obs)] + ([] if policy.continuous else ["action_masks"])
+    expected_in = [f"obs_{i}" for i in range(n_obs)] + (["action_masks"] if policy.branches else [])
     assert [i.name for i in session.get_inputs()] == expected_in
     for i, box in enumerate(policy.spec.observation_components.values()):
         assert inputs[f"obs_{i}"].type == "tensor(float)"
         assert inputs[f"obs_{i}"].shape == ["batch", int(np.prod(box.shape))]
-    kind = "continuous" if policy.continuous else "discrete"
-    assert outputs == ["version_number", "memory_size", f"{kind}_actions", f"{kind}_action_output_shape",
-                       f"deterministic_{kind}_actions"]
+    kinds = (["continuous"] if policy.continuous_size else []) + (["discrete"] if policy.branches else [])
+    assert outputs == ["version_number", "memory_size", *(name for kind in kinds for name in (
+        f"{kind}_actions", f"{kind}_action_output_shape", f"deterministic_{kind}_actions"))]
     rng = np.random.default_rng(1)
     _, feeds, _ = random_feeds(policy, 7, rng)
     got = dict(zip(outputs, session.run(None, feeds)))
     # [NW]/[MI]: float constants, version 3, memory 0
     for const, value in (("version_number", 3.0), ("memory_size", 0.0)):
         assert got[const].dtype == np.float32 and got[const].shape == (1,) and got[const][0] == value
-    if policy.continuous:
-        n_act = int(np.prod(policy.spec.action_space.shape))
+    if policy.continuous_size:
+        n_act = policy.continuous_size
         shape = got["continuous_action_output_shape"]
         assert shape.dtype == np.float32 and shape.tolist() == [float(n_act)]
         for out in ("continuous_actions", "deterministic_continuous_actions"):
             assert got[out].dtype == np.float32 and got[out].shape == (7, n_act)
-    else:
+    if policy.branches:
         assert inputs["action_masks"].type == "tensor(float)"
         assert inputs["action_masks"].shape == ["batch", policy.spec.mask_size]
         shape = got["discrete_action_output_shape"]
@@ -115,18 +116,17 @@ def test_deterministic_actions_match_the_torch_policy(exported, name):
     obs, feeds, mask = random_feeds(policy, 256, rng)
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     x = policy.normalize(policy.flatten_obs(obs))
+    c = policy.continuous_size
     with torch.no_grad():
-        if policy.continuous:
-            box = policy.spec.action_space
-            mean = policy.deterministic(x).numpy()
-            want = np.clip(mean, box.low.reshape(-1), box.high.reshape(-1))  # as env_actions clips
+        greedy = policy.deterministic(x, None if mask is None else torch.from_numpy(mask))
+        if c:
+            box = policy.spec.continuous_space
+            want = np.clip(greedy[:, :c].numpy(), box.low.reshape(-1), box.high.reshape(-1))  # as env_actions clips
             assert np.max(np.abs(got["deterministic_continuous_actions"] - want)) <= 1e-5
-        else:
-            want = as_branches(policy.deterministic(x, torch.from_numpy(mask)), policy)
-            np.testing.assert_array_equal(got["deterministic_discrete_actions"], want)
-            logits = MLAgentsGraph(policy).actor_output(*(torch.from_numpy(feeds[f"obs_{i}"])
-                                                          for i in range(len(obs))))
-            assert torch.max(torch.abs(logits - policy.features(x)[0])) <= 1e-5
+        if policy.branches:
+            np.testing.assert_array_equal(got["deterministic_discrete_actions"], as_branches(greedy, policy))
+            out = MLAgentsGraph(policy).actor_output(*(torch.from_numpy(feeds[f"obs_{i}"]) for i in range(len(obs))))
+            assert torch.max(torch.abs(out - policy.features(x)[0])) <= 1e-5
 
 
 def test_sampled_continuous_actions_follow_the_gaussian_and_stay_in_the_box(exported, tmp_path):
@@ -152,7 +152,7 @@ def test_sampled_continuous_actions_follow_the_gaussian_and_stay_in_the_box(expo
         assert np.all(actions >= np.array([-2, 0])) and np.all(actions <= np.array([2, 0.5]))
 
 
-@pytest.mark.parametrize("name", ["discrete", "multidiscrete", "dict_multidiscrete"])
+@pytest.mark.parametrize("name", ["discrete", "multidiscrete", "dict_multidiscrete", "hybrid"])
 def test_masked_actions_are_never_chosen(exported, name):
     policy, session = exported[name]
     rng = np.random.default_rng(4)
@@ -169,7 +169,7 @@ def test_masked_actions_are_never_chosen(exported, name):
     with torch.no_grad():
         logits = MLAgentsGraph(policy).actor_output(*(torch.from_numpy(feeds[f"obs_{i}"][:1])
                                                       for i in range(len(policy.spec.observation_components))))
-    worst = [int(np.argmin(part)) for part in np.split(logits[0].numpy(), offsets[1:])]
+    worst = [int(np.argmin(part)) for part in np.split(logits[0, policy.continuous_size :].numpy(), offsets[1:])]
     only[:, offsets + np.array(worst)] = 1.0
     sampled, greedy = session.run(["discrete_actions", "deterministic_discrete_actions"],
                                   {**{k: v[:1].repeat(50, 0) for k, v in feeds.items()}, "action_masks": only[:50]})

@@ -6,7 +6,7 @@ import torch
 from gymnasium import spaces
 
 from sparring.agents.policy import BehaviourPolicy
-from sparring.spec import BehaviourSpec
+from sparring.spec import BehaviourSpec, hybrid_space
 
 BOX_OBS = spaces.Box(-1, 1, (5,), np.float32)
 
@@ -114,3 +114,38 @@ def test_continuous_env_actions_are_clipped_to_the_box(low, high):
     policy = policy_for(spaces.Box(low, high, (2,), np.float32))
     out = policy.env_actions(torch.tensor([[-100.0, 100.0]]))
     assert out.dtype == np.float32 and out.tolist() == [[low, high]]
+
+
+HYBRID = hybrid_space(spaces.Box(-1, 1, (2,), np.float32), spaces.MultiDiscrete([3, 2]))
+
+
+def test_hybrid_log_prob_and_entropy_add_the_gaussian_and_the_categoricals():
+    policy = policy_for(HYBRID)
+    x = torch.randn(16, 5)
+    gen = torch.Generator().manual_seed(2)
+    actions, sampled_logp, _ = policy.sample(x, None, gen)
+    assert actions.shape == (16, 4) and actions.dtype == torch.float32
+    logp, entropy, _ = policy.evaluate(x, actions, None)
+    out, _ = policy.features(x)
+    normal = torch.distributions.Normal(out[:, :2], policy.log_std.exp())
+    cats = [torch.distributions.Categorical(logits=part) for part in torch.split(out[:, 2:], [3, 2], -1)]
+    discrete = actions[:, 2:].long()
+    want = normal.log_prob(actions[:, :2]).sum(-1) + sum(c.log_prob(discrete[:, i]) for i, c in enumerate(cats))
+    torch.testing.assert_close(logp, want)
+    torch.testing.assert_close(sampled_logp, want)
+    torch.testing.assert_close(entropy, normal.entropy().sum(-1) + sum(c.entropy() for c in cats))
+
+
+def test_hybrid_actions_respect_masks_and_reach_the_env_as_two_parts():
+    policy = policy_for(hybrid_space(spaces.Box(0, 0.5, (2,), np.float32), spaces.Discrete(3)))
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[False, True, False]]).expand(256, 3)
+    x = torch.randn(256, 5)
+    with torch.no_grad():
+        sampled, _, _ = policy.sample(x, mask, gen)
+        greedy = policy.deterministic(x, mask)
+    for actions in (sampled, greedy):
+        env = policy.env_actions(actions)
+        assert set(env) == {"continuous", "discrete"}
+        assert env["discrete"].dtype == np.int64 and env["discrete"].shape == (256,) and (env["discrete"] == 1).all()
+        assert env["continuous"].shape == (256, 2) and env["continuous"].min() >= 0 and env["continuous"].max() <= 0.5

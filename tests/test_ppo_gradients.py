@@ -6,7 +6,7 @@ import torch
 from gymnasium import spaces
 
 from sparring.agents.ppo import BehaviourLearner, PPOSettings
-from sparring.spec import BehaviourSpec
+from sparring.spec import BehaviourSpec, hybrid_space
 
 OBS = spaces.Box(-1, 1, (6,), np.float32)
 CASES = {
@@ -15,6 +15,9 @@ CASES = {
     "continuous_entropy": (spaces.Box(-1, 1, (2,), np.float32), {"ent_coef": 0.01}),
     "clipped_value_relu": (spaces.Discrete(3), {"clip_range_vf": 0.05, "activation": "relu", "ent_coef": 0.02}),
     "three_layers_no_adv_norm": (spaces.Discrete(4), {"hidden_sizes": [16, 8, 8], "normalize_advantage": False}),
+    "hybrid_masked_entropy": (hybrid_space(spaces.Box(-1, 1, (2,), np.float32), spaces.MultiDiscrete([3, 2])),
+                              {"ent_coef": 0.02}),
+    "hybrid_one_branch": (hybrid_space(spaces.Box(-1, 1, (3,), np.float32), spaces.Discrete(4)), {}),
 }
 
 

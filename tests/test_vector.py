@@ -20,7 +20,7 @@ from sparring.envs.vector import (
     make_vector_env,
     split_agent_ids,
 )
-from sparring.spec import obs_take
+from sparring.spec import batch_take
 
 COUNTING = functools.partial(CountingEnv, episode_length=3)
 STEPS = 7  # crosses two episode boundaries with episode_length=3
@@ -65,8 +65,8 @@ def copy_share(merged: StepResult, i: int) -> StepResult:
         t_local, t_rows = local_rows(t.agent_ids, i)
         mask = None if d.action_mask is None else d.action_mask[d_rows]
         share[name] = BehaviourStep(
-            DecisionSteps(d_local, obs_take(d.obs, d_rows), d.rewards[d_rows], mask),
-            TerminalSteps(t_local, obs_take(t.obs, t_rows), t.rewards[t_rows], t.truncated[t_rows]),
+            DecisionSteps(d_local, batch_take(d.obs, d_rows), d.rewards[d_rows], mask),
+            TerminalSteps(t_local, batch_take(t.obs, t_rows), t.rewards[t_rows], t.truncated[t_rows]),
         )
     return share
 

@@ -17,6 +17,7 @@ _build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_build)
 
 SEEKER, MOVER = "Seeker?team=0", "Mover?team=1"
+PARKER = "Parker"  # only with --hybrid
 DISTUTILS_WARNING = "ignore:distutils Version classes are deprecated:DeprecationWarning"
 """mlagents_envs compares versions with distutils' StrictVersion, which warns on every handshake."""
 

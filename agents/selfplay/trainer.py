@@ -37,7 +37,7 @@ from sparring.agents.ppo import PPO
 from sparring.agents.selfplay.league import LATEST, League
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
 from sparring.envs.vector import ID_STRIDE
-from sparring.spec import BehaviourSpec, empty_actions, group_of
+from sparring.spec import Batch, BehaviourSpec, batch_put, empty_actions, group_of
 
 
 def game_score(final_rewards: np.ndarray) -> np.ndarray:
@@ -151,16 +151,16 @@ class SelfPlay(PPO):
                 mine = self._learner_rows(name, decisions.agent_ids)
                 out = empty_actions(self.env.specs[name], len(decisions))
                 if mine.any():
-                    out[mine] = self.learners[group].act(decisions.take(mine), self.generator)
+                    batch_put(out, mine, self.learners[group].act(decisions.take(mine), self.generator))
                     self.num_steps += int(mine.sum())
                 if not mine.all():
-                    out[~mine] = self._opponent_act(group, decisions.take(~mine))
+                    batch_put(out, ~mine, self._opponent_act(group, decisions.take(~mine)))
                 actions[name] = out
             self._current = self.env.step(actions)
             self._observe(self._current)
 
     @torch.no_grad()
-    def _opponent_act(self, group: str, decisions: DecisionSteps) -> np.ndarray:
+    def _opponent_act(self, group: str, decisions: DecisionSteps) -> Batch:
         policy = self._opponent_policy(group)
         x = policy.normalize(policy.flatten_obs(decisions.obs))
         mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)

@@ -20,7 +20,8 @@ does:
 
 The game inside is small and quickly learnable: Seekers walk a grid to a target
 (one discrete branch, action masks, a vector and a grid sensor) and Movers steer a
-point to a target on a line (one continuous action). See engines/unity/README.md.
+point to a target on a line (one continuous action); with ``--hybrid``, Parkers
+drive and park (a continuous and a discrete action together). See engines/unity/README.md.
 """
 
 from __future__ import annotations
@@ -314,6 +315,48 @@ class Movers(Behaviour):
         return [vector_observation("MoverVector", [episode.position, episode.target])]
 
 
+@dataclass(kw_only=True)
+class ParkerEpisode(Episode):
+    position: float
+    target: float
+
+
+class Parkers(Behaviour):
+    """Drive a car along [-1, 1] and park it near a target: continuous and discrete actions at once (hybrid).
+
+    Actions: one continuous (the throttle, clipped to [-1, 1], moves the car by
+    0.25 * throttle) and one discrete branch of 2 (drive on, park). Parking within
+    ``PARK_DISTANCE`` of the target earns +1 and ends the episode; parking anywhere
+    else costs 0.1, and every decision costs 0.01. Parking is masked on an episode's
+    first decision. Interrupted after 20 decisions. Added with ``--hybrid``.
+    """
+
+    name = "Parker"
+    action_spec = ActionSpecProto(num_continuous_actions=1, num_discrete_actions=1, discrete_branch_sizes=[2])
+    MAX_STEPS = 20
+    SPEED, PARK_DISTANCE = 0.25, 0.15
+    PARK_REWARD, MISPARK_REWARD, STEP_REWARD = 1.0, -0.1, -0.01
+
+    def start(self, episode_id: int, parameters: dict[str, float]) -> ParkerEpisode:
+        return ParkerEpisode(id=episode_id, max_steps=self.MAX_STEPS,
+                             position=self.rng.uniform(-1.0, 1.0), target=self.rng.uniform(-1.0, 1.0))
+
+    def act(self, episode: ParkerEpisode, action: AgentActionProto) -> tuple[float, bool]:
+        throttle = min(1.0, max(-1.0, action.continuous_actions[0])) if action.continuous_actions else 0.0
+        episode.position = min(1.0, max(-1.0, episode.position + self.SPEED * throttle))
+        if action.discrete_actions and action.discrete_actions[0] == 1 and episode.steps > 0:
+            if abs(episode.position - episode.target) <= self.PARK_DISTANCE:
+                return self.PARK_REWARD, True
+            return self.STEP_REWARD + self.MISPARK_REWARD, False
+        return self.STEP_REWARD, False
+
+    def observe(self, episode: ParkerEpisode) -> list[ObservationProto]:
+        return [vector_observation("ParkerVector", [episode.position, episode.target])]
+
+    def mask(self, episode: ParkerEpisode) -> list[bool]:
+        return [False, episode.steps == 0]
+
+
 class Game:
     """The scene: every behaviour's agents, one RNG seeded by the trainer, and the side-channel settings."""
 
@@ -325,6 +368,8 @@ class Game:
         agents = options.agents * max(1, init.num_areas)  # each training area holds --agents of each behaviour
         self.behaviours: list[Behaviour] = [Seekers(agents, options.grid_size, rng, episode_ids),
                                             Movers(agents, rng, episode_ids)]
+        if options.hybrid:
+            self.behaviours.append(Parkers(agents, rng, episode_ids))
         self.settings = Settings()
         self.announced: set[str] = set()
         self.started = False
@@ -471,6 +516,7 @@ def parse_options(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--scene", choices=("game", "throughput"), default="game",
                         help="the Seeker/Mover game, or the throughput scene (see ThroughputScene)")
     parser.add_argument("--obs-size", type=int, default=64, help="throughput scene: floats per observation")
+    parser.add_argument("--hybrid", action="store_true", help="game scene: add the Parker behaviour (hybrid actions)")
     parser.add_argument("--communication-version", default=COMMUNICATION_VERSION,
                         help="the communication API version announced to the trainer")
     parser.add_argument("--crash-after-steps", type=int, default=sys.maxsize,

@@ -152,6 +152,9 @@ def _box_from_proto(msg: pb.BoxSpace, field: str) -> spaces.Box:
 
 def spec_to_proto(spec: BehaviourSpec, has_action_mask: bool = False) -> pb.BehaviourSpec:
     """How an engine declares a behaviour in its Hello."""
+    if spec.is_hybrid:
+        raise ValueError(f"behaviour {spec.name!r}: the bridge protocol (sparring.v1) carries Discrete, MultiDiscrete "
+                         "or Box actions, not hybrid ones; declare the two parts as two behaviours")
     msg = pb.BehaviourSpec(name=spec.name, has_action_mask=has_action_mask)
     for key, box in spec.observation_components.items():
         msg.observations.add(name=key, space=_box_to_proto(box))
