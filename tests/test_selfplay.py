@@ -73,22 +73,61 @@ def test_snapshots_swaps_and_results_reach_the_league(tmp_path):
     assert model.opponents["player"] in (LATEST, *league.players)
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("exploiters", [0, 1])
+def test_resume_continues_exactly(tmp_path, exploiters):
     """Two runs resumed from one checkpoint (league, routing, opponents and all) play on identically."""
-    first = self_play_tictactoe(tmp_path / "league", save_steps=1_500, swap_steps=1_000)
+    league = dict(save_steps=1_500, swap_steps=1_000, main_exploiters=exploiters, league_exploiters=exploiters)
+    first = self_play_tictactoe(tmp_path / "league", **league)
     first.learn(1_600)
     first.save(tmp_path / "checkpoint.pt")
     runs = []
     for _ in range(2):  # the same league folder: the snapshots on disk are the checkpoint's
-        resumed = self_play_tictactoe(tmp_path / "league", save_steps=1_500, swap_steps=1_000)
+        resumed = self_play_tictactoe(tmp_path / "league", **league)
         resumed.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=False))
         runs.append(resumed.learn(3_500))
     a, b = runs
     assert a.num_steps == b.num_steps and a.opponents == b.opponents
     assert a.league.state_dict()["history"] == b.league.state_dict()["history"]
     assert a.league.players.keys() == b.league.players.keys() and len(a.league.players) >= 2
+    assert a.exploiter_opponents == b.exploiter_opponents
     for pa, pb in zip(a.learners["player"].policy.parameters(), b.learners["player"].policy.parameters()):
         torch.testing.assert_close(pa, pb)
+    for role in a.exploiters:
+        for pa, pb in zip(a.exploiters[role].policy.parameters(), b.exploiters[role].policy.parameters()):
+            torch.testing.assert_close(pa, pb)
+
+
+def test_exploiters_learn_against_their_own_opponents_and_join_the_league(tmp_path):
+    """Copies 0, 3, 6 are the main learner's, 1, 4, 7 the main exploiter's, 2, 5 the league exploiter's."""
+    model = self_play_tictactoe(tmp_path / "league", save_steps=2_000, swap_steps=1_000,
+                                main_exploiters=1, league_exploiters=1)
+    assert model.roles == ["main", "main_exploiter0", "league_exploiter0"]
+    initial = {k: v.clone() for k, v in model.exploiters["main_exploiter0"].policy.state_dict().items()}
+    resets = []
+
+    def after_update(m, report):
+        if m.marks["snapshot"] == m.num_steps:  # a snapshot was just taken: the main exploiter starts over
+            weights = m.exploiters["main_exploiter0"].policy.state_dict()
+            resets.append(all(torch.equal(weights[k], initial[k]) for k in initial))
+
+    model.learn(5_000, callback=after_update)
+    league = model.league
+    roles = {p.role for p in league.players.values()}
+    assert roles == {"main", "main_exploiter0", "league_exploiter0"}
+    assert resets and all(resets)
+    main_exploiter = league.payoff["player/main_exploiter0"]
+    assert main_exploiter and all(league.players[o].role == "main" for o in main_exploiter if o in league.players)
+    assert league.payoff["player/league_exploiter0"]
+    league_exploiter = model.exploiters["league_exploiter0"].policy
+    assert any(not torch.equal(a, b) for a, b in zip(league_exploiter.parameters(), model.learners["player"].policy.parameters()))
+    # the main learner meets exploiter snapshots once they are in the league
+    main_opponents = {o for o in league.payoff["player/main"] if o in league.players}
+    assert any(league.players[o].role != "main" for o in main_opponents)
+
+
+def test_exploiters_are_refused_where_sides_take_turns():
+    with pytest.raises(ValueError, match="exploiters train in symmetric games"):
+        SelfPlay(SerialVectorEnv([lambda: PettingZooEnv(HideAndGuess())]), League(LeagueSettings(main_exploiters=1)))
 
 
 @pytest.mark.slow

@@ -71,8 +71,8 @@ class LeagueSettings(BaseModel):
         description="PFSP weight of a snapshot the learner beats with probability p: (1-p)^2 favours the hardest, "
         "p(1-p) the evenly matched.",
     )
-    main_exploiters: int = Field(0, ge=0, description="AlphaStar main exploiters (the trainer runs them).")
-    league_exploiters: int = Field(0, ge=0, description="AlphaStar league exploiters (the trainer runs them).")
+    main_exploiters: int = Field(0, ge=0, description="AlphaStar main exploiters: play the newest main, reset when frozen (symmetric games).")
+    league_exploiters: int = Field(0, ge=0, description="AlphaStar league exploiters: play the whole league (symmetric games).")
 
 
 @dataclass

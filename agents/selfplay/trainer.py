@@ -13,8 +13,18 @@ acting but never trained on). Which rows are the learner's depends on the game:
   other side plays an opponent of its own group. Behaviours that differ only by
   their team suffix share one policy (their *group*), as in ML-Agents.
 
+**Exploiters** (symmetric games, AlphaStar's league roles): with ``main_exploiters``
+or ``league_exploiters`` in the league settings, game copies are shared out
+between the main learner and the exploiters (copy ``c`` goes to role
+``c % roles``). Each exploiter is a learner of its own with its own opponent: a
+main exploiter always plays the newest main snapshot and is reset to the initial
+weights each time it is frozen into the league; a league exploiter plays the
+whole league by the league's sampling rule. Their snapshots join the league, so
+the main learner meets the weaknesses they found. ``num_steps`` counts the main
+learner's decisions only.
+
 Every ``save_steps`` learner steps the learning group's policy is frozen into the
-league; every ``swap_steps`` each group's opponent is drawn again
+league (and every exploiter's); every ``swap_steps`` each group's opponent is drawn again
 (:meth:`League.sample_opponent`: the latest policy, uniform over the window, or
 prioritized fictitious self-play). A learner episode that ends (not truncated)
 is a game: its final reward's sign is the result (win, draw, loss, as in
@@ -27,17 +37,23 @@ resumed run continues exactly; its policies are keyed by group, so
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from sparring.agents.policy import BehaviourPolicy
-from sparring.agents.ppo import PPO
-from sparring.agents.selfplay.league import LATEST, League
+from sparring.agents.ppo import PPO, BehaviourLearner
+from sparring.agents.selfplay.league import LATEST, League, role_kind
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
 from sparring.envs.vector import ID_STRIDE
 from sparring.spec import Batch, BehaviourSpec, batch_put, empty_actions, group_of
+
+
+def _weights(policy: BehaviourPolicy) -> dict[str, torch.Tensor]:
+    """A frozen copy of a policy's weights, for the league."""
+    return {k: v.detach().clone() for k, v in policy.state_dict().items()}
 
 
 def game_score(final_rewards: np.ndarray) -> np.ndarray:
@@ -74,10 +90,6 @@ class SelfPlay(PPO):
             if (first.observation_space, first.action_space) != (spec.observation_space, spec.action_space):
                 raise ValueError(f"behaviours of group {group!r} must share spaces to share a policy; "
                                  f"{name!r} differs")
-        exploiters = league.settings.main_exploiters + league.settings.league_exploiters
-        if exploiters:
-            raise ValueError(f"self_play: {exploiters} exploiter(s) asked for, but this trainer trains only the main "
-                             "learner so far; set main_exploiters and league_exploiters to 0")
         super().__init__(None, seed=seed, specs=groups, behaviour_settings=behaviour_settings, **settings)
         self.env = env
         self.league = league
@@ -89,6 +101,17 @@ class SelfPlay(PPO):
         if not self.symmetric and len(self.sides) < 2:
             raise ValueError(f"self-play needs two sides: behaviours {sorted(env.specs)} have one group and no teams")
         self.learning_side = 0
+        exploiters = [f"main_exploiter{i}" for i in range(league.settings.main_exploiters)] + [
+            f"league_exploiter{i}" for i in range(league.settings.league_exploiters)]
+        if exploiters and not self.symmetric:
+            raise ValueError(f"self_play: exploiters train in symmetric games (one behaviour, seats); behaviours "
+                             f"{sorted(env.specs)} take turns by side instead; set main_exploiters and "
+                             "league_exploiters to 0")
+        self.roles = ["main", *exploiters]  # copy c is played by role c % len(roles)
+        self.exploiters = {role: BehaviourLearner(self.specs[self.learning_group], self.settings_of(self.learning_group))
+                           for role in exploiters}
+        self._initial_weights = {role: _weights(learner.policy) for role, learner in self.exploiters.items()}
+        self.exploiter_opponents = {role: LATEST for role in exploiters}
         self.learner_seat = np.zeros(0, np.int64)  # per game copy (symmetric games)
         self.opponents = {group: LATEST for group in groups}
         self._opponent_policies: dict[str, BehaviourPolicy] = {}  # snapshot id -> its policy, until the next swap
@@ -108,15 +131,27 @@ class SelfPlay(PPO):
         group = self.sides[(self.learning_side + 1) % len(self.sides)][0]
         return self.opponents[group]
 
-    def _learner_rows(self, behaviour: str, agent_ids: np.ndarray) -> np.ndarray:
-        """Which rows of ``behaviour``'s batch (by agent id) the learner plays now."""
+    def _route(self, behaviour: str, agent_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of ``behaviour``'s batch (by agent id): is it a learner's, and which role's game is it."""
         if self.symmetric:
             copies, seats = np.divmod(agent_ids, ID_STRIDE)
             self._cover(copies)
-            return seats == self.learner_seat[copies]
+            return seats == self.learner_seat[copies], copies % len(self.roles)
         group, team = self.sides[self.learning_side]
         mine = (self.group_of[behaviour], -1 if self.team_of[behaviour] is None else self.team_of[behaviour])
-        return np.full(len(agent_ids), mine == (group, team))
+        return np.full(len(agent_ids), mine == (group, team)), np.zeros(len(agent_ids), np.int64)
+
+    def _learner_rows(self, behaviour: str, agent_ids: np.ndarray) -> np.ndarray:
+        """Which rows of ``behaviour``'s batch (by agent id) the main learner plays now."""
+        learning, role = self._route(behaviour, agent_ids)
+        return learning & (role == 0)
+
+    def _learner(self, group: str, role: int) -> BehaviourLearner:
+        return self.learners[group] if role == 0 else self.exploiters[self.roles[role]]
+
+    def _opponent_id(self, role: int) -> str:
+        """Who learner ``role`` (an index into ``roles``) plays now."""
+        return self.current_opponent if role == 0 else self.exploiter_opponents[self.roles[role]]
 
     def _cover(self, copies: np.ndarray) -> None:
         """Seat assignments for game copies seen for the first time: copy c starts in seat c % seats."""
@@ -124,10 +159,12 @@ class SelfPlay(PPO):
             new = np.arange(len(self.learner_seat), copies.max() + 1)
             self.learner_seat = np.concatenate([self.learner_seat, new % self.seats])
 
-    def _opponent_policy(self, group: str) -> BehaviourPolicy:
-        opponent = self.opponents[group]
+    def _opponent_policy(self, group: str, role: int = 0) -> BehaviourPolicy:
+        """The policy playing against learner ``role`` of ``group`` (loaded once per swap)."""
+        table, key = (self.opponents, group) if role == 0 else (self.exploiter_opponents, self.roles[role])
+        opponent = table[key]
         if opponent != LATEST and opponent not in self.league.players:  # left the window since it was drawn
-            opponent = self.opponents[group] = self.league.sample_opponent(group)
+            opponent = table[key] = self.league.sample_opponent(group, self.roles[role])
         if opponent == LATEST:
             return self.learners[group].policy
         policy = self._opponent_policies.get(opponent)
@@ -148,42 +185,51 @@ class SelfPlay(PPO):
                 if not len(decisions):
                     continue
                 group = self.group_of[name]
-                mine = self._learner_rows(name, decisions.agent_ids)
+                learning, roles = self._route(name, decisions.agent_ids)
                 out = empty_actions(self.env.specs[name], len(decisions))
-                if mine.any():
-                    batch_put(out, mine, self.learners[group].act(decisions.take(mine), self.generator))
-                    self.num_steps += int(mine.sum())
-                if not mine.all():
-                    batch_put(out, ~mine, self._opponent_act(group, decisions.take(~mine)))
+                for role in range(len(self.roles)):
+                    mine = learning & (roles == role)
+                    if mine.any():
+                        batch_put(out, mine, self._learner(group, role).act(decisions.take(mine), self.generator))
+                        if role == 0:
+                            self.num_steps += int(mine.sum())
+                    theirs = ~learning & (roles == role)
+                    if theirs.any():
+                        batch_put(out, theirs, self._opponent_act(group, role, decisions.take(theirs)))
                 actions[name] = out
             self._current = self.env.step(actions)
             self._observe(self._current)
 
     @torch.no_grad()
-    def _opponent_act(self, group: str, decisions: DecisionSteps) -> Batch:
-        policy = self._opponent_policy(group)
+    def _opponent_act(self, group: str, role: int, decisions: DecisionSteps) -> Batch:
+        policy = self._opponent_policy(group, role)
         x = policy.normalize(policy.flatten_obs(decisions.obs))
         mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)
         action, _, _ = policy.sample(x, mask, self.generator)
         return policy.env_actions(action)
 
     def _observe(self, result: StepResult) -> None:
-        """Hand the learner its rows; games that ended update the league; seats rotate between episodes."""
+        """Hand each learner its rows; games that ended update the league; seats rotate between episodes."""
         for name, part in result.items():
             group = self.group_of[name]
             terminals = part.terminals
-            ended = self._learner_rows(name, terminals.agent_ids)  # by the seats the episodes were played in
+            ended, ended_role = self._route(name, terminals.agent_ids)  # by the seats the episodes were played in
             if self.symmetric and len(terminals):
                 copies = np.unique(terminals.agent_ids // ID_STRIDE)
                 self.learner_seat[copies] = (self.learner_seat[copies] + 1) % self.seats
             if group != self.learning_group:
                 continue
-            decided = self._learner_rows(name, part.decisions.agent_ids)  # next episodes' first decisions: new seats
-            lost = part.lost[self._learner_rows(name, part.lost)]
-            self.learners[group].observe(BehaviourStep(part.decisions.take(decided), terminals.take(ended), lost))
-            games = ended & ~terminals.truncated
-            for score in game_score(terminals.rewards[games]):
-                self.league.record(group, self.current_opponent, float(score), self.num_steps)
+            decided, decided_role = self._route(name, part.decisions.agent_ids)  # next episodes: new seats
+            lost, lost_role = self._route(name, part.lost)
+            for role in range(len(self.roles)):
+                finished = ended & (ended_role == role)
+                self._learner(group, role).observe(BehaviourStep(
+                    part.decisions.take(decided & (decided_role == role)), terminals.take(finished),
+                    part.lost[lost & (lost_role == role)]))
+                games = finished & ~terminals.truncated
+                for score in game_score(terminals.rewards[games]):
+                    self.league.record(group, self._opponent_id(role), float(score), self.num_steps,
+                                       role=self.roles[role])
 
     def _learner_decisions(self, name: str) -> DecisionSteps:
         parts = [(behaviour, self._current[behaviour].decisions) for behaviour, g in self.group_of.items() if g == name]
@@ -195,29 +241,41 @@ class SelfPlay(PPO):
     # -- schedules ------------------------------------------------------------------
 
     def learn(self, total_steps: int, callback=None) -> SelfPlay:
-        for group in self.learners:
+        for group, learner in self.learners.items():
             if not any(p.group == group for p in self.league.players.values()):
-                self.league.add_snapshot(group, "main", self.num_steps, self._weights(group))
+                self.league.add_snapshot(group, "main", self.num_steps, _weights(learner.policy))
         return super().learn(total_steps, callback)
 
     def _after_update(self) -> None:
-        s, step = self.league.settings, self.num_steps
+        s, step, group = self.league.settings, self.num_steps, self.learning_group
+        progress = step / max(self.total_steps, 1)
+        for role, learner in self.exploiters.items():
+            learner.update(self._role_decisions(self.roles.index(role)), progress, self.generator)
         if step - self.marks["snapshot"] >= s.save_steps:
-            self.league.add_snapshot(self.learning_group, "main", step, self._weights(self.learning_group))
+            self.league.add_snapshot(group, "main", step, _weights(self.learners[group].policy))
+            for role, learner in self.exploiters.items():
+                self.league.add_snapshot(group, role, step, _weights(learner.policy))
+                if role_kind(role) == "main_exploiter":  # AlphaStar: start over, to find new weaknesses
+                    learner.policy.load_state_dict(self._initial_weights[role])
+                    learner.optimizer.state.clear()
             self.marks["snapshot"] = step
         if not self.symmetric and step - self.marks["team_change"] >= s.team_change:
             # the rows the old side collected were trained on just now; its open episodes are not the learner's any more
-            learner = self.learners[self.learning_group]
+            learner = self.learners[group]
             learner.buffer.drop(np.arange(len(learner.buffer.pending)))
             self.learning_side = (self.learning_side + 1) % len(self.sides)
             self.marks["team_change"] = step
         if step - self.marks["swap"] >= s.swap_steps:
-            self.opponents = {group: self.league.sample_opponent(group) for group in self.learners}
+            self.opponents = {g: self.league.sample_opponent(g) for g in self.learners}
+            self.exploiter_opponents = {role: self.league.sample_opponent(group, role) for role in self.exploiters}
             self._opponent_policies.clear()
             self.marks["swap"] = step
 
-    def _weights(self, group: str) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.learners[group].policy.state_dict().items()}
+    def _role_decisions(self, role: int) -> DecisionSteps:
+        """The decisions learner ``role`` takes now (symmetric games have one behaviour)."""
+        name, part = next(iter(self._current.items()))
+        learning, roles = self._route(name, part.decisions.agent_ids)
+        return part.decisions.take(learning & (roles == role))
 
     # -- persistence ------------------------------------------------------------------
 
@@ -225,6 +283,9 @@ class SelfPlay(PPO):
         state = super().state_dict()
         state["self_play"] = {
             "league": self.league.state_dict(),
+            "exploiters": {role: {"policy": l.policy.state_dict(), "optimizer": l.optimizer.state_dict()}
+                           for role, l in self.exploiters.items()},
+            "exploiter_opponents": dict(self.exploiter_opponents),
             "learning_side": self.learning_side,
             "learner_seat": self.learner_seat.copy(),
             "opponents": dict(self.opponents),
@@ -239,5 +300,9 @@ class SelfPlay(PPO):
         self.learning_side = saved["learning_side"]
         self.learner_seat = np.array(saved["learner_seat"], np.int64)  # a copy: the saved state stays as saved
         self.opponents = dict(saved["opponents"])
+        for role, learner in self.exploiters.items():
+            learner.policy.load_state_dict(saved["exploiters"][role]["policy"])
+            learner.optimizer.load_state_dict(copy.deepcopy(saved["exploiters"][role]["optimizer"]))
+        self.exploiter_opponents = dict(saved["exploiter_opponents"])
         self.marks = dict(saved["marks"])
         self._opponent_policies.clear()
