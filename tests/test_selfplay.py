@@ -70,7 +70,8 @@ def test_snapshots_swaps_and_results_reach_the_league(tmp_path):
     assert all(b - a >= 2_000 for a, b in zip(snapshots, snapshots[1:]))
     games = sum(p.games for p in league.players.values())
     assert games > 0
-    assert model.opponents["player"] in (LATEST, *league.players)
+    assert set(model.copy_opponents) <= {LATEST, *league.players}
+    assert len(set(model.copy_opponents)) > 1  # every game copy draws its own opponent
 
 
 @pytest.mark.parametrize("exploiters", [0, 1])
@@ -86,10 +87,9 @@ def test_resume_continues_exactly(tmp_path, exploiters):
         resumed.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=False))
         runs.append(resumed.learn(3_500))
     a, b = runs
-    assert a.num_steps == b.num_steps and a.opponents == b.opponents
+    assert a.num_steps == b.num_steps and a.copy_opponents == b.copy_opponents
     assert a.league.state_dict()["history"] == b.league.state_dict()["history"]
     assert a.league.players.keys() == b.league.players.keys() and len(a.league.players) >= 2
-    assert a.exploiter_opponents == b.exploiter_opponents
     for pa, pb in zip(a.learners["player"].policy.parameters(), b.learners["player"].policy.parameters()):
         torch.testing.assert_close(pa, pb)
     for role in a.exploiters:

@@ -24,9 +24,11 @@ the main learner meets the weaknesses they found. ``num_steps`` counts the main
 learner's decisions only.
 
 Every ``save_steps`` learner steps the learning group's policy is frozen into the
-league (and every exploiter's); every ``swap_steps`` each group's opponent is drawn again
+league (and every exploiter's); every ``swap_steps`` opponents are drawn again
 (:meth:`League.sample_opponent`: the latest policy, uniform over the window, or
-prioritized fictitious self-play). A learner episode that ends (not truncated)
+prioritized fictitious self-play). In symmetric games every game copy draws its
+own, so each update learns from a mixture of opponents rather than overfitting
+to one; in games with sides, each group draws one. A learner episode that ends (not truncated)
 is a game: its final reward's sign is the result (win, draw, loss, as in
 ML-Agents), which updates the payoff table and Elo ratings.
 
@@ -111,9 +113,11 @@ class SelfPlay(PPO):
         self.exploiters = {role: BehaviourLearner(self.specs[self.learning_group], self.settings_of(self.learning_group))
                            for role in exploiters}
         self._initial_weights = {role: _weights(learner.policy) for role, learner in self.exploiters.items()}
-        self.exploiter_opponents = {role: LATEST for role in exploiters}
-        self.learner_seat = np.zeros(0, np.int64)  # per game copy (symmetric games)
-        self.opponents = {group: LATEST for group in groups}
+        # symmetric games: per game copy, the learner's seat and the opponent in the other seats
+        self.learner_seat = np.zeros(0, np.int64)
+        self.copy_opponents: list[str] = []
+        # games with sides: per group, the opponent that plays it while another side learns
+        self.opponents = {} if self.symmetric else {group: LATEST for group in groups}
         self._opponent_policies: dict[str, BehaviourPolicy] = {}  # snapshot id -> its policy, until the next swap
         self.marks = {"snapshot": 0, "swap": 0, "team_change": 0}  # learner step of each schedule's last event
 
@@ -122,14 +126,6 @@ class SelfPlay(PPO):
     @property
     def learning_group(self) -> str:
         return self.sides[self.learning_side][0]
-
-    @property
-    def current_opponent(self) -> str:
-        """Who the learner plays now: its group's opponent, or in asymmetric games the next side's."""
-        if self.symmetric:
-            return self.opponents[self.learning_group]
-        group = self.sides[(self.learning_side + 1) % len(self.sides)][0]
-        return self.opponents[group]
 
     def _route(self, behaviour: str, agent_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row of ``behaviour``'s batch (by agent id): is it a learner's, and which role's game is it."""
@@ -149,22 +145,30 @@ class SelfPlay(PPO):
     def _learner(self, group: str, role: int) -> BehaviourLearner:
         return self.learners[group] if role == 0 else self.exploiters[self.roles[role]]
 
-    def _opponent_id(self, role: int) -> str:
-        """Who learner ``role`` (an index into ``roles``) plays now."""
-        return self.current_opponent if role == 0 else self.exploiter_opponents[self.roles[role]]
+    def _opponent_of(self, behaviour: str, agent_ids: np.ndarray) -> np.ndarray:
+        """Per row, the player id of the opponent in that game: who plays it (opponent rows) or who it
+        faces (learner rows, for the payoff table). :data:`LATEST` is the main learner as it is now."""
+        if self.symmetric:
+            copies = agent_ids // ID_STRIDE
+            self._cover(copies)
+            return np.asarray(self.copy_opponents, object)[copies]
+        group, team = self.sides[self.learning_side]
+        mine = (self.group_of[behaviour], -1 if self.team_of[behaviour] is None else self.team_of[behaviour])
+        if mine == (group, team):  # the learning side faces the next side's opponent
+            group = self.sides[(self.learning_side + 1) % len(self.sides)][0]
+        else:
+            group = self.group_of[behaviour]
+        return np.full(len(agent_ids), self.opponents[group], object)
 
     def _cover(self, copies: np.ndarray) -> None:
-        """Seat assignments for game copies seen for the first time: copy c starts in seat c % seats."""
+        """Game copies seen for the first time: copy c starts in seat c % seats, against the learner itself."""
         if len(copies) and copies.max() >= len(self.learner_seat):
             new = np.arange(len(self.learner_seat), copies.max() + 1)
             self.learner_seat = np.concatenate([self.learner_seat, new % self.seats])
+            self.copy_opponents += [LATEST] * len(new)
 
-    def _opponent_policy(self, group: str, role: int = 0) -> BehaviourPolicy:
-        """The policy playing against learner ``role`` of ``group`` (loaded once per swap)."""
-        table, key = (self.opponents, group) if role == 0 else (self.exploiter_opponents, self.roles[role])
-        opponent = table[key]
-        if opponent != LATEST and opponent not in self.league.players:  # left the window since it was drawn
-            opponent = table[key] = self.league.sample_opponent(group, self.roles[role])
+    def _opponent_policy(self, group: str, opponent: str) -> BehaviourPolicy:
+        """The policy of player ``opponent`` of ``group`` (loaded once per swap)."""
         if opponent == LATEST:
             return self.learners[group].policy
         policy = self._opponent_policies.get(opponent)
@@ -174,6 +178,18 @@ class SelfPlay(PPO):
             policy.load_state_dict(self.league.snapshot_weights(opponent))
             self._opponent_policies[opponent] = policy
         return policy
+
+    def _draw_opponents(self, evicted_only: bool = False) -> None:
+        """Draw every game's opponent again (each copy by its role's rule), or only those that left the league."""
+        def keep(opponent: str) -> bool:
+            return evicted_only and (opponent == LATEST or opponent in self.league.players)
+
+        if self.symmetric:
+            group = self.learning_group
+            self.copy_opponents = [o if keep(o) else self.league.sample_opponent(group, self.roles[c % len(self.roles)])
+                                   for c, o in enumerate(self.copy_opponents)]
+        else:
+            self.opponents = {g: o if keep(o) else self.league.sample_opponent(g) for g, o in self.opponents.items()}
 
     # -- the rollout --------------------------------------------------------------
 
@@ -193,20 +209,27 @@ class SelfPlay(PPO):
                         batch_put(out, mine, self._learner(group, role).act(decisions.take(mine), self.generator))
                         if role == 0:
                             self.num_steps += int(mine.sum())
-                    theirs = ~learning & (roles == role)
-                    if theirs.any():
-                        batch_put(out, theirs, self._opponent_act(group, role, decisions.take(theirs)))
+                theirs = ~learning
+                if theirs.any():
+                    opponents = self._opponent_of(name, decisions.agent_ids[theirs])
+                    batch_put(out, theirs, self._opponent_act(group, opponents, decisions.take(theirs)))
                 actions[name] = out
             self._current = self.env.step(actions)
             self._observe(self._current)
 
     @torch.no_grad()
-    def _opponent_act(self, group: str, role: int, decisions: DecisionSteps) -> Batch:
-        policy = self._opponent_policy(group, role)
-        x = policy.normalize(policy.flatten_obs(decisions.obs))
-        mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)
-        action, _, _ = policy.sample(x, mask, self.generator)
-        return policy.env_actions(action)
+    def _opponent_act(self, group: str, opponents: np.ndarray, decisions: DecisionSteps) -> Batch:
+        """Actions of the opponents playing ``decisions``, one batch per distinct opponent."""
+        out = empty_actions(self.specs[group], len(decisions))
+        for opponent in dict.fromkeys(opponents.tolist()):  # distinct, in order of appearance
+            rows = opponents == opponent
+            policy = self._opponent_policy(group, opponent)
+            part = decisions.take(rows)
+            x = policy.normalize(policy.flatten_obs(part.obs))
+            mask = None if part.action_mask is None else torch.from_numpy(part.action_mask)
+            action, _, _ = policy.sample(x, mask, self.generator)
+            batch_put(out, rows, policy.env_actions(action))
+        return out
 
     def _observe(self, result: StepResult) -> None:
         """Hand each learner its rows; games that ended update the league; seats rotate between episodes."""
@@ -227,9 +250,9 @@ class SelfPlay(PPO):
                     part.decisions.take(decided & (decided_role == role)), terminals.take(finished),
                     part.lost[lost & (lost_role == role)]))
                 games = finished & ~terminals.truncated
-                for score in game_score(terminals.rewards[games]):
-                    self.league.record(group, self._opponent_id(role), float(score), self.num_steps,
-                                       role=self.roles[role])
+                faced = self._opponent_of(name, terminals.agent_ids[games])
+                for opponent, score in zip(faced.tolist(), game_score(terminals.rewards[games]).tolist()):
+                    self.league.record(group, opponent, score, self.num_steps, role=self.roles[role])
 
     def _learner_decisions(self, name: str) -> DecisionSteps:
         parts = [(behaviour, self._current[behaviour].decisions) for behaviour, g in self.group_of.items() if g == name]
@@ -258,6 +281,7 @@ class SelfPlay(PPO):
                 if role_kind(role) == "main_exploiter":  # AlphaStar: start over, to find new weaknesses
                     learner.policy.load_state_dict(self._initial_weights[role])
                     learner.optimizer.state.clear()
+            self._draw_opponents(evicted_only=True)  # a snapshot that left the window plays no more games
             self.marks["snapshot"] = step
         if not self.symmetric and step - self.marks["team_change"] >= s.team_change:
             # the rows the old side collected were trained on just now; its open episodes are not the learner's any more
@@ -266,8 +290,7 @@ class SelfPlay(PPO):
             self.learning_side = (self.learning_side + 1) % len(self.sides)
             self.marks["team_change"] = step
         if step - self.marks["swap"] >= s.swap_steps:
-            self.opponents = {g: self.league.sample_opponent(g) for g in self.learners}
-            self.exploiter_opponents = {role: self.league.sample_opponent(group, role) for role in self.exploiters}
+            self._draw_opponents()
             self._opponent_policies.clear()
             self.marks["swap"] = step
 
@@ -285,7 +308,7 @@ class SelfPlay(PPO):
             "league": self.league.state_dict(),
             "exploiters": {role: {"policy": l.policy.state_dict(), "optimizer": l.optimizer.state_dict()}
                            for role, l in self.exploiters.items()},
-            "exploiter_opponents": dict(self.exploiter_opponents),
+            "copy_opponents": list(self.copy_opponents),
             "learning_side": self.learning_side,
             "learner_seat": self.learner_seat.copy(),
             "opponents": dict(self.opponents),
@@ -303,6 +326,6 @@ class SelfPlay(PPO):
         for role, learner in self.exploiters.items():
             learner.policy.load_state_dict(saved["exploiters"][role]["policy"])
             learner.optimizer.load_state_dict(copy.deepcopy(saved["exploiters"][role]["optimizer"]))
-        self.exploiter_opponents = dict(saved["exploiter_opponents"])
+        self.copy_opponents = list(saved["copy_opponents"])
         self.marks = dict(saved["marks"])
         self._opponent_policies.clear()
