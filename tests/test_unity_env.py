@@ -44,6 +44,20 @@ def launch(player: str, num_envs: int = 2, log_folder=None, **options) -> MultiU
                          log_folder=None if log_folder is None else str(log_folder), **options)
 
 
+def train_ppo(env, steps: int, also=None) -> dict[str, float]:
+    """PPO on the stand-in's game; each behaviour's mean episode return in the last update that finished any."""
+    model = PPO(env, seed=0, n_steps=64, batch_size=256, n_epochs=8, learning_rate=1e-3, gamma=0.95, ent_coef=0.01)
+    returns = {}
+
+    def record(m, report):
+        returns.update({name: r.episode_returns.mean() for name, r in report.behaviours.items() if len(r.episode_returns)})
+        if also is not None:
+            also(m, report)
+
+    model.learn(steps, callback=record)
+    return returns
+
+
 def test_team_ids_come_from_behaviour_names():
     assert team_of("Striker?team=1") == 1
     assert team_of("Goalie?team=0&other=x") == 0
@@ -98,11 +112,7 @@ def test_environment_parameters_and_env_args_reach_the_build(player):
 def test_ppo_learns_both_behaviours_of_two_builds(player, tmp_path, one_torch_thread):
     """Random play scores about +0.18 (Seeker) and -1.36 (Mover) per episode; the best about +0.98 and -0.14."""
     with launch(player, log_folder=tmp_path) as env:
-        model = PPO(env, seed=0, n_steps=64, batch_size=256, n_epochs=8, learning_rate=1e-3, gamma=0.95,
-                    ent_coef=0.01)
-        returns = {}
-        model.learn(25_000, callback=lambda m, report: returns.update(
-            {name: r.episode_returns.mean() for name, r in report.behaviours.items() if len(r.episode_returns)}))
+        returns = train_ppo(env, 25_000)
     assert returns[SEEKER] >= 0.9, returns
     assert returns[MOVER] >= -0.5, returns
 
@@ -110,19 +120,14 @@ def test_ppo_learns_both_behaviours_of_two_builds(player, tmp_path, one_torch_th
 @pytest.mark.slow
 def test_training_continues_when_a_build_is_killed_mid_run(player, tmp_path, one_torch_thread):
     with launch(player, log_folder=tmp_path, restart_backoff=0.1) as env:
-        model = PPO(env, seed=0, n_steps=64, batch_size=256, n_epochs=8, learning_rate=1e-3, gamma=0.95,
-                    ent_coef=0.01)
         victim = []
-        returns = {}
 
         def kill_once(m, report):
-            returns.update({name: r.episode_returns.mean() for name, r in report.behaviours.items()
-                            if len(r.episode_returns)})
             if m.num_updates == 3:
                 victim.append(env.slots[0].env.process.pid)
                 os.kill(victim[0], signal.SIGKILL)
 
-        model.learn(25_000, callback=kill_once)
+        returns = train_ppo(env, 25_000, kill_once)
         assert env.metrics["crashes"] == 1 and env.restarts == 1
         assert env.metrics["lost_agents"] == 8  # the 4 Seekers and 4 Movers of build 0, all mid-episode
         assert "code -9" in env.slots[0].last_failure
@@ -216,11 +221,7 @@ def test_ppo_learns_hybrid_actions(player, tmp_path, one_torch_thread):
     """Parkers must steer (continuous) and park (discrete): random play scores about -0.38
     per episode, never parking -0.20, driving to the target and parking there +0.97."""
     with launch(player, log_folder=tmp_path, additional_args=["--hybrid"]) as env:
-        model = PPO(env, seed=0, n_steps=64, batch_size=256, n_epochs=8, learning_rate=1e-3, gamma=0.95,
-                    ent_coef=0.01)
-        returns = {}
-        model.learn(60_000, callback=lambda m, report: returns.update(
-            {name: r.episode_returns.mean() for name, r in report.behaviours.items() if len(r.episode_returns)}))
+        returns = train_ppo(env, 60_000)
     assert returns[PARKER] >= 0.85, returns
 
 
