@@ -1,5 +1,24 @@
-"""Learners: policies, rollout buffers, PPO (and, as they land, SAC and self-play)."""
+"""Learners: policies, rollout and replay buffers, PPO, SAC (and self-play)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
 
 from sparring.agents.ppo import PPO, PPOSettings
+from sparring.agents.sac import SAC, SACSettings
+from sparring.envs.base import MultiAgentEnv
 
-__all__ = ["PPO", "PPOSettings"]
+__all__ = ["PPO", "PPOSettings", "SAC", "SACSettings", "load"]
+
+
+def load(path: str | Path, env: MultiAgentEnv | None = None) -> PPO | SAC:
+    """A model saved by ``save()``, PPO or SAC as its checkpoint says; with ``env`` it can keep learning."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    algorithms = {"ppo": PPO, "sac": SAC}
+    cls = algorithms.get(state.get("algorithm"))
+    if cls is None:
+        raise ValueError(f"{path}: not a sparring checkpoint (algorithm {state.get('algorithm')!r}, "
+                         f"expected one of {sorted(algorithms)})")
+    return cls.from_state(state, env)

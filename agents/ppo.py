@@ -21,13 +21,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from sparring.agents.checkpoint import Checkpointed
 from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.rollout import RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
@@ -306,7 +306,7 @@ def override_settings(base: PPOSettings, overrides: Mapping[str, object]) -> PPO
     return PPOSettings(**{**base.model_dump(), **overrides})
 
 
-class PPO:
+class PPO(Checkpointed):
     """PPO for every behaviour of a :class:`MultiAgentEnv`.
 
     Args:
@@ -460,19 +460,3 @@ class PPO:
         self.total_steps = state["total_steps"]
         self.generator.set_state(state["generator"])
         self._current = None
-
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)  # atomic: a crash mid-save never leaves a half-written checkpoint
-
-    @classmethod
-    def load(cls, path: str | Path, env: MultiAgentEnv | None = None) -> PPO:
-        """Restore a saved model; with ``env`` it can keep learning, without it only predict."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        model = cls(env, seed=state["seed"], specs=state["specs"],
-                    behaviour_settings=state.get("behaviour_settings"), **state["settings"])
-        model.load_state_dict(state)
-        return model

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import onnx
@@ -27,9 +28,12 @@ from torch import nn
 
 import sparring
 from sparring.agents.policy import MASKED_LOGIT, BehaviourPolicy
+from sparring.agents.sac import SACActor
 from sparring.spec import BehaviourSpec
 
 OPSET = 15
+Policy = Union[BehaviourPolicy, SACActor]
+"""What is exported: a PPO actor-critic, or a SAC actor (its critics stay behind)."""
 FORMATS = ("native", "mlagents", "godot")
 TOLERANCE = 1e-5
 
@@ -54,7 +58,7 @@ def space_json(space: spaces.Space) -> dict:
 # -- graphs -------------------------------------------------------------------
 
 
-def _policy_input(policy: BehaviourPolicy, components: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _policy_input(policy: Policy, components: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Flattened, normalised policy input from per-component tensors (the order the trunk was trained on)."""
     parts = [t if t.dim() == 2 else t.flatten(1) for t in (components[key].float() for key in policy.obs_keys)]
     x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
@@ -74,7 +78,31 @@ def _half(policy: BehaviourPolicy, x: torch.Tensor, which: int) -> torch.Tensor:
     return x
 
 
-def _masked_argmax(policy: BehaviourPolicy, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def actor_heads(policy: Policy, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(mean, log_std, logits)`` of the actor for normalised ``x``, None where the behaviour has no such part.
+
+    ``mean`` and ``log_std`` describe the Gaussian of the continuous actions (for a
+    SAC actor, before its tanh squash; see :func:`continuous_action`).
+    """
+    if isinstance(policy, SACActor):
+        return policy.export_heads(x)
+    out = policy.actor_head(_half(policy, x, 0))
+    c = policy.continuous_size
+    mean = out[:, :c] if c else None
+    # mean * 0 + log_std: per-row log stds without a runtime broadcast ([DI] in mlagents.py)
+    log_std = mean * 0 + policy.log_std if c else None
+    return mean, log_std, out[:, c:] if policy.branches else None
+
+
+def continuous_action(policy: Policy, u: torch.Tensor) -> torch.Tensor:
+    """A Gaussian mean or sample -> the continuous action in the env's units, before clipping to the Box.
+
+    A PPO policy's Gaussian is over the actions themselves; a SAC actor squashes it with tanh into the Box.
+    """
+    return policy.squash(u) if isinstance(policy, SACActor) else u
+
+
+def _masked_argmax(policy: Policy, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is not None:
         logits = logits.masked_fill(~mask, MASKED_LOGIT)
     if len(policy.branches) == 1:
@@ -111,10 +139,12 @@ class NativeGraph(ExportGraph):
     for behaviours with discrete actions. Outputs: ``action`` (int64 argmax per
     branch, or the Gaussian mean clipped to the action Box; a hybrid behaviour has
     ``continuous_action`` and ``discrete_action`` instead), then ``mean`` and
-    ``log_std`` and/or ``logits``, then ``value`` when asked for.
+    ``log_std`` and/or ``logits``, then ``value`` when asked for. A SAC actor's
+    continuous ``action`` is ``tanh(mean)`` scaled to the Box (``mean`` and ``log_std``
+    are its Gaussian before the squash), and it has no ``value``.
     """
 
-    def __init__(self, policy: BehaviourPolicy, with_value: bool = False) -> None:
+    def __init__(self, policy: Policy, with_value: bool = False) -> None:
         super().__init__()
         self.policy = policy
         self.with_value = with_value
@@ -138,15 +168,13 @@ class NativeGraph(ExportGraph):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         policy = self.policy
         x = _policy_input(policy, dict(zip(self.components, inputs)))
-        out = policy.actor_head(_half(policy, x, 0))
+        mean, log_std, logits = actor_heads(policy, x)
         value = (policy.critic_head(_half(policy, x, 1)).squeeze(-1),) if self.with_value else ()
-        c = policy.continuous_size
-        mean, logits = out[:, :c], out[:, c:]
         actions, heads = [], []
-        if c:
-            actions.append(torch.max(torch.min(mean, self.high), self.low))
-            heads += [mean, policy.log_std.unsqueeze(0).expand_as(mean)]
-        if policy.branches:
+        if mean is not None:
+            actions.append(torch.max(torch.min(continuous_action(policy, mean), self.high), self.low))
+            heads += [mean, log_std]
+        if logits is not None:
             actions.append(_masked_argmax(policy, logits, inputs[len(self.components)]))
             heads.append(logits)
         return (*actions, *heads, *value)
@@ -155,12 +183,12 @@ class NativeGraph(ExportGraph):
 class GodotGraph(ExportGraph):
     """The Godot RL Agents plugin's conventions: ``obs`` and ``state_ins`` in; ``output`` and ``state_outs`` out.
 
-    ``output`` holds the Gaussian means and then the logits (the plugin takes the
-    argmax per branch), the actor head's own order; ``state_outs`` echoes
+    ``output`` holds the continuous actions (the Gaussian means; a SAC actor's squashed
+    into the Box) and then the logits (the plugin takes the argmax per branch); ``state_outs`` echoes
     ``state_ins`` (the plugin's recurrent state slot; sparring policies are not recurrent).
     """
 
-    def __init__(self, policy: BehaviourPolicy) -> None:
+    def __init__(self, policy: Policy) -> None:
         super().__init__()
         self.policy = policy
         self.key = policy.obs_keys[0]
@@ -176,8 +204,9 @@ class GodotGraph(ExportGraph):
         return {"obs": obs[self.key].reshape(n, -1), "state_ins": np.zeros(n, np.float32)}
 
     def forward(self, obs: torch.Tensor, state_ins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _policy_input(self.policy, {self.key: obs})
-        return self.policy.actor_head(_half(self.policy, x, 0)), state_ins
+        mean, _, logits = actor_heads(self.policy, _policy_input(self.policy, {self.key: obs}))
+        parts = ([] if mean is None else [continuous_action(self.policy, mean)]) + ([] if logits is None else [logits])
+        return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), state_ins
 
 
 def support_problem(spec: BehaviourSpec, fmt: str) -> str | None:
@@ -196,11 +225,14 @@ def support_problem(spec: BehaviourSpec, fmt: str) -> str | None:
     return None
 
 
-def build_graph(policy: BehaviourPolicy, fmt: str, with_value: bool = False) -> ExportGraph:
+def build_graph(policy: Policy, fmt: str, with_value: bool = False) -> ExportGraph:
     """The module to export for ``fmt`` (ExportError if the behaviour does not fit it)."""
     problem = support_problem(policy.spec, fmt)
     if problem:
         raise ExportError(f"behaviour {policy.spec.name!r} cannot be exported as {fmt}: {problem}")
+    if with_value and isinstance(policy, SACActor):
+        raise ExportError(f"behaviour {policy.spec.name!r}: a SAC policy has no state value to export (its critics "
+                          "value state-action pairs); export it without values")
     if fmt == "native":
         return NativeGraph(policy, with_value)
     if fmt == "godot":
@@ -259,7 +291,7 @@ class ExportReport:
 
 
 def export_policy(
-    policy: BehaviourPolicy,
+    policy: Policy,
     path: str | Path,
     fmt: str = "native",
     *,
@@ -351,13 +383,13 @@ def file_stem(behaviour: str) -> str:
 def export_run(run_dir: str | Path, behaviour: str | None = None, fmt: str = "native",
                out: str | Path | None = None) -> list[ExportReport]:
     """Export a finished training run (its ``final.pt``): one behaviour, or every behaviour."""
-    from sparring.agents import PPO
+    from sparring.agents import load
 
     run_dir = Path(run_dir)
     final = run_dir / "final.pt"
     if not final.exists():
         raise ExportError(f"{run_dir}: no finished checkpoint ({final.name} is written when training completes)")
-    model = PPO.load(final)
+    model = load(final)
     names = [behaviour] if behaviour is not None else list(model.policies)
     unknown = [n for n in names if n not in model.policies]
     if unknown:

@@ -98,7 +98,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from gymnasium import spaces
-from sparring.export.exporter import ExportGraph, _half, _policy_input
+from sparring.export.exporter import ExportGraph, _policy_input, actor_heads, continuous_action
 from sparring.spec import BehaviourSpec
 
 MODEL_EXPORT_VERSION = 3  # [NW] SimpleActor.MODEL_EXPORT_VERSION; [PL] ModelApiVersion.MLAgents2_0
@@ -144,7 +144,8 @@ def mlagents_support_problem(spec: BehaviourSpec) -> str | None:
 
 
 class MLAgentsGraph(ExportGraph):
-    """A :class:`~sparring.agents.policy.BehaviourPolicy` with ML-Agents' inputs, outputs and constants.
+    """A PPO :class:`~sparring.agents.policy.BehaviourPolicy` or a :class:`~sparring.agents.sac.SACActor` with
+    ML-Agents' inputs, outputs and constants.
 
     ``forward(obs_0, ..., obs_{k-1}[, action_masks])``: one float32 ``(batch, size)``
     tensor per observation component in the spec's order (any further dimensions are
@@ -156,7 +157,7 @@ class MLAgentsGraph(ExportGraph):
     - continuous: ``continuous_actions`` float32 ``(batch, n)`` sampled
       ``mean + randn * std``; ``continuous_action_output_shape`` float32 ``(1,)`` = n;
       ``deterministic_continuous_actions`` float32 ``(batch, n)`` = the mean; both
-      clipped to the action Box;
+      clipped to the action Box (a SAC actor squashes both with tanh into the Box first);
     - discrete: ``discrete_actions`` int64 ``(batch, branches)`` sampled per branch with
       ``torch.multinomial`` (ONNX ``Multinomial``); ``discrete_action_output_shape``
       float32 ``(1, branches)`` = the branch sizes; ``deterministic_discrete_actions``
@@ -217,9 +218,10 @@ class MLAgentsGraph(ExportGraph):
         return out
 
     def actor_output(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """The actor head's output (logits, or Gaussian means) for the graph's inputs."""
-        x = _policy_input(self.policy, dict(zip(self.components, inputs)))
-        return self.policy.actor_head(_half(self.policy, x, 0))
+        """The actor's Gaussian means (for SAC, before the squash), then its logits, for the graph's inputs."""
+        mean, _, logits = actor_heads(self.policy, _policy_input(self.policy, dict(zip(self.components, inputs))))
+        parts = [part for part in (mean, logits) if part is not None]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     def _clip(self, a: torch.Tensor) -> torch.Tensor:
         if self._clip_high:
@@ -230,22 +232,21 @@ class MLAgentsGraph(ExportGraph):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         policy = self.policy
-        out = self.actor_output(*inputs[: len(self.components)])
-        c = policy.continuous_size
+        x = _policy_input(policy, dict(zip(self.components, inputs[: len(self.components)])))
+        # [DI] GaussianDistribution.forward: log_sigma = mu * 0 + log_sigma (no runtime broadcast), see actor_heads
+        mean, log_std, all_logits = actor_heads(policy, x)
         outputs = [self.version_number, self.memory_size]
-        if c:
-            mean = out[:, :c]
-            # [DI] GaussianDistribution.forward: log_sigma = mu * 0 + log_sigma (no runtime broadcast)
-            std = torch.exp(mean * 0 + policy.log_std)
-            sample = mean + torch.randn_like(mean) * std
-            outputs += [self._clip(sample), self.continuous_shape, self._clip(mean)]
-        if policy.branches:
+        if mean is not None:
+            sample = mean + torch.randn_like(mean) * torch.exp(log_std)
+            outputs += [self._clip(continuous_action(policy, sample)), self.continuous_shape,
+                        self._clip(continuous_action(policy, mean))]
+        if all_logits is not None:
             mask = inputs[len(self.components)]
             sampled, greedy = [], []
-            start = c
+            start = 0
             for size in policy.branches:
-                logits = out[:, start : start + size]
-                allow = mask[:, start - c : start - c + size]
+                logits = all_logits[:, start : start + size]
+                allow = mask[:, start : start + size]
                 start += size
                 # [DI] MultiCategoricalDistribution._mask_branch, written the same Sentis-friendly way
                 block = -1.0 * allow + 1.0

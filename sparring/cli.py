@@ -184,11 +184,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _trainer(config: RunConfig, env, league_dir: Path):
-    """PPO, or PPO by self-play against a league kept in ``league_dir`` when the config has ``self_play``."""
-    from sparring.agents import PPO
+    """The config's algorithm (PPO or SAC); PPO by self-play against a league in ``league_dir`` with ``self_play``."""
+    from sparring.agents import PPO, SAC
 
     options = dict(seed=config.seed, behaviour_settings=config.trainer.behaviours,
                    **config.trainer.hyperparameters.model_dump())
+    if config.trainer.algorithm == "sac":
+        return SAC(env, **options)
     if config.trainer.self_play is None:
         return PPO(env, **options)
     from sparring.agents.selfplay import League

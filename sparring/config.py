@@ -7,7 +7,7 @@ Example::
       id: CartPole-v1
       num_envs: 8
     trainer:
-      algorithm: ppo
+      algorithm: ppo             # ppo | sac; hyperparameters are checked against its settings
       max_steps: 100000
       hyperparameters:
         learning_rate: 0.001
@@ -23,13 +23,16 @@ translated, see :mod:`sparring.mlagents_config`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sparring.agents.ppo import PPOSettings, override_settings
+from sparring.agents import ppo, sac
+from sparring.agents.ppo import PPOSettings
+from sparring.agents.sac import SACSettings
 from sparring.agents.selfplay.league import LeagueSettings
 
 
@@ -139,15 +142,21 @@ EnvConfig = Annotated[
 ]
 
 
+ALGORITHMS = {"ppo": (PPOSettings, ppo.override_settings), "sac": (SACSettings, sac.override_settings)}
+"""``trainer.algorithm`` -> its hyperparameter settings and how one behaviour's overrides apply to them."""
+
+
 class TrainerConfig(_Strict):
     """How to learn (names follow ML-Agents' trainer config where the meaning matches)."""
 
-    algorithm: Literal["ppo"] = "ppo"
+    algorithm: Literal["ppo", "sac"] = "ppo"
     max_steps: int = Field(ge=1, description="Agent decisions to train for.")
     summary_freq: int = Field(10_000, ge=1, description="Steps between metric summaries.")
     checkpoint_interval: int = Field(50_000, ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(5, ge=1, description="Newest checkpoints kept on disk.")
-    hyperparameters: PPOSettings = Field(default_factory=PPOSettings)
+    hyperparameters: PPOSettings | SACSettings = Field(
+        default_factory=PPOSettings, description="The algorithm's settings (PPOSettings or SACSettings)."
+    )
     self_play: LeagueSettings | None = Field(
         None, description="Train by self-play against a league of snapshots (ML-Agents' self_play keys, plus ours)."
     )
@@ -156,16 +165,47 @@ class TrainerConfig(_Strict):
         description="Per behaviour name, hyperparameters that differ from `hyperparameters` (as ML-Agents' behaviors:).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _hyperparameters_of_algorithm(cls, data: Any) -> Any:
+        # Validated against the algorithm's own settings, so a key of the other algorithm is named as such.
+        algorithm = data.get("algorithm", "ppo") if isinstance(data, dict) else None
+        if algorithm not in ALGORITHMS:
+            return data  # not a mapping, or an unknown algorithm: the field checks report it
+        settings, _ = ALGORITHMS[algorithm]
+        given = data.get("hyperparameters")
+        if isinstance(given, BaseModel):
+            given = given.model_dump()
+        try:
+            return {**data, "hyperparameters": settings.model_validate(given if given is not None else {})}
+        except ValidationError as exc:
+            raise ValueError(_describe_settings_error(exc, algorithm, "hyperparameters.")) from None
+
     @model_validator(mode="after")
     def _check_behaviour_overrides(self) -> TrainerConfig:
+        if self.algorithm != "ppo" and self.self_play is not None:
+            raise ValueError(f"self_play: self-play trains with algorithm ppo; {self.algorithm} self-play is not "
+                             "available yet")
+        _, override = ALGORITHMS[self.algorithm]
         for name, overrides in self.behaviours.items():
             try:
-                override_settings(self.hyperparameters, overrides)
+                override(self.hyperparameters, overrides)
             except ValidationError as exc:
-                raise ValueError(f"behaviours.{name}.{describe_validation_error(exc)}") from None
+                raise ValueError(_describe_settings_error(exc, self.algorithm, f"behaviours.{name}.")) from None
             except ValueError as exc:
                 raise ValueError(f"behaviours.{name}: {exc}") from None
         return self
+
+
+def _describe_settings_error(exc: ValidationError, algorithm: str, prefix: str) -> str:
+    """A settings error in one line; an unknown key that another algorithm has is named as that algorithm's."""
+
+    def note(key: str) -> str:
+        other = next((name for name, (settings, _) in ALGORITHMS.items()
+                      if name != algorithm and key in settings.model_fields), None)
+        return f" under algorithm {algorithm} (a {other.upper()} setting)" if other else ""
+
+    return describe_validation_error(exc, note, prefix)
 
 
 class RunConfig(_Strict):
@@ -222,15 +262,21 @@ def load_run_config(path: str | Path) -> LoadedConfig:
 _SOURCES = ("gymnasium", "pettingzoo", "bridge", "unity")
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """Pydantic's errors as one line: ``key.path: what is wrong``, joined by ``; ``."""
+def describe_validation_error(
+    exc: ValidationError, unknown_key_note: Callable[[str], str] | None = None, prefix: str = ""
+) -> str:
+    """Pydantic's errors as one line: ``prefix`` + ``key.path: what is wrong``, joined by ``; ``.
+
+    ``unknown_key_note(key)`` may add to the message of an unknown key (the last part of its path).
+    """
     parts = []
     for err in exc.errors():
         # drop the union tag pydantic puts in paths ("env.pettingzoo.id" -> "env.id")
         loc = [p for i, p in enumerate(err["loc"]) if not (i == 1 and err["loc"][0] == "env" and p in _SOURCES)]
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        key = prefix + (".".join(str(p) for p in loc) or "(top level)")
         if err["type"] == "extra_forbidden":
-            parts.append(f"{key}: unknown key")
+            note = unknown_key_note(str(loc[-1])) if unknown_key_note and loc else ""
+            parts.append(f"{key}: unknown key{note}")
         elif err["type"] == "union_tag_invalid":
             parts.append(f"{key}.source: must be one of {', '.join(_SOURCES)} (got {err['input'].get('source')!r})")
         elif err["type"] == "union_tag_not_found":

@@ -11,8 +11,9 @@ setting sparring does not support yet, and ``sparring train`` names them all in 
 warning. A setting at a value that asks for nothing sparring doesn't do
 (``memory: null``, ``threaded: false``, ``strength: 1.0``) is not reported, so the
 ``configuration.yaml`` mlagents-learn writes for a run (every key spelled out)
-translates cleanly too. ``trainer_type: sac`` and ``poca`` are errors: training
-something else than asked is worse than not training.
+translates cleanly too. ``trainer_type: poca`` is an error, and so are behaviours
+with different trainer types: training something else than asked is worse than not
+training.
 
 How it maps (``B``: a behaviour under ``behaviors:``; ``default_settings:`` is
 merged under every behaviour first, as ML-Agents does)::
@@ -47,7 +48,21 @@ merged under every behaviour first, as ML-Agents does)::
       results_dir                                   (the flags win), see :func:`run_options`
     B.self_play.save_steps, swap_steps,           trainer.self_play: the same names (a self-play league,
       team_change, window, initial_elo,             snapshots drawn uniformly from the window as ML-Agents
-      play_against_latest_model_ratio               does; PFSP and roles are sparring's own keys)
+      play_against_latest_model_ratio               does; PFSP and roles are sparring's own keys; PPO only)
+
+    With ``trainer_type: sac`` (the network, reward signal and run keys map as above):
+
+    B.trainer_type: sac                           trainer.algorithm: sac
+    B.hyperparameters.learning_rate,              hyperparameters: the same names, and
+      learning_rate_schedule, batch_size,           lr_schedule for learning_rate_schedule
+      buffer_size, buffer_init_steps, tau,
+      steps_per_update, init_entcoef,
+      save_replay_buffer
+      .reward_signal_steps_per_update             reported where it differs from steps_per_update (6)
+
+    (6) sparring learns from the extrinsic reward only, so nothing else is updated on a schedule.
+    (7) ML-Agents tunes one temperature per discrete branch towards 0.2 * log(branch size) each;
+        sparring tunes one temperature towards SACSettings.target_entropy.
 
     (1) The rollout is shared by all behaviours: differing buffer sizes become the largest (reported).
     (2) ML-Agents decays beta with ``beta_schedule`` (default: learning_rate_schedule); sparring's
@@ -117,6 +132,22 @@ class _Hyperparameters(_Section):
     shared_critic: bool = False
 
 
+class _SACHyperparameters(_Section):
+    batch_size: int = Field(128, ge=1)
+    buffer_size: int = Field(50000, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    learning_rate_schedule: Schedule = "constant"
+    buffer_init_steps: int = Field(0, ge=0)
+    tau: float = Field(0.005, gt=0, le=1)
+    steps_per_update: float = Field(1.0, gt=0)
+    save_replay_buffer: bool = False
+    init_entcoef: float = Field(1.0, gt=0)
+    reward_signal_steps_per_update: float | None = Field(None, gt=0)  # None: as steps_per_update
+
+
+_HYPERPARAMETERS = {"ppo": _Hyperparameters, "sac": _SACHyperparameters}
+
+
 class _Memory(_Section):
     sequence_length: int = Field(64, ge=1)
     memory_size: int = Field(128, ge=2)
@@ -174,12 +205,12 @@ class _BehavioralCloning(_Section):
     batch_size: int | None = None
 
 
-_NOT_YET = {"sac": "SAC", "poca": "POCA (cooperative multi-agent training)"}
+_NOT_YET = {"poca": "POCA (cooperative multi-agent training)"}
 
 
 class _Behaviour(_Section):
-    trainer_type: Literal["ppo"] = "ppo"
-    hyperparameters: _Hyperparameters = Field(default_factory=_Hyperparameters)
+    trainer_type: Literal["ppo", "sac"] = "ppo"
+    hyperparameters: _Hyperparameters | _SACHyperparameters = Field(default_factory=_Hyperparameters)
     network_settings: _NetworkSettings = Field(default_factory=_NetworkSettings)
     reward_signals: _RewardSignals = Field(default_factory=_RewardSignals)
     max_steps: int = Field(500_000, ge=1)
@@ -195,13 +226,25 @@ class _Behaviour(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _trainer_available(cls, data: Any) -> Any:
-        # Before the hyperparameters are checked as PPO's: a SAC file's tau is not a typo.
-        kind = data.get("trainer_type") if isinstance(data, Mapping) else None
+    def _hyperparameters_of_trainer(cls, data: Any) -> Any:
+        # Checked against the trainer's own section, before the union could take a SAC file's tau for a typo.
+        if not isinstance(data, Mapping):
+            return data
+        kind = data.get("trainer_type", "ppo")
         if kind in _NOT_YET:
             raise ValueError(f"trainer_type: {_NOT_YET[kind]} is not available in this version of sparring yet "
-                             "(use trainer_type: ppo)")
-        return data
+                             "(use trainer_type: ppo or sac)")
+        section = _HYPERPARAMETERS.get(kind)
+        if section is None:
+            return data  # the trainer_type field reports it
+        try:
+            return {**data, "hyperparameters": section.model_validate(data.get("hyperparameters") or {})}
+        except ValidationError as exc:
+            def note(key: str) -> str:
+                other = next((name for name, other in _HYPERPARAMETERS.items() if key in other.model_fields), kind)
+                return "" if other == kind else f" for trainer_type {kind} (a {other} setting)"
+
+            raise ValueError(describe_validation_error(exc, note, "hyperparameters.")) from None
 
 
 class _EnvSettings(_Section):
@@ -346,21 +389,43 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
         if written is not None:
             ignored += _reported(written.model_dump(exclude_unset=True), _HONOURED_IN_BEHAVIOUR, prefix)
 
-    settings = {name: _ppo_settings(b) for name, b in named.items()}
-    fallback = _ppo_settings(base)
+    kinds = {name: b.trainer_type for name, b in named.items()}
+    if len(set(kinds.values())) > 1:
+        listed = ", ".join(f"{name}: {kind}" for name, kind in kinds.items())
+        raise ConfigError(f"{source}: behaviors: trainer_type differs ({listed}); sparring trains all the behaviours "
+                          "of a run with one algorithm")
+    algorithm = next(iter(kinds.values()), base.trainer_type)
+    if algorithm != "ppo":
+        playing = [name for name, b in named.items() if b.self_play is not None]
+        if playing:
+            raise ConfigError(f"{source}: behaviors.{playing[0]}.self_play: self-play trains with trainer_type ppo; "
+                              f"{algorithm} self-play is not available in this version of sparring yet")
+    if base.trainer_type != algorithm:  # default_settings name another trainer than every behaviour does
+        base = _Behaviour.model_validate({**defaults, "trainer_type": algorithm})
+    to_settings = _sac_settings if algorithm == "sac" else _ppo_settings
+    settings = {name: to_settings(b) for name, b in named.items()}
+    fallback = to_settings(base)
     shared = {key: _agreed([s[key] for s in settings.values()], value) for key, value in fallback.items()}
-    buffer_sizes = {name: b.hyperparameters.buffer_size for name, b in named.items()}
-    buffer_size = max(buffer_sizes.values(), default=base.hyperparameters.buffer_size)
-    ignored += [f"behaviors.{name}.hyperparameters.buffer_size (all behaviours share the largest, {buffer_size})"
-                for name, size in buffer_sizes.items() if size != buffer_size]
+    hyperparameters = shared
+    if algorithm == "ppo":
+        buffer_sizes = {name: b.hyperparameters.buffer_size for name, b in named.items()}
+        buffer_size = max(buffer_sizes.values(), default=base.hyperparameters.buffer_size)
+        ignored += [f"behaviors.{name}.hyperparameters.buffer_size (all behaviours share the largest, {buffer_size})"
+                    for name, size in buffer_sizes.items() if size != buffer_size]
+        hyperparameters = {**shared, "buffer_size": buffer_size}
+    else:
+        ignored += [f"{prefix}hyperparameters.reward_signal_steps_per_update"
+                    for prefix, b in [("default_settings.", file.default_settings),
+                                      *((f"behaviors.{name}.", b) for name, b in file.behaviors.items())]
+                    if b is not None and _reward_signal_updates_differ(b)]
     counted = list(named.values()) or [base]
     trainer = {
-        "algorithm": "ppo",
+        "algorithm": algorithm,
         "max_steps": sum(b.max_steps for b in counted),
         "summary_freq": min(b.summary_freq for b in counted),
         "checkpoint_interval": min(b.checkpoint_interval for b in counted),
         "keep_checkpoints": min(b.keep_checkpoints for b in counted),
-        "hyperparameters": {**shared, "buffer_size": buffer_size},
+        "hyperparameters": hyperparameters,
         "behaviours": {name: diff for name, s in settings.items() if (diff := _differences(s, shared))},
     }
     self_play, ignored_self_play = _self_play(named)
@@ -409,6 +474,12 @@ def run_options(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def _parse(data: Mapping[str, Any], source: str) -> _File:
+    # A behaviour's hyperparameters are those of its trainer, which it may take from default_settings.
+    inherited = (data.get("default_settings") or {}).get("trainer_type")
+    behaviors = data.get("behaviors")
+    if inherited is not None and isinstance(behaviors, Mapping):
+        data = {**data, "behaviors": {name: {"trainer_type": inherited, **raw} if isinstance(raw, Mapping) else raw
+                                      for name, raw in behaviors.items()}}
     try:
         return _File.model_validate(data)
     except ValidationError as exc:
@@ -443,6 +514,33 @@ def _ppo_settings(behaviour: _Behaviour) -> dict[str, Any]:
         "hidden_sizes": [net.hidden_units] * net.num_layers,
         "activation": "relu",
     }
+
+
+def _sac_settings(behaviour: _Behaviour) -> dict[str, Any]:
+    """A SAC behaviour's SACSettings fields (see the mapping table)."""
+    h, net, extrinsic = behaviour.hyperparameters, behaviour.network_settings, behaviour.reward_signals.extrinsic
+    return {
+        "learning_rate": h.learning_rate,
+        "lr_schedule": h.learning_rate_schedule,
+        "buffer_size": h.buffer_size,
+        "batch_size": h.batch_size,
+        "buffer_init_steps": h.buffer_init_steps,
+        "steps_per_update": h.steps_per_update,
+        "tau": h.tau,
+        "gamma": (extrinsic or _RewardSignal()).gamma,
+        "init_entcoef": h.init_entcoef,
+        "save_replay_buffer": h.save_replay_buffer,
+        "normalize_obs": net.normalize,
+        "hidden_sizes": [net.hidden_units] * net.num_layers,
+        "activation": "relu",
+    }
+
+
+def _reward_signal_updates_differ(written: _Behaviour) -> bool:
+    """Whether a SAC section asks for reward-signal updates at another rate than policy updates (not supported)."""
+    h = written.hyperparameters
+    given = h.model_fields_set
+    return "reward_signal_steps_per_update" in given and h.reward_signal_steps_per_update != h.steps_per_update
 
 
 def _agreed(values: list[Any], fallback: Any) -> Any:

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sparring.agents.ppo import PPO, UpdateReport
+from sparring.agents.sac import SAC
 from sparring.config import RunConfig
 
 _CHECKPOINT = re.compile(r"step_(\d+)\.pt$")
@@ -53,7 +54,7 @@ class RunDirectory:
         files = self.checkpoint_files()
         return files[-1] if files else None
 
-    def save_checkpoint(self, model: PPO, keep: int) -> Path:
+    def save_checkpoint(self, model: PPO | SAC, keep: int) -> Path:
         path = self.checkpoints / f"step_{model.num_steps}.pt"
         model.save(path)
         league = getattr(model, "league", None)
@@ -68,10 +69,12 @@ class RunLogger:
     """The ``learn`` callback of a CLI run: summaries, checkpoints and a progress display.
 
     Episodes finished between summaries are pooled, so ``Environment/Cumulative
-    Reward`` is the mean over every episode that ended in the interval.
+    Reward`` is the mean over every episode that ended in the interval; the
+    trainer's statistics (losses, entropy, ...) are averaged over the updates
+    reported in it, as ML-Agents' summaries are (SAC reports after every env step).
     """
 
-    def __init__(self, run: RunDirectory, config: RunConfig, model: PPO, console: Console | None = None) -> None:
+    def __init__(self, run: RunDirectory, config: RunConfig, model: PPO | SAC, console: Console | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when a run logs
 
         self.run = run
@@ -84,6 +87,7 @@ class RunLogger:
         self.writers = {name: SummaryWriter(str(run.tensorboard / name)) for name in model.specs}
         self._metrics_file = run.metrics.open("a")
         self._episodes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in model.specs}
+        self._stats: dict[str, list[dict[str, float]]] = {name: [] for name in model.specs}
         self._next_summary = _next_multiple(model.num_steps, self.trainer.summary_freq)
         self._next_checkpoint = _next_multiple(model.num_steps, self.trainer.checkpoint_interval)
         self._last_time, self._last_step = time.perf_counter(), model.num_steps
@@ -103,9 +107,11 @@ class RunLogger:
             )
             self._progress.start()
 
-    def __call__(self, model: PPO, report: UpdateReport) -> None:
+    def __call__(self, model: PPO | SAC, report: UpdateReport) -> None:
         for name, behaviour in report.behaviours.items():
             self._episodes[name].append((behaviour.episode_returns, behaviour.episode_lengths))
+            if behaviour.stats:
+                self._stats[name].append(behaviour.stats)
         if self._progress is not None:
             self._progress.update(self._task, completed=report.step)
         if report.step >= self._next_summary or report.step >= self.trainer.max_steps:
@@ -120,11 +126,12 @@ class RunLogger:
         rate = (report.step - self._last_step) / max(now - self._last_time, 1e-9)
         self._last_time, self._last_step = now, report.step
         lines = []
-        for name, behaviour in report.behaviours.items():
+        for name in report.behaviours:
             returns = np.concatenate([r for r, _ in self._episodes[name]])
             lengths = np.concatenate([n for _, n in self._episodes[name]])
             self._episodes[name].clear()
-            metrics = dict(behaviour.stats)
+            metrics = _means(self._stats[name])
+            self._stats[name].clear()
             if len(returns):
                 metrics["Environment/Cumulative Reward"] = float(returns.mean())
                 metrics["Environment/Episode Length"] = float(lengths.mean())
@@ -165,6 +172,15 @@ class RunLogger:
         for writer in self._all_writers():
             writer.close()
         self._metrics_file.close()
+
+
+def _means(reports: list[dict[str, float]]) -> dict[str, float]:
+    """Each statistic's mean over the reports that have it."""
+    values: dict[str, list[float]] = {}
+    for stats in reports:
+        for key, value in stats.items():
+            values.setdefault(key, []).append(value)
+    return {key: float(np.mean(v)) for key, v in values.items()}
 
 
 def _next_multiple(step: int, every: int) -> int:

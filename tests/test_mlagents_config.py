@@ -313,13 +313,90 @@ def test_wrong_keys_and_values_are_errors_naming_the_path(path, value, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize(("trainer", "name"), [("sac", "SAC"), ("poca", "POCA")])
-def test_sac_and_poca_are_clear_errors_naming_the_behaviour(trainer, name):
-    data = {"behaviors": {"Walker": {"trainer_type": trainer, "hyperparameters": {"tau": 0.005}}}}
+def test_poca_is_a_clear_error_naming_the_behaviour():
+    data = {"behaviors": {"Walker": {"trainer_type": "poca", "hyperparameters": {"beta": 0.005}}}}
     with pytest.raises(ConfigError) as error:
         translate(data, "f.yaml")
-    assert f"behaviors.Walker.trainer_type: {name}" in str(error.value)
+    assert "behaviors.Walker.trainer_type: POCA" in str(error.value)
     assert "is not available in this version of sparring yet" in str(error.value)
+
+
+# ML-Agents' config/sac/Walker.yaml
+WALKER = yaml.safe_load("""
+behaviors:
+  Walker:
+    trainer_type: sac
+    hyperparameters:
+      learning_rate: 0.0003
+      learning_rate_schedule: constant
+      batch_size: 1024
+      buffer_size: 2000000
+      buffer_init_steps: 0
+      tau: 0.005
+      steps_per_update: 30.0
+      save_replay_buffer: false
+      init_entcoef: 1.0
+      reward_signal_steps_per_update: 30.0
+    network_settings:
+      normalize: true
+      hidden_units: 256
+      num_layers: 3
+      vis_encode_type: simple
+    reward_signals:
+      extrinsic:
+        gamma: 0.995
+        strength: 1.0
+    keep_checkpoints: 5
+    max_steps: 15000000
+    time_horizon: 1000
+    summary_freq: 30000
+""")
+
+
+def test_sac_file_trains_sac_with_its_own_hyperparameters():
+    config, unsupported = translate(WALKER, "Walker.yaml")
+    assert config.trainer.algorithm == "sac"
+    assert config.trainer.hyperparameters.model_dump() == {
+        "learning_rate": 3e-4, "lr_schedule": "constant", "buffer_size": 2_000_000, "batch_size": 1024,
+        "buffer_init_steps": 0, "steps_per_update": 30.0, "tau": 0.005, "gamma": 0.995, "init_entcoef": 1.0,
+        "learn_entcoef": True, "target_entropy": None, "save_replay_buffer": False, "normalize_obs": True,
+        "hidden_sizes": [256, 256, 256], "activation": "relu",
+    }
+    assert unsupported == ["behaviors.Walker.time_horizon"]  # reward_signal_steps_per_update equals steps_per_update
+
+
+def test_sac_absent_keys_take_mlagents_sac_defaults():
+    config, _ = translate({"behaviors": {"A": {"trainer_type": "sac"}}}, "f.yaml")
+    h = config.trainer.hyperparameters
+    assert (h.batch_size, h.buffer_size, h.buffer_init_steps, h.lr_schedule, h.hidden_sizes) == (
+        128, 50_000, 0, "constant", [128, 128])
+
+
+def test_sac_trainer_type_and_keys_come_from_default_settings_too():
+    data = {"default_settings": {"trainer_type": "sac", "hyperparameters": {"tau": 0.01}},
+            "behaviors": {"A": {"hyperparameters": {"save_replay_buffer": True}}, "B": {}}}
+    config, _ = translate(data, "f.yaml")
+    assert config.trainer.algorithm == "sac" and config.trainer.hyperparameters.tau == 0.01
+    assert config.trainer.behaviours == {"A": {"save_replay_buffer": True}}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"Walker.hyperparameters.reward_signal_steps_per_update": 10.0}, None),
+    ({"Walker.hyperparameters.beta": 0.01}, "behaviors.Walker.hyperparameters.beta: unknown key for trainer_type sac"),
+    ({"Walker.self_play": {"window": 5}}, "behaviors.Walker.self_play: self-play trains with trainer_type ppo"),
+    ({"Other": {"trainer_type": "ppo"}}, "trainer_type differs (Walker: sac, Other: ppo)"),
+])
+def test_sac_keys_sparring_does_not_honour_are_reported_or_refused(changes, message):
+    data = copy.deepcopy(WALKER)
+    for path, value in changes.items():
+        data = _with(data, f"behaviors.{path}", value)
+    if message is None:
+        assert translate(data, "f.yaml")[1] == ["behaviors.Walker.time_horizon",
+                                                "behaviors.Walker.hyperparameters.reward_signal_steps_per_update"]
+        return
+    with pytest.raises(ConfigError) as error:
+        translate(data, "f.yaml")
+    assert message in str(error.value)
 
 
 def test_an_mlagents_file_is_recognised_by_behaviors():

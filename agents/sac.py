@@ -1,0 +1,724 @@
+"""Soft Actor-Critic over the batched multi-agent env API, one policy per behaviour.
+
+Continuous actions use a tanh-squashed Gaussian; discrete (and multi-branch
+discrete) actions use the discrete variant (Christodoulou, 2019), where the
+soft value and the policy loss are expectations over the action distribution
+instead of samples. Both have twin Q critics with Polyak-averaged targets and a
+temperature tuned towards a target entropy. The learning math is in
+:meth:`BehaviourSAC.update`.
+
+The update is written out by hand instead of taken by autograd: at these sizes
+SAC's cost is fifteen ``256 x 256 x 256`` matrix products per update, and
+autograd's bookkeeping, the critic weight gradients it would compute for the actor
+loss (which needs only the action gradient, and only through the smaller critic),
+and torch's default CPU matmul would add most of that again (see
+:mod:`sparring.agents.dense`). ``tests/test_sac.py`` checks every gradient against autograd.
+
+Usage::
+
+    from sparring.agents import SAC
+    from sparring.envs.gymnasium import GymnasiumEnv
+
+    model = SAC(GymnasiumEnv("Pendulum-v1"), seed=0, learning_rate=1e-3)
+    model.learn(20_000)
+    model.save("pendulum.pt")
+    actions = SAC.load("pendulum.pt").predict(obs)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from sparring.agents.dense import activation_grad, input_grad, linear, weight_grad
+from sparring.agents.checkpoint import Checkpointed
+from sparring.agents.policy import MASKED_LOGIT, RunningNorm
+from sparring.agents.ppo import BehaviourReport, UpdateReport
+from sparring.agents.replay import Batch, OpenTransitions, ReplayBuffer
+from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, random_actions
+from sparring.spec import BehaviourSpec, Obs, group_of
+
+CHECKPOINT_FORMAT = 1
+RECORDED_OBS = 256  # raw observations saved with checkpoints for export verification
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # as Stable-Baselines3 and ML-Agents
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+_LOG_2 = math.log(2.0)
+
+
+class SACSettings(BaseModel):
+    """SAC hyperparameters; names follow ML-Agents' SAC section where the meaning matches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(3e-4, gt=0, description="Adam step size of actor, critics and temperature.")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="'linear' decays the learning rate to 0 at total_steps (ML-Agents' learning_rate_schedule)."
+    )
+    buffer_size: int = Field(1_000_000, ge=1, description="Transitions the replay buffer holds per behaviour.")
+    batch_size: int = Field(256, ge=1, description="Transitions per gradient step.")
+    buffer_init_steps: int = Field(
+        100, ge=0, description="Agent steps taken with uniformly random actions, and collected, before the first update."
+    )
+    steps_per_update: float = Field(
+        1.0, gt=0, description="Agent steps per gradient step (the inverse of the update-to-data ratio)."
+    )
+    tau: float = Field(0.005, gt=0, le=1, description="Polyak step of the target critics towards the critics.")
+    gamma: float = Field(0.99, ge=0, le=1, description="Discount per decision.")
+    init_entcoef: float = Field(1.0, gt=0, description="Initial entropy coefficient (temperature alpha).")
+    learn_entcoef: bool = Field(True, description="Tune the temperature towards target_entropy; False keeps init_entcoef.")
+    target_entropy: float | None = Field(
+        None,
+        description=(
+            "Entropy the temperature steers towards. None: -(action dimensions) for continuous actions; "
+            "0.6 * sum(log branch size) for discrete ones."
+        ),
+    )
+    save_replay_buffer: bool = Field(False, description="Keep the replay buffer in checkpoints, so --resume continues with it.")
+    normalize_obs: bool = Field(False, description="Running mean/std observation normalisation (exported too).")
+    hidden_sizes: list[int] = Field([256, 256], min_length=1, description="Hidden layer widths of actor and critics.")
+    activation: Literal["relu", "tanh"] = "relu"
+
+
+DISCRETE_TARGET_ENTROPY_SCALE = 0.6
+"""Default discrete target entropy as a fraction of the uniform policy's; see ``SACSettings.target_entropy``."""
+
+
+def override_settings(base: SACSettings, overrides: Mapping[str, object]) -> SACSettings:
+    """``base`` updated by one behaviour's ``overrides`` (pydantic's ValidationError for a bad key or value)."""
+    return SACSettings(**{**base.model_dump(), **overrides})
+
+
+# -- networks -------------------------------------------------------------------
+
+
+def _flatten_obs(obs: Obs, keys: list[str]) -> np.ndarray:
+    """Batched observation -> float32 ``(n, obs_size)``, components in sorted key order (as PPO's policy)."""
+    if isinstance(obs, dict):
+        parts = [np.asarray(obs[k]).reshape(len(obs[k]), -1) for k in keys]
+        flat = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    else:
+        flat = np.asarray(obs).reshape(len(obs), -1)
+    return np.ascontiguousarray(flat, dtype=np.float32)
+
+
+class SACActor(nn.Module):
+    """The policy of one behaviour: an MLP to a squashed Gaussian (Box) or masked categorical branches.
+
+    :meth:`forward` is the deterministic policy a game runs: ``tanh(mean)`` scaled
+    to the action Box, or the logits; the exporter builds its graphs from
+    :meth:`export_heads` and :meth:`squash` (plain ``nn.Linear`` layers, exported as
+    Gemm operators). Training uses :meth:`activations` and :meth:`backward`.
+
+    Args:
+        spec: the behaviour this policy acts for.
+        hidden_sizes: hidden layer widths.
+        activation: ``"relu"`` or ``"tanh"``.
+        normalize: keep running observation statistics and normalise inputs.
+    """
+
+    def __init__(self, spec: BehaviourSpec, hidden_sizes: list[int], activation: str, normalize: bool) -> None:
+        super().__init__()
+        if spec.is_hybrid:
+            raise ValueError(f"behaviour {spec.name!r}: SAC does not train hybrid (continuous + discrete) actions yet; "
+                             "use algorithm ppo")
+        self.spec = spec
+        self.obs_keys = sorted(spec.observation_components)
+        self.obs_size = int(sum(np.prod(spec.observation_components[k].shape) for k in self.obs_keys))
+        self.continuous = spec.is_continuous
+        self.branches = spec.action_branches
+        self.activation = activation
+        self.normalizer = RunningNorm(self.obs_size) if normalize else None
+        sizes = [self.obs_size, *hidden_sizes]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        if self.continuous:
+            box = spec.action_space
+            self.action_size = int(np.prod(box.shape))
+            low, high = (np.asarray(v, np.float64).reshape(-1) for v in (box.low, box.high))
+            bounded = np.isfinite(low) & np.isfinite(high)  # an unbounded dimension acts in [-1, 1]
+            low, high = np.where(bounded, low, -1.0), np.where(bounded, high, 1.0)
+            self.register_buffer("action_scale", torch.tensor((high - low) / 2, dtype=torch.float32))
+            self.register_buffer("action_offset", torch.tensor((high + low) / 2, dtype=torch.float32))
+            self.head = nn.Linear(sizes[-1], 2 * self.action_size)  # mean, log std
+        else:
+            self.action_size = len(self.branches)
+            self.head = nn.Linear(sizes[-1], sum(self.branches))
+        self.continuous_size = self.action_size if self.continuous else 0  # as BehaviourPolicy, for the exporter
+
+    def flatten_obs(self, obs: Obs) -> torch.Tensor:
+        """Batched numpy observation -> float32 ``(n, obs_size)`` tensor (no normalisation)."""
+        return torch.from_numpy(_flatten_obs(obs, self.obs_keys))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.normalizer is None else self.normalizer(x)
+
+    def export_heads(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """``(mean, log_std, logits)`` for normalised ``x``: the Gaussian before the squash, or the logits (None: absent)."""
+        act = torch.relu if self.activation == "relu" else torch.tanh
+        for layer in self.layers:
+            x = act(layer(x))
+        out = self.head(x)
+        if not self.continuous:
+            return None, None, out
+        return out[:, : self.action_size], out[:, self.action_size :].clamp(LOG_STD_MIN, LOG_STD_MAX), None
+
+    def squash(self, u: torch.Tensor) -> torch.Tensor:
+        """A Gaussian sample (or mean) -> the action in the env's units: ``tanh`` scaled to the Box."""
+        return torch.tanh(u) * self.action_scale + self.action_offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic action in the env's units (Box), or the logits (discrete), for normalised ``x``."""
+        mean, _, logits = self.export_heads(x)
+        return logits if mean is None else self.squash(mean)
+
+    def activations(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(every hidden layer's output, head output) for normalised ``x``, kept for :meth:`backward`."""
+        hidden = []
+        for layer in self.layers:
+            x = linear(x, layer.weight, layer.bias, self.activation)
+            hidden.append(x)
+        return hidden, linear(x, self.head.weight, self.head.bias)
+
+    @torch.no_grad()
+    def backward(self, x: torch.Tensor, hidden: list[torch.Tensor], d_out: torch.Tensor) -> None:
+        """Set every parameter's ``.grad`` from ``d_out``, the loss gradient w.r.t. the head output."""
+        self.head.weight.grad = weight_grad(d_out, hidden[-1])
+        self.head.bias.grad = d_out.sum(0)
+        d_h = input_grad(d_out, self.head.weight)
+        inputs = [x, *hidden[:-1]]
+        for i in reversed(range(len(self.layers))):
+            d_z = activation_grad(d_h, hidden[i], self.activation)
+            layer = self.layers[i]
+            layer.weight.grad = weight_grad(d_z, inputs[i])
+            layer.bias.grad = d_z.sum(0)
+            if i:
+                d_h = input_grad(d_z, layer.weight)
+
+    def log_probs(self, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Per-branch log-probabilities over masked logits, branches concatenated like the logits."""
+        if mask is not None:
+            logits = logits.masked_fill(~mask, MASKED_LOGIT)
+        if len(self.branches) == 1:
+            return torch.log_softmax(logits, -1)
+        return torch.cat([torch.log_softmax(part, -1) for part in torch.split(logits, self.branches, -1)], -1)
+
+    @torch.no_grad()
+    def act(self, x: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+        """Actions in the policy's own units (squashed to [-1, 1], or indices); sampled unless ``generator`` is None."""
+        hidden, out = self.activations(x)
+        if self.continuous:
+            mean = out[:, : self.action_size]
+            if generator is None:
+                return torch.tanh(mean)
+            log_std = out[:, self.action_size :].clamp(LOG_STD_MIN, LOG_STD_MAX)
+            noise = torch.randn(mean.shape, generator=generator)
+            return torch.tanh(torch.addcmul(mean, log_std.exp(), noise))
+        log_p = self.log_probs(out, mask)
+        picks = []
+        for part in torch.split(log_p, self.branches, -1) if len(self.branches) > 1 else (log_p,):
+            if generator is None:
+                picks.append(part.argmax(-1))
+            else:  # Gumbel-max: one uniform draw per logit from the seeded generator
+                gumbel = -torch.log(-torch.log(torch.rand(part.shape, generator=generator).clamp_min(1e-20)))
+                picks.append(torch.argmax(part + gumbel, -1))
+        return picks[0] if len(picks) == 1 else torch.stack(picks, -1)
+
+    def env_actions(self, action: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Policy-unit actions -> what the env accepts."""
+        action = torch.as_tensor(action)
+        if not self.continuous:
+            return action.numpy()
+        scaled = (action * self.action_scale + self.action_offset).numpy()
+        box = self.spec.action_space
+        return np.clip(scaled.reshape(len(action), *box.shape), box.low, box.high).astype(np.float32, copy=False)
+
+    def policy_actions(self, env_actions: np.ndarray) -> np.ndarray:
+        """Env actions -> policy units (the inverse of :meth:`env_actions` inside the Box)."""
+        if not self.continuous:
+            return env_actions
+        flat = env_actions.reshape(len(env_actions), -1)
+        return ((flat - self.action_offset.numpy()) / self.action_scale.numpy()).astype(np.float32)
+
+
+class TwinCritic(nn.Module):
+    """Two Q networks of the same shape, evaluated side by side; ``forward`` gives ``(q1, q2)``.
+
+    For discrete actions each net outputs one value per action, branches
+    concatenated. Initialised as ``nn.Linear`` (as Stable-Baselines3's critics).
+    """
+
+    def __init__(self, in_size: int, out_size: int, hidden_sizes: list[int], activation: str) -> None:
+        super().__init__()
+        sizes = [in_size, *hidden_sizes, out_size]
+        self.nets = nn.ModuleList(
+            nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])) for _ in range(2)
+        )
+        self.activation = activation
+
+    def activations(self, inp: torch.Tensor) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+        """``(each net's hidden outputs, each net's Q values)``, kept for the backward passes."""
+        hidden, values = [], []
+        for net in self.nets:
+            h, x = [], inp
+            for layer in net[:-1]:
+                x = linear(x, layer.weight, layer.bias, self.activation)
+                h.append(x)
+            hidden.append(h)
+            values.append(linear(x, net[-1].weight, net[-1].bias))
+        return hidden, values
+
+    def forward(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, (q1, q2) = self.activations(inp)
+        return q1, q2
+
+    def _back(self, k: int, inputs: list[torch.Tensor], d: torch.Tensor, grads: bool) -> torch.Tensor:
+        """From net ``k``'s output gradient ``d`` back to its first layer's pre-activation.
+
+        ``inputs[i]`` is what layer ``i`` read; with ``grads`` the weight gradients are set on the way.
+        """
+        net = self.nets[k]
+        for i in reversed(range(len(net))):
+            if grads:
+                net[i].weight.grad = weight_grad(d, inputs[i])
+                net[i].bias.grad = d.sum(0)
+            if i == 0:
+                return d
+            d = activation_grad(input_grad(d, net[i].weight), inputs[i], self.activation)
+        return d
+
+    @torch.no_grad()
+    def backward(self, inp: torch.Tensor, hidden: list[list[torch.Tensor]], d_q: list[torch.Tensor]) -> None:
+        """Set every parameter's ``.grad`` from ``d_q[k]``, the loss gradient w.r.t. net ``k``'s output."""
+        for k in range(2):
+            self._back(k, [inp, *hidden[k]], d_q[k], grads=True)
+
+    @torch.no_grad()
+    def input_grad_of_min(self, hidden: list[list[torch.Tensor]], values: list[torch.Tensor], columns: slice) -> torch.Tensor:
+        """d mean(min(q1, q2)) / d input[:, columns] for single-output critics, without weight gradients.
+
+        Each row's gradient flows through whichever net is the smaller there, so
+        each net back-propagates only its own rows: half the work of both.
+        """
+        q1, q2 = values
+        n = len(q1)
+        out = torch.empty(n, columns.stop - columns.start)
+        first_is_min = (q1 <= q2).squeeze(1)
+        for k, rows in enumerate((first_is_min.nonzero().squeeze(1), (~first_is_min).nonzero().squeeze(1))):
+            if len(rows):
+                inputs = [None, *(h.index_select(0, rows) for h in hidden[k])]
+                d_first = self._back(k, inputs, torch.full((len(rows), 1), 1.0 / n), grads=False)
+                out.index_copy_(0, rows, input_grad(d_first, self.nets[k][0].weight[:, columns]))
+        return out
+
+
+# -- one behaviour ------------------------------------------------------------------
+
+
+class BehaviourSAC:
+    """Actor, twin critics and their targets, temperature, replay buffer and open transitions of one behaviour."""
+
+    def __init__(self, spec: BehaviourSpec, settings: SACSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        s = settings
+        self.actor = SACActor(spec, s.hidden_sizes, s.activation, s.normalize_obs)
+        actor = self.actor
+        critic_in = actor.obs_size + (actor.action_size if actor.continuous else 0)
+        critic_out = 1 if actor.continuous else sum(actor.branches)
+        self.critic = TwinCritic(critic_in, critic_out, s.hidden_sizes, s.activation)
+        self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.full((1,), math.log(s.init_entcoef)))
+        if s.target_entropy is not None:
+            self.target_entropy = s.target_entropy
+        elif actor.continuous:
+            self.target_entropy = -float(actor.action_size)
+        else:
+            self.target_entropy = DISCRETE_TARGET_ENTROPY_SCALE * float(sum(math.log(n) for n in actor.branches))
+        self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=s.learning_rate, fused=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=s.learning_rate, fused=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=s.learning_rate, fused=True)
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.target.parameters())
+        if actor.continuous:
+            action_shape, action_dtype = (actor.action_size,), np.float32
+        else:
+            action_shape, action_dtype = (() if len(actor.branches) == 1 else (len(actor.branches),)), np.int64
+        self.replay = ReplayBuffer(s.buffer_size, actor.obs_size, action_shape, action_dtype, spec.mask_size)
+        self.transitions = OpenTransitions(actor.obs_size, action_shape, action_dtype, spec.mask_size)
+        self.steps = 0  # decisions taken
+        self.num_updates = 0
+        self.update_credit = 0.0  # gradient steps owed (steps_per_update)
+        self._finished: list[tuple[np.ndarray, np.ndarray]] = []
+        self._decision_obs = np.zeros((0, actor.obs_size), np.float32)
+        self._last: tuple[torch.Tensor, ...] | None = None  # the last update's loss terms, for report()
+
+    # -- acting -----------------------------------------------------------------
+
+    def observe(self, step: BehaviourStep) -> None:
+        """Close transitions with what followed them: terminals, lost agents, and agents deciding again."""
+        terminals, open_ = step.terminals, self.transitions
+        if len(terminals):
+            slots = open_.slots_of(terminals.agent_ids)
+            final = self._flat(terminals.obs)
+            # A terminated episode has no future value; a truncated one bootstraps from its final observation.
+            open_.close(slots, terminals.rewards, final, terminals.truncated.astype(np.float32), None, self.replay)
+            self._finished.append(open_.end_episodes(slots))
+        if len(step.lost):
+            open_.drop(open_.slots_of(step.lost))
+        decisions = step.decisions
+        if len(decisions):
+            self._decision_obs = self._flat(decisions.obs)
+            open_.close(open_.slots_of(decisions.agent_ids), decisions.rewards, self._decision_obs,
+                        np.ones(len(decisions), np.float32), decisions.action_mask, self.replay)
+
+    def _flat(self, obs: Obs) -> np.ndarray:
+        """Flat float32 observations; a NaN or infinite one is refused, naming the behaviour (it would poison replay)."""
+        flat = _flatten_obs(obs, self.actor.obs_keys)
+        if not np.isfinite(flat).all():
+            bad = np.flatnonzero(~np.isfinite(flat).all(1)).tolist()
+            raise ValueError(f"behaviour {self.spec.name!r}: non-finite observation (NaN or Inf) for agent rows {bad}")
+        return flat
+
+    @torch.no_grad()
+    def act(self, decisions: DecisionSteps, generator: torch.Generator, rng: np.random.Generator) -> np.ndarray:
+        """Actions for the agents just observed deciding (random during ``buffer_init_steps``); opens their transitions."""
+        raw, n = self._decision_obs, len(decisions)
+        x = torch.from_numpy(raw)
+        if self.actor.normalizer is not None:
+            self.actor.normalizer.update(x)
+        s = self.settings
+        if self.steps < s.buffer_init_steps:
+            env_actions = random_actions(self.spec, n, decisions.action_mask, rng)
+            actions = self.actor.policy_actions(env_actions)
+        else:
+            mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)
+            actions = self.actor.act(self.actor.normalize(x), mask, generator).numpy()
+            env_actions = self.actor.env_actions(actions)
+        self.transitions.start(self.transitions.slots_of(decisions.agent_ids), raw, actions, decisions.action_mask)
+        learning = max(0, self.steps + n - max(self.steps, s.buffer_init_steps))
+        self.update_credit += learning / s.steps_per_update
+        self.steps += n
+        return env_actions
+
+    # -- learning ---------------------------------------------------------------
+
+    def train(self, progress: float, generator: torch.Generator, rng: np.random.Generator) -> None:
+        """Take the gradient steps owed, once the buffer holds enough to learn from."""
+        s = self.settings
+        if self.update_credit < 1:
+            return
+        if self.replay.size < max(1, min(s.batch_size, s.buffer_init_steps)):
+            self.update_credit = 0.0  # (after resuming without the buffer) wait for data, owe nothing meanwhile
+            return
+        if s.lr_schedule == "linear":
+            lr = s.learning_rate * max(0.0, 1.0 - progress)
+            for opt in (self.actor_optimizer, self.critic_optimizer, self.alpha_optimizer):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+        while self.update_credit >= 1:
+            self.update(self.replay.sample(s.batch_size, rng), generator)
+            self.update_credit -= 1
+
+    @torch.no_grad()
+    def update(self, batch: Batch, generator: torch.Generator) -> None:
+        """One gradient step of critics, actor and temperature, then the targets' Polyak step.
+
+        Critic loss 0.5 * sum_k mean((Q_k(s, a) - y)^2) with the soft target
+        y = r + gamma * continues * (min_k Q'_k(s', a') - alpha * log pi(a'|s')); then the
+        actor loss mean(alpha * log pi(a~|s) - min_k Q_k(s, a~)) against the updated
+        critics; then the temperature loss -log alpha * mean(log pi + target entropy).
+        """
+        actor = self.actor
+        x = actor.normalize(batch.obs)
+        x_next = actor.normalize(batch.next_obs)
+        alpha = self.log_alpha.detach().exp()
+        # The actor reads s (for its loss) and s' (for the target) in one pass.
+        hidden, out = actor.activations(torch.cat([x, x_next]))
+        if actor.continuous:
+            self._update_continuous(batch, x, x_next, hidden, out, alpha, generator)
+        else:
+            self._update_discrete(batch, x, x_next, hidden, out, alpha)
+        torch._foreach_lerp_(self._target_params, self._critic_params, self.settings.tau)
+        self.num_updates += 1
+
+    def _update_continuous(
+        self, batch: Batch, x: torch.Tensor, x_next: torch.Tensor, hidden: list[torch.Tensor], out: torch.Tensor,
+        alpha: torch.Tensor, generator: torch.Generator,
+    ) -> None:
+        s, actor = self.settings, self.actor
+        n, dims = len(x), actor.action_size
+        # Reparameterised squashed Gaussian: u = mean + std * noise, a = tanh(u),
+        # log pi(a) = log N(u) - sum log(1 - tanh(u)^2), the last term as 2 (log 2 - u - softplus(-2u)) for stability.
+        mean, raw_log_std = out[:, :dims], out[:, dims:]
+        log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        std = log_std.exp()
+        noise = torch.randn(mean.shape, generator=generator)
+        u = torch.addcmul(mean, std, noise)
+        a = torch.tanh(u)
+        log_prob = (-0.5 * noise.square() - log_std - _LOG_SQRT_2PI - 2 * (_LOG_2 - u - nn.functional.softplus(-2 * u))).sum(1)
+        log_prob_now, log_prob_next = log_prob[:n], log_prob[n:]
+
+        q1_next, q2_next = self.target(torch.cat([x_next, a[n:]], 1))
+        target = batch.rewards + s.gamma * batch.continues * (torch.min(q1_next, q2_next).squeeze(1) - alpha * log_prob_next)
+
+        critic_in = torch.cat([x, batch.actions], 1)
+        critic_hidden, (q1, q2) = self.critic.activations(critic_in)
+        err1, err2 = q1.squeeze(1) - target, q2.squeeze(1) - target
+        self.critic.backward(critic_in, critic_hidden, [(err1 / n).unsqueeze(1), (err2 / n).unsqueeze(1)])
+        self.critic_optimizer.step()
+
+        # Actor loss against the updated critics; only the gradient w.r.t. the action passes through them.
+        a_now = a[:n]
+        pi_hidden, pi_values = self.critic.activations(torch.cat([x, a_now], 1))
+        d_action = -self.critic.input_grad_of_min(pi_hidden, pi_values, slice(actor.obs_size, actor.obs_size + dims))
+        # Chain rule through a = tanh(u): d/du = dL/da * (1 - a^2) + (alpha / n) * d(-log(1 - a^2))/du, the latter 2a.
+        d_u = d_action * (1 - a_now.square()) + (2 * alpha / n) * a_now
+        inside = (raw_log_std[:n] >= LOG_STD_MIN) & (raw_log_std[:n] <= LOG_STD_MAX)
+        d_log_std = (d_u * std[:n] * noise[:n] - alpha / n) * inside  # u = mean + exp(log_std) * noise; log N has -log_std
+        actor.backward(x, [h[:n] for h in hidden], torch.cat([d_u, d_log_std], 1))
+        self.actor_optimizer.step()
+
+        if s.learn_entcoef:
+            self.log_alpha.grad = -(log_prob_now.mean() + self.target_entropy).reshape(1)
+            self.alpha_optimizer.step()
+        q_pi = torch.min(*pi_values).squeeze(1)
+        self._last = (err1, err2, alpha * log_prob_now - q_pi, -log_prob_now, alpha, torch.min(q1, q2))
+
+    def _update_discrete(
+        self, batch: Batch, x: torch.Tensor, x_next: torch.Tensor, hidden: list[torch.Tensor], out: torch.Tensor,
+        alpha: torch.Tensor,
+    ) -> None:
+        s, actor = self.settings, self.actor
+        n, n_branches = len(x), len(actor.branches)
+        masks = None if batch.masks is None else torch.cat([batch.masks, batch.next_masks])
+        log_p = actor.log_probs(out, masks)
+        p = log_p.exp()
+        log_p_now, log_p_next, p_now, p_next = log_p[:n], log_p[n:], p[:n], p[n:]
+
+        # Expectations over actions replace samples. With several branches the policy factorises and
+        # Q(s, a) = mean over branches of Q_b(s, a_b) (as ML-Agents), so E_pi[Q] is the branch mean of E_pi_b[Q_b].
+        q1_next, q2_next = self.target(x_next)
+        soft_value = (p_next * (torch.min(q1_next, q2_next) / n_branches - alpha * log_p_next)).sum(1)
+        target = batch.rewards + s.gamma * batch.continues * soft_value
+
+        critic_hidden, (q1, q2) = self.critic.activations(x)
+        offsets = torch.tensor(np.cumsum((0, *actor.branches[:-1])))
+        columns = (batch.actions.reshape(n, n_branches) + offsets)
+        err1 = q1.gather(1, columns).mean(1) - target
+        err2 = q2.gather(1, columns).mean(1) - target
+        d_q = [torch.zeros_like(q1).scatter_(1, columns, (err / (n * n_branches)).unsqueeze(1).expand(n, n_branches))
+               for err in (err1, err2)]
+        self.critic.backward(x, critic_hidden, d_q)
+        self.critic_optimizer.step()
+
+        # Actor loss mean(sum_a pi(a) (alpha log pi(a) - Q(s, a))), Q from this update's critic forward pass;
+        # through the softmax, d/dlogit_j = pi_j (g_j - sum_a pi_a g_a) per branch, g = alpha log pi - Q_b / branches.
+        g = alpha * log_p_now - torch.min(q1, q2) / n_branches
+        pg = p_now * g
+        if n_branches == 1:
+            expected = pg.sum(1, keepdim=True)
+        else:
+            expected = torch.cat([part.sum(1, keepdim=True).expand_as(part)
+                                  for part in torch.split(pg, actor.branches, 1)], 1)
+        actor.backward(x, [h[:n] for h in hidden], p_now * (g - expected) / n)
+        self.actor_optimizer.step()
+
+        entropy = -(p_now * log_p_now).sum(1)
+        if s.learn_entcoef:
+            self.log_alpha.grad = (entropy.mean() - self.target_entropy).reshape(1)
+            self.alpha_optimizer.step()
+        self._last = (err1, err2, pg.sum(1), entropy, alpha, (p_now * torch.min(q1, q2)).sum(1) / n_branches)
+
+    # -- reporting and persistence ------------------------------------------------------
+
+    def report(self) -> BehaviourReport:
+        """Episodes finished since the last report, and the last update's losses."""
+        if self._finished:
+            returns = np.concatenate([r for r, _ in self._finished])
+            lengths = np.concatenate([n for _, n in self._finished])
+        else:
+            returns, lengths = np.zeros(0), np.zeros(0, np.int64)
+        self._finished.clear()
+        report = BehaviourReport(returns, lengths)
+        if self._last is not None:
+            err1, err2, policy_loss, entropy, alpha, value = self._last
+            q1_loss, q2_loss, policy, ent, coef, estimate = torch.stack([
+                0.5 * err1.square().mean(), 0.5 * err2.square().mean(), policy_loss.mean(), entropy.mean(),
+                alpha.squeeze(), value.mean(),
+            ]).tolist()
+            kind = "Continuous" if self.actor.continuous else "Discrete"
+            report.stats = {
+                "Losses/Policy Loss": policy,
+                "Losses/Q1 Loss": q1_loss,
+                "Losses/Q2 Loss": q2_loss,
+                "Policy/Entropy": ent,
+                f"Policy/{kind} Entropy Coeff": coef,
+                "Policy/Learning Rate": self.critic_optimizer.param_groups[0]["lr"],
+                "Policy/Extrinsic Value Estimate": estimate,
+            }
+            self._last = None
+        return report
+
+    @property
+    def recorded_obs(self) -> torch.Tensor:
+        """Real raw observations (the newest in the replay buffer), to verify exports against."""
+        return torch.from_numpy(self.replay.latest_obs(RECORDED_OBS).copy())
+
+    def state_dict(self, with_replay: bool) -> dict:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "target": self.target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "optimizers": [opt.state_dict() for opt in (self.actor_optimizer, self.critic_optimizer, self.alpha_optimizer)],
+            "steps": self.steps,
+            "num_updates": self.num_updates,
+            "update_credit": self.update_credit,
+            "recorded_obs": self.recorded_obs,
+            "replay": self.replay.state_dict() if with_replay else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.target.load_state_dict(state["target"])
+        self.log_alpha.data.copy_(state["log_alpha"])
+        for opt, saved in zip((self.actor_optimizer, self.critic_optimizer, self.alpha_optimizer), state["optimizers"]):
+            opt.load_state_dict(copy.deepcopy(saved))  # torch's optimizer would otherwise share tensors with ``state``
+        self.steps, self.num_updates, self.update_credit = state["steps"], state["num_updates"], state["update_credit"]
+        if state["replay"] is not None:
+            self.replay.load_state_dict(state["replay"])
+
+
+# -- the trainer ---------------------------------------------------------------------
+
+
+class SAC(Checkpointed):
+    """Soft Actor-Critic for every behaviour of a :class:`MultiAgentEnv`, one policy per behaviour.
+
+    Args:
+        env: the environment to learn in (``None`` for a loaded model used only to predict).
+        seed: seeds network initialisation, action sampling, replay sampling and env resets.
+        specs: the behaviours, when there is no env.
+        behaviour_settings: per behaviour name, hyperparameters that differ from ``settings``
+            (what an ML-Agents config gives each behaviour). Behaviours not named use ``settings``.
+        **settings: hyperparameters, see :class:`SACSettings`.
+    """
+
+    def __init__(
+        self,
+        env: MultiAgentEnv | None,
+        seed: int = 0,
+        specs: Mapping[str, BehaviourSpec] | None = None,
+        behaviour_settings: Mapping[str, Mapping[str, object]] | None = None,
+        **settings: object,
+    ) -> None:
+        if env is None and specs is None:
+            raise ValueError("SAC needs an env (to learn) or behaviour specs (to predict)")
+        self.env = env
+        self.seed = seed
+        self.settings = SACSettings(**settings)
+        self.specs = dict(env.specs if env is not None else specs)
+        self.behaviour_settings = {name: dict(values) for name, values in (behaviour_settings or {}).items()}
+        torch.manual_seed(seed)
+        self.learners = {name: BehaviourSAC(spec, self.settings_of(name)) for name, spec in self.specs.items()}
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.num_steps = 0  # agent decisions taken, over all behaviours
+        self.total_steps = 0
+        self._current: StepResult | None = None
+
+    def settings_of(self, behaviour: str) -> SACSettings:
+        """The hyperparameters ``behaviour`` trains with (overrides may omit an ML-Agents team suffix)."""
+        overrides = self.behaviour_settings.get(behaviour, self.behaviour_settings.get(group_of(behaviour), {}))
+        return override_settings(self.settings, overrides)
+
+    @property
+    def policies(self) -> dict[str, SACActor]:
+        return {name: learner.actor for name, learner in self.learners.items()}
+
+    @property
+    def num_updates(self) -> int:
+        """Gradient steps taken, over all behaviours."""
+        return sum(learner.num_updates for learner in self.learners.values())
+
+    def learn(self, total_steps: int, callback: Callable[[SAC, UpdateReport], None] | None = None) -> SAC:
+        """Train until ``total_steps`` agent decisions have been taken (counting any resumed ones).
+
+        ``callback`` is called after every env step, with the episodes that ended in it.
+        """
+        if self.env is None:
+            raise ValueError("this SAC model was loaded without an env; pass env= to SAC.load to keep training")
+        self.total_steps = total_steps
+        learners = self.learners.items()
+        if self._current is None:
+            # A resumed run restarts its episodes from a seed derived from its position, so it stays reproducible.
+            self._current = self.env.reset(seed=self.seed + self.num_steps)
+            for name, learner in learners:
+                learner.observe(self._current[name])
+        while self.num_steps < total_steps:
+            progress = self.num_steps / total_steps
+            actions = {}
+            for name, learner in learners:
+                learner.train(progress, self.generator, self.rng)
+                decisions = self._current[name].decisions
+                if len(decisions):
+                    actions[name] = learner.act(decisions, self.generator, self.rng)
+                    self.num_steps += len(decisions)
+            self._current = self.env.step(actions)
+            for name, learner in learners:
+                learner.observe(self._current[name])
+            if callback is not None:
+                callback(self, UpdateReport(self.num_steps, {name: learner.report() for name, learner in learners}))
+        return self
+
+    @torch.no_grad()
+    def predict(
+        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
+    ) -> np.ndarray:
+        """Batched actions for ``obs`` in the env's action format (``behaviour`` may be omitted if there is one)."""
+        if behaviour is None:
+            if len(self.learners) != 1:
+                raise ValueError(f"predict needs behaviour=, one of {sorted(self.learners)}")
+            behaviour = next(iter(self.learners))
+        actor = self.learners[behaviour].actor
+        x = actor.normalize(actor.flatten_obs(obs))
+        mask = None if action_mask is None else torch.from_numpy(np.asarray(action_mask, bool))
+        return actor.env_actions(actor.act(x, mask, None if deterministic else self.generator))
+
+    # -- persistence ----------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run (with the replay buffers where ``save_replay_buffer``)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "algorithm": "sac",
+            "seed": self.seed,
+            "settings": self.settings.model_dump(),
+            "behaviour_settings": self.behaviour_settings,
+            "specs": self.specs,
+            "num_steps": self.num_steps,
+            "total_steps": self.total_steps,
+            "generator": self.generator.get_state(),
+            "rng": self.rng.bit_generator.state,
+            "learners": {name: l.state_dict(l.settings.save_replay_buffer) for name, l in self.learners.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("algorithm") != "sac":
+            raise ValueError(f"not a sparring SAC checkpoint (format {state.get('format')}, algorithm {state.get('algorithm')})")
+        if set(state["learners"]) != set(self.learners):
+            raise ValueError(f"checkpoint behaviours {sorted(state['learners'])} differ from the env's {sorted(self.learners)}")
+        for name, learner in self.learners.items():
+            learner.load_state_dict(state["learners"][name])
+        self.num_steps = state["num_steps"]
+        self.total_steps = state["total_steps"]
+        self.generator.set_state(state["generator"])
+        self.rng.bit_generator.state = state["rng"]
+        self._current = None
