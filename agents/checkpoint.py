@@ -1,20 +1,59 @@
-"""Saving and loading a trainer: one file holding its ``state_dict()``, the same for PPO and SAC."""
+"""What PPO and SAC share as trainers: how they are built from settings and saved to one checkpoint file."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
+from pydantic import BaseModel
 
 from sparring.envs.base import MultiAgentEnv
+from sparring.spec import BehaviourSpec, group_of
 
 T = TypeVar("T", bound="Checkpointed")
 
 
 class Checkpointed:
-    """``save`` / ``load`` for a trainer whose constructor takes ``(env, seed, specs, behaviour_settings, **settings)``
-    and whose ``state_dict`` records them, so a checkpoint alone rebuilds the model."""
+    """A trainer built from ``(env, seed, specs, behaviour_settings, **settings)``, whose ``state_dict``
+    records those arguments so that a checkpoint alone rebuilds the model.
+
+    Subclasses name their settings model and the rule that applies one behaviour's overrides.
+    """
+
+    settings_type: ClassVar[type[BaseModel]]
+    override_settings: ClassVar[Callable[[Any, Mapping[str, object]], Any]]
+
+    def __init__(
+        self,
+        env: MultiAgentEnv | None,
+        seed: int,
+        specs: Mapping[str, BehaviourSpec] | None,
+        behaviour_settings: Mapping[str, Mapping[str, object]] | None,
+        settings: Mapping[str, object],
+    ) -> None:
+        if env is None and specs is None:
+            raise ValueError(f"{type(self).__name__} needs an env (to learn) or behaviour specs (to predict)")
+        self.env = env
+        self.seed = seed
+        self.settings = self.settings_type(**settings)
+        self.specs = dict(env.specs if env is not None else specs)
+        self.behaviour_settings = {name: dict(values) for name, values in (behaviour_settings or {}).items()}
+        torch.manual_seed(seed)  # network initialisation
+        self.generator = torch.Generator().manual_seed(seed)  # action sampling and minibatch order
+
+    def settings_of(self, behaviour: str):
+        """The hyperparameters ``behaviour`` trains with: ``settings`` updated by its own overrides.
+
+        Overrides may name a behaviour without its ML-Agents team suffix: ``"Striker"`` also
+        configures ``"Striker?team=1"``, as in ML-Agents config files.
+        """
+        overrides = self.behaviour_settings.get(behaviour, self.behaviour_settings.get(group_of(behaviour), {}))
+        try:
+            return type(self).override_settings(self.settings, overrides)
+        except ValueError as exc:
+            raise ValueError(f"behaviour {behaviour!r}: {exc}") from None
 
     def state_dict(self) -> dict:
         raise NotImplementedError

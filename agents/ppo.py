@@ -31,7 +31,7 @@ from sparring.agents.checkpoint import Checkpointed
 from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.rollout import RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
-from sparring.spec import Batch, BehaviourSpec, Obs, batch_take, group_of
+from sparring.spec import Batch, BehaviourSpec, Obs, batch_take
 
 CHECKPOINT_FORMAT = 1
 RECORDED_OBS = 256  # raw observations kept per behaviour, saved with checkpoints for export verification
@@ -318,6 +318,9 @@ class PPO(Checkpointed):
         **settings: hyperparameters, see :class:`PPOSettings`.
     """
 
+    settings_type = PPOSettings
+    override_settings = staticmethod(override_settings)
+
     def __init__(
         self,
         env: MultiAgentEnv | None,
@@ -326,33 +329,13 @@ class PPO(Checkpointed):
         behaviour_settings: Mapping[str, Mapping[str, object]] | None = None,
         **settings: object,
     ) -> None:
-        if env is None and specs is None:
-            raise ValueError("PPO needs an env (to learn) or behaviour specs (to predict)")
-        self.env = env
-        self.seed = seed
-        self.settings = PPOSettings(**settings)
-        self.specs = dict(env.specs if env is not None else specs)
-        self.behaviour_settings = {name: dict(values) for name, values in (behaviour_settings or {}).items()}
-        torch.manual_seed(seed)
+        super().__init__(env, seed, specs, behaviour_settings, settings)
         self.learners = {name: BehaviourLearner(spec, self.settings_of(name)) for name, spec in self.specs.items()}
-        self.generator = torch.Generator().manual_seed(seed)
         self.num_steps = 0  # agent decisions taken, over all behaviours
         self.num_updates = 0
         self.total_steps = 0
         self._current: StepResult | None = None
         self._rollout_steps: int | None = None  # env steps per rollout, fixed at the first reset
-
-    def settings_of(self, behaviour: str) -> PPOSettings:
-        """The hyperparameters ``behaviour`` trains with: ``settings`` updated by its own overrides.
-
-        Overrides may name a behaviour without its ML-Agents team suffix: ``"Striker"`` also
-        configures ``"Striker?team=1"``, as in ML-Agents config files.
-        """
-        overrides = self.behaviour_settings.get(behaviour, self.behaviour_settings.get(group_of(behaviour), {}))
-        try:
-            return override_settings(self.settings, overrides)
-        except ValueError as exc:
-            raise ValueError(f"behaviour {behaviour!r}: {exc}") from None
 
     @property
     def policies(self) -> dict[str, BehaviourPolicy]:

@@ -43,7 +43,7 @@ from sparring.agents.policy import MASKED_LOGIT, RunningNorm
 from sparring.agents.ppo import BehaviourReport, UpdateReport
 from sparring.agents.replay import Batch, OpenTransitions, ReplayBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, random_actions
-from sparring.spec import BehaviourSpec, Obs, group_of
+from sparring.spec import BehaviourSpec, Obs
 
 CHECKPOINT_FORMAT = 1
 RECORDED_OBS = 256  # raw observations saved with checkpoints for export verification
@@ -211,7 +211,7 @@ class SACActor(nn.Module):
     @torch.no_grad()
     def act(self, x: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
         """Actions in the policy's own units (squashed to [-1, 1], or indices); sampled unless ``generator`` is None."""
-        hidden, out = self.activations(x)
+        _, out = self.activations(x)
         if self.continuous:
             mean = out[:, : self.action_size]
             if generator is None:
@@ -251,6 +251,8 @@ class TwinCritic(nn.Module):
 
     For discrete actions each net outputs one value per action, branches
     concatenated. Initialised as ``nn.Linear`` (as Stable-Baselines3's critics).
+    The nets are not stacked into one batched matmul (``baddbmm``): torch runs that
+    on MKL, and two oneDNN products take half its time (see :mod:`sparring.agents.dense`).
     """
 
     def __init__(self, in_size: int, out_size: int, hidden_sizes: list[int], activation: str) -> None:
@@ -277,19 +279,20 @@ class TwinCritic(nn.Module):
         _, (q1, q2) = self.activations(inp)
         return q1, q2
 
-    def _back(self, k: int, inputs: list[torch.Tensor], d: torch.Tensor, grads: bool) -> torch.Tensor:
+    def _back(self, k: int, inputs: list[torch.Tensor | None], d: torch.Tensor, grads: bool) -> torch.Tensor:
         """From net ``k``'s output gradient ``d`` back to its first layer's pre-activation.
 
         ``inputs[i]`` is what layer ``i`` read; with ``grads`` the weight gradients are set on the way.
         """
         net = self.nets[k]
-        for i in reversed(range(len(net))):
+        for i in range(len(net) - 1, 0, -1):
             if grads:
                 net[i].weight.grad = weight_grad(d, inputs[i])
                 net[i].bias.grad = d.sum(0)
-            if i == 0:
-                return d
             d = activation_grad(input_grad(d, net[i].weight), inputs[i], self.activation)
+        if grads:
+            net[0].weight.grad = weight_grad(d, inputs[0])
+            net[0].bias.grad = d.sum(0)
         return d
 
     @torch.no_grad()
@@ -433,6 +436,7 @@ class BehaviourSAC:
         y = r + gamma * continues * (min_k Q'_k(s', a') - alpha * log pi(a'|s')); then the
         actor loss mean(alpha * log pi(a~|s) - min_k Q_k(s, a~)) against the updated
         critics; then the temperature loss -log alpha * mean(log pi + target entropy).
+        alpha is the temperature before its own step throughout, as in Stable-Baselines3.
         """
         actor = self.actor
         x = actor.normalize(batch.obs)
@@ -611,6 +615,9 @@ class SAC(Checkpointed):
         **settings: hyperparameters, see :class:`SACSettings`.
     """
 
+    settings_type = SACSettings
+    override_settings = staticmethod(override_settings)
+
     def __init__(
         self,
         env: MultiAgentEnv | None,
@@ -619,25 +626,12 @@ class SAC(Checkpointed):
         behaviour_settings: Mapping[str, Mapping[str, object]] | None = None,
         **settings: object,
     ) -> None:
-        if env is None and specs is None:
-            raise ValueError("SAC needs an env (to learn) or behaviour specs (to predict)")
-        self.env = env
-        self.seed = seed
-        self.settings = SACSettings(**settings)
-        self.specs = dict(env.specs if env is not None else specs)
-        self.behaviour_settings = {name: dict(values) for name, values in (behaviour_settings or {}).items()}
-        torch.manual_seed(seed)
+        super().__init__(env, seed, specs, behaviour_settings, settings)
         self.learners = {name: BehaviourSAC(spec, self.settings_of(name)) for name, spec in self.specs.items()}
-        self.generator = torch.Generator().manual_seed(seed)
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)  # replay sampling and warm-up actions
         self.num_steps = 0  # agent decisions taken, over all behaviours
         self.total_steps = 0
         self._current: StepResult | None = None
-
-    def settings_of(self, behaviour: str) -> SACSettings:
-        """The hyperparameters ``behaviour`` trains with (overrides may omit an ML-Agents team suffix)."""
-        overrides = self.behaviour_settings.get(behaviour, self.behaviour_settings.get(group_of(behaviour), {}))
-        return override_settings(self.settings, overrides)
 
     @property
     def policies(self) -> dict[str, SACActor]:
