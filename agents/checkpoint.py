@@ -9,29 +9,39 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from pydantic import BaseModel
 
-from sparring.envs.base import MultiAgentEnv
+from sparring.envs.base import MultiAgentEnv, StepResult
 from sparring.spec import BehaviourSpec, group_of
 
 T = TypeVar("T", bound="Checkpointed")
 
 
 class Checkpointed:
-    """A trainer built from ``(env, seed, specs, behaviour_settings, **settings)``, whose ``state_dict``
-    records those arguments so that a checkpoint alone rebuilds the model.
+    """A trainer with one learner per behaviour, whose ``state_dict`` records its constructor's arguments
+    so that a checkpoint alone rebuilds the model.
 
-    Subclasses name their settings model and the rule that applies one behaviour's overrides.
+    Subclasses name their settings model, the rule that applies one behaviour's overrides, and the
+    learner class each behaviour gets.
+
+    Args:
+        env: the environment to learn in (``None`` for a loaded model used only to predict).
+        seed: seeds network initialisation, action sampling, minibatch or replay sampling, and env resets.
+        specs: the behaviours, when there is no env.
+        behaviour_settings: per behaviour name, hyperparameters that differ from ``settings``
+            (what an ML-Agents config gives each behaviour). Behaviours not named use ``settings``.
+        **settings: hyperparameters, validated by the subclass's ``settings_type``.
     """
 
     settings_type: ClassVar[type[BaseModel]]
     override_settings: ClassVar[Callable[[Any, Mapping[str, object]], Any]]
+    learner_type: ClassVar[Callable[[BehaviourSpec, Any], Any]]
 
     def __init__(
         self,
         env: MultiAgentEnv | None,
-        seed: int,
-        specs: Mapping[str, BehaviourSpec] | None,
-        behaviour_settings: Mapping[str, Mapping[str, object]] | None,
-        settings: Mapping[str, object],
+        seed: int = 0,
+        specs: Mapping[str, BehaviourSpec] | None = None,
+        behaviour_settings: Mapping[str, Mapping[str, object]] | None = None,
+        **settings: object,
     ) -> None:
         if env is None and specs is None:
             raise ValueError(f"{type(self).__name__} needs an env (to learn) or behaviour specs (to predict)")
@@ -42,6 +52,10 @@ class Checkpointed:
         self.behaviour_settings = {name: dict(values) for name, values in (behaviour_settings or {}).items()}
         torch.manual_seed(seed)  # network initialisation
         self.generator = torch.Generator().manual_seed(seed)  # action sampling and minibatch order
+        self.learners = {name: self.learner_type(spec, self.settings_of(name)) for name, spec in self.specs.items()}
+        self.num_steps = 0  # agent decisions taken, over all behaviours
+        self.total_steps = 0
+        self._current: StepResult | None = None
 
     def settings_of(self, behaviour: str):
         """The hyperparameters ``behaviour`` trains with: ``settings`` updated by its own overrides.

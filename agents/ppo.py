@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sparring.agents.checkpoint import Checkpointed
 from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.rollout import RolloutBuffer
-from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
+from sparring.envs.base import BehaviourStep, DecisionSteps
 from sparring.spec import Batch, BehaviourSpec, Obs, batch_take
 
 CHECKPOINT_FORMAT = 1
@@ -307,35 +307,14 @@ def override_settings(base: PPOSettings, overrides: Mapping[str, object]) -> PPO
 
 
 class PPO(Checkpointed):
-    """PPO for every behaviour of a :class:`MultiAgentEnv`.
-
-    Args:
-        env: the environment to learn in (``None`` for a loaded model used only to predict).
-        seed: seeds network initialisation, action sampling, minibatch order and env resets.
-        specs: the behaviours, when there is no env.
-        behaviour_settings: per behaviour name, hyperparameters that differ from ``settings``
-            (what an ML-Agents config gives each behaviour). Behaviours not named use ``settings``.
-        **settings: hyperparameters, see :class:`PPOSettings`.
-    """
+    """PPO for every behaviour of a :class:`MultiAgentEnv`; arguments as :class:`Checkpointed`, settings
+    :class:`PPOSettings`."""
 
     settings_type = PPOSettings
     override_settings = staticmethod(override_settings)
-
-    def __init__(
-        self,
-        env: MultiAgentEnv | None,
-        seed: int = 0,
-        specs: Mapping[str, BehaviourSpec] | None = None,
-        behaviour_settings: Mapping[str, Mapping[str, object]] | None = None,
-        **settings: object,
-    ) -> None:
-        super().__init__(env, seed, specs, behaviour_settings, settings)
-        self.learners = {name: BehaviourLearner(spec, self.settings_of(name)) for name, spec in self.specs.items()}
-        self.num_steps = 0  # agent decisions taken, over all behaviours
-        self.num_updates = 0
-        self.total_steps = 0
-        self._current: StepResult | None = None
-        self._rollout_steps: int | None = None  # env steps per rollout, fixed at the first reset
+    learner_type = BehaviourLearner
+    num_updates = 0  # until the first update (or a checkpoint) sets the model's own count
+    _rollout_steps: int | None = None  # env steps per rollout, fixed at the first reset
 
     @property
     def policies(self) -> dict[str, BehaviourPolicy]:

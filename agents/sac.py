@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -42,7 +43,7 @@ from sparring.agents.checkpoint import Checkpointed
 from sparring.agents.policy import MASKED_LOGIT, RunningNorm
 from sparring.agents.ppo import BehaviourReport, UpdateReport
 from sparring.agents.replay import Batch, OpenTransitions, ReplayBuffer
-from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, random_actions
+from sparring.envs.base import BehaviourStep, DecisionSteps, random_actions
 from sparring.spec import BehaviourSpec, Obs
 
 CHECKPOINT_FORMAT = 1
@@ -604,34 +605,17 @@ class BehaviourSAC:
 
 
 class SAC(Checkpointed):
-    """Soft Actor-Critic for every behaviour of a :class:`MultiAgentEnv`, one policy per behaviour.
-
-    Args:
-        env: the environment to learn in (``None`` for a loaded model used only to predict).
-        seed: seeds network initialisation, action sampling, replay sampling and env resets.
-        specs: the behaviours, when there is no env.
-        behaviour_settings: per behaviour name, hyperparameters that differ from ``settings``
-            (what an ML-Agents config gives each behaviour). Behaviours not named use ``settings``.
-        **settings: hyperparameters, see :class:`SACSettings`.
-    """
+    """Soft Actor-Critic for every behaviour of a :class:`MultiAgentEnv`, one policy per behaviour;
+    arguments as :class:`Checkpointed`, settings :class:`SACSettings`."""
 
     settings_type = SACSettings
     override_settings = staticmethod(override_settings)
+    learner_type = BehaviourSAC
 
-    def __init__(
-        self,
-        env: MultiAgentEnv | None,
-        seed: int = 0,
-        specs: Mapping[str, BehaviourSpec] | None = None,
-        behaviour_settings: Mapping[str, Mapping[str, object]] | None = None,
-        **settings: object,
-    ) -> None:
-        super().__init__(env, seed, specs, behaviour_settings, settings)
-        self.learners = {name: BehaviourSAC(spec, self.settings_of(name)) for name, spec in self.specs.items()}
-        self.rng = np.random.default_rng(seed)  # replay sampling and warm-up actions
-        self.num_steps = 0  # agent decisions taken, over all behaviours
-        self.total_steps = 0
-        self._current: StepResult | None = None
+    @cached_property
+    def rng(self) -> np.random.Generator:
+        """Draws replay batches and warm-up actions; seeded like the torch generator."""
+        return np.random.default_rng(self.seed)
 
     @property
     def policies(self) -> dict[str, SACActor]:
