@@ -12,34 +12,20 @@ Last line: ``ppo_cartpole throughput_ratio=<...> steps_to_475_ratio=<...>``.
 
 from __future__ import annotations
 
-import argparse
-import statistics
+import sys
 import time
-from collections import deque
+from pathlib import Path
 
-import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vs_sb3 import ThresholdWatch, compare  # noqa: E402
 
 SETTINGS = dict(  # RL Zoo's tuned CartPole-v1 settings
     num_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
     learning_rate=1e-3, clip_range=0.2, ent_coef=0.0, hidden=[64, 64],
 )
 THRESHOLD, WINDOW = 475.0, 20
-
-
-class ThresholdWatch:
-    """First env step at which the mean of the last WINDOW episode returns reaches THRESHOLD."""
-
-    def __init__(self) -> None:
-        self.recent: deque[float] = deque(maxlen=WINDOW)
-        self.reached_at: int | None = None
-
-    def add(self, returns) -> None:
-        self.recent.extend(float(r) for r in returns)
-
-    def check(self, step: int) -> None:
-        if self.reached_at is None and len(self.recent) == WINDOW and np.mean(self.recent) >= THRESHOLD:
-            self.reached_at = step
 
 
 def run_sparring(seed: int, steps: int) -> tuple[float, int | None]:
@@ -54,7 +40,7 @@ def run_sparring(seed: int, steps: int) -> tuple[float, int | None]:
         clip_range=s["clip_range"], clip_schedule="linear", ent_coef=s["ent_coef"], hidden_sizes=s["hidden"],
         activation="tanh",
     )
-    watch = ThresholdWatch()
+    watch = ThresholdWatch(THRESHOLD, WINDOW)
     start = time.perf_counter()
     def on_update(m, report) -> None:
         watch.add(report.behaviours["CartPole"].episode_returns)
@@ -72,7 +58,7 @@ def run_sb3(seed: int, steps: int) -> tuple[float, int | None]:
     from stable_baselines3.common.env_util import make_vec_env
 
     s = SETTINGS
-    watch = ThresholdWatch()
+    watch = ThresholdWatch(THRESHOLD, WINDOW)
 
     class Watch(BaseCallback):
         def _on_step(self) -> bool:
@@ -98,31 +84,7 @@ def run_sb3(seed: int, steps: int) -> tuple[float, int | None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"CartPole-v1, {args.steps} env steps per run, torch {torch.__version__}, {args.threads} torch thread(s)")
-    print(f"{'library':<10} {'seed':>4} {'env steps/s':>12} {'steps to 475':>13}")
-    results: dict[str, list[tuple[float, int | None]]] = {"sparring": [], "sb3": []}
-    for seed in args.seeds:
-        for name, run in (("sparring", run_sparring), ("sb3", run_sb3)):
-            rate, reached = run(seed, args.steps)
-            results[name].append((rate, reached))
-            print(f"{name:<10} {seed:>4} {rate:>12,.0f} {reached if reached is not None else 'never':>13}", flush=True)
-
-    def median_reached(rows):  # a run that never reached the threshold counts as needing more than all steps
-        return statistics.median(r if r is not None else float("inf") for _, r in rows)
-
-    rates = {k: statistics.median(r for r, _ in v) for k, v in results.items()}
-    reached = {k: median_reached(v) for k, v in results.items()}
-    print(f"median env steps/s: sparring {rates['sparring']:,.0f}, sb3 {rates['sb3']:,.0f}")
-    print(f"median steps to {THRESHOLD:.0f}: sparring {reached['sparring']}, sb3 {reached['sb3']}")
-    throughput_ratio = rates["sparring"] / rates["sb3"]
-    steps_ratio = reached["sparring"] / reached["sb3"] if np.isfinite(reached["sb3"]) else float("nan")
-    print(f"ppo_cartpole throughput_ratio={throughput_ratio:.3f} steps_to_475_ratio={steps_ratio:.3f}")
+    compare(__doc__, "CartPole-v1", "ppo_cartpole", THRESHOLD, 100_000, run_sparring, run_sb3)
 
 
 if __name__ == "__main__":
