@@ -155,6 +155,16 @@ def test_pfsp_sampling_follows_the_weights():
     np.testing.assert_allclose(frequency, lg.pfsp_weights("G", ids), atol=0.03)
 
 
+def test_pfsp_in_a_game_with_sides_weighs_by_the_learning_sides_results():
+    """The guesser learns and records its games against hider snapshots; the hider draw follows them."""
+    lg = league(pfsp_weighting="hard", play_against_latest_model_ratio=0.0)
+    easy, hard = with_snapshots(lg, [0, 100], group="hider")
+    for opponent, score in ((easy, 1.0), (hard, 0.0)):
+        lg.record("guesser", opponent, score, step=200)
+    np.testing.assert_allclose(lg.pfsp_weights("guesser", [easy, hard]), [0.0, 1.0])
+    assert {lg.sample_opponent("hider", "main", "guesser") for _ in range(50)} == {hard}
+
+
 def test_no_snapshot_yet_means_playing_the_latest_learner():
     lg = league(play_against_latest_model_ratio=0.0)
     assert lg.sample_opponent("G") == LATEST

@@ -71,8 +71,8 @@ class LeagueSettings(BaseModel):
         description="PFSP weight of a snapshot the learner beats with probability p: (1-p)^2 favours the hardest, "
         "p(1-p) the evenly matched.",
     )
-    main_exploiters: int = Field(0, ge=0, description="AlphaStar main exploiters: play the newest main, reset when frozen (symmetric games).")
-    league_exploiters: int = Field(0, ge=0, description="AlphaStar league exploiters: play the whole league (symmetric games).")
+    main_exploiters: int = Field(0, ge=0, description="AlphaStar main exploiters: play the newest main, reset when frozen (each needs its own env copies).")
+    league_exploiters: int = Field(0, ge=0, description="AlphaStar league exploiters: play the whole league (each needs its own env copies).")
 
 
 @dataclass
@@ -185,12 +185,14 @@ class League:
 
     # -- opponents ------------------------------------------------------------------
 
-    def sample_opponent(self, group: str, role: str = "main") -> str:
-        """The opponent a learner plays next: :data:`LATEST` (itself) or a player id of its group.
+    def sample_opponent(self, group: str, role: str = "main", learner_group: str | None = None) -> str:
+        """Who plays ``group`` next against a learner: :data:`LATEST` (that group's learner) or a player id of ``group``.
 
         A main exploiter always faces the newest main snapshot (LATEST before there is one). Other roles face
         LATEST with probability ``play_against_latest_model_ratio`` (always while the group has no snapshot),
-        otherwise a snapshot of any role of the group, drawn by ``opponent_sampling``.
+        otherwise a snapshot of any role of the group, drawn by ``opponent_sampling``. PFSP weighs the
+        snapshots by the results of the learner ``learner_group``/``role`` against them; ``learner_group``
+        is ``group`` itself in symmetric games, the learning side's group in games with sides.
         """
         if role_kind(role) == "main_exploiter":
             mains = self._snapshots(group, role="main")
@@ -203,7 +205,7 @@ class League:
             return ids[-1]
         if self.settings.opponent_sampling == "uniform":
             return ids[self.rng.integers(len(ids))]
-        return ids[self.rng.choice(len(ids), p=self.pfsp_weights(group, ids, role))]
+        return ids[self.rng.choice(len(ids), p=self.pfsp_weights(learner_group or group, ids, role))]
 
     def pfsp_weights(self, group: str, candidates: list[str], role: str = "main") -> np.ndarray:
         """PFSP sampling probabilities of ``candidates`` for a learner: f(p) normalised, p its win rate against each.

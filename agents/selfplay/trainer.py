@@ -13,22 +13,24 @@ acting but never trained on). Which rows are the learner's depends on the game:
   other side plays an opponent of its own group. Behaviours that differ only by
   their team suffix share one policy (their *group*), as in ML-Agents.
 
-**Exploiters** (symmetric games, AlphaStar's league roles): with ``main_exploiters``
-or ``league_exploiters`` in the league settings, game copies are shared out
-between the main learner and the exploiters (copy ``c`` goes to role
-``c % roles``). Each exploiter is a learner of its own with its own opponent: a
-main exploiter always plays the newest main snapshot and is reset to the initial
-weights each time it is frozen into the league; a league exploiter plays the
-whole league by the league's sampling rule. Their snapshots join the league, so
-the main learner meets the weaknesses they found. ``num_steps`` counts the main
-learner's decisions only.
+**Exploiters** (AlphaStar's league roles): with ``main_exploiters`` or
+``league_exploiters`` in the league settings, game copies are shared out between
+the main learner and the exploiters (copy ``c`` goes to role ``c % roles``, so
+the env needs at least as many copies as roles). Each exploiter is a learner of
+its own, one per group, with its own opponents: a main exploiter always plays
+the newest main snapshot and is reset to the initial weights each time it is
+frozen into the league; a league exploiter plays the whole league by the
+league's sampling rule. In games with sides, the learning side's exploiters
+learn while the main learner of that side does, and change sides with it. Their
+snapshots join the league, so the main learner meets the weaknesses they found.
+``num_steps`` counts the main learner's decisions only.
 
 Every ``save_steps`` learner steps the learning group's policy is frozen into the
 league (and every exploiter's); every ``swap_steps`` opponents are drawn again
 (:meth:`League.sample_opponent`: the latest policy, uniform over the window, or
 prioritized fictitious self-play). In symmetric games every game copy draws its
 own, so each update learns from a mixture of opponents rather than overfitting
-to one; in games with sides, each group draws one. A learner episode that ends (not truncated)
+to one; in games with sides, each role draws one per group. A learner episode that ends (not truncated)
 is a game: its final reward's sign is the result (win, draw, loss, as in
 ML-Agents), which updates the payoff table and Elo ratings.
 
@@ -99,25 +101,23 @@ class SelfPlay(PPO):
         self.team_of = {name: spec.team_id for name, spec in env.specs.items()}
         self.symmetric = len(groups) == 1 and all(team is None for team in self.team_of.values())
         # the sides that take turns at learning: (group, team) per behaviour, in a fixed order
-        self.sides = sorted({(self.group_of[n], -1 if t is None else t) for n, t in self.team_of.items()})
+        self.sides = sorted({self._side_of(name) for name in env.specs})
         if not self.symmetric and len(self.sides) < 2:
             raise ValueError(f"self-play needs two sides: behaviours {sorted(env.specs)} have one group and no teams")
         self.learning_side = 0
         exploiters = [f"main_exploiter{i}" for i in range(league.settings.main_exploiters)] + [
             f"league_exploiter{i}" for i in range(league.settings.league_exploiters)]
-        if exploiters and not self.symmetric:
-            raise ValueError(f"self_play: exploiters train in symmetric games (one behaviour, seats); behaviours "
-                             f"{sorted(env.specs)} take turns by side instead; set main_exploiters and "
-                             "league_exploiters to 0")
         self.roles = ["main", *exploiters]  # copy c is played by role c % len(roles)
-        self.exploiters = {role: BehaviourLearner(self.specs[self.learning_group], self.settings_of(self.learning_group))
+        # per role, per group: the exploiters (each side of an asymmetric game has its own)
+        self.exploiters = {role: {group: BehaviourLearner(spec, self.settings_of(group)) for group, spec in groups.items()}
                            for role in exploiters}
-        self._initial_weights = {role: _weights(learner.policy) for role, learner in self.exploiters.items()}
+        self._initial_weights = {role: {group: _weights(learner.policy) for group, learner in by_group.items()}
+                                 for role, by_group in self.exploiters.items()}
         # symmetric games: per game copy, the learner's seat and the opponent in the other seats
         self.learner_seat = np.zeros(0, np.int64)
         self.copy_opponents: list[str] = []
-        # games with sides: per group, the opponent that plays it while another side learns
-        self.opponents = {} if self.symmetric else {group: LATEST for group in groups}
+        # games with sides: per role, per group, the opponent that plays the group while another side learns
+        self.opponents = {} if self.symmetric else {role: {group: LATEST for group in groups} for role in self.roles}
         self._opponent_policies: dict[str, BehaviourPolicy] = {}  # snapshot id -> its policy, until the next swap
         self.marks = {"snapshot": 0, "swap": 0, "team_change": 0}  # learner step of each schedule's last event
 
@@ -133,17 +133,15 @@ class SelfPlay(PPO):
             copies, seats = np.divmod(agent_ids, ID_STRIDE)
             self._cover(copies)
             return seats == self.learner_seat[copies], copies % len(self.roles)
-        group, team = self.sides[self.learning_side]
-        mine = (self.group_of[behaviour], -1 if self.team_of[behaviour] is None else self.team_of[behaviour])
-        return np.full(len(agent_ids), mine == (group, team)), np.zeros(len(agent_ids), np.int64)
+        learning = self._side_of(behaviour) == self.sides[self.learning_side]
+        return np.full(len(agent_ids), learning), (agent_ids // ID_STRIDE) % len(self.roles)
 
-    def _learner_rows(self, behaviour: str, agent_ids: np.ndarray) -> np.ndarray:
-        """Which rows of ``behaviour``'s batch (by agent id) the main learner plays now."""
-        learning, role = self._route(behaviour, agent_ids)
-        return learning & (role == 0)
+    def _side_of(self, behaviour: str) -> tuple[str, int]:
+        team = self.team_of[behaviour]
+        return self.group_of[behaviour], -1 if team is None else team
 
     def _learner(self, group: str, role: int) -> BehaviourLearner:
-        return self.learners[group] if role == 0 else self.exploiters[self.roles[role]]
+        return self.learners[group] if role == 0 else self.exploiters[self.roles[role]][group]
 
     def _opponent_of(self, behaviour: str, agent_ids: np.ndarray) -> np.ndarray:
         """Per row, the player id of the opponent in that game: who plays it (opponent rows) or who it
@@ -152,13 +150,12 @@ class SelfPlay(PPO):
             copies = agent_ids // ID_STRIDE
             self._cover(copies)
             return np.asarray(self.copy_opponents, object)[copies]
-        group, team = self.sides[self.learning_side]
-        mine = (self.group_of[behaviour], -1 if self.team_of[behaviour] is None else self.team_of[behaviour])
-        if mine == (group, team):  # the learning side faces the next side's opponent
+        if self._side_of(behaviour) == self.sides[self.learning_side]:  # it faces the next side's opponent
             group = self.sides[(self.learning_side + 1) % len(self.sides)][0]
         else:
             group = self.group_of[behaviour]
-        return np.full(len(agent_ids), self.opponents[group], object)
+        by_role = np.array([self.opponents[role][group] for role in self.roles], object)
+        return by_role[(agent_ids // ID_STRIDE) % len(self.roles)]
 
     def _cover(self, copies: np.ndarray) -> None:
         """Game copies seen for the first time: copy c starts in seat c % seats, against the learner itself."""
@@ -184,16 +181,19 @@ class SelfPlay(PPO):
         def keep(opponent: str) -> bool:
             return evicted_only and (opponent == LATEST or opponent in self.league.players)
 
+        learning = self.learning_group
         if self.symmetric:
-            group = self.learning_group
-            self.copy_opponents = [o if keep(o) else self.league.sample_opponent(group, self.roles[c % len(self.roles)])
+            self.copy_opponents = [o if keep(o) else self.league.sample_opponent(learning, self.roles[c % len(self.roles)])
                                    for c, o in enumerate(self.copy_opponents)]
         else:
-            self.opponents = {g: o if keep(o) else self.league.sample_opponent(g) for g, o in self.opponents.items()}
+            self.opponents = {role: {g: o if keep(o) else self.league.sample_opponent(g, role, learning)
+                                     for g, o in by_group.items()} for role, by_group in self.opponents.items()}
 
     # -- the rollout --------------------------------------------------------------
 
     def _collect_rollout(self) -> None:
+        if self.exploiters:
+            self._check_copies()
         for _ in range(self._rollout_steps):
             actions = {}
             for name, part in self._current.items():
@@ -254,9 +254,23 @@ class SelfPlay(PPO):
                 for opponent, score in zip(faced.tolist(), game_score(terminals.rewards[games]).tolist()):
                     self.league.record(group, opponent, score, self.num_steps, role=self.roles[role])
 
-    def _learner_decisions(self, name: str) -> DecisionSteps:
-        parts = [(behaviour, self._current[behaviour].decisions) for behaviour, g in self.group_of.items() if g == name]
-        taken = [d.take(self._learner_rows(behaviour, d.agent_ids)) for behaviour, d in parts]
+    def _check_copies(self) -> None:
+        """Every role needs game copies of its own (copy c is played by role c % roles)."""
+        copies = 1 + max((int(part.decisions.agent_ids.max()) // ID_STRIDE
+                          for part in self._current.values() if len(part.decisions)), default=0)
+        if copies < len(self.roles):
+            raise ValueError(f"self_play: {len(self.roles)} roles ({', '.join(self.roles)}) play game copies of "
+                             f"their own, but the env has {copies}; use at least {len(self.roles)} env copies "
+                             "(num_envs, or Unity builds), or fewer exploiters")
+
+    def _learner_decisions(self, name: str, role: int = 0) -> DecisionSteps:
+        """The decisions learner ``role`` of group ``name`` takes now: its rollout bootstraps from them."""
+        taken = []
+        for behaviour, group in self.group_of.items():
+            if group == name:
+                decisions = self._current[behaviour].decisions
+                learning, roles = self._route(behaviour, decisions.agent_ids)
+                taken.append(decisions.take(learning & (roles == role)))
         if len(taken) == 1:
             return taken[0]
         return next((d for d in taken if len(d)), taken[0])  # only one side of a group learns at a time
@@ -272,21 +286,22 @@ class SelfPlay(PPO):
     def _after_update(self) -> None:
         s, step, group = self.league.settings, self.num_steps, self.learning_group
         progress = step / max(self.total_steps, 1)
-        for role, learner in self.exploiters.items():
-            learner.update(self._role_decisions(self.roles.index(role)), progress, self.generator)
+        exploiters = {role: by_group[group] for role, by_group in self.exploiters.items()}  # the learning side's
+        for role, learner in exploiters.items():
+            learner.update(self._learner_decisions(group, self.roles.index(role)), progress, self.generator)
         if step - self.marks["snapshot"] >= s.save_steps:
             self.league.add_snapshot(group, "main", step, _weights(self.learners[group].policy))
-            for role, learner in self.exploiters.items():
+            for role, learner in exploiters.items():
                 self.league.add_snapshot(group, role, step, _weights(learner.policy))
                 if role_kind(role) == "main_exploiter":  # AlphaStar: start over, to find new weaknesses
-                    learner.policy.load_state_dict(self._initial_weights[role])
+                    learner.policy.load_state_dict(self._initial_weights[role][group])
                     learner.optimizer.state.clear()
             self._draw_opponents(evicted_only=True)  # a snapshot that left the window plays no more games
             self.marks["snapshot"] = step
         if not self.symmetric and step - self.marks["team_change"] >= s.team_change:
-            # the rows the old side collected were trained on just now; its open episodes are not the learner's any more
-            learner = self.learners[group]
-            learner.buffer.drop(np.arange(len(learner.buffer.pending)))
+            # the rows the old side collected were trained on just now; its open episodes are not the learners' any more
+            for learner in (self.learners[group], *exploiters.values()):
+                learner.buffer.drop(np.arange(len(learner.buffer.pending)))
             self.learning_side = (self.learning_side + 1) % len(self.sides)
             self.marks["team_change"] = step
         if step - self.marks["swap"] >= s.swap_steps:
@@ -294,24 +309,18 @@ class SelfPlay(PPO):
             self._opponent_policies.clear()
             self.marks["swap"] = step
 
-    def _role_decisions(self, role: int) -> DecisionSteps:
-        """The decisions learner ``role`` takes now (symmetric games have one behaviour)."""
-        name, part = next(iter(self._current.items()))
-        learning, roles = self._route(name, part.decisions.agent_ids)
-        return part.decisions.take(learning & (roles == role))
-
     # -- persistence ------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["self_play"] = {
             "league": self.league.state_dict(),
-            "exploiters": {role: {"policy": l.policy.state_dict(), "optimizer": l.optimizer.state_dict()}
-                           for role, l in self.exploiters.items()},
+            "exploiters": {role: {group: {"policy": l.policy.state_dict(), "optimizer": l.optimizer.state_dict()}
+                                  for group, l in by_group.items()} for role, by_group in self.exploiters.items()},
             "copy_opponents": list(self.copy_opponents),
             "learning_side": self.learning_side,
             "learner_seat": self.learner_seat.copy(),
-            "opponents": dict(self.opponents),
+            "opponents": copy.deepcopy(self.opponents),
             "marks": dict(self.marks),
         }
         return state
@@ -322,10 +331,11 @@ class SelfPlay(PPO):
         self.league.load_state_dict(saved["league"])
         self.learning_side = saved["learning_side"]
         self.learner_seat = np.array(saved["learner_seat"], np.int64)  # a copy: the saved state stays as saved
-        self.opponents = dict(saved["opponents"])
-        for role, learner in self.exploiters.items():
-            learner.policy.load_state_dict(saved["exploiters"][role]["policy"])
-            learner.optimizer.load_state_dict(copy.deepcopy(saved["exploiters"][role]["optimizer"]))
+        self.opponents = copy.deepcopy(saved["opponents"])
+        for role, by_group in self.exploiters.items():
+            for group, learner in by_group.items():
+                learner.policy.load_state_dict(saved["exploiters"][role][group]["policy"])
+                learner.optimizer.load_state_dict(copy.deepcopy(saved["exploiters"][role][group]["optimizer"]))
         self.copy_opponents = list(saved["copy_opponents"])
         self.marks = dict(saved["marks"])
         self._opponent_policies.clear()
