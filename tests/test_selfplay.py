@@ -217,9 +217,8 @@ def test_exploiters_of_each_side_learn_when_their_side_does():
 
 
 def test_exploiters_need_a_game_copy_per_role():
-    model = hide_and_guess(2, main_exploiters=1, league_exploiters=1)
     with pytest.raises(ValueError, match=r"3 roles \(main, main_exploiter0, league_exploiter0\).*the env has 2"):
-        model.learn(100)
+        hide_and_guess(2, main_exploiters=1, league_exploiters=1)
 
 
 def test_asymmetric_resume_with_exploiters_continues_exactly(tmp_path):

@@ -51,7 +51,7 @@ from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.ppo import PPO, BehaviourLearner
 from sparring.agents.selfplay.league import LATEST, League, role_kind
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
-from sparring.envs.vector import ID_STRIDE
+from sparring.envs.vector import ID_STRIDE, VectorEnv
 from sparring.spec import Batch, BehaviourSpec, batch_put, empty_actions, group_of
 
 
@@ -108,6 +108,11 @@ class SelfPlay(PPO):
         exploiters = [f"main_exploiter{i}" for i in range(league.settings.main_exploiters)] + [
             f"league_exploiter{i}" for i in range(league.settings.league_exploiters)]
         self.roles = ["main", *exploiters]  # copy c is played by role c % len(roles)
+        copies = env.num_envs if isinstance(env, VectorEnv) else 1
+        if copies < len(self.roles):
+            raise ValueError(f"self_play: {len(self.roles)} roles ({', '.join(self.roles)}) play game copies of "
+                             f"their own, but the env has {copies}; use at least {len(self.roles)} env copies "
+                             "(num_envs, or Unity builds), or fewer exploiters")
         # per role, per group: the exploiters (each side of an asymmetric game has its own)
         self.exploiters = {role: {group: BehaviourLearner(spec, self.settings_of(group)) for group, spec in groups.items()}
                            for role in exploiters}
@@ -192,8 +197,6 @@ class SelfPlay(PPO):
     # -- the rollout --------------------------------------------------------------
 
     def _collect_rollout(self) -> None:
-        if self.exploiters:
-            self._check_copies()
         for _ in range(self._rollout_steps):
             actions = {}
             for name, part in self._current.items():
@@ -253,15 +256,6 @@ class SelfPlay(PPO):
                 faced = self._opponent_of(name, terminals.agent_ids[games])
                 for opponent, score in zip(faced.tolist(), game_score(terminals.rewards[games]).tolist()):
                     self.league.record(group, opponent, score, self.num_steps, role=self.roles[role])
-
-    def _check_copies(self) -> None:
-        """Every role needs game copies of its own (copy c is played by role c % roles)."""
-        copies = 1 + max((int(part.decisions.agent_ids.max()) // ID_STRIDE
-                          for part in self._current.values() if len(part.decisions)), default=0)
-        if copies < len(self.roles):
-            raise ValueError(f"self_play: {len(self.roles)} roles ({', '.join(self.roles)}) play game copies of "
-                             f"their own, but the env has {copies}; use at least {len(self.roles)} env copies "
-                             "(num_envs, or Unity builds), or fewer exploiters")
 
     def _learner_decisions(self, name: str, role: int = 0) -> DecisionSteps:
         """The decisions learner ``role`` of group ``name`` takes now: its rollout bootstraps from them."""
