@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from rich import box
@@ -38,7 +37,7 @@ def league_table(league: League) -> Table:
                                      str(player.games), _learner_record(league, player), _openskill(league, player.id)],
                      None))
     show_openskill = bool(league.openskill)
-    table = Table(title="League (Learner %: the group's main learner's score against the snapshot)",
+    table = Table(title="League (Learner %: the main learners' score against the snapshot)",
                   box=box.SIMPLE_HEAD)
     for name in ["Player", "Group", "Role"]:
         table.add_column(name, overflow="fold")
@@ -80,8 +79,13 @@ def plot_ratings(league: League, path: Path) -> None:
 
 
 def _learner_record(league: League, player: Player) -> str:
-    score = league.win_rate(player.group, player.id)
-    return "—" if math.isnan(score) else f"{score:.0%}"
+    """The main learners' score against ``player``: its own group's learner in a symmetric game, the
+    learners of the other sides in a game with sides (a side never plays its own snapshots there)."""
+    results = [league.payoff[key][player.id] for key in league.learners
+               if key.partition("/")[2] == "main" and player.id in league.payoff.get(key, {})]
+    wins, draws, losses = (sum(column) for column in zip(*results)) if results else (0, 0, 0)
+    games = wins + draws + losses
+    return f"{(wins + 0.5 * draws) / games:.0%}" if games else "—"
 
 
 def _openskill(league: League, participant: str) -> str:

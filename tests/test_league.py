@@ -337,3 +337,18 @@ def test_league_command_on_a_run_without_a_league_is_a_usage_error(tmp_path, cap
     (tmp_path / "run").mkdir()
     assert main(["league", str(tmp_path / "run")]) == 2
     assert "has no league" in capsys.readouterr().err
+
+
+def test_the_table_scores_a_sides_snapshots_by_the_other_sides_learner():
+    from rich.console import Console
+
+    from sparring.league_report import league_table
+
+    lg = league()
+    (hider,) = with_snapshots(lg, [0], group="hider")
+    for score in (1.0, 1.0, 0.0):
+        lg.record("guesser", hider, score, step=10)
+    console = Console(record=True, width=200)
+    console.print(league_table(lg))
+    row = next(line for line in console.export_text().splitlines() if line.strip().startswith(hider))
+    assert row.split()[-1] == "67%"  # the guesser's 2 wins in 3 games against the hider snapshot
