@@ -42,11 +42,7 @@ def run_sparring(seed: int, steps: int) -> tuple[float, int | None]:
     )
     watch = ThresholdWatch(THRESHOLD, WINDOW)
     start = time.perf_counter()
-    def on_update(m, report) -> None:
-        watch.add(report.behaviours["CartPole"].episode_returns)
-        watch.check(m.num_steps)
-
-    model.learn(steps, callback=on_update)
+    model.learn(steps, callback=watch.sparring_callback("CartPole"))
     elapsed = time.perf_counter() - start
     env.close()
     return model.num_steps / elapsed, watch.reached_at
@@ -54,20 +50,10 @@ def run_sparring(seed: int, steps: int) -> tuple[float, int | None]:
 
 def run_sb3(seed: int, steps: int) -> tuple[float, int | None]:
     from stable_baselines3 import PPO as SB3PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     s = SETTINGS
     watch = ThresholdWatch(THRESHOLD, WINDOW)
-
-    class Watch(BaseCallback):
-        def _on_step(self) -> bool:
-            watch.add([info["episode"]["r"] for info in self.locals["infos"] if "episode" in info])
-            return True
-
-        def _on_rollout_end(self) -> None:  # checked once per rollout, like the sparring side
-            watch.check(self.num_timesteps)
-
     env = make_vec_env("CartPole-v1", n_envs=s["num_envs"], seed=seed)
     model = SB3PPO(
         "MlpPolicy", env, seed=seed, device="cpu", n_steps=s["n_steps"], batch_size=s["batch_size"],
@@ -77,7 +63,7 @@ def run_sb3(seed: int, steps: int) -> tuple[float, int | None]:
         ent_coef=s["ent_coef"], policy_kwargs=dict(net_arch=dict(pi=s["hidden"], vf=s["hidden"]), activation_fn=torch.nn.Tanh),
     )
     start = time.perf_counter()
-    model.learn(steps, callback=Watch())
+    model.learn(steps, callback=watch.sb3_callback(check_per_rollout=True))  # once per rollout, like sparring
     elapsed = time.perf_counter() - start
     env.close()
     return model.num_timesteps / elapsed, watch.reached_at

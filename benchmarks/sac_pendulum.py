@@ -38,13 +38,8 @@ def run_sparring(seed: int, steps: int) -> tuple[float, int | None]:
         hidden_sizes=s["hidden"], activation="relu", init_entcoef=1.0,
     )
     watch = ThresholdWatch(THRESHOLD, WINDOW, CHECK_EVERY)
-
-    def on_step(m, report) -> None:
-        watch.add(report.behaviours["Pendulum"].episode_returns)
-        watch.check(m.num_steps)
-
     start = time.perf_counter()
-    model.learn(steps, callback=on_step)
+    model.learn(steps, callback=watch.sparring_callback("Pendulum"))
     elapsed = time.perf_counter() - start
     env.close()
     return model.num_steps / elapsed, watch.reached_at
@@ -52,18 +47,10 @@ def run_sparring(seed: int, steps: int) -> tuple[float, int | None]:
 
 def run_sb3(seed: int, steps: int) -> tuple[float, int | None]:
     from stable_baselines3 import SAC as SB3SAC
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     s = SETTINGS
     watch = ThresholdWatch(THRESHOLD, WINDOW, CHECK_EVERY)
-
-    class Watch(BaseCallback):
-        def _on_step(self) -> bool:
-            watch.add([info["episode"]["r"] for info in self.locals["infos"] if "episode" in info])
-            watch.check(self.num_timesteps)
-            return True
-
     env = make_vec_env("Pendulum-v1", n_envs=1, seed=seed)
     model = SB3SAC(
         "MlpPolicy", env, seed=seed, device="cpu", learning_rate=s["learning_rate"], buffer_size=s["buffer_size"],
@@ -71,7 +58,7 @@ def run_sb3(seed: int, steps: int) -> tuple[float, int | None]:
         train_freq=1, gradient_steps=1, ent_coef="auto", policy_kwargs=dict(net_arch=s["hidden"]),
     )
     start = time.perf_counter()
-    model.learn(steps, callback=Watch())
+    model.learn(steps, callback=watch.sb3_callback())
     elapsed = time.perf_counter() - start
     env.close()
     return model.num_timesteps / elapsed, watch.reached_at

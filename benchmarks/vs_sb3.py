@@ -36,6 +36,33 @@ class ThresholdWatch:
                 and np.mean(self.recent) >= self.threshold):
             self.reached_at = step
 
+    def sparring_callback(self, behaviour: str) -> Callable:
+        """A sparring ``learn`` callback that feeds ``behaviour``'s finished episodes in and checks."""
+        def on_report(model, report) -> None:
+            self.add(report.behaviours[behaviour].episode_returns)
+            self.check(model.num_steps)
+        return on_report
+
+    def sb3_callback(self, check_per_rollout: bool = False):
+        """A Stable-Baselines3 callback that feeds finished episodes in and checks after every env step,
+        or once per rollout (to match a sparring side that checks once per update)."""
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        watch = self
+
+        class Watch(BaseCallback):
+            def _on_step(self) -> bool:
+                watch.add([info["episode"]["r"] for info in self.locals["infos"] if "episode" in info])
+                if not check_per_rollout:
+                    watch.check(self.num_timesteps)
+                return True
+
+            def _on_rollout_end(self) -> None:
+                if check_per_rollout:
+                    watch.check(self.num_timesteps)
+
+        return Watch()
+
 
 def compare(doc: str, env_id: str, metric: str, threshold: float, default_steps: int,
             run_sparring: Run, run_sb3: Run) -> None:
