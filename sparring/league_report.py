@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from sparring.agents.selfplay.league import LEARNER_SUFFIX, League, Player, role_kind
+from sparring.agents.selfplay.league import LEARNER_SUFFIX, League, Player, payoff_score, role_kind
 
 _LINESTYLE = {"main": "-", "main_exploiter": "--", "league_exploiter": ":"}
 
@@ -81,11 +82,10 @@ def plot_ratings(league: League, path: Path) -> None:
 def _learner_record(league: League, player: Player) -> str:
     """The main learners' score against ``player``: its own group's learner in a symmetric game, the
     learners of the other sides in a game with sides (a side never plays its own snapshots there)."""
-    results = [league.payoff[key][player.id] for key in league.learners
+    records = [league.payoff[key][player.id] for key in league.learners
                if key.partition("/")[2] == "main" and player.id in league.payoff.get(key, {})]
-    wins, draws, losses = (sum(column) for column in zip(*results)) if results else (0, 0, 0)
-    games = wins + draws + losses
-    return f"{(wins + 0.5 * draws) / games:.0%}" if games else "—"
+    total = payoff_score([sum(column) for column in zip(*records)] if records else (0, 0, 0))
+    return "—" if math.isnan(total) else f"{total:.0%}"
 
 
 def _openskill(league: League, participant: str) -> str:

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -106,6 +107,13 @@ def learner_key(group: str, role: str = "main") -> str:
 def role_kind(role: str) -> str:
     """What a role does, without its index: ``"main_exploiter1"`` -> ``"main_exploiter"``."""
     return _check_role(role).rstrip("0123456789")
+
+
+def payoff_score(record: Sequence[int]) -> float:
+    """The score of a payoff record ``[wins, draws, losses]``, draws counting half; nan for no games."""
+    wins, draws, losses = record
+    games = wins + draws + losses
+    return (wins + 0.5 * draws) / games if games else math.nan
 
 
 def elo_expected(rating: float, opponent: float) -> float:
@@ -222,9 +230,7 @@ class League:
 
     def win_rate(self, group: str, opponent_id: str, role: str = "main") -> float:
         """The learner's score against ``opponent_id`` over their games (draws count half); nan if never played."""
-        wins, draws, losses = self.payoff.get(learner_key(group, role), {}).get(opponent_id, (0, 0, 0))
-        games = wins + draws + losses
-        return (wins + 0.5 * draws) / games if games else math.nan
+        return payoff_score(self.payoff.get(learner_key(group, role), {}).get(opponent_id, (0, 0, 0)))
 
     # -- results --------------------------------------------------------------------
 
