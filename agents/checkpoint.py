@@ -14,6 +14,8 @@ from sparring.spec import BehaviourSpec, group_of
 
 T = TypeVar("T", bound="Checkpointed")
 
+CHECKPOINT_FORMAT = 1
+
 
 class Checkpointed:
     """A trainer with one learner per behaviour, whose ``state_dict`` records its constructor's arguments
@@ -31,6 +33,7 @@ class Checkpointed:
         **settings: hyperparameters, validated by the subclass's ``settings_type``.
     """
 
+    algorithm: ClassVar[str]  # how checkpoints name the trainer: "ppo", "sac"
     settings_type: ClassVar[type[BaseModel]]
     override_settings: ClassVar[Callable[[Any, Mapping[str, object]], Any]]
     learner_type: ClassVar[Callable[[BehaviourSpec, Any], Any]]
@@ -69,11 +72,46 @@ class Checkpointed:
         except ValueError as exc:
             raise ValueError(f"behaviour {behaviour!r}: {exc}") from None
 
+    def _env_to_learn_in(self) -> MultiAgentEnv:
+        if self.env is None:
+            name = type(self).__name__
+            raise ValueError(f"this {name} model was loaded without an env; pass env= to {name}.load to keep training")
+        return self.env
+
+    def _behaviour(self, behaviour: str | None) -> str:
+        """``behaviour``, which ``predict`` may omit when there is only one."""
+        if behaviour is None:
+            if len(self.learners) != 1:
+                raise ValueError(f"predict needs behaviour=, one of {sorted(self.learners)}")
+            behaviour = next(iter(self.learners))
+        return behaviour
+
     def state_dict(self) -> dict:
-        raise NotImplementedError
+        """What every trainer's checkpoint holds; subclasses add their learners' state."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "algorithm": self.algorithm,
+            "seed": self.seed,
+            "settings": self.settings.model_dump(),
+            "behaviour_settings": self.behaviour_settings,
+            "specs": self.specs,
+            "num_steps": self.num_steps,
+            "total_steps": self.total_steps,
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        raise NotImplementedError
+        """Check that ``state`` is this trainer's checkpoint, of these behaviours, and restore the counters
+        every trainer keeps; subclasses then restore their learners."""
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("algorithm") != self.algorithm:
+            raise ValueError(f"not a sparring {self.algorithm.upper()} checkpoint "
+                             f"(format {state.get('format')}, algorithm {state.get('algorithm')})")
+        if set(state["specs"]) != set(self.learners):
+            raise ValueError(f"checkpoint behaviours {sorted(state['specs'])} differ from the env's {sorted(self.learners)}")
+        self.num_steps = state["num_steps"]
+        self.total_steps = state["total_steps"]
+        self.generator.set_state(state["generator"])
+        self._current = None
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

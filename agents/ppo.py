@@ -33,7 +33,6 @@ from sparring.agents.rollout import RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps
 from sparring.spec import Batch, BehaviourSpec, Obs, batch_take
 
-CHECKPOINT_FORMAT = 1
 RECORDED_OBS = 256  # raw observations kept per behaviour, saved with checkpoints for export verification
 
 
@@ -310,6 +309,7 @@ class PPO(Checkpointed):
     """PPO for every behaviour of a :class:`MultiAgentEnv`; arguments as :class:`Checkpointed`, settings
     :class:`PPOSettings`."""
 
+    algorithm = "ppo"
     settings_type = PPOSettings
     override_settings = staticmethod(override_settings)
     learner_type = BehaviourLearner
@@ -322,12 +322,11 @@ class PPO(Checkpointed):
 
     def learn(self, total_steps: int, callback: Callable[[PPO, UpdateReport], None] | None = None) -> PPO:
         """Train until ``total_steps`` agent decisions have been taken (counting any resumed ones)."""
-        if self.env is None:
-            raise ValueError("this PPO model was loaded without an env; pass env= to PPO.load to keep training")
+        env = self._env_to_learn_in()
         self.total_steps = total_steps
         if self._current is None:
             # A resumed run restarts its episodes from a seed derived from its position, so it stays reproducible.
-            self._current = self.env.reset(seed=self.seed + self.num_updates)
+            self._current = env.reset(seed=self.seed + self.num_updates)
         if self._rollout_steps is None:
             self._rollout_steps = self._derive_rollout_steps()
         while self.num_steps < total_steps:
@@ -374,11 +373,7 @@ class PPO(Checkpointed):
         self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
     ) -> Batch:
         """Batched actions for ``obs`` in the env's action format (``behaviour`` may be omitted if there is one)."""
-        if behaviour is None:
-            if len(self.learners) != 1:
-                raise ValueError(f"predict needs behaviour=, one of {sorted(self.learners)}")
-            behaviour = next(iter(self.learners))
-        learner = self.learners[behaviour]
+        learner = self.learners[self._behaviour(behaviour)]
         x = learner.inputs(obs, update_stats=False)
         mask = None if action_mask is None else torch.from_numpy(np.asarray(action_mask, bool))
         if deterministic:
@@ -392,33 +387,18 @@ class PPO(Checkpointed):
     def state_dict(self) -> dict:
         """Everything needed to continue this run exactly where it stopped."""
         return {
-            "format": CHECKPOINT_FORMAT,
-            "algorithm": "ppo",
-            "seed": self.seed,
-            "settings": self.settings.model_dump(),
-            "behaviour_settings": self.behaviour_settings,
-            "specs": self.specs,
-            "num_steps": self.num_steps,
+            **super().state_dict(),
             "num_updates": self.num_updates,
-            "total_steps": self.total_steps,
-            "generator": self.generator.get_state(),
             "policies": {name: l.policy.state_dict() for name, l in self.learners.items()},
             "optimizers": {name: l.optimizer.state_dict() for name, l in self.learners.items()},
             "recorded_obs": {name: l.recorded_obs for name, l in self.learners.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("algorithm") != "ppo":
-            raise ValueError(f"not a sparring PPO checkpoint (format {state.get('format')}, algorithm {state.get('algorithm')})")
-        if set(state["policies"]) != set(self.learners):
-            raise ValueError(f"checkpoint behaviours {sorted(state['policies'])} differ from the env's {sorted(self.learners)}")
+        super().load_state_dict(state)
         for name, learner in self.learners.items():
             learner.policy.load_state_dict(state["policies"][name])
             # a copy: torch's optimizer would otherwise share its moment tensors with ``state``
             learner.optimizer.load_state_dict(copy.deepcopy(state["optimizers"][name]))
             learner.recorded_obs = state.get("recorded_obs", {}).get(name, learner.recorded_obs)
-        self.num_steps = state["num_steps"]
         self.num_updates = state["num_updates"]
-        self.total_steps = state["total_steps"]
-        self.generator.set_state(state["generator"])
-        self._current = None

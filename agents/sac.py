@@ -46,7 +46,6 @@ from sparring.agents.replay import Batch, OpenTransitions, ReplayBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps, random_actions
 from sparring.spec import BehaviourSpec, Obs
 
-CHECKPOINT_FORMAT = 1
 RECORDED_OBS = 256  # raw observations saved with checkpoints for export verification
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # as Stable-Baselines3 and ML-Agents
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -608,6 +607,7 @@ class SAC(Checkpointed):
     """Soft Actor-Critic for every behaviour of a :class:`MultiAgentEnv`, one policy per behaviour;
     arguments as :class:`Checkpointed`, settings :class:`SACSettings`."""
 
+    algorithm = "sac"
     settings_type = SACSettings
     override_settings = staticmethod(override_settings)
     learner_type = BehaviourSAC
@@ -631,13 +631,12 @@ class SAC(Checkpointed):
 
         ``callback`` is called after every env step, with the episodes that ended in it.
         """
-        if self.env is None:
-            raise ValueError("this SAC model was loaded without an env; pass env= to SAC.load to keep training")
+        env = self._env_to_learn_in()
         self.total_steps = total_steps
         learners = self.learners.items()
         if self._current is None:
             # A resumed run restarts its episodes from a seed derived from its position, so it stays reproducible.
-            self._current = self.env.reset(seed=self.seed + self.num_steps)
+            self._current = env.reset(seed=self.seed + self.num_steps)
             for name, learner in learners:
                 learner.observe(self._current[name])
         while self.num_steps < total_steps:
@@ -649,7 +648,7 @@ class SAC(Checkpointed):
                 if len(decisions):
                     actions[name] = learner.act(decisions, self.generator, self.rng)
                     self.num_steps += len(decisions)
-            self._current = self.env.step(actions)
+            self._current = env.step(actions)
             for name, learner in learners:
                 learner.observe(self._current[name])
             if callback is not None:
@@ -661,11 +660,7 @@ class SAC(Checkpointed):
         self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
     ) -> np.ndarray:
         """Batched actions for ``obs`` in the env's action format (``behaviour`` may be omitted if there is one)."""
-        if behaviour is None:
-            if len(self.learners) != 1:
-                raise ValueError(f"predict needs behaviour=, one of {sorted(self.learners)}")
-            behaviour = next(iter(self.learners))
-        actor = self.learners[behaviour].actor
+        actor = self.learners[self._behaviour(behaviour)].actor
         x = actor.normalize(actor.flatten_obs(obs))
         mask = None if action_mask is None else torch.from_numpy(np.asarray(action_mask, bool))
         return actor.env_actions(actor.act(x, mask, None if deterministic else self.generator))
@@ -675,28 +670,13 @@ class SAC(Checkpointed):
     def state_dict(self) -> dict:
         """Everything needed to continue this run (with the replay buffers where ``save_replay_buffer``)."""
         return {
-            "format": CHECKPOINT_FORMAT,
-            "algorithm": "sac",
-            "seed": self.seed,
-            "settings": self.settings.model_dump(),
-            "behaviour_settings": self.behaviour_settings,
-            "specs": self.specs,
-            "num_steps": self.num_steps,
-            "total_steps": self.total_steps,
-            "generator": self.generator.get_state(),
+            **super().state_dict(),
             "rng": self.rng.bit_generator.state,
             "learners": {name: l.state_dict(l.settings.save_replay_buffer) for name, l in self.learners.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("algorithm") != "sac":
-            raise ValueError(f"not a sparring SAC checkpoint (format {state.get('format')}, algorithm {state.get('algorithm')})")
-        if set(state["learners"]) != set(self.learners):
-            raise ValueError(f"checkpoint behaviours {sorted(state['learners'])} differ from the env's {sorted(self.learners)}")
+        super().load_state_dict(state)
         for name, learner in self.learners.items():
             learner.load_state_dict(state["learners"][name])
-        self.num_steps = state["num_steps"]
-        self.total_steps = state["total_steps"]
-        self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = state["rng"]
-        self._current = None
