@@ -103,9 +103,7 @@ class Checkpointed:
     def load_state_dict(self, state: dict) -> None:
         """Check that ``state`` is this trainer's checkpoint, of these behaviours, and restore the counters
         every trainer keeps; subclasses then restore their learners."""
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("algorithm") != self.algorithm:
-            raise ValueError(f"not a sparring {self.algorithm.upper()} checkpoint "
-                             f"(format {state.get('format')}, algorithm {state.get('algorithm')})")
+        self._check_header(state)
         if set(state["specs"]) != set(self.learners):
             raise ValueError(f"checkpoint behaviours {sorted(state['specs'])} differ from the env's {sorted(self.learners)}")
         self.num_steps = state["num_steps"]
@@ -121,12 +119,20 @@ class Checkpointed:
         tmp.replace(path)  # atomic: a crash mid-save never leaves a half-written checkpoint
 
     @classmethod
+    def _check_header(cls, state: dict) -> None:
+        """Refuse another trainer's (or another format's) checkpoint before reading anything else of it."""
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("algorithm") != cls.algorithm:
+            raise ValueError(f"not a sparring {cls.algorithm.upper()} checkpoint "
+                             f"(format {state.get('format')}, algorithm {state.get('algorithm')})")
+
+    @classmethod
     def load(cls: type[T], path: str | Path, env: MultiAgentEnv | None = None) -> T:
         """Restore a saved model; with ``env`` it can keep learning, without it only predict."""
         return cls.from_state(torch.load(path, map_location="cpu", weights_only=False), env)
 
     @classmethod
     def from_state(cls: type[T], state: dict, env: MultiAgentEnv | None = None) -> T:
+        cls._check_header(state)
         model = cls(env, seed=state["seed"], specs=state["specs"],  # type: ignore[call-arg]
                     behaviour_settings=state.get("behaviour_settings"), **state["settings"])
         model.load_state_dict(state)

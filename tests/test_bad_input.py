@@ -41,3 +41,12 @@ def test_nan_observation_names_behaviour_and_agent_row(tmp_path):
         model.learn(10_000)
     assert (tmp_path / "ok.pt").read_bytes() == saved
     assert PPO.load(tmp_path / "ok.pt").num_steps == 32
+
+
+def test_a_checkpoint_of_another_algorithm_is_refused_by_name(tmp_path):
+    from sparring.agents import SAC
+
+    SAC(None, specs=NaNAfter(bad_step=0).specs).save(tmp_path / "sac.pt")
+    with pytest.raises(ValueError, match=r"not a sparring PPO checkpoint \(format 1, algorithm sac\)"):
+        PPO.load(tmp_path / "sac.pt")
+    assert isinstance(SAC.load(tmp_path / "sac.pt"), SAC)  # the file is untouched and still loads as what it is
