@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Protocol
 
 import numpy as np
@@ -33,26 +32,54 @@ class RandomPolicy:
 def evaluate(
     model: Predictor, env: MultiAgentEnv, episodes: int, seed: int | None = None, deterministic: bool = True
 ) -> dict[str, np.ndarray]:
-    """Returns of the first ``episodes`` agent-episodes to finish, per behaviour.
+    """Returns of ``episodes`` whole agent-episodes, per behaviour, with no episode length favoured.
 
-    Each agent's rewards are summed from the start of its episode to its
-    terminal step. Episodes already under way when ``reset`` returns count
-    from their start, so every episode is complete.
+    Episodes are counted as they *start*, over all behaviours, until ``episodes`` have started;
+    play then goes on until every counted episode has finished, and the episodes started after
+    the cut-off are not counted. Whether an episode is counted never depends on its own length,
+    so the returns are an unbiased sample. (Counting the first episodes to *finish* would favour
+    short ones: with several copies, a copy that fails fast finishes several episodes while a good
+    one finishes its first.) Each agent's rewards are summed from the start of its episode to
+    its terminal step; an agent lost mid-episode (its game crashed) is not counted.
     """
     result = env.reset(seed=seed)
-    running: dict[tuple[str, int], float] = defaultdict(float)
+    running: dict[tuple[str, int], float] = {}  # counted episodes under way: (behaviour, agent) -> return so far
+    uncounted: set[tuple[str, int]] = set()  # episodes started after the cut-off
+    started = 0
     finished: dict[str, list[float]] = {name: [] for name in env.specs}
-    while sum(len(v) for v in finished.values()) < episodes:
+
+    def begin(key: tuple[str, int]) -> None:
+        nonlocal started
+        if started < episodes:
+            running[key] = 0.0
+            started += 1
+        else:
+            uncounted.add(key)
+
+    while True:
+        for name, step in result.items():
+            # terminals first: a decision for the same id in this result starts its next episode
+            for agent, reward in zip(step.terminals.agent_ids.tolist(), step.terminals.rewards.tolist()):
+                key = (name, agent)
+                if key not in running and key not in uncounted:
+                    begin(key)  # an episode that ended before its first decision
+                if key in running:
+                    finished[name].append(running.pop(key) + reward)
+                uncounted.discard(key)
+            for agent in step.lost.tolist():
+                running.pop((name, agent), None)
+                uncounted.discard((name, agent))
+            for agent, reward in zip(step.decisions.agent_ids.tolist(), step.decisions.rewards.tolist()):
+                key = (name, agent)
+                if key not in running and key not in uncounted:
+                    begin(key)
+                if key in running:
+                    running[key] += reward
+        if started >= episodes and not running:
+            return {name: np.array(v) for name, v in finished.items()}
         actions = {}
         for name, step in result.items():
             decisions = step.decisions
             if len(decisions):
                 actions[name] = model.predict(decisions.obs, name, decisions.action_mask, deterministic)
         result = env.step(actions)
-        for name, step in result.items():
-            # terminals first: a decision for the same id in this result starts its next episode
-            for agent, reward in zip(step.terminals.agent_ids.tolist(), step.terminals.rewards.tolist()):
-                finished[name].append(running.pop((name, agent), 0.0) + reward)
-            for agent, reward in zip(step.decisions.agent_ids.tolist(), step.decisions.rewards.tolist()):
-                running[(name, agent)] += reward
-    return {name: np.array(v) for name, v in finished.items()}
