@@ -12,6 +12,7 @@ from rich.table import Table
 from sparring.agents.selfplay.league import LEARNER_SUFFIX, League, Player, payoff_score, role_kind
 
 _LINESTYLE = {"main": "-", "main_exploiter": "--", "league_exploiter": ":"}
+_SNAPSHOT_MARKERS = "os^Dv"
 
 
 def report(league: League, plot: Path, console: Console | None = None) -> None:
@@ -27,46 +28,63 @@ def report(league: League, plot: Path, console: Console | None = None) -> None:
 
 
 def league_table(league: League) -> Table:
-    """Learners and the snapshots in the window, best Elo first, with each main learner's record against them."""
-    rows: list[tuple[float, list[str], str | None]] = []
+    """Learners and the snapshots in the window that have played, ranked by Elo; below them, apart and unranked,
+    the snapshots that have not played yet (their Elo is only the learner's at the time they were taken)."""
+    rated: list[tuple[float, list[str], str | None]] = []
     for key, learner in league.learners.items():
         group, _, role = key.partition("/")
-        rows.append((learner.rating, [key + LEARNER_SUFFIX, group, role, "—", f"{learner.rating:.1f}",
-                                      str(learner.games), "", _openskill(league, key)], "bold"))
-    for player in league.players.values():
-        rows.append((player.rating, [player.id, player.group, player.role, str(player.step), f"{player.rating:.1f}",
-                                     str(player.games), _learner_record(league, player), _openskill(league, player.id)],
-                     None))
+        rated.append((learner.rating, [key + LEARNER_SUFFIX, group, role, "—", f"{learner.rating:.1f}",
+                                       str(learner.games), "", _openskill(league, key)], "bold"))
+    unplayed: list[list[str]] = []
+    for player in sorted(league.players.values(), key=lambda p: -p.step):
+        cells = [player.id, player.group, player.role, str(player.step), f"{player.rating:.1f}",
+                 str(player.games), _learner_record(league, player), _openskill(league, player.id)]
+        if player.games:
+            rated.append((player.rating, cells, None))
+        else:
+            unplayed.append(cells)
     show_openskill = bool(league.openskill)
     table = Table(title="League (Learner %: the main learners' score against the snapshot)",
+                  caption="below the line: snapshots that have not played yet (unranked)" if unplayed else None,
                   box=box.SIMPLE_HEAD)
+    table.add_column("#", justify="right")
     for name in ["Player", "Group", "Role"]:
         table.add_column(name, overflow="fold")
     for name in ["Step", "Elo", "Games", "Learner %", *(["OpenSkill"] if show_openskill else [])]:
         table.add_column(name, justify="right")
-    for _, cells, style in sorted(rows, key=lambda row: -row[0]):
-        table.add_row(*(cells if show_openskill else cells[:-1]), style=style)
+    width = 8 if show_openskill else 7
+    for rank, (_, cells, style) in enumerate(sorted(rated, key=lambda row: -row[0]), start=1):
+        table.add_row(str(rank), *cells[:width], style=style)
+    if unplayed:
+        table.add_section()
+        for cells in unplayed:
+            table.add_row("—", *cells[:width], style="dim")
     return table
 
 
 def plot_ratings(league: League, path: Path) -> None:
-    """Elo over training steps: a line per learner, markers for the snapshots (their ratings as games moved them)."""
+    """Write :func:`ratings_figure` to ``path`` (PNG)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ratings_figure(league).savefig(path, dpi=100)
+
+
+def ratings_figure(league: League):
+    """Elo over training steps: a bold line per learner (a colour each), and each group's snapshots as grey markers
+    (their ratings as games moved them), with a legend naming both."""
     from matplotlib.figure import Figure  # a Figure without pyplot renders with Agg: no display, no global state
 
     groups = {p.id: p.group for p in [*league.retired.values(), *league.players.values()]}
-    learners = {key.partition("/")[0] for key in league.learners}
-    colors = {group: f"C{i}" for i, group in enumerate(sorted(learners | set(groups.values())))}
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    for key in league.learners:
-        rows = [r for r in league.history if r["player"] == key + LEARNER_SUFFIX]
-        group, _, role = key.partition("/")
-        ax.plot([r["step"] for r in rows], [r["rating"] for r in rows], color=colors[group],
-                linestyle=_LINESTYLE[role_kind(role)], label=key + LEARNER_SUFFIX)
-    for group in sorted(set(groups.values())):
+    for i, group in enumerate(sorted(set(groups.values()))):
         rows = [r for r in league.history if groups.get(r["player"]) == group]
-        ax.scatter([r["step"] for r in rows], [r["rating"] for r in rows], s=12, alpha=0.5, color=colors[group],
-                   label=f"{group} snapshots")
+        ax.scatter([r["step"] for r in rows], [r["rating"] for r in rows], s=14, alpha=0.45, color="0.55",
+                   marker=_SNAPSHOT_MARKERS[i % len(_SNAPSHOT_MARKERS)], linewidths=0,
+                   label=f"{group} snapshots", zorder=1)
+    for i, key in enumerate(league.learners):
+        rows = [r for r in league.history if r["player"] == key + LEARNER_SUFFIX]
+        ax.plot([r["step"] for r in rows], [r["rating"] for r in rows], color=f"C{i}", linewidth=2.2,
+                linestyle=_LINESTYLE[role_kind(key.partition("/")[2])], label=key + LEARNER_SUFFIX, zorder=2)
     if not league.history:
         ax.text(0.5, 0.5, "no rated games yet", transform=ax.transAxes, ha="center", va="center")
     ax.set_xlabel("learner step")
@@ -75,8 +93,7 @@ def plot_ratings(league: League, path: Path) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    return fig
 
 
 def _learner_record(league: League, player: Player) -> str:

@@ -350,5 +350,44 @@ def test_the_table_scores_a_sides_snapshots_by_the_other_sides_learner():
         lg.record("guesser", hider, score, step=10)
     console = Console(record=True, width=200)
     console.print(league_table(lg))
-    row = next(line for line in console.export_text().splitlines() if line.strip().startswith(hider))
+    row = next(line for line in console.export_text().splitlines() if hider in line)
     assert row.split()[-1] == "67%"  # the guesser's 2 wins in 3 games against the hider snapshot
+
+
+def table_rows(lg: League) -> list[list[str]]:
+    from rich.console import Console
+
+    from sparring.league_report import league_table
+
+    console = Console(record=True, width=200)
+    console.print(league_table(lg))
+    return [line.split() for line in console.export_text().splitlines() if "@" in line or "(learner)" in line]
+
+
+def test_the_table_ranks_only_players_that_have_played_and_lists_the_others_apart():
+    lg = league()
+    weak, strong, unplayed = with_snapshots(lg, [0, 100, 200])
+    lg.players[unplayed].rating = 1500.0  # a new snapshot inherits its learner's rating before any game
+    for opponent, score in ((weak, 1.0), (weak, 1.0), (strong, 0.0)):
+        lg.record("G", opponent, score, step=300)
+    rows = table_rows(lg)
+    names = [next(cell for cell in row if "@" in cell or cell == "G/main") for row in rows]
+    assert names == [strong, "G/main", weak, unplayed], rows  # by Elo, then the unplayed one below, unranked
+    assert [row[0] for row in rows] == ["1", "2", "3", "—"]
+
+
+def test_the_ratings_plot_sets_each_learner_apart_from_the_snapshots_with_a_legend():
+    from matplotlib.colors import to_rgba
+
+    from sparring.league_report import ratings_figure
+
+    lg = league()
+    (opponent,) = with_snapshots(lg, [0])
+    lg.record("G", opponent, 1.0, step=10)
+    ax = ratings_figure(lg).axes[0]
+    (line,) = ax.get_lines()
+    (markers,) = ax.collections
+    assert line.get_label() == "G/main (learner)" and markers.get_label() == "G snapshots"
+    assert to_rgba(line.get_color())[:3] != tuple(markers.get_facecolor()[0][:3])
+    assert line.get_linewidth() > 1.5
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["G snapshots", "G/main (learner)"]
