@@ -14,7 +14,8 @@ from sparring.spec import BehaviourSpec, group_of
 
 T = TypeVar("T", bound="Checkpointed")
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+"""Format 2: each learner's state under ``learners`` (format 1 kept PPO's policies and optimisers apart)."""
 
 
 class Checkpointed:
@@ -121,9 +122,13 @@ class Checkpointed:
     @classmethod
     def _check_header(cls, state: dict) -> None:
         """Refuse another trainer's (or another format's) checkpoint before reading anything else of it."""
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("algorithm") != cls.algorithm:
+        if state.get("algorithm") != cls.algorithm:
             raise ValueError(f"not a sparring {cls.algorithm.upper()} checkpoint "
                              f"(format {state.get('format')}, algorithm {state.get('algorithm')})")
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"a sparring {cls.algorithm.upper()} checkpoint of format {state.get('format')}; this "
+                             f"version of sparring reads format {CHECKPOINT_FORMAT} (train again, or use the version "
+                             "that wrote it)")
 
     @classmethod
     def load(cls: type[T], path: str | Path, env: MultiAgentEnv | None = None) -> T:

@@ -18,9 +18,30 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparring.agents.dense import activation_grad
 from sparring.spec import Batch, BehaviourSpec, Obs
 
 MASKED_LOGIT = -1e8  # finite, so entropy's p * log p stays 0 (not NaN) on masked actions
+
+
+def flat_obs(obs: Obs, keys: Sequence[str]) -> np.ndarray:
+    """Batched observation -> float32 ``(n, obs_size)``, a dict's components in ``keys`` order.
+
+    The result is always writeable: torch may not wrap a read-only array (a game's frame, a shared constant).
+    """
+    if isinstance(obs, dict):
+        parts = [np.asarray(obs[k]).reshape(len(obs[k]), -1) for k in keys]
+        flat = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    else:
+        flat = np.asarray(obs).reshape(len(obs), -1)
+    return np.require(flat, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
+
+
+def check_finite(flat: np.ndarray, behaviour: str) -> None:
+    """Refuse a NaN or infinite observation, naming the behaviour and the agent rows: one would poison training."""
+    if not np.isfinite(flat).all():
+        bad = np.flatnonzero(~np.isfinite(flat).all(1)).tolist()
+        raise ValueError(f"behaviour {behaviour!r}: non-finite observation (NaN or Inf) for agent rows {bad}")
 
 
 class RunningNorm(nn.Module):
@@ -89,12 +110,15 @@ class TwinMLP(nn.Module):
             self.biases.append(nn.Parameter(torch.zeros(2, 1, fan_out)))
         self.activation = activation
         self._act = {"tanh": fast_tanh, "relu": torch.relu}[activation]
+        # The same Parameter objects as plain tuples: indexing a ParameterList costs more than the matmul it feeds
+        # at these sizes. load_state_dict and .to() update parameters in place, so the tuples stay current.
+        self._layers = tuple(zip(self.weights, self.biases))
 
     def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every hidden layer's output, kept for :meth:`backward`."""
         h = x.unsqueeze(0).expand(2, *x.shape)
         out = []
-        for w, b in zip(self.weights, self.biases):
+        for w, b in self._layers:
             h = self._act(torch.baddbmm(b, h, w))
             out.append(h)
         return out
@@ -108,10 +132,10 @@ class TwinMLP(nn.Module):
         dh = d_top
         for layer in reversed(range(len(hidden))):
             h = hidden[layer]
-            dz = dh * (1 - h * h) if self.activation == "tanh" else dh * (h > 0)
-            w = self.weights[layer]
+            dz = activation_grad(dh, h, self.activation)
+            w, b = self._layers[layer]
             w.grad = torch.matmul(x.T, dz) if layer == 0 else torch.bmm(hidden[layer - 1].transpose(1, 2), dz)
-            self.biases[layer].grad = dz.sum(1, keepdim=True)
+            b.grad = dz.sum(1, keepdim=True)
             if layer > 0:
                 dh = torch.bmm(dz, w.transpose(1, 2))
 
@@ -310,12 +334,7 @@ class BehaviourPolicy(nn.Module):
 
     def flatten_obs(self, obs: Obs) -> torch.Tensor:
         """Batched numpy observation -> float32 ``(n, obs_size)`` tensor (no normalisation)."""
-        if isinstance(obs, dict):
-            parts = [np.asarray(obs[k]).reshape(len(obs[k]), -1) for k in self.obs_keys]
-            flat = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-        else:
-            flat = np.asarray(obs).reshape(len(obs), -1)
-        return torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32))
+        return torch.from_numpy(flat_obs(obs, self.obs_keys))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.normalizer is None else self.normalizer(x)
@@ -324,8 +343,13 @@ class BehaviourPolicy(nn.Module):
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(actor output, value) for normalised inputs ``x``."""
-        h = self.trunk(x)
-        return self.actor_head(h[0]), self.critic_head(h[1]).squeeze(-1)
+        return self._heads(self.trunk(x))
+
+    def _heads(self, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(actor output, value) from the trunk's stacked last activations (one addmm each, no Module call)."""
+        out = torch.addmm(self.actor_head.bias, top[0], self.actor_head.weight.T)
+        value = torch.addmm(self.critic_head.bias, top[1], self.critic_head.weight.T).squeeze(-1)
+        return out, value
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic_head(self.trunk(x)[1]).squeeze(-1)
@@ -365,9 +389,7 @@ class BehaviourPolicy(nn.Module):
     def forward_for_update(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """``(actor output, value, hidden activations)``; the activations feed :meth:`backward`."""
         hidden = self.trunk.activations(x)
-        top = hidden[-1]
-        out = torch.addmm(self.actor_head.bias, top[0], self.actor_head.weight.T)
-        value = torch.addmm(self.critic_head.bias, top[1], self.critic_head.weight.T).squeeze(-1)
+        out, value = self._heads(hidden[-1])
         return out, value, hidden
 
     @torch.no_grad()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -28,7 +27,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from sparring.agents.checkpoint import Checkpointed
-from sparring.agents.policy import BehaviourPolicy
+from sparring.agents.episodes import BehaviourReport, EpisodeLog, UpdateReport
+from sparring.agents.policy import BehaviourPolicy, check_finite
+from sparring.agents.reward_scaling import RewardScaler
 from sparring.agents.rollout import RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps
 from sparring.spec import Batch, BehaviourSpec, Obs, batch_take
@@ -67,29 +68,19 @@ class PPOSettings(BaseModel):
     max_grad_norm: float = Field(0.5, gt=0, description="Global gradient norm clip.")
     normalize_advantage: bool = Field(True, description="Standardise advantages per minibatch.")
     normalize_obs: bool = Field(False, description="Running mean/std observation normalisation (exported too).")
+    normalize_reward: bool = Field(
+        False,
+        description=(
+            "Divide rewards by the running std of the discounted return, clipped to +-10 (Stable-Baselines3's "
+            "VecNormalize norm_reward); the statistics are saved with checkpoints."
+        ),
+    )
     hidden_sizes: list[int] = Field([64, 64], min_length=1, description="Hidden layer widths of actor and critic.")
     activation: Literal["tanh", "relu"] = "tanh"
 
 
 def _schedule(start: float, kind: str, progress: float) -> float:
     return start * max(0.0, 1.0 - progress) if kind == "linear" else start
-
-
-@dataclass
-class BehaviourReport:
-    """What one update of one behaviour produced: finished episodes and loss diagnostics."""
-
-    episode_returns: np.ndarray
-    episode_lengths: np.ndarray
-    stats: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class UpdateReport:
-    """Handed to the ``learn`` callback after every update."""
-
-    step: int
-    behaviours: dict[str, BehaviourReport]
 
 
 class BehaviourLearner:
@@ -102,19 +93,16 @@ class BehaviourLearner:
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.learning_rate, eps=1e-5, fused=True)
         action_dtype = np.float32 if self.policy.continuous_size else np.int64
         self.buffer = RolloutBuffer(self.policy.obs_size, self.policy.action_shape, action_dtype, spec.mask_size)
-        self._finished: list[tuple[np.ndarray, np.ndarray]] = []
+        self.episodes = EpisodeLog()
         self.recorded_obs = torch.zeros(0, self.policy.obs_size)
+        self.reward_scaler = RewardScaler(settings.gamma) if settings.normalize_reward else None
 
     def inputs(self, obs: Obs, update_stats: bool) -> torch.Tensor:
         """Normalised policy inputs; a NaN or infinite observation is refused, naming the behaviour."""
         return self._normalized(self.policy.flatten_obs(obs), update_stats)
 
     def _normalized(self, x: torch.Tensor, update_stats: bool) -> torch.Tensor:
-        if not np.isfinite(x.numpy()).all():
-            bad = (~torch.isfinite(x)).any(1).nonzero().flatten().tolist()
-            raise ValueError(
-                f"behaviour {self.spec.name!r}: non-finite observation (NaN or Inf) for agent rows {bad}"
-            )
+        check_finite(x.numpy(), self.spec.name)
         if update_stats and self.policy.normalizer is not None:
             self.policy.normalizer.update(x)
         return self.policy.normalize(x)
@@ -140,12 +128,14 @@ class BehaviourLearner:
             if terminals.truncated.any():
                 cut = terminals.truncated
                 bootstrap[cut] = self.policy.value(self.inputs(batch_take(terminals.obs, cut), False)).numpy()
-            self._finished.append(self.buffer.end_episodes(slots, bootstrap))
+            self.episodes.add(self.buffer.end_episodes(slots, bootstrap), terminals.truncated)
         if len(step.lost):
             self.buffer.drop(self.buffer.slots_of(step.lost))
         decisions = step.decisions
         if len(decisions):
             self.buffer.credit(self.buffer.slots_of(decisions.agent_ids), decisions.rewards)
+        if self.reward_scaler is not None:
+            self.reward_scaler.observe_step(step, self.buffer.slots_of)
 
     def update(self, decisions: DecisionSteps, progress: float, generator: torch.Generator) -> BehaviourReport:
         """GAE over the rollout, then ``n_epochs`` of minibatch PPO steps."""
@@ -158,8 +148,10 @@ class BehaviourLearner:
                 # Real observations to verify exports against, taken once per rollout (off the hot path).
                 self.recorded_obs = torch.cat([self.recorded_obs, raw])[-RECORDED_OBS:]
                 bootstrap = self.policy.value(self._normalized(raw, False)).numpy()
+        if self.reward_scaler is not None:  # the whole rollout at one scale: today's statistics
+            self.buffer.rewards[: self.buffer.size] = self.reward_scaler(self.buffer.rewards[: self.buffer.size])
         advantages, returns = self.buffer.finish(slots, bootstrap.astype(np.float32), s.gamma, s.gae_lambda)
-        report = self._pop_episodes()
+        report = self.episodes.pop()
         buf = self.buffer
         rows = slice(0, buf.size) if buf.valid[: buf.size].all() else np.flatnonzero(buf.valid[: buf.size])
         advantages, returns, values = advantages[rows], returns[rows], buf.values[rows]
@@ -186,7 +178,7 @@ class BehaviourLearner:
             for idx in _minibatches(n, s.batch_size, generator):
                 batch = columns if idx is None else tuple(None if c is None else c[idx] for c in columns)
                 stats = self._gradient_step(*batch, clip, diagnose=last_epoch)
-                torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm, foreach=True)
+                clip_grad_norm(params, s.max_grad_norm)
                 self.optimizer.step()
                 if stats is not None:
                     diagnostics.append(stats)
@@ -204,6 +196,8 @@ class BehaviourLearner:
             "Policy/Epsilon": clip,
             "Policy/Extrinsic Value Estimate": float(values.mean()),
         }
+        if self.reward_scaler is not None:
+            report.stats["Policy/Reward Scale"] = self.reward_scaler.scale
         self.buffer.clear()
         return report
 
@@ -269,14 +263,34 @@ class BehaviourLearner:
         clip_fraction = ((ratio - 1).abs() > clip).float().mean()
         return torch.stack([policy_loss, value_losses.mean(), entropy.mean(), approx_kl, clip_fraction])
 
-    def _pop_episodes(self) -> BehaviourReport:
-        if self._finished:
-            returns = np.concatenate([r for r, _ in self._finished])
-            lengths = np.concatenate([n for _, n in self._finished])
-        else:
-            returns, lengths = np.zeros(0), np.zeros(0, np.int64)
-        self._finished.clear()
-        return BehaviourReport(returns, lengths)
+    def state_dict(self) -> dict:
+        """Weights, optimiser, recorded observations and reward statistics: what resuming this learner needs."""
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "recorded_obs": self.recorded_obs,
+            "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        # a copy: torch's optimizer would otherwise share its moment tensors with ``state``
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.recorded_obs = state["recorded_obs"]
+        if self.reward_scaler is not None and state["reward_scaler"] is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+
+
+@torch.no_grad()
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> None:
+    """Scale the gradients down so their global norm is at most ``max_norm``, as torch's ``clip_grad_norm_``.
+
+    The same arithmetic in four foreach calls: torch's version spends more time grouping tensors by
+    device and dtype than computing, and it runs after every minibatch.
+    """
+    grads = [p.grad for p in params]
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
 
 
 def _minibatches(n: int, batch_size: int, generator: torch.Generator):
@@ -287,7 +301,6 @@ def _minibatches(n: int, batch_size: int, generator: torch.Generator):
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
-
 
 
 ROLLOUT_SETTINGS = ("n_steps", "buffer_size")
@@ -389,16 +402,11 @@ class PPO(Checkpointed):
         return {
             **super().state_dict(),
             "num_updates": self.num_updates,
-            "policies": {name: l.policy.state_dict() for name, l in self.learners.items()},
-            "optimizers": {name: l.optimizer.state_dict() for name, l in self.learners.items()},
-            "recorded_obs": {name: l.recorded_obs for name, l in self.learners.items()},
+            "learners": {name: learner.state_dict() for name, learner in self.learners.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         for name, learner in self.learners.items():
-            learner.policy.load_state_dict(state["policies"][name])
-            # a copy: torch's optimizer would otherwise share its moment tensors with ``state``
-            learner.optimizer.load_state_dict(copy.deepcopy(state["optimizers"][name]))
-            learner.recorded_obs = state.get("recorded_obs", {}).get(name, learner.recorded_obs)
+            learner.load_state_dict(state["learners"][name])
         self.num_updates = state["num_updates"]

@@ -40,9 +40,10 @@ from torch import nn
 
 from sparring.agents.dense import activation_grad, input_grad, linear, weight_grad
 from sparring.agents.checkpoint import Checkpointed
-from sparring.agents.policy import MASKED_LOGIT, RunningNorm
-from sparring.agents.ppo import BehaviourReport, UpdateReport
+from sparring.agents.episodes import BehaviourReport, EpisodeLog, UpdateReport
+from sparring.agents.policy import MASKED_LOGIT, RunningNorm, check_finite, flat_obs
 from sparring.agents.replay import Batch, OpenTransitions, ReplayBuffer
+from sparring.agents.reward_scaling import RewardScaler
 from sparring.envs.base import BehaviourStep, DecisionSteps, random_actions
 from sparring.spec import BehaviourSpec, Obs
 
@@ -82,6 +83,13 @@ class SACSettings(BaseModel):
     )
     save_replay_buffer: bool = Field(False, description="Keep the replay buffer in checkpoints, so --resume continues with it.")
     normalize_obs: bool = Field(False, description="Running mean/std observation normalisation (exported too).")
+    normalize_reward: bool = Field(
+        False,
+        description=(
+            "Divide sampled rewards by the running std of the discounted return, clipped to +-10 (Stable-Baselines3's "
+            "VecNormalize norm_reward); the statistics are saved with checkpoints."
+        ),
+    )
     hidden_sizes: list[int] = Field([256, 256], min_length=1, description="Hidden layer widths of actor and critics.")
     activation: Literal["relu", "tanh"] = "relu"
 
@@ -96,16 +104,6 @@ def override_settings(base: SACSettings, overrides: Mapping[str, object]) -> SAC
 
 
 # -- networks -------------------------------------------------------------------
-
-
-def _flatten_obs(obs: Obs, keys: list[str]) -> np.ndarray:
-    """Batched observation -> float32 ``(n, obs_size)``, components in sorted key order (as PPO's policy)."""
-    if isinstance(obs, dict):
-        parts = [np.asarray(obs[k]).reshape(len(obs[k]), -1) for k in keys]
-        flat = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-    else:
-        flat = np.asarray(obs).reshape(len(obs), -1)
-    return np.ascontiguousarray(flat, dtype=np.float32)
 
 
 class SACActor(nn.Module):
@@ -153,7 +151,7 @@ class SACActor(nn.Module):
 
     def flatten_obs(self, obs: Obs) -> torch.Tensor:
         """Batched numpy observation -> float32 ``(n, obs_size)`` tensor (no normalisation)."""
-        return torch.from_numpy(_flatten_obs(obs, self.obs_keys))
+        return torch.from_numpy(flat_obs(obs, self.obs_keys))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.normalizer is None else self.normalizer(x)
@@ -357,7 +355,8 @@ class BehaviourSAC:
         self.steps = 0  # decisions taken
         self.num_updates = 0
         self.update_credit = 0.0  # gradient steps owed (steps_per_update)
-        self._finished: list[tuple[np.ndarray, np.ndarray]] = []
+        self.episodes = EpisodeLog()
+        self.reward_scaler = RewardScaler(s.gamma) if s.normalize_reward else None
         self._decision_obs = np.zeros((0, actor.obs_size), np.float32)
         self._last: tuple[torch.Tensor, ...] | None = None  # the last update's loss terms, for report()
 
@@ -371,7 +370,7 @@ class BehaviourSAC:
             final = self._flat(terminals.obs)
             # A terminated episode has no future value; a truncated one bootstraps from its final observation.
             open_.close(slots, terminals.rewards, final, terminals.truncated.astype(np.float32), None, self.replay)
-            self._finished.append(open_.end_episodes(slots))
+            self.episodes.add(open_.end_episodes(slots), terminals.truncated)
         if len(step.lost):
             open_.drop(open_.slots_of(step.lost))
         decisions = step.decisions
@@ -379,13 +378,13 @@ class BehaviourSAC:
             self._decision_obs = self._flat(decisions.obs)
             open_.close(open_.slots_of(decisions.agent_ids), decisions.rewards, self._decision_obs,
                         np.ones(len(decisions), np.float32), decisions.action_mask, self.replay)
+        if self.reward_scaler is not None:
+            self.reward_scaler.observe_step(step, open_.slots_of)
 
     def _flat(self, obs: Obs) -> np.ndarray:
-        """Flat float32 observations; a NaN or infinite one is refused, naming the behaviour (it would poison replay)."""
-        flat = _flatten_obs(obs, self.actor.obs_keys)
-        if not np.isfinite(flat).all():
-            bad = np.flatnonzero(~np.isfinite(flat).all(1)).tolist()
-            raise ValueError(f"behaviour {self.spec.name!r}: non-finite observation (NaN or Inf) for agent rows {bad}")
+        """Flat float32 observations; a NaN or infinite one is refused (it would poison replay)."""
+        flat = flat_obs(obs, self.actor.obs_keys)
+        check_finite(flat, self.spec.name)
         return flat
 
     @torch.no_grad()
@@ -425,7 +424,10 @@ class BehaviourSAC:
                 for group in opt.param_groups:
                     group["lr"] = lr
         while self.update_credit >= 1:
-            self.update(self.replay.sample(s.batch_size, rng), generator)
+            batch = self.replay.sample(s.batch_size, rng)
+            if self.reward_scaler is not None:  # replay keeps raw rewards; they are scaled as they are used
+                batch.rewards = torch.from_numpy(self.reward_scaler(batch.rewards.numpy()))
+            self.update(batch, generator)
             self.update_credit -= 1
 
     @torch.no_grad()
@@ -543,13 +545,7 @@ class BehaviourSAC:
 
     def report(self) -> BehaviourReport:
         """Episodes finished since the last report, and the last update's losses."""
-        if self._finished:
-            returns = np.concatenate([r for r, _ in self._finished])
-            lengths = np.concatenate([n for _, n in self._finished])
-        else:
-            returns, lengths = np.zeros(0), np.zeros(0, np.int64)
-        self._finished.clear()
-        report = BehaviourReport(returns, lengths)
+        report = self.episodes.pop()
         if self._last is not None:
             err1, err2, policy_loss, entropy, alpha, value = self._last
             q1_loss, q2_loss, policy, ent, coef, estimate = torch.stack([
@@ -566,6 +562,8 @@ class BehaviourSAC:
                 "Policy/Learning Rate": self.critic_optimizer.param_groups[0]["lr"],
                 "Policy/Extrinsic Value Estimate": estimate,
             }
+            if self.reward_scaler is not None:
+                report.stats["Policy/Reward Scale"] = self.reward_scaler.scale
             self._last = None
         return report
 
@@ -586,6 +584,7 @@ class BehaviourSAC:
             "update_credit": self.update_credit,
             "recorded_obs": self.recorded_obs,
             "replay": self.replay.state_dict() if with_replay else None,
+            "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -598,6 +597,8 @@ class BehaviourSAC:
         self.steps, self.num_updates, self.update_credit = state["steps"], state["num_updates"], state["update_credit"]
         if state["replay"] is not None:
             self.replay.load_state_dict(state["replay"])
+        if self.reward_scaler is not None and state["reward_scaler"] is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
 
 
 # -- the trainer ---------------------------------------------------------------------

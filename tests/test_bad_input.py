@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 
 from sparring.agents import PPO
@@ -47,6 +48,15 @@ def test_a_checkpoint_of_another_algorithm_is_refused_by_name(tmp_path):
     from sparring.agents import SAC
 
     SAC(None, specs=NaNAfter(bad_step=0).specs).save(tmp_path / "sac.pt")
-    with pytest.raises(ValueError, match=r"not a sparring PPO checkpoint \(format 1, algorithm sac\)"):
+    with pytest.raises(ValueError, match=r"not a sparring PPO checkpoint \(format 2, algorithm sac\)"):
         PPO.load(tmp_path / "sac.pt")
     assert isinstance(SAC.load(tmp_path / "sac.pt"), SAC)  # the file is untouched and still loads as what it is
+
+
+def test_a_checkpoint_of_an_older_format_is_refused_naming_both_formats(tmp_path):
+    model = PPO(None, specs=NaNAfter(bad_step=0).specs)
+    state = model.state_dict()
+    state["format"] = 1
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"PPO checkpoint of format 1; this version of sparring reads format 2"):
+        PPO.load(tmp_path / "old.pt")

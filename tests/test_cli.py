@@ -111,8 +111,8 @@ def test_resume_continues_step_count_parameters_and_optimizer(tmp_path):
 
     assert second["num_steps"] >= 1024 > first["num_steps"]
     assert second["num_updates"] == first["num_updates"] + (second["num_steps"] - first["num_steps"]) // 64
-    opt_first = first["optimizers"]["CartPole"]["state"][0]["step"]
-    opt_second = second["optimizers"]["CartPole"]["state"][0]["step"]
+    opt_first = first["learners"]["CartPole"]["optimizer"]["state"][0]["step"]
+    opt_second = second["learners"]["CartPole"]["optimizer"]["state"][0]["step"]
     updates = second["num_updates"] - first["num_updates"]
     assert float(opt_second) == float(opt_first) + updates * 2 * 1  # n_epochs * minibatches per update
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -360,6 +360,7 @@ def test_sac_file_trains_sac_with_its_own_hyperparameters():
         "learning_rate": 3e-4, "lr_schedule": "constant", "buffer_size": 2_000_000, "batch_size": 1024,
         "buffer_init_steps": 0, "steps_per_update": 30.0, "tau": 0.005, "gamma": 0.995, "init_entcoef": 1.0,
         "learn_entcoef": True, "target_entropy": None, "save_replay_buffer": False, "normalize_obs": True,
+        "normalize_reward": False,
         "hidden_sizes": [256, 256, 256], "activation": "relu",
     }
     assert unsupported == ["behaviors.Walker.time_horizon"]  # reward_signal_steps_per_update equals steps_per_update

@@ -70,3 +70,21 @@ def test_closed_form_gradients_match_autograd(case):
         assert stats[0] + learner.settings.vf_coef * stats[1] - learner.settings.ent_coef * stats[2] == pytest.approx(
             textbook_loss(learner, *args).item(), rel=1e-5, abs=1e-6
         )
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_gradient_clipping_matches_torch(max_norm):
+    """Scaled down to max_norm when the global norm is larger, untouched when it is smaller."""
+    from sparring.agents.ppo import clip_grad_norm
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(2, 4, 64), (2, 1, 64), (3, 64), (3,)]
+    ours = [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes]
+    theirs = [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes]
+    for a, b in zip(ours, theirs):
+        a.grad = torch.randn(a.shape, generator=generator)
+        b.grad = a.grad.clone()
+    clip_grad_norm(ours, max_norm)
+    torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=0)

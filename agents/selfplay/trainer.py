@@ -309,8 +309,8 @@ class SelfPlay(PPO):
         state = super().state_dict()
         state["self_play"] = {
             "league": self.league.state_dict(),
-            "exploiters": {role: {group: {"policy": l.policy.state_dict(), "optimizer": l.optimizer.state_dict()}
-                                  for group, l in by_group.items()} for role, by_group in self.exploiters.items()},
+            "exploiters": {role: {group: learner.state_dict() for group, learner in by_group.items()}
+                           for role, by_group in self.exploiters.items()},
             "copy_opponents": list(self.copy_opponents),
             "learning_side": self.learning_side,
             "learner_seat": self.learner_seat.copy(),
@@ -328,8 +328,7 @@ class SelfPlay(PPO):
         self.opponents = copy.deepcopy(saved["opponents"])
         for role, by_group in self.exploiters.items():
             for group, learner in by_group.items():
-                learner.policy.load_state_dict(saved["exploiters"][role][group]["policy"])
-                learner.optimizer.load_state_dict(copy.deepcopy(saved["exploiters"][role][group]["optimizer"]))
+                learner.load_state_dict(saved["exploiters"][role][group])
         self.copy_opponents = list(saved["copy_opponents"])
         self.marks = dict(saved["marks"])
         self._opponent_policies.clear()
