@@ -6,12 +6,13 @@
     sparring play MODEL.onnx [MODEL.onnx ...] --config CONFIG.yaml [--episodes N]
     sparring check-engine [--transport grpc|tcp] [--port N] [--steps N] [COMMAND ...]
     sparring league RUN_DIR [--plot PATH]
+    sparring doctor RUN_DIR
 
 CONFIG is a sparring config or an ML-Agents trainer config (see sparring.mlagents_config);
 the environment flags are mlagents-learn's, and override the file as they do there.
 
-Exit status: 0 done, 1 training stopped by an error (checkpoints kept), 2 the
-command or its config was wrong (nothing written).
+Exit status: 0 done, 1 training stopped by an error (checkpoints kept) or the doctor
+found something, 2 the command or its config was wrong (nothing written).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     league = commands.add_parser("league", help="a self-play run's league: its ratings as a table and over training")
     league.add_argument("run_dir", type=Path, help="results/<run-id> of a self-play run")
     league.add_argument("--plot", type=Path, help="where the PNG goes (default: RUN_DIR/league/ratings.png)")
+    doctor = commands.add_parser("doctor", help="read a run's metrics and name what is wrong with its training")
+    doctor.add_argument("run_dir", type=Path, help="results/<run-id>")
     args = parser.parse_args(argv)
     try:
         if args.subcommand == "check-engine":
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             return _play(args)
         if args.subcommand == "league":
             return _league(args)
+        if args.subcommand == "doctor":
+            return _doctor(args)
         return _train(args)
     except UsageError as exc:
         print(f"sparring: error: {exc}", file=sys.stderr)
@@ -279,6 +284,28 @@ def _league(args: argparse.Namespace) -> int:
                          f"{type(exc).__name__}: {exc}") from None
     report(league, args.plot or directory / "ratings.png")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Print the doctor's findings; exit 0 when it found nothing, 1 when it found something."""
+    from rich.console import Console
+
+    from sparring.doctor import diagnose
+
+    try:
+        findings = diagnose(args.run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(f"doctor: {exc}") from None
+    console = Console(highlight=False, soft_wrap=True)
+    if not findings:
+        console.print(f"{args.run_dir}: healthy (no finding in its metrics)")
+        return 0
+    console.print(f"{args.run_dir}: {len(findings)} finding{'s' if len(findings) > 1 else ''}")
+    for finding in findings:
+        where = f" ({finding.behaviour})" if finding.behaviour else ""
+        console.print(f"\n[bold]{finding.check}{where}[/bold]\n  seen: {finding.seen}\n  why it matters: "
+                      f"{finding.why}\n  try: {finding.fix}")
+    return 1
 
 
 def _check_engine(args: argparse.Namespace) -> int:

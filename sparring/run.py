@@ -23,7 +23,8 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sparring.agents.ppo import PPO, UpdateReport
+from sparring.agents.episodes import UpdateReport
+from sparring.agents.ppo import PPO
 from sparring.agents.sac import SAC
 from sparring.config import RunConfig
 
@@ -86,7 +87,7 @@ class RunLogger:
         self.console = console or Console(stderr=True)
         self.writers = {name: SummaryWriter(str(run.tensorboard / name)) for name in model.specs}
         self._metrics_file = run.metrics.open("a")
-        self._episodes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in model.specs}
+        self._episodes: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in model.specs}
         self._stats: dict[str, list[dict[str, float]]] = {name: [] for name in model.specs}
         self._next_summary = _next_multiple(model.num_steps, self.trainer.summary_freq)
         self._next_checkpoint = _next_multiple(model.num_steps, self.trainer.checkpoint_interval)
@@ -109,32 +110,33 @@ class RunLogger:
 
     def __call__(self, model: PPO | SAC, report: UpdateReport) -> None:
         for name, behaviour in report.behaviours.items():
-            self._episodes[name].append((behaviour.episode_returns, behaviour.episode_lengths))
+            self._episodes[name].append(
+                (behaviour.episode_returns, behaviour.episode_lengths, behaviour.episode_truncated))
             if behaviour.stats:
                 self._stats[name].append(behaviour.stats)
         if self._progress is not None:
             self._progress.update(self._task, completed=report.step)
         if report.step >= self._next_summary or report.step >= self.trainer.max_steps:
-            self._summarise(report)
+            self._summarise(model, report)
             self._next_summary = _next_multiple(report.step, self.trainer.summary_freq)
         if report.step >= self._next_checkpoint:
             self.run.save_checkpoint(model, self.trainer.keep_checkpoints)
             self._next_checkpoint = _next_multiple(report.step, self.trainer.checkpoint_interval)
 
-    def _summarise(self, report: UpdateReport) -> None:
+    def _summarise(self, model: PPO | SAC, report: UpdateReport) -> None:
         now = time.perf_counter()
         rate = (report.step - self._last_step) / max(now - self._last_time, 1e-9)
         self._last_time, self._last_step = now, report.step
         lines = []
         for name in report.behaviours:
-            returns = np.concatenate([r for r, _ in self._episodes[name]])
-            lengths = np.concatenate([n for _, n in self._episodes[name]])
+            returns, lengths, truncated = (np.concatenate(column) for column in zip(*self._episodes[name]))
             self._episodes[name].clear()
             metrics = _means(self._stats[name])
             self._stats[name].clear()
-            if len(returns):
-                metrics["Environment/Cumulative Reward"] = float(returns.mean())
-                metrics["Environment/Episode Length"] = float(lengths.mean())
+            metrics.update(episode_metrics(returns, lengths, truncated))
+            recorded = model.learners[name].recorded_obs
+            if len(recorded):  # the newest raw observations the learner saw
+                metrics["Diagnostics/Observation Max RMS"] = float(recorded.square().mean(0).sqrt().max())
             metrics["Environment/Episodes"] = float(len(returns))
             metrics["Performance/Steps per Second"] = rate
             if self._league is not None:
@@ -172,6 +174,26 @@ class RunLogger:
         for writer in self._all_writers():
             writer.close()
         self._metrics_file.close()
+
+
+def episode_metrics(returns: np.ndarray, lengths: np.ndarray, truncated: np.ndarray) -> dict[str, float]:
+    """What a summary says of the episodes that ended in it: ML-Agents' return and length, and the spread,
+    time limits and reward rates ``sparring doctor`` reads (under ``Diagnostics/``)."""
+    if not len(returns):
+        return {}
+    rates = returns / np.maximum(lengths, 1)  # reward per decision, each episode
+    metrics = {
+        "Environment/Cumulative Reward": float(returns.mean()),
+        "Environment/Episode Length": float(lengths.mean()),
+        "Diagnostics/Return Std": float(returns.std()),
+        "Diagnostics/Truncated Fraction": float(truncated.mean()),
+        "Diagnostics/Reward Per Step": float(np.abs(rates).mean()),
+    }
+    if not truncated.all():
+        metrics["Diagnostics/Best Terminated Reward Per Step"] = float(rates[~truncated].max())
+    if truncated.any():
+        metrics["Diagnostics/Truncated Reward Per Step"] = float(rates[truncated].mean())
+    return metrics
 
 
 def _means(reports: list[dict[str, float]]) -> dict[str, float]:
