@@ -47,6 +47,7 @@ check-protos: venv
 # Each benchmark runs sparring and its peer side by side and ends with one machine-readable line.
 bench: venv
 	$(PY) benchmarks/ppo_cartpole.py
+	$(PY) benchmarks/ppo_acrobot.py
 	$(PY) benchmarks/sac_pendulum.py
 	$(PY) benchmarks/bridge.py
 	$(PY) benchmarks/onnx_latency.py

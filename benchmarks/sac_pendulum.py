@@ -7,9 +7,9 @@ replay buffer, tau 0.005, gamma 0.99 and automatic entropy tuning (target -1,
 initial coefficient 1). Both are checked for the return threshold every 1000 env
 steps, on the mean of the last 10 finished training episodes.
 
-    python benchmarks/sac_pendulum.py [--steps 20000] [--seeds 0 1 2] [--threads 1]
+    python benchmarks/sac_pendulum.py [--steps 20000] [--seeds 0 1 2 3 4] [--threads 1]
 
-Last line: ``sac_pendulum throughput_ratio=<...> steps_to_-200_ratio=<...>``.
+Last line: ``sac_pendulum throughput_ratio=<...> steps_to_-200_ratio=<...> seeds=<n>`` (ratios of the medians over seeds).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ SETTINGS = dict(learning_rate=1e-3, buffer_size=1_000_000, batch_size=256, tau=0
 THRESHOLD, WINDOW, CHECK_EVERY = -200.0, 10, 1000
 
 
-def run_sparring(seed: int, steps: int) -> tuple[float, int | None]:
+def run_sparring(seed: int, steps: int) -> tuple[float, ThresholdWatch]:
     from sparring.agents import SAC
     from sparring.envs.gymnasium import GymnasiumEnv
 
@@ -42,10 +42,10 @@ def run_sparring(seed: int, steps: int) -> tuple[float, int | None]:
     model.learn(steps, callback=watch.sparring_callback("Pendulum"))
     elapsed = time.perf_counter() - start
     env.close()
-    return model.num_steps / elapsed, watch.reached_at
+    return model.num_steps / elapsed, watch
 
 
-def run_sb3(seed: int, steps: int) -> tuple[float, int | None]:
+def run_sb3(seed: int, steps: int) -> tuple[float, ThresholdWatch]:
     from stable_baselines3 import SAC as SB3SAC
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -61,7 +61,7 @@ def run_sb3(seed: int, steps: int) -> tuple[float, int | None]:
     model.learn(steps, callback=watch.sb3_callback())
     elapsed = time.perf_counter() - start
     env.close()
-    return model.num_timesteps / elapsed, watch.reached_at
+    return model.num_timesteps / elapsed, watch
 
 
 def main() -> None:
