@@ -64,6 +64,9 @@ class PPOSettings(BaseModel):
         None, gt=0, description="Clip the value update around the rollout's values; None: unclipped."
     )
     ent_coef: float = Field(0.0, ge=0, description="Entropy bonus weight (ML-Agents' beta).")
+    ent_schedule: Literal["linear", "constant"] = Field(
+        "constant", description="'linear' decays ent_coef to 0 at total_steps (ML-Agents' beta_schedule)."
+    )
     vf_coef: float = Field(0.5, ge=0, description="Value loss weight.")
     max_grad_norm: float = Field(0.5, gt=0, description="Global gradient norm clip.")
     normalize_advantage: bool = Field(True, description="Standardise advantages per minibatch.")
@@ -168,6 +171,7 @@ class BehaviourLearner:
         ret_all = torch.from_numpy(returns)
         lr = _schedule(s.learning_rate, s.lr_schedule, progress)
         clip = _schedule(s.clip_range, s.clip_schedule, progress)
+        ent_coef = _schedule(s.ent_coef, s.ent_schedule, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -177,7 +181,7 @@ class BehaviourLearner:
             last_epoch = epoch == s.n_epochs - 1  # diagnostics cost time; the final epoch's are reported
             for idx in _minibatches(n, s.batch_size, generator):
                 batch = columns if idx is None else tuple(None if c is None else c[idx] for c in columns)
-                stats = self._gradient_step(*batch, clip, diagnose=last_epoch)
+                stats = self._gradient_step(*batch, clip, ent_coef, diagnose=last_epoch)
                 clip_grad_norm(params, s.max_grad_norm)
                 self.optimizer.step()
                 if stats is not None:
@@ -194,6 +198,7 @@ class BehaviourLearner:
             "Policy/Explained Variance": explained,
             "Policy/Learning Rate": lr,
             "Policy/Epsilon": clip,
+            "Policy/Beta": ent_coef,
             "Policy/Extrinsic Value Estimate": float(values.mean()),
         }
         if self.reward_scaler is not None:
@@ -212,6 +217,7 @@ class BehaviourLearner:
         returns: torch.Tensor,
         old_values: torch.Tensor,
         clip: float,
+        ent_coef: float,
         diagnose: bool = True,
     ) -> torch.Tensor | None:
         """One minibatch of the PPO loss, with its gradient written out instead of taken by autograd.
@@ -227,7 +233,7 @@ class BehaviourLearner:
         out, values, hidden = policy.forward_for_update(x)
         dist = policy.distribution(out, mask)
         logp = dist.log_prob(actions)
-        entropy = dist.entropy() if diagnose or s.ent_coef else None
+        entropy = dist.entropy() if diagnose or ent_coef else None
         if s.normalize_advantage and batch > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 
@@ -253,7 +259,7 @@ class BehaviourLearner:
         d_value = d_error * (2 * s.vf_coef / batch)
 
         # Chain rule into the actor's output (logits, Gaussian means and log-std, or both).
-        d_out, d_log_std = dist.head_grads(actions, d_logp, -s.ent_coef / batch)
+        d_out, d_log_std = dist.head_grads(actions, d_logp, -ent_coef / batch)
         policy.backward(x, hidden, d_out, d_value, d_log_std)
 
         if not diagnose:

@@ -51,33 +51,35 @@ def test_random_play_stays_far_below_the_thresholds():
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("transport", ["grpc", "tcp"])
-def test_ppo_learns_the_arena_through_two_engine_processes(tmp_path, transport):
+def test_ppo_learns_the_arena_through_two_engine_processes(tmp_path, transport, learning_seed, measured):
     with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA), "--sparring-transport", transport],
                                transport=transport, env=PYTHONPATH, log_dir=tmp_path, step_timeout=30) as env:
-        model = PPO(env, seed=0, n_steps=64, batch_size=512, n_epochs=4, learning_rate=1e-3, gamma=0.95,
-                    gae_lambda=0.9, ent_coef=0.01)
+        model = PPO(env, seed=learning_seed, n_steps=64, batch_size=512, n_epochs=4, learning_rate=1e-3,
+                    gamma=0.95, gae_lambda=0.9, ent_coef=0.01)
         model.learn(150_000)
-        returns = mean_returns(model, env, episodes=1000, seed=1000)
+        returns = mean_returns(model, env, episodes=1000, seed=1000 + learning_seed)
         assert env.restarts == 0
+    measured(transport=transport, **returns)
     assert returns["Runner"] >= THRESHOLDS["Runner"], returns
     assert returns["Turret"] >= THRESHOLDS["Turret"], returns
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_ppo_keeps_learning_while_engines_crash_and_come_back(tmp_path):
+def test_ppo_keeps_learning_while_engines_crash_and_come_back(tmp_path, learning_seed, measured):
     """Three engine crashes mid-training: their agents are lost, the engines relaunched, the thresholds still met."""
     with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA), "--sparring-transport", "tcp"], transport="tcp",
                                env=PYTHONPATH, log_dir=tmp_path, restart_backoff=0.2) as env:
-        model = PPO(env, seed=0, n_steps=64, batch_size=512, n_epochs=4, learning_rate=1e-3, gamma=0.95,
-                    gae_lambda=0.9, ent_coef=0.01)
+        model = PPO(env, seed=learning_seed, n_steps=64, batch_size=512, n_epochs=4, learning_rate=1e-3,
+                    gamma=0.95, gae_lambda=0.9, ent_coef=0.01)
 
         def crash_an_engine(model, report):
             if model.num_updates in (5, 20, 40):
                 os.kill(env.processes[model.num_updates % 2].pid, signal.SIGKILL)
 
         model.learn(150_000, callback=crash_an_engine)
-        returns = mean_returns(model, env, episodes=1000, seed=1000)
+        returns = mean_returns(model, env, episodes=1000, seed=1000 + learning_seed)
         assert env.metrics["crashes"] == 3 and env.metrics["lost_agents"] == 3 * 24
+    measured(**returns)
     assert returns["Runner"] >= THRESHOLDS["Runner"], returns
     assert returns["Turret"] >= THRESHOLDS["Turret"], returns

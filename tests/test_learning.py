@@ -22,22 +22,24 @@ def greedy_returns(model: PPO, env_id: str, episodes: int, seed: int) -> np.ndar
 
 
 
-def test_ppo_solves_cartpole():
+def test_ppo_solves_cartpole(learning_seed, measured):
     env = GymnasiumEnv("CartPole-v1", num_envs=8)
-    model = PPO(env, seed=0, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
+    model = PPO(env, seed=learning_seed, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
                 learning_rate=1e-3, clip_range=0.2, clip_schedule="linear")
     model.learn(60_000)
-    returns = greedy_returns(model, "CartPole-v1", episodes=20, seed=1000)
+    returns = greedy_returns(model, "CartPole-v1", episodes=20, seed=1000 + learning_seed)
+    measured(mean_return=float(returns.mean()))
     assert returns.mean() >= 475, returns
 
 
-def test_ppo_learns_continuous_pendulum():
+def test_ppo_learns_continuous_pendulum(learning_seed, measured):
     """Random play scores about -1200; swinging up and balancing scores above -300."""
     env = GymnasiumEnv("Pendulum-v1", num_envs=8)
-    model = PPO(env, seed=0, n_steps=256, batch_size=256, n_epochs=10, gamma=0.9, gae_lambda=0.95,
+    model = PPO(env, seed=learning_seed, n_steps=256, batch_size=256, n_epochs=10, gamma=0.9, gae_lambda=0.95,
                 learning_rate=1e-3, normalize_obs=True)
     model.learn(200_000)
-    returns = greedy_returns(model, "Pendulum-v1", episodes=20, seed=1000)
+    returns = greedy_returns(model, "Pendulum-v1", episodes=20, seed=1000 + learning_seed)
+    measured(mean_return=float(returns.mean()))
     assert returns.mean() >= -300, returns
 
 
@@ -48,12 +50,13 @@ def tictactoe_vs_random() -> PettingZooEnv:
     return PettingZooEnv(tictactoe_v3.env(), opponent="random")
 
 
-def test_ppo_with_action_masks_beats_random_tictactoe_from_both_seats():
+def test_ppo_with_action_masks_beats_random_tictactoe_from_both_seats(learning_seed, measured):
     """The learner's seat alternates each game, so 200 games are 100 as X and 100 as O."""
     env = SerialVectorEnv([tictactoe_vs_random] * 8)
-    model = PPO(env, seed=0, n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, gamma=0.99,
+    model = PPO(env, seed=learning_seed, n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, gamma=0.99,
                 gae_lambda=0.95, ent_coef=0.01, hidden_sizes=[128, 128], activation="relu")
     model.learn(1_000_000)
-    returns = evaluate(model, tictactoe_vs_random(), episodes=200, seed=2024)["player"]
+    returns = evaluate(model, tictactoe_vs_random(), episodes=200, seed=2024 + learning_seed)["player"]
     non_loss = (returns >= 0).mean()
+    measured(non_loss=float(non_loss), wins=float((returns > 0).mean()))
     assert non_loss >= 0.95, f"non-loss rate {non_loss:.3f}; wins {(returns > 0).mean():.3f}"

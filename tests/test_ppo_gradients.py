@@ -62,7 +62,7 @@ def test_closed_form_gradients_match_autograd(case):
     textbook_loss(learner, *args).backward()
     expected = {name: p.grad.clone() for name, p in policy.named_parameters()}
     policy.zero_grad(set_to_none=True)
-    stats = learner._gradient_step(*args)
+    stats = learner._gradient_step(*args, learner.settings.ent_coef)
 
     for name, p in policy.named_parameters():
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=f"{case}: {name}")

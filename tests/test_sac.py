@@ -508,35 +508,39 @@ def greedy_returns(model: SAC, env_id: str, episodes: int, seed: int) -> np.ndar
 
 
 @pytest.mark.slow
-def test_sac_learns_pendulum():
+def test_sac_learns_pendulum(learning_seed, measured):
     """Random play scores about -1200; swinging up and balancing scores above -200."""
-    model = SAC(GymnasiumEnv("Pendulum-v1"), seed=0, learning_rate=1e-3)
+    model = SAC(GymnasiumEnv("Pendulum-v1"), seed=learning_seed, learning_rate=1e-3)
     model.learn(8_000)
-    returns = greedy_returns(model, "Pendulum-v1", episodes=10, seed=1000)
+    returns = greedy_returns(model, "Pendulum-v1", episodes=10, seed=1000 + learning_seed)
+    measured(mean_return=float(returns.mean()))
     assert returns.mean() >= -250, returns
 
 
 @pytest.mark.slow
-def test_discrete_sac_learns_cartpole():
+def test_discrete_sac_learns_cartpole(learning_seed, measured):
     """The discrete variant: random play lasts about 22 steps; the threshold is 450 of the 500 possible."""
-    model = SAC(GymnasiumEnv("CartPole-v1"), seed=0, learning_rate=1e-3, hidden_sizes=[64, 64], batch_size=128,
+    model = SAC(GymnasiumEnv("CartPole-v1"), seed=learning_seed, learning_rate=1e-3, hidden_sizes=[64, 64], batch_size=128,
                 buffer_init_steps=1000)
     model.learn(30_000)
-    returns = greedy_returns(model, "CartPole-v1", episodes=20, seed=1000)
+    returns = greedy_returns(model, "CartPole-v1", episodes=20, seed=1000 + learning_seed)
+    measured(mean_return=float(returns.mean()))
     assert returns.mean() >= 450, returns
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.filterwarnings(DISTUTILS_WARNING)
-def test_an_ml_agents_sac_config_trains_both_behaviours_of_two_unity_builds_through_the_cli(tmp_path, capsys):
+def test_an_ml_agents_sac_config_trains_both_behaviours_of_two_unity_builds_through_the_cli(
+        tmp_path, capsys, learning_seed, measured):
     """examples/mlagents/standin_sac.yaml on the stand-in game: Seekers (discrete, masked) score about +0.18 at
     random and +0.98 at best; Movers (continuous) about -1.36 and -0.14. Mean training returns of the last summary."""
     player = build_player(tmp_path / "build")
     config = Path(__file__).resolve().parents[1] / "examples" / "mlagents" / "standin_sac.yaml"
     results = tmp_path / "results"
     assert main(["train", str(config), "--run-id", "sac", "--results-dir", str(results), "--env", player,
-                 "--num-envs", "2", "--base-port", str(free_ports(2)), "--no-graphics"]) == 0
+                 "--num-envs", "2", "--base-port", str(free_ports(2)), "--no-graphics",
+                 "--seed", str(learning_seed)]) == 0
     assert "ignoring ML-Agents settings sparring does not support yet: default_settings.time_horizon" in (
         capsys.readouterr().err)
     run = results / "sac"
@@ -544,19 +548,21 @@ def test_an_ml_agents_sac_config_trains_both_behaviours_of_two_unity_builds_thro
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last = {row["behaviour"]: row["Environment/Cumulative Reward"] for row in rows
             if "Environment/Cumulative Reward" in row}
+    measured(seeker=last[SEEKER], mover=last[MOVER])
     assert last[SEEKER] >= 0.9 and last[MOVER] >= -0.5, last
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_sac_learns_the_arena_through_two_bridge_engine_processes(tmp_path):
+def test_sac_learns_the_arena_through_two_bridge_engine_processes(tmp_path, learning_seed, measured):
     """PPO's thresholds (tests/test_bridge_learning.py): Runners >= 3.0 (random play about -0.04), Turrets >= 8.0
     (random play about 0.4), per episode of the trained policy's deterministic play."""
     with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA), "--sparring-transport", "tcp"], transport="tcp",
                                env=PYTHONPATH, log_dir=tmp_path, step_timeout=30) as env:
-        model = SAC(env, seed=0, hidden_sizes=[64, 64], learning_rate=1e-3, steps_per_update=4,
+        model = SAC(env, seed=learning_seed, hidden_sizes=[64, 64], learning_rate=1e-3, steps_per_update=4,
                     buffer_init_steps=1000, gamma=0.95, init_entcoef=0.05)
         model.learn(40_000)
-        returns = {name: r.mean() for name, r in evaluate(model, env, 1000, seed=1000).items()}
+        returns = {name: float(r.mean()) for name, r in evaluate(model, env, 1000, seed=1000 + learning_seed).items()}
         assert env.restarts == 0
+    measured(**returns)
     assert returns["Runner"] >= 3.0 and returns["Turret"] >= 8.0, returns

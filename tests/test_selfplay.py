@@ -281,3 +281,22 @@ def test_cli_self_play_run_resumes_and_reports_its_league(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "player@0" in out and (run / "league" / "ratings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run / "player.onnx").exists()  # exported like any run: policies are keyed by group
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_self_play_example_beats_a_random_player_it_never_met(tmp_path, learning_seed, measured, one_torch_thread):
+    """examples/tictactoe_selfplay.yaml through the CLI: the learner plays only itself and its snapshots, then
+    meets a random player from both seats. A perfect player that breaks ties at random wins about 0.88 of
+    such games (benchmarks/board_opponents.py); random against random about 0.58 from both seats."""
+    from sparring.agents import PPO
+    from sparring.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "tictactoe_selfplay.yaml"
+    assert main(["train", str(example), "--results-dir", str(tmp_path), "--run-id", "ttt",
+                 "--seed", str(learning_seed)]) == 0
+    model = PPO.load(tmp_path / "ttt" / "final.pt")
+    returns = evaluate(model, tictactoe(opponent="random"), episodes=1000, seed=2024 + learning_seed)["player"]
+    win, loss = float((returns > 0).mean()), float((returns < 0).mean())
+    measured(win=win, loss=loss)
+    assert win > 0.85 and loss < 0.01, f"win rate {win:.3f}, loss rate {loss:.3f}"

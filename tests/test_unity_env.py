@@ -18,6 +18,7 @@ import pytest
 from pettingzoo.test import parallel_api_test
 
 from sparring.agents import PPO
+from sparring.agents.evaluation import evaluate
 from sparring.cli import main
 from sparring.envs.base import check_env, random_actions
 from sparring.envs.parallel import to_parallel_env
@@ -44,18 +45,11 @@ def launch(player: str, num_envs: int = 2, log_folder=None, **options) -> MultiU
                          log_folder=None if log_folder is None else str(log_folder), **options)
 
 
-def train_ppo(env, steps: int, also=None) -> dict[str, float]:
-    """PPO on the stand-in's game; each behaviour's mean episode return in the last update that finished any."""
-    model = PPO(env, seed=0, n_steps=64, batch_size=256, n_epochs=8, learning_rate=1e-3, gamma=0.95, ent_coef=0.01)
-    returns = {}
-
-    def record(m, report):
-        returns.update({name: r.episode_returns.mean() for name, r in report.behaviours.items() if len(r.episode_returns)})
-        if also is not None:
-            also(m, report)
-
-    model.learn(steps, callback=record)
-    return returns
+def train_ppo(env, steps: int, seed: int, also=None) -> dict[str, float]:
+    """PPO on the stand-in's game, then each behaviour's mean return over 200 episodes of its deterministic play."""
+    model = PPO(env, seed=seed, n_steps=64, batch_size=256, n_epochs=8, learning_rate=1e-3, gamma=0.95, ent_coef=0.01)
+    model.learn(steps, callback=also)
+    return {name: float(r.mean()) for name, r in evaluate(model, env, 200, seed=1000 + seed).items() if len(r)}
 
 
 def test_team_ids_come_from_behaviour_names():
@@ -109,16 +103,17 @@ def test_environment_parameters_and_env_args_reach_the_build(player):
 
 
 @pytest.mark.slow
-def test_ppo_learns_both_behaviours_of_two_builds(player, tmp_path, one_torch_thread):
+def test_ppo_learns_both_behaviours_of_two_builds(player, tmp_path, one_torch_thread, learning_seed, measured):
     """Random play scores about +0.18 (Seeker) and -1.36 (Mover) per episode; the best about +0.98 and -0.14."""
     with launch(player, log_folder=tmp_path) as env:
-        returns = train_ppo(env, 25_000)
+        returns = train_ppo(env, 50_000, learning_seed)
+    measured(**returns)
     assert returns[SEEKER] >= 0.9, returns
     assert returns[MOVER] >= -0.5, returns
 
 
 @pytest.mark.slow
-def test_training_continues_when_a_build_is_killed_mid_run(player, tmp_path, one_torch_thread):
+def test_training_continues_when_a_build_is_killed_mid_run(player, tmp_path, one_torch_thread, learning_seed, measured):
     with launch(player, log_folder=tmp_path, restart_backoff=0.1) as env:
         victim = []
 
@@ -127,11 +122,12 @@ def test_training_continues_when_a_build_is_killed_mid_run(player, tmp_path, one
                 victim.append(env.slots[0].env.process.pid)
                 os.kill(victim[0], signal.SIGKILL)
 
-        returns = train_ppo(env, 25_000, kill_once)
+        returns = train_ppo(env, 50_000, learning_seed, kill_once)
         assert env.metrics["crashes"] == 1 and env.restarts == 1
         assert env.metrics["lost_agents"] == 8  # the 4 Seekers and 4 Movers of build 0, all mid-episode
         assert "code -9" in env.slots[0].last_failure
         assert env.slots[0].env.process.pid != victim[0] and env.builds_up == 2
+    measured(**returns)
     assert returns[SEEKER] >= 0.9 and returns[MOVER] >= -0.5, returns
 
 
@@ -217,11 +213,12 @@ def test_hybrid_actions_travel_both_parts_through_the_protocol(player):
 
 
 @pytest.mark.slow
-def test_ppo_learns_hybrid_actions(player, tmp_path, one_torch_thread):
+def test_ppo_learns_hybrid_actions(player, tmp_path, one_torch_thread, learning_seed, measured):
     """Parkers must steer (continuous) and park (discrete): random play scores about -0.38
     per episode, never parking -0.20, driving to the target and parking there +0.97."""
     with launch(player, log_folder=tmp_path, additional_args=["--hybrid"]) as env:
-        returns = train_ppo(env, 60_000)
+        returns = train_ppo(env, 60_000, learning_seed)
+    measured(**returns)
     assert returns[PARKER] >= 0.85, returns
 
 
@@ -247,13 +244,14 @@ def test_a_script_that_forgets_to_close_still_exits(player, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_ml_agents_config_file_trains_a_build_through_the_cli(player, tmp_path, capsys, one_torch_thread):
+def test_an_ml_agents_config_file_trains_a_build_through_the_cli(
+        player, tmp_path, capsys, one_torch_thread, learning_seed, measured):
     """examples/mlagents/standin.yaml, as mlagents-learn takes it, with mlagents-learn's flags."""
     config = Path(__file__).resolve().parents[1] / "examples" / "mlagents" / "standin.yaml"
     results = tmp_path / "results"
     assert main(["train", str(config), "--run-id", "standin", "--results-dir", str(results), "--env", player,
                  "--num-envs", "2", "--base-port", str(free_ports(2)), "--no-graphics", "--time-scale", "10",
-                 "--env-args", "--agents", "3"]) == 0
+                 "--seed", str(learning_seed), "--env-args", "--agents", "3"]) == 0
     err = capsys.readouterr().err
     assert "ignoring ML-Agents settings sparring does not support yet: behaviors.Seeker.time_horizon" in err
     run = results / "standin"
@@ -262,6 +260,7 @@ def test_an_ml_agents_config_file_trains_a_build_through_the_cli(player, tmp_pat
     returns = [(row["behaviour"], row["Environment/Cumulative Reward"]) for row in rows
                if "Environment/Cumulative Reward" in row]
     first, last = dict(reversed(returns)), dict(returns)
+    measured(first=first, last=last)
     # ML-Agents' slower settings (lr 3e-4, 3 epochs): from random play (about 0.3 and -1.4) most of the way
     assert last[SEEKER] >= 0.75 and last[SEEKER] - first[SEEKER] >= 0.4, (first, last)
     assert last[MOVER] >= -0.5 and last[MOVER] - first[MOVER] >= 0.6, (first, last)
