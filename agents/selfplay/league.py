@@ -72,6 +72,12 @@ class LeagueSettings(BaseModel):
         description="PFSP weight of a snapshot the learner beats with probability p: (1-p)^2 favours the hardest, "
         "p(1-p) the evenly matched.",
     )
+    opponent_exploration: float = Field(
+        0.0, ge=0, le=1,
+        description="Probability that an opponent's move is drawn at random (uniformly among allowed discrete "
+        "actions) instead of by its policy: the learner meets positions that its own play and its snapshots' "
+        "never reach, as AlphaZero's root noise does.",
+    )
     main_exploiters: int = Field(0, ge=0, description="AlphaStar main exploiters: play the newest main, reset when frozen (each needs its own env copies).")
     league_exploiters: int = Field(0, ge=0, description="AlphaStar league exploiters: play the whole league (each needs its own env copies).")
 

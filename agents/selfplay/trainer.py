@@ -231,6 +231,12 @@ class SelfPlay(PPO):
             x = policy.normalize(policy.flatten_obs(part.obs))
             mask = None if part.action_mask is None else torch.from_numpy(part.action_mask)
             action, _, _ = policy.sample(x, mask, self.generator)
+            exploration = self.league.settings.opponent_exploration
+            if exploration:
+                explore = torch.rand(len(action), generator=self.generator) < exploration
+                if explore.any():  # the action space's uninformed draw: uniform over the allowed discrete actions
+                    uninformed = policy.distribution(torch.zeros(len(action), policy.actor_head.out_features), mask)
+                    action[explore] = uninformed.sample(self.generator)[0][explore]
             batch_put(out, rows, policy.env_actions(action))
         return out
 
