@@ -15,6 +15,7 @@ from pettingzoo import ParallelEnv
 from sparring.agents.evaluation import evaluate
 from sparring.agents.selfplay.league import LATEST, League, LeagueSettings
 from sparring.agents.selfplay.trainer import SelfPlay, game_score
+from sparring.envs.base import DecisionSteps
 from sparring.envs.pettingzoo import PettingZooEnv
 from sparring.envs.vector import SerialVectorEnv
 from sparring.spec import group_of
@@ -60,6 +61,28 @@ def test_the_learner_plays_one_seat_per_game_and_rotates_every_episode():
     assert set(seats_seen) == {0, 1}  # copy 0's learner changed seats between games
     assert [p.step for p in model.league.players.values()] == [0]  # the step-0 snapshot
     assert finished[0] > 0
+
+
+@pytest.mark.parametrize("exploration", [0.0, 1.0])
+def test_opponent_exploration_replaces_that_share_of_opponent_moves_with_uniform_legal_ones(exploration):
+    """0: the opponent plays its policy (here one that always takes the first legal cell); 1: every move is a
+    uniform draw among the legal ones, so the learner meets positions its own play never reaches."""
+    model = self_play_tictactoe(opponent_exploration=exploration)
+    with torch.no_grad():  # a policy that strongly prefers cell 0
+        model.learners["player"].policy.actor_head.bias.copy_(torch.tensor([20.0] + [0.0] * 8))
+    n = 900
+    mask = np.ones((n, 9), bool)
+    mask[:, 0] = np.arange(n) % 2 == 0  # cell 0 is taken in half of the positions
+    decisions = DecisionSteps(np.arange(n, dtype=np.int64), np.zeros((n, 3, 3, 2), np.int8),
+                              np.zeros(n, np.float32), mask)
+    actions = model._opponent_act("player", np.array([LATEST] * n, object), decisions)
+    assert mask[np.arange(n), actions].all()  # always a legal move
+    free = mask[:, 0]
+    if exploration == 0.0:
+        assert (actions[free] == 0).all()
+    else:
+        counts = np.bincount(actions[free], minlength=9)  # 450 positions, 9 legal cells each
+        assert counts.min() > 25 and counts[0] < 80
 
 
 def test_snapshots_swaps_and_results_reach_the_league(tmp_path):
