@@ -34,8 +34,9 @@ class GymnasiumEnv(MultiAgentEnv):
             or give ``len(env)``.
         env_kwargs: keyword arguments for ``gymnasium.make`` (``max_episode_steps``,
             ``render_mode``, the env's own options); only with an id.
-        behaviour: the behaviour name; defaults to the id without namespace or
-            version (``"CartPole"``), or ``"agent"`` for factories.
+        behaviour: the behaviour name; defaults to the id without module, namespace
+            or version (``"CartPole"``; ``"Chase"`` for ``"my_games:Chase-v0"``), or
+            ``"agent"`` for factories.
     """
 
     def __init__(
@@ -51,7 +52,7 @@ class GymnasiumEnv(MultiAgentEnv):
                 raise ValueError(f"num_envs must be at least 1, got {copies}")
             kwargs = dict(env_kwargs or {})
             self.envs: list[gym.Env] = [gym.make(env, **kwargs) for _ in range(copies)]
-            name = behaviour or gym.envs.registration.parse_env_id(env)[1]
+            name = behaviour or gym.envs.registration.parse_env_id(env.rpartition(":")[2])[1]
             source = f"gymnasium env {env!r}"
         else:
             if env_kwargs:

@@ -159,3 +159,11 @@ def test_box_actions_reach_the_env_as_float_rows():
 def test_unsupported_space_raises_type_error_naming_it():
     with pytest.raises(TypeError, match=r"FrozenLake-v1.*Discrete\(16\)"):
         GymnasiumEnv("FrozenLake-v1")
+
+
+def test_an_id_from_a_module_names_the_behaviour_without_the_module():
+    """``module:Id-v0`` imports the module first (gymnasium's form); the module is no part of the behaviour's name,
+    which becomes file and folder names (a ':' is not allowed in every file system)."""
+    import broken_envs  # noqa: F401  (registers the ids)
+
+    assert list(GymnasiumEnv("broken_envs:StallingCorridor-v0").specs) == ["StallingCorridor"]
