@@ -12,6 +12,7 @@ from sparring.envs.bridge.env import MultiEngineEnv
 
 GAME = Path(__file__).resolve().parents[1] / "engines" / "godot" / "example"
 THRESHOLD = 0.8  # mean seeker return; random masked play scores about -0.04, walking straight to the coin about 0.95
+# Seeds 0-9: 0.952 to 0.955.
 
 pytestmark = [
     pytest.mark.godot,

@@ -1,4 +1,7 @@
-"""PPO learns: fixed seeds, real environments, thresholds on the trained policy's own play."""
+"""PPO learns: real environments, thresholds on the trained policy's own play that hold on every seed measured.
+
+Each test's docstring gives what it measured over seeds 0-9 (``pytest -m slow --learning-seeds 0-9``).
+"""
 
 import warnings
 
@@ -23,6 +26,8 @@ def greedy_returns(model: PPO, env_id: str, episodes: int, seed: int) -> np.ndar
 
 
 def test_ppo_solves_cartpole(learning_seed, measured):
+    """RL Zoo's settings, 60k steps. Seeds 0-9: every greedy policy scores 500, the most an episode allows,
+    in all 20 episodes (threshold 475)."""
     env = GymnasiumEnv("CartPole-v1", num_envs=8)
     model = PPO(env, seed=learning_seed, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
                 learning_rate=1e-3, clip_range=0.2, clip_schedule="linear")
@@ -33,7 +38,10 @@ def test_ppo_solves_cartpole(learning_seed, measured):
 
 
 def test_ppo_learns_continuous_pendulum(learning_seed, measured):
-    """Random play scores about -1200; swinging up and balancing scores above -300."""
+    """Random play scores about -1200; swinging up and balancing scores above -300.
+
+    Seeds 0-9: -179 to -261 per episode, median -202.
+    """
     env = GymnasiumEnv("Pendulum-v1", num_envs=8)
     model = PPO(env, seed=learning_seed, n_steps=256, batch_size=256, n_epochs=10, gamma=0.9, gae_lambda=0.95,
                 learning_rate=1e-3, normalize_obs=True)

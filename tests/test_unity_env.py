@@ -104,7 +104,10 @@ def test_environment_parameters_and_env_args_reach_the_build(player):
 
 @pytest.mark.slow
 def test_ppo_learns_both_behaviours_of_two_builds(player, tmp_path, one_torch_thread, learning_seed, measured):
-    """Random play scores about +0.18 (Seeker) and -1.36 (Mover) per episode; the best about +0.98 and -0.14."""
+    """Random play scores about +0.18 (Seeker) and -1.36 (Mover) per episode; the best about +0.98 and -0.14.
+
+    Seeds 0-9: Seekers 0.975 to 0.978, Movers -0.09 to -0.19.
+    """
     with launch(player, log_folder=tmp_path) as env:
         returns = train_ppo(env, 50_000, learning_seed)
     measured(**returns)
@@ -114,6 +117,7 @@ def test_ppo_learns_both_behaviours_of_two_builds(player, tmp_path, one_torch_th
 
 @pytest.mark.slow
 def test_training_continues_when_a_build_is_killed_mid_run(player, tmp_path, one_torch_thread, learning_seed, measured):
+    """Seeds 0-9, with build 0 killed at the third update: Seekers 0.976 to 0.978, Movers -0.15 to -0.25."""
     with launch(player, log_folder=tmp_path, restart_backoff=0.1) as env:
         victim = []
 
@@ -215,7 +219,10 @@ def test_hybrid_actions_travel_both_parts_through_the_protocol(player):
 @pytest.mark.slow
 def test_ppo_learns_hybrid_actions(player, tmp_path, one_torch_thread, learning_seed, measured):
     """Parkers must steer (continuous) and park (discrete): random play scores about -0.38
-    per episode, never parking -0.20, driving to the target and parking there +0.97."""
+    per episode, never parking -0.20, driving to the target and parking there +0.97.
+
+    Seeds 0-9: Parkers 0.91 to 0.96.
+    """
     with launch(player, log_folder=tmp_path, additional_args=["--hybrid"]) as env:
         returns = train_ppo(env, 60_000, learning_seed)
     measured(**returns)
@@ -246,7 +253,11 @@ def test_a_script_that_forgets_to_close_still_exits(player, tmp_path):
 @pytest.mark.slow
 def test_an_ml_agents_config_file_trains_a_build_through_the_cli(
         player, tmp_path, capsys, one_torch_thread, learning_seed, measured):
-    """examples/mlagents/standin.yaml, as mlagents-learn takes it, with mlagents-learn's flags."""
+    """examples/mlagents/standin.yaml, as mlagents-learn takes it, with mlagents-learn's flags.
+
+    Seeds 0-9, mean training return of the first and last summaries: Seekers from 0.14-0.31 to 0.91-0.95,
+    Movers from -1.30 to -1.42 to -0.28 to -0.33.
+    """
     config = Path(__file__).resolve().parents[1] / "examples" / "mlagents" / "standin.yaml"
     results = tmp_path / "results"
     assert main(["train", str(config), "--run-id", "standin", "--results-dir", str(results), "--env", player,
