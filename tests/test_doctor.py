@@ -3,7 +3,8 @@
 The runs are real: trained through the CLI on Gymnasium envs (tests/broken_envs.py holds the broken
 ones), so what the doctor reads is what a user's run folder holds. The checks no short run can
 provoke reliably (NaN, a collapsed temperature, crashed engines, a lopsided league) are tested on
-metrics written by hand.
+metrics written by hand. Measured over seeds 0-9: every broken run raised its own finding, and the
+healthy CartPole and demo runs raised none.
 """
 
 from __future__ import annotations
