@@ -522,10 +522,13 @@ def test_sac_learns_pendulum(learning_seed, measured):
 
 @pytest.mark.slow
 def test_discrete_sac_learns_cartpole(learning_seed, measured):
-    """The discrete variant: random play lasts about 22 steps; the threshold is 450 of the 500 possible."""
+    """The discrete variant: random play lasts about 22 steps; the threshold is 450 of the 500 possible.
+
+    Seeds 0-9 at 40k steps: 492 to 500, nine of them 500. (At 30k one seed in ten scored 373.)
+    """
     model = SAC(GymnasiumEnv("CartPole-v1"), seed=learning_seed, learning_rate=1e-3, hidden_sizes=[64, 64], batch_size=128,
                 buffer_init_steps=1000)
-    model.learn(30_000)
+    model.learn(40_000)
     returns = greedy_returns(model, "CartPole-v1", episodes=20, seed=1000 + learning_seed)
     measured(mean_return=float(returns.mean()))
     assert returns.mean() >= 450, returns
