@@ -311,7 +311,11 @@ def test_cli_self_play_run_resumes_and_reports_its_league(tmp_path, capsys):
 def test_the_self_play_example_beats_a_random_player_it_never_met(tmp_path, learning_seed, measured, one_torch_thread):
     """examples/tictactoe_selfplay.yaml through the CLI: the learner plays only itself and its snapshots, then
     meets a random player from both seats. A perfect player that breaks ties at random wins about 0.88 of
-    such games (benchmarks/board_opponents.py); random against random about 0.58 from both seats."""
+    such games (benchmarks/board_opponents.py); random against random about 0.58 from both seats.
+
+    Seeds 0-9, 1000 games each: won 0.939 to 0.954, lost none (and lost none of 1000 games to a perfect
+    minimax player). Without the example's opponent_exploration, seed 3 won 0.855.
+    """
     from sparring.agents import PPO
     from sparring.cli import main
 
@@ -322,4 +326,4 @@ def test_the_self_play_example_beats_a_random_player_it_never_met(tmp_path, lear
     returns = evaluate(model, tictactoe(opponent="random"), episodes=1000, seed=2024 + learning_seed)["player"]
     win, loss = float((returns > 0).mean()), float((returns < 0).mean())
     measured(win=win, loss=loss)
-    assert win > 0.85 and loss < 0.01, f"win rate {win:.3f}, loss rate {loss:.3f}"
+    assert win > 0.9 and loss < 0.01, f"win rate {win:.3f}, loss rate {loss:.3f}"
