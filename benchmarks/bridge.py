@@ -67,7 +67,7 @@ def end_to_end(env: MultiEngineEnv, seconds: float) -> float:
 
 
 def python_engine(transport: str, n: int, seconds: float) -> float:
-    program, args = game_command(str(HERE / "bridge_engine.py"), ["--agents", str(n), "--obs-size", str(OBS)], transport)
+    program, args = game_command(str(HERE / "bridge_engine.py"), ["--agents", str(n), "--obs-size", str(OBS)])
     with MultiEngineEnv.launch(program, 1, args, transport=transport, step_timeout=60) as env:
         return end_to_end(env, seconds)
 

@@ -19,7 +19,7 @@ from sparring.envs.base import random_rollout
 from sparring.envs.bridge.codec import ProtocolError
 from sparring.envs.bridge.env import BridgeEnv
 from sparring.envs.bridge.launcher import GameLauncher, describe_exit, new_token
-from sparring.envs.bridge.server import BridgeServer, SessionError
+from sparring.envs.bridge.server import BridgeServer, EngineSession, SessionError
 from sparring.envs.factory import game_command
 from sparring.spec import BehaviourSpec
 
@@ -82,8 +82,8 @@ def check_engine(
     launcher = process = None
     try:
         if executable is not None:
-            program, program_args = game_command(executable, args, transport)
-            launcher = GameLauncher(program, program_args, headless_args=headless_args)
+            program, program_args = game_command(executable, args)
+            launcher = GameLauncher(program, program_args, transport=transport, headless_args=headless_args)
             token = new_token()
             server.add_launch_token(token)
             process = launcher.launch(0, bound, token)
@@ -91,7 +91,7 @@ def check_engine(
         else:
             say("note", f"waiting for an engine on {transport} port {bound} ...")
         try:
-            session = server.accept(timeout=timeout, token=token if executable else None)
+            session = _await_engine(server, timeout, token if executable else None, process)
         except (SessionError, TimeoutError) as exc:
             exit_note = f"; the engine {describe_exit(process.poll())}, log {process.log_path}" if process else ""
             say("failed", f"handshake: {exc}{exit_note}")
@@ -116,6 +116,19 @@ def check_engine(
             launcher.close()
         server.close()
     return report
+
+
+def _await_engine(server: BridgeServer, timeout: float, token: str | None, process) -> EngineSession:
+    """The engine's session once its handshake is done; a launched engine that exits first ends the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        session = server.poll(token, timeout=min(0.1, max(deadline - time.monotonic(), 0)))
+        if session is not None:
+            return session
+        if process is not None and process.poll() is not None:
+            raise SessionError("the engine exited before completing its handshake")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no engine completed its handshake within {timeout} s")
 
 
 def _play(env: BridgeEnv, steps: int, seed: int, say: Callable[[str, str], None]) -> None:

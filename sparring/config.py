@@ -86,8 +86,9 @@ class BridgeEnvConfig(_Strict):
     executable: str | None = Field(
         None,
         description=(
-            "The game to launch num_envs copies of (a .py file runs with this Python). "
-            "None: editor mode, wait for num_envs engines to connect to host:port."
+            "The game to launch num_envs copies of (a .py file runs with this Python; a relative path is taken from "
+            "the working directory, as are relative args). None: editor mode, wait for num_envs engines to "
+            "connect to host:port."
         ),
     )
     args: list[str] = Field(default_factory=list, description="Extra command-line arguments for every copy.")
@@ -95,10 +96,44 @@ class BridgeEnvConfig(_Strict):
     num_envs: int = Field(1, ge=1, description="Game instances trained at once.")
     transport: Literal["grpc", "tcp"] = Field("grpc", description="gRPC stream, or length-prefixed frames over TCP.")
     host: str = Field("127.0.0.1", description="Address to listen on; anything but loopback needs a token.")
-    port: int = Field(0, ge=0, le=65535, description="Port to listen on (0: any free port; editor mode needs a fixed one).")
-    token: str | None = Field(None, description="Shared secret engines must present (launched copies get one always).")
+    port: int = Field(
+        0, ge=0, le=65535,
+        description="Port to listen on. 0: a free port for launched copies; in editor mode 5105 (gRPC) or 5106 (TCP).",
+    )
+    token: str | None = Field(
+        None,
+        description="Shared secret engines must present. None: none is needed on loopback (any is accepted); "
+        "launched copies always get one of their own.",
+    )
+    handshake_timeout: float = Field(10.0, gt=0, description="Seconds a new connection has to send its Hello.")
+    connect_timeout: float | None = Field(
+        None, gt=0,
+        description="Seconds to wait for engines to complete their handshake: a launched copy from its launch "
+        "(default 60), the first engines in editor mode (default 600).",
+    )
+    reset_timeout: float | None = Field(
+        None, gt=0, description="Seconds an engine may take to answer a Reset (levels load). None: step_timeout."
+    )
     step_timeout: float = Field(60.0, gt=0, description="Seconds an engine may take to answer before it is relaunched.")
     max_restarts: int = Field(5, ge=0, description="Relaunches per game instance before training stops.")
+    max_message_bytes: int = Field(64 * 2**20, ge=1024, description="The largest message either side may send.")
+    max_behaviours: int = Field(64, ge=1, description="Behaviours an engine may declare.")
+    max_observation_elements: int = Field(
+        2**16, ge=1, description="Observation values per agent an engine may declare, all components together."
+    )
+    max_action_choices: int = Field(
+        2**16, ge=1, description="Discrete actions per behaviour an engine may declare, all branches together."
+    )
+    max_action_dims: int = Field(1024, ge=1, description="Continuous action values, or discrete branches, per behaviour.")
+
+    def server_options(self) -> dict[str, Any]:
+        """The :class:`~sparring.envs.bridge.server.BridgeServer` settings these keys give."""
+        from sparring.envs.bridge.codec import SpecLimits
+
+        limits = SpecLimits(self.max_behaviours, self.max_observation_elements, self.max_action_choices,
+                            self.max_action_dims)
+        return {"max_message_bytes": self.max_message_bytes, "handshake_timeout": self.handshake_timeout,
+                "limits": limits}
 
     @property
     def label(self) -> str:

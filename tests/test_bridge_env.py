@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def launch_arenas(tmp_path, transport="tcp", num_engines=2, **options) -> MultiEngineEnv:
     return MultiEngineEnv.launch(
-        sys.executable, num_engines, [ARENA, "--sparring-transport", transport, "--arenas", str(ARENAS)],
+        sys.executable, num_engines, [ARENA, "--arenas", str(ARENAS)],
         transport=transport, env=PYTHONPATH, log_dir=tmp_path / "logs", headless_args=["--headless"], **options)
 
 
@@ -72,11 +72,14 @@ def test_two_arena_engines_pass_check_env(tmp_path, transport):
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_single_launched_session_passes_check_env(tmp_path, transport):
-    with BridgeServer() as server, GameLauncher(sys.executable, [ARENA, "--sparring-transport", transport],
+    """The launched command line is the documented one: each flag, then its value as a separate argument."""
+    with BridgeServer() as server, GameLauncher(sys.executable, [ARENA], transport=transport,
                                                 log_dir=tmp_path, env=PYTHONPATH) as launcher:
         server.add_launch_token("t0k3n")
-        process = launcher.launch(0, server.grpc_port if transport == "grpc" else server.tcp_port, "t0k3n")
-        assert process.command[-4:] == ["--sparring-port", process.command[-3], "--sparring-token", "t0k3n"]
+        port = server.grpc_port if transport == "grpc" else server.tcp_port
+        process = launcher.launch(0, port, "t0k3n")
+        assert process.command == [sys.executable, ARENA, "--sparring-host", "127.0.0.1", "--sparring-port", str(port),
+                                   "--sparring-transport", transport, "--sparring-token", "t0k3n"]
         with BridgeEnv(server.accept(timeout=30, token="t0k3n"), step_timeout=10) as env:
             assert env.session.engine_name == "arena" and env.session.masked == {"Runner"}
             check_env(env, steps=100)
@@ -157,7 +160,7 @@ se.run(Broken(arenas=2), se.from_command_line())
 def test_invalid_messages_restart_the_engine_until_max_restarts_then_raise(tmp_path):
     script = tmp_path / "broken.py"
     script.write_text(textwrap.dedent(BROKEN_ENGINE.format(examples=str(ENGINES / "examples"))))
-    env = MultiEngineEnv.launch(sys.executable, 1, [str(script), "--sparring-transport", "tcp"], transport="tcp",
+    env = MultiEngineEnv.launch(sys.executable, 1, [str(script)], transport="tcp",
                                 env=PYTHONPATH, log_dir=tmp_path / "logs", max_restarts=2, restart_backoff=0.05)
     rng = np.random.default_rng(2)
     result = env.reset(seed=0)

@@ -52,7 +52,7 @@ def test_random_play_stays_far_below_the_thresholds():
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("transport", ["grpc", "tcp"])
 def test_ppo_learns_the_arena_through_two_engine_processes(tmp_path, transport, learning_seed, measured):
-    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA), "--sparring-transport", transport],
+    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA)],
                                transport=transport, env=PYTHONPATH, log_dir=tmp_path, step_timeout=30) as env:
         model = PPO(env, seed=learning_seed, n_steps=64, batch_size=512, n_epochs=4, learning_rate=1e-3,
                     gamma=0.95, gae_lambda=0.9, ent_coef=0.01)
@@ -68,7 +68,7 @@ def test_ppo_learns_the_arena_through_two_engine_processes(tmp_path, transport, 
 @pytest.mark.timeout(180)
 def test_ppo_keeps_learning_while_engines_crash_and_come_back(tmp_path, learning_seed, measured):
     """Three engine crashes mid-training: their agents are lost, the engines relaunched, the thresholds still met."""
-    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA), "--sparring-transport", "tcp"], transport="tcp",
+    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA)], transport="tcp",
                                env=PYTHONPATH, log_dir=tmp_path, restart_backoff=0.2) as env:
         model = PPO(env, seed=learning_seed, n_steps=64, batch_size=512, n_epochs=4, learning_rate=1e-3,
                     gamma=0.95, gae_lambda=0.9, ent_coef=0.01)

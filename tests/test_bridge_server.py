@@ -15,7 +15,7 @@ import pytest
 from gymnasium import spaces
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps, check_env
-from sparring.envs.bridge.codec import ProtocolError
+from sparring.envs.bridge.codec import ProtocolError, spec_to_proto
 from sparring.envs.bridge.env import BridgeEnv
 from sparring.envs.bridge.server import (
     BridgeServer,
@@ -290,6 +290,52 @@ def test_engine_error_and_wrong_message_types_raise_session_errors(server, trans
         conn.send(pb.EngineMessage(hello=pb.Hello()))
         with pytest.raises(UnexpectedMessage, match="sent hello where observations was expected"):
             session.receive(timeout=5)
+        told = conn.receive()
+        assert (told.error.message, told.error.field) == ("expected observations, got hello", "message")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_empty_message_mid_session_is_answered_with_an_error_naming_what_was_expected(server, transport):
+    with se.EngineConnection(se.BridgeOptions(port_of(server, transport), transport=transport)) as conn:
+        conn.hello(TinyGame.specs)
+        session = server.accept(timeout=5)
+        session.send(pb.TrainerMessage(reset=pb.Reset(seed=1)))
+        conn.receive()
+        conn.send(pb.EngineMessage())
+        with pytest.raises(UnexpectedMessage, match="sent an empty EngineMessage where observations was expected"):
+            session.receive(timeout=5)
+        told = conn.receive()
+        assert (told.error.message, told.error.field) == ("expected observations, got an empty EngineMessage", "message")
+    assert_still_serving(server, transport)
+
+
+def raw_grpc_session(server: BridgeServer, payloads: list[bytes]) -> list[pb.TrainerMessage]:
+    """Send raw request bytes over a gRPC session (as a broken engine might); every reply until the server ends."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        session = channel.stream_stream("/sparring.v1.Bridge/Session", request_serializer=None,
+                                        response_deserializer=pb.TrainerMessage.FromString)
+        return list(session(iter(payloads), timeout=5))
+
+
+def test_bytes_that_are_no_message_get_an_error_over_grpc_too(server):
+    """Not gRPC's bare INTERNAL status: an Error naming the problem, at the handshake and mid-session."""
+    (reply,) = raw_grpc_session(server, [b"\xff\xff\xff"])
+    assert (reply.error.field, reply.error.message) == (
+        "message", "malformed message: 3 bytes that do not parse as an EngineMessage")
+    hello = pb.EngineMessage(hello=pb.Hello(protocol_version=1, behaviours=[spec_to_proto(SPEC)])).SerializeToString()
+    replies = []
+    thread = threading.Thread(target=lambda: replies.extend(raw_grpc_session(server, [hello, b"\xff\xff"])))
+    thread.start()
+    session = server.accept(timeout=5)
+    session.send(pb.TrainerMessage(reset=pb.Reset(seed=1)))
+    with pytest.raises(InvalidFrame, match="2 bytes that do not parse"):
+        session.receive(timeout=5)
+    thread.join(5)
+    assert [r.WhichOneof("message") for r in replies] == ["welcome", "reset", "error"]
+    assert replies[-1].error.field == "message"
+    assert_still_serving(server, "grpc")
 
 
 def test_a_connection_that_never_says_hello_is_dropped():

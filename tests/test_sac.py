@@ -557,7 +557,7 @@ def test_an_ml_agents_sac_config_trains_both_behaviours_of_two_unity_builds_thro
 def test_sac_learns_the_arena_through_two_bridge_engine_processes(tmp_path, learning_seed, measured):
     """PPO's thresholds (tests/test_bridge_learning.py): Runners >= 3.0 (random play about -0.04), Turrets >= 8.0
     (random play about 0.4), per episode of the trained policy's deterministic play."""
-    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA), "--sparring-transport", "tcp"], transport="tcp",
+    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA)], transport="tcp",
                                env=PYTHONPATH, log_dir=tmp_path, step_timeout=30) as env:
         model = SAC(env, seed=learning_seed, hidden_sizes=[64, 64], learning_rate=1e-3, steps_per_update=4,
                     buffer_init_steps=1000, gamma=0.95, init_entcoef=0.05)

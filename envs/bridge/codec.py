@@ -12,6 +12,7 @@ import ctypes
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from gymnasium import spaces
@@ -125,17 +126,59 @@ def _box_to_proto(box: spaces.Box) -> pb.BoxSpace:
     return msg
 
 
-def _box_from_proto(msg: pb.BoxSpace, field: str) -> spaces.Box:
-    dtype = _DTYPES.get(msg.dtype)
-    if dtype is None or dtype.kind == "b":
-        raise ProtocolError(f"{field}.dtype", f"unknown or unsupported Box dtype {msg.dtype}")
+@dataclass(frozen=True)
+class SpecLimits:
+    """What an engine may declare in its Hello; every declaration is checked against these before anything is
+    allocated for it, so no Hello can make the trainer build a policy it has no memory for.
+
+    With the defaults, the largest behaviour's policy (two 256-unit layers, actor and critic, with Adam's
+    state) takes about 0.8 GB: 65,536 inputs is a 256 x 256 image, or 128 x 128 in colour.
+    """
+
+    max_behaviours: int = 64
+    max_observation_elements: int = 2**16  # per agent, all components together
+    max_action_choices: int = 2**16  # discrete actions, all branches together (the width of the logits and mask)
+    max_action_dims: int = 1024  # continuous action values, or discrete branches
+    max_name_length: int = 256  # behaviour, component and engine names
+
+    def check_name(self, name: str, field: str, what: str) -> None:
+        if not name:
+            raise ProtocolError(field, f"{what} needs a name")
+        if len(name) > self.max_name_length:
+            raise ProtocolError(field, f"{what} name of {len(name)} characters; the limit is {self.max_name_length} "
+                                       "(max_name_length)")
+        if any(ord(c) < 32 or c in "/\\" for c in name):
+            raise ProtocolError(field, f"{what} name {name!r} contains a control character or a path separator")
+
+
+DEFAULT_LIMITS = SpecLimits()
+
+
+def _box_shape(msg: pb.BoxSpace, field: str, max_elements: int, setting: str) -> tuple[int, ...]:
+    """A Box's shape, refused (naming ``setting``) before anything of that size exists if it holds more than
+    ``max_elements`` values."""
+    if len(msg.shape) > 8:
+        raise ProtocolError(f"{field}.shape", f"{len(msg.shape)} dimensions; at most 8 are supported")
     shape = tuple(int(d) for d in msg.shape)
     if any(d <= 0 for d in shape):
         raise ProtocolError(f"{field}.shape", f"dimensions must be positive, got {list(shape)}")
+    if math.prod(shape) > max_elements:
+        raise ProtocolError(f"{field}.shape", f"{list(shape)} holds {math.prod(shape):,} values per agent; the limit is "
+                                              f"{max_elements:,} ({setting})")
+    return shape
+
+
+def _box_from_proto(msg: pb.BoxSpace, field: str, shape: tuple[int, ...]) -> spaces.Box:
+    """A Box of ``shape`` (checked by :func:`_box_shape`) with the message's dtype and bounds."""
+    dtype = _DTYPES.get(msg.dtype)
+    if dtype is None or dtype.kind == "b":
+        raise ProtocolError(f"{field}.dtype", f"unknown or unsupported Box dtype {msg.dtype}")
     bounds = []
     for name, default in (("low", -np.inf), ("high", np.inf)):
         if msg.HasField(name):
             value = decode_tensor(getattr(msg, name), f"{field}.{name}").astype(np.float64)
+            if np.isnan(value).any():
+                raise ProtocolError(f"{field}.{name}", "NaN bound; leave the bound out (or send inf) for no bound")
             try:
                 value = np.broadcast_to(value, shape)
             except ValueError:
@@ -144,6 +187,9 @@ def _box_from_proto(msg: pb.BoxSpace, field: str) -> spaces.Box:
             value = np.full(shape, default)
         bounds.append(value)
     low, high = bounds
+    if (low > high).any():
+        at = tuple(int(i) for i in np.argwhere(low > high)[0])
+        raise ProtocolError(f"{field}.low", f"low {low[at]} is above high {high[at]} at index {list(at)}")
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         low, high = np.clip(low, info.min, info.max), np.clip(high, info.min, info.max)
@@ -170,32 +216,48 @@ def spec_to_proto(spec: BehaviourSpec, has_action_mask: bool = False) -> pb.Beha
     return msg
 
 
-def spec_from_proto(msg: pb.BehaviourSpec, field: str) -> tuple[BehaviourSpec, bool]:
-    """``(spec, has_action_mask)`` from a Hello's behaviour declaration."""
-    if not msg.name:
-        raise ProtocolError(f"{field}.name", "a behaviour needs a name")
+def spec_from_proto(
+    msg: pb.BehaviourSpec, field: str, limits: SpecLimits = DEFAULT_LIMITS
+) -> tuple[BehaviourSpec, bool]:
+    """``(spec, has_action_mask)`` from a Hello's behaviour declaration, within ``limits``."""
+    limits.check_name(msg.name, f"{field}.name", "a behaviour")
     if not msg.observations:
         raise ProtocolError(f"{field}.observations", "a behaviour needs at least one observation component")
+    budget, shapes = limits.max_observation_elements, []
+    for i, component in enumerate(msg.observations):
+        where = f"{field}.observations[{i}]"
+        limits.check_name(component.name, f"{where}.name", "an observation component")
+        shapes.append(_box_shape(component.space, f"{where}.space", budget,
+                                 "max_observation_elements, all components together"))
+        budget -= math.prod(shapes[-1])
     names = [c.name for c in msg.observations]
-    if len(set(names)) != len(names) or "" in names:
-        raise ProtocolError(f"{field}.observations", f"component names must be unique and non-empty, got {names}")
-    boxes = {c.name: _box_from_proto(c.space, f"{field}.observations[{i}].space") for i, c in enumerate(msg.observations)}
+    if len(set(names)) != len(names):
+        raise ProtocolError(f"{field}.observations", f"component names must be unique, got {names}")
+    boxes = {c.name: _box_from_proto(c.space, f"{field}.observations[{i}].space", shape)
+             for i, (c, shape) in enumerate(zip(msg.observations, shapes))}
     # OrderedDict: gymnasium sorts a plain dict's keys, but tensors travel in declared order.
     observation = boxes["obs"] if names == ["obs"] else spaces.Dict(OrderedDict(boxes))
     kind = msg.WhichOneof("action")
     if kind == "discrete":
-        if msg.discrete.n <= 0:
-            raise ProtocolError(f"{field}.discrete.n", f"must be positive, got {msg.discrete.n}")
+        if not 0 < msg.discrete.n <= limits.max_action_choices:
+            raise ProtocolError(f"{field}.discrete.n", f"must lie in [1, {limits.max_action_choices:,}] "
+                                                       f"(max_action_choices), got {msg.discrete.n:,}")
         action: spaces.Space = spaces.Discrete(msg.discrete.n)
     elif kind == "multi_discrete":
-        nvec = list(msg.multi_discrete.nvec)
-        if not nvec or min(nvec) <= 0:
-            raise ProtocolError(f"{field}.multi_discrete.nvec", f"must be non-empty and positive, got {nvec}")
-        action = spaces.MultiDiscrete(nvec)
+        nvec = msg.multi_discrete.nvec
+        if not nvec or len(nvec) > limits.max_action_dims or min(nvec) <= 0:
+            raise ProtocolError(f"{field}.multi_discrete.nvec", f"needs 1 to {limits.max_action_dims} positive branch "
+                                                                f"sizes (max_action_dims), got {len(nvec)}")
+        if sum(nvec) > limits.max_action_choices:
+            raise ProtocolError(f"{field}.multi_discrete.nvec", f"{sum(nvec):,} actions over all branches; the limit is "
+                                                                f"{limits.max_action_choices:,} (max_action_choices)")
+        action = spaces.MultiDiscrete(list(nvec))
     elif kind == "continuous":
-        action = _box_from_proto(msg.continuous, f"{field}.continuous")
+        where = f"{field}.continuous"
+        shape = _box_shape(msg.continuous, where, limits.max_action_dims, "max_action_dims")
+        action = _box_from_proto(msg.continuous, where, shape)
         if action.dtype.kind != "f":
-            raise ProtocolError(f"{field}.continuous.dtype", "continuous actions must be float32 or float64")
+            raise ProtocolError(f"{where}.dtype", "continuous actions must be float32 or float64")
         action = spaces.Box(action.low.astype(np.float32), action.high.astype(np.float32), action.shape, np.float32)
     else:
         raise ProtocolError(f"{field}.action", "no action space declared (discrete, multi_discrete or continuous)")
@@ -205,19 +267,62 @@ def spec_from_proto(msg: pb.BehaviourSpec, field: str) -> tuple[BehaviourSpec, b
     return spec, msg.has_action_mask
 
 
-def specs_from_hello(hello: pb.Hello) -> tuple[dict[str, BehaviourSpec], set[str]]:
-    """Behaviour specs declared in a Hello, and the names of those that send action masks."""
+def specs_from_hello(
+    hello: pb.Hello, limits: SpecLimits = DEFAULT_LIMITS
+) -> tuple[dict[str, BehaviourSpec], set[str]]:
+    """Behaviour specs declared in a Hello, and the names of those that send action masks, within ``limits``."""
     specs, masked = {}, set()
     if not hello.behaviours:
         raise ProtocolError("hello.behaviours", "an engine must declare at least one behaviour")
+    if len(hello.behaviours) > limits.max_behaviours:
+        raise ProtocolError("hello.behaviours", f"{len(hello.behaviours)} behaviours; the limit is "
+                                                f"{limits.max_behaviours} (max_behaviours)")
+    if hello.engine_name:
+        limits.check_name(hello.engine_name, "hello.engine_name", "an engine")
     for i, declared in enumerate(hello.behaviours):
-        spec, has_mask = spec_from_proto(declared, f"hello.behaviours[{i}]")
+        spec, has_mask = spec_from_proto(declared, f"hello.behaviours[{i}]", limits)
         if spec.name in specs:
             raise ProtocolError(f"hello.behaviours[{i}].name", f"behaviour {spec.name!r} declared twice")
         specs[spec.name] = spec
         if has_mask:
             masked.add(spec.name)
     return specs, masked
+
+
+def spec_difference(
+    run: Mapping[str, BehaviourSpec], run_masked: set[str], specs: Mapping[str, BehaviourSpec], masked: set[str]
+) -> str | None:
+    """How an engine's declaration differs from the run's (``None``: it does not), in words an engine author
+    can act on: the behaviours missing or extra, then, per behaviour, what of it differs."""
+    problems = []
+    missing, extra = sorted(set(run) - set(specs)), sorted(set(specs) - set(run))
+    if missing:
+        problems.append(f"behaviours {missing} are missing")
+    if extra:
+        problems.append(f"behaviours {extra} are not in the run")
+    for name in sorted(set(run) & set(specs)):
+        want, got = run[name], specs[name]
+        parts = []
+        want_obs, got_obs = want.observation_components, got.observation_components
+        if list(want_obs) != list(got_obs):
+            parts.append(f"observation components {list(got_obs)} where the run has {list(want_obs)}")
+        else:
+            parts.extend(f"observation {key!r} is {_describe_box(got_obs[key])} where the run's is "
+                         f"{_describe_box(want_obs[key])}" for key in want_obs if got_obs[key] != want_obs[key])
+        if got.action_space != want.action_space:
+            parts.append(f"actions are {got.action_space} where the run's are {want.action_space}")
+        if got.team_id != want.team_id:
+            parts.append(f"team {got.team_id} where the run has {want.team_id}")
+        if (name in masked) != (name in run_masked):
+            parts.append("it sends action masks and the run does not" if name in masked else
+                         "it sends no action masks and the run does")
+        problems.extend(f"behaviour {name!r}: {part}" for part in parts)
+    return "; ".join(problems) or None
+
+
+def _describe_box(box: spaces.Box) -> str:
+    bounds = "" if (box.low == box.low.flat[0]).all() and (box.high == box.high.flat[0]).all() else " (per-element bounds)"
+    return f"{box.dtype.name} {list(box.shape)} in [{box.low.flat[0]}, {box.high.flat[0]}]{bounds}"
 
 
 # -- observations ------------------------------------------------------------
