@@ -57,6 +57,11 @@ class TinyGame:
             obs = np.zeros((3, 3), np.float32)
             obs[1, 2] = np.nan
             return self._result(obs)
+        if self.bad == "terminals":  # reports an episode the Reset cut off
+            result = self._result()
+            result["Walker"].terminals = TerminalSteps(np.array([0]), np.zeros((1, 3), np.float32),
+                                                       np.zeros(1, np.float32), np.ones(1, bool))
+            return result
         return self._result()
 
     def step(self, actions):
@@ -239,17 +244,19 @@ def test_oversized_observations_after_the_handshake_end_only_that_session():
 @pytest.mark.parametrize(
     "bad, message",
     [("shape", r"decision_obs\[0\]: expected float32 \(3, 3\), got float32 \[3, 4\]"),
-     ("nan", r"decision_obs\[0\]: non-finite values \(NaN or Inf\) in rows \[1\]")],
+     ("nan", r"decision_obs\[0\]: non-finite values \(NaN or Inf\) in rows \[1\]"),
+     ("terminals", r"terminal_ids: the answer to a Reset has no terminals")],
 )
 def test_wrong_shapes_and_nan_observations_end_the_session_naming_the_field(server, transport, bad, message):
     thread, raised = play_in_thread(TinyGame(bad), se.BridgeOptions(port_of(server, transport), transport=transport))
     env = BridgeEnv(server.accept(timeout=10), step_timeout=10)
     with pytest.raises(ProtocolError, match=message) as error:
         env.reset(seed=0)
-    assert error.value.field == "observations.behaviours[0].decision_obs[0]"
+    field = "observations.behaviours[0]." + ("terminal_ids" if bad == "terminals" else "decision_obs[0]")
+    assert error.value.field == field
     thread.join(10)
     # The engine is told which field it got wrong.
-    assert isinstance(raised[0], se.TrainerError) and raised[0].field == "observations.behaviours[0].decision_obs[0]"
+    assert isinstance(raised[0], se.TrainerError) and raised[0].field == field
     assert env.session.closed
     assert_still_serving(server, transport)
 

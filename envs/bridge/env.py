@@ -172,6 +172,8 @@ class BridgeEnv(MultiAgentEnv):
             if observations.step != expected:
                 raise ProtocolError("observations.step", f"expected step {expected}, got {observations.step}")
             result = codec.decode_observations(observations, self.specs, self.session.masked)
+            if expected == 0:
+                _check_no_terminals(observations)
         except ProtocolError as exc:
             self.session.fail(str(exc), exc.field)
             detail = str(exc).removeprefix(f"{exc.field}: ")
@@ -183,6 +185,15 @@ class BridgeEnv(MultiAgentEnv):
 
     def close(self) -> None:
         self.session.close("the env was closed")
+
+
+def _check_no_terminals(observations: pb.Observations) -> None:
+    """The answer to a Reset starts every episode afresh: the episodes the Reset cut off are not reported."""
+    for i, entry in enumerate(observations.behaviours):
+        if entry.HasField("terminal_ids") and entry.terminal_ids.shape and entry.terminal_ids.shape[0]:
+            raise ProtocolError(f"observations.behaviours[{i}].terminal_ids",
+                                "the answer to a Reset has no terminals: a Reset ends every episode under way "
+                                "without reporting it")
 
 
 def _action_format(spec: BehaviourSpec) -> tuple[np.dtype, tuple[int, ...]]:
