@@ -29,7 +29,7 @@ def test_the_example_arena_conforms(transport, capsys):
      ("nan-obs", "step 3: observations.behaviours[0].decision_obs[0]: non-finite values"),
      ("terminals-at-reset", "second reset (in the middle of episodes): observations.behaviours[0].terminal_ids: the "
                             "answer to a Reset has no terminals"),
-     ("empty-entry", "step 2: engine 'Faulty' (grpc "),
+     ("empty-entry", "reported an error: RuntimeError in the game: no watcher decided, yet an action entry for it came"),
      ],
 )
 def test_a_faulty_engine_is_reported_field_by_field(fault, message, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import queue
 import socket
+import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -145,9 +146,20 @@ class _GrpcLink:
             raise ConnectionError(f"the connection to the trainer failed: {exc.code()} {exc.details()}") from None
 
     def close(self) -> None:
-        self._outbox.put(None)
+        self._outbox.put(None)  # ends the request stream after what is queued (an Error, say) has gone out
+        # Give the trainer a moment to see the end and finish the stream, so nothing queued is cut off.
+        drain = threading.Thread(target=self._drain, daemon=True)
+        drain.start()
+        drain.join(1.0)
         self._responses.cancel()
         self._channel.close()
+
+    def _drain(self) -> None:
+        try:
+            for _ in self._responses:
+                pass
+        except grpc.RpcError:
+            pass
 
 
 class EngineConnection:
