@@ -24,18 +24,20 @@ def test_the_example_arena_conforms(transport, capsys):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
-    "fault,message",
-    [("short-obs", "step 3: observations.behaviours[0].decision_obs[0]: expected float32 (2, 3), got float32 [2, 2]"),
-     ("nan-obs", "step 3: observations.behaviours[0].decision_obs[0]: non-finite values"),
-     ("terminals-at-reset", "second reset (in the middle of episodes): observations.behaviours[0].terminal_ids: the "
-                            "answer to a Reset has no terminals"),
-     ("empty-entry", "reported an error: RuntimeError in the game: no watcher decided, yet an action entry for it came"),
+    "fault,stage,message",
+    [("short-obs", "step 3", "observations.behaviours[0].decision_obs[0]: expected float32 (2, 3), got float32 [2, 2]"),
+     ("nan-obs", "step 3", "observations.behaviours[0].decision_obs[0]: non-finite values"),
+     ("terminals-at-reset", "second reset (in the middle of episodes)",
+      "observations.behaviours[0].terminal_ids: the answer to a Reset has no terminals"),
+     ("empty-entry", "step 2", "reported an error: RuntimeError in the game: no watcher decided, yet an action "
+                               "entry for it came"),
      ],
 )
-def test_a_faulty_engine_is_reported_field_by_field(fault, message, capsys):
+def test_a_faulty_engine_is_reported_field_by_field(fault, stage, message, capsys):
     assert main(["check-engine", "--steps", "50", FAULTY, "--fault", fault]) == 1
     captured = capsys.readouterr()
-    assert f"FAIL  {message}" in captured.out, captured.out
+    (failure,) = [line for line in captured.out.splitlines() if line.startswith("FAIL")]
+    assert failure.startswith(f"FAIL  {stage}: ") and message in failure, captured.out
     assert "does not conform" in captured.err
 
 
