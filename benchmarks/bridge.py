@@ -32,7 +32,8 @@ import numpy as np
 from gymnasium import spaces
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps
-from sparring.envs.bridge.codec import decode_observations, encode_observations
+from sparring.envs.bridge.codec import decode_observations
+from sparring_engine import encode_observations
 from sparring.envs.bridge.env import MultiEngineEnv
 from sparring.envs.factory import game_command
 from sparring.protos.sparring.v1 import bridge_pb2 as pb

@@ -9,7 +9,7 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sparring.config import BridgeEnvConfig, EnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig, UnityEnvConfig
+from sparring.env_config import BridgeEnvConfig, EnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig, UnityEnvConfig
 from sparring.envs.base import MultiAgentEnv
 
 

@@ -6,7 +6,6 @@ clients; the trainer side is the real server, env and CLI.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -21,9 +20,8 @@ import yaml
 from gymnasium import spaces
 
 from sparring.agents import PPO
-from sparring.cli import main
-from sparring.config import BridgeEnvConfig
-from sparring.envs.bridge.codec import spec_to_proto
+from sparring.env_config import BridgeEnvConfig
+from sparring_engine import spec_to_proto
 from sparring.envs.bridge.env import MultiEngineEnv
 from sparring.envs.factory import make_env
 from sparring.envs.supervision import EngineFailure
@@ -33,10 +31,8 @@ from sparring.spec import BehaviourSpec
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ROOT / "engines" / "python"
 ARENA = str(ENGINES / "examples" / "arena.py")
-PYTHONPATH = {"PYTHONPATH": os.pathsep.join([str(ENGINES), os.environ.get("PYTHONPATH", "")])}
 
-sys.path.insert(0, str(ENGINES))
-import sparring_engine as se  # noqa: E402
+import sparring_engine as se
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,7 +47,7 @@ def start_arena(port: int, transport: str, *extra: str) -> subprocess.Popen:
     """An arena engine started by hand, as a person starts a game from the editor."""
     command = [sys.executable, ARENA, "--sparring-port", str(port), "--sparring-transport", transport,
                "--arenas", "2", *extra]
-    return subprocess.Popen(command, env={**os.environ, **PYTHONPATH}, stdout=subprocess.DEVNULL,
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 
@@ -78,7 +74,7 @@ def test_editor_mode_says_where_to_connect_and_whether_a_token_is_needed(transpo
 
 def test_an_engine_whose_behaviours_differ_from_the_runs_is_refused_saying_how():
     """Refused at its Hello, before any Welcome, with what differs; the run goes on with its engine."""
-    with MultiEngineEnv.launch(sys.executable, 1, [ARENA, "--arenas", "2"], transport="tcp", env=PYTHONPATH,
+    with MultiEngineEnv.launch(sys.executable, 1, [ARENA, "--arenas", "2"], transport="tcp",
                                step_timeout=10) as env:
         runner = env.specs["Runner"]
         box = runner.observation_space
@@ -109,7 +105,6 @@ def test_max_message_bytes_is_a_config_key_that_reaches_the_server(tmp_path):
 
 SILENT_AT_RESET = """
 import sys, time
-sys.path.insert(0, {engines!r})
 import sparring_engine as se
 from sparring.envs.bridge import codec
 

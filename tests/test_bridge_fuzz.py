@@ -13,13 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps
-from sparring.envs.bridge.codec import encode_observations, spec_to_proto
+from sparring_engine import encode_observations, spec_to_proto
 from sparring.envs.bridge.server import BridgeServer
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 from sparring.spec import BehaviourSpec
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines" / "python"))
-import sparring_engine as se  # noqa: E402
+import sparring_engine as se
 
 SPEC = BehaviourSpec("Walker", spaces.Box(-1, 1, (4,), np.float32), spaces.Discrete(3))
 HELLO = pb.EngineMessage(hello=pb.Hello(protocol_version=1, engine_name="fuzz", behaviours=[spec_to_proto(SPEC)]))

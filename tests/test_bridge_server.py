@@ -6,16 +6,15 @@ talking to the server over real loopback sockets.
 
 import socket
 import struct
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 from gymnasium import spaces
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps, check_env
-from sparring.envs.bridge.codec import ProtocolError, spec_to_proto
+from sparring.envs.bridge.codec import ProtocolError
+from sparring_engine import spec_to_proto
 from sparring.envs.bridge.env import BridgeEnv
 from sparring.envs.bridge.server import (
     BridgeServer,
@@ -28,8 +27,7 @@ from sparring.envs.bridge.server import (
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 from sparring.spec import BehaviourSpec
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines" / "python"))
-import sparring_engine as se  # noqa: E402
+import sparring_engine as se
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -415,7 +415,7 @@ def test_load_config_translates_an_mlagents_file(tmp_path):
 def test_standin_example_trains_both_behaviours_alike():
     loaded = load_run_config(EXAMPLE)
     t = loaded.config.trainer
-    assert (t.max_steps, t.summary_freq, t.behaviours) == (120_000, 5000, {})
+    assert (t.max_steps, t.summary_freq, t.behaviours) == (200_000, 5000, {})
     assert (t.hyperparameters.hidden_sizes, t.hyperparameters.batch_size, t.hyperparameters.buffer_size) == (
         [64, 64], 256, 2048)
     assert loaded.unsupported == ["behaviors.Seeker.time_horizon", "behaviors.Mover.time_horizon"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -36,7 +35,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ENGINES = Path(__file__).resolve().parents[1] / "engines" / "python"
 ARENA = ENGINES / "examples" / "arena.py"
-PYTHONPATH = {"PYTHONPATH": os.pathsep.join([str(ENGINES), os.environ.get("PYTHONPATH", "")])}
 
 
 # -- gradients ----------------------------------------------------------------------------
@@ -558,7 +556,7 @@ def test_sac_learns_the_arena_through_two_bridge_engine_processes(tmp_path, lear
     """PPO's thresholds (tests/test_bridge_learning.py): Runners >= 3.0 (random play about -0.04), Turrets >= 8.0
     (random play about 0.4), per episode of the trained policy's deterministic play."""
     with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA)], transport="tcp",
-                               env=PYTHONPATH, log_dir=tmp_path, step_timeout=30) as env:
+                               log_dir=tmp_path, step_timeout=30) as env:
         model = SAC(env, seed=learning_seed, hidden_sizes=[64, 64], learning_rate=1e-3, steps_per_update=4,
                     buffer_init_steps=1000, gamma=0.95, init_entcoef=0.05)
         model.learn(40_000)

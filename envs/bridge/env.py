@@ -39,8 +39,6 @@ from sparring.envs.bridge import codec
 from sparring.envs.bridge.codec import ProtocolError
 from sparring.envs.bridge.launcher import GameLauncher, GameProcess, new_token
 from sparring.envs.bridge.server import (
-    DEFAULT_GRPC_PORT,
-    DEFAULT_TCP_PORT,
     BridgeServer,
     EngineError,
     EngineSession,
@@ -52,6 +50,7 @@ from sparring.envs.bridge.server import (
 from sparring.envs.supervision import EngineFailure, LiveAgents, RestartBudget, lost_result
 from sparring.envs.vector import VectorEnv
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.protos.wire import DEFAULT_GRPC_PORT, DEFAULT_TCP_PORT
 from sparring.spec import BehaviourSpec, empty_actions
 
 log = logging.getLogger("sparring.bridge")

@@ -31,7 +31,6 @@ import itertools
 import logging
 import queue
 import socket
-import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -42,19 +41,16 @@ from google.protobuf.message import DecodeError
 
 from sparring.envs.bridge import codec
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.protos.wire import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    keep_message_buffers_mapped,
+    read_exactly,
+    read_frame_size,
+    write_frame,
+)
 from sparring.spec import BehaviourSpec
 
 log = logging.getLogger("sparring.bridge")
-
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20
-DEFAULT_GRPC_PORT = 5105
-"""The port engines try by default over gRPC (editor mode); the trainer picks free ports when it launches engines."""
-DEFAULT_TCP_PORT = 5106
-"""The port engines try by default over framed TCP."""
-
-FRAME_HEADER = struct.Struct("<I")
-"""A TCP frame's length prefix: 4 bytes, little-endian unsigned."""
-
 
 # -- errors ------------------------------------------------------------------
 
@@ -85,47 +81,6 @@ class UnexpectedMessage(SessionError):
 
 class InvalidFrame(SessionError):
     """A TCP frame over ``max_message_bytes``, or bytes that are not a serialized EngineMessage."""
-
-
-# -- TCP framing ---------------------------------------------------------------
-
-
-def write_frame(sock: socket.socket, message: pb.EngineMessage | pb.TrainerMessage) -> None:
-    """Send ``message`` as one length-prefixed frame."""
-    payload = message.SerializeToString()
-    sock.sendall(FRAME_HEADER.pack(len(payload)) + payload)
-
-
-def read_exactly(sock: socket.socket, n: int, deadline: float | None) -> bytearray:
-    """``n`` bytes from ``sock``; ``TimeoutError`` past ``deadline`` (monotonic), ``ConnectionError`` at EOF."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{got} of {n} bytes arrived before the deadline")
-            sock.settimeout(remaining)
-        else:
-            sock.settimeout(None)
-        try:
-            k = sock.recv_into(view[got:])
-        except socket.timeout:
-            raise TimeoutError(f"{got} of {n} bytes arrived before the deadline") from None
-        if k == 0:
-            raise ConnectionError("the connection was closed by the other side" if got == 0 else
-                                  f"the connection closed {got} bytes into a {n}-byte read")
-        got += k
-    return buf
-
-
-def read_frame_size(sock: socket.socket, max_bytes: int, deadline: float | None) -> int:
-    """The next frame's length; ``ValueError`` naming the size and the limit if it is over ``max_bytes``."""
-    (size,) = FRAME_HEADER.unpack(read_exactly(sock, FRAME_HEADER.size, deadline))
-    if size > max_bytes:
-        raise ValueError(f"frame of {size} bytes exceeds the limit of {max_bytes} bytes (max_message_bytes)")
-    return size
 
 
 # -- sessions ----------------------------------------------------------------
@@ -442,7 +397,7 @@ class BridgeServer:
             )
         if grpc_port is None and tcp_port is None:
             raise ValueError("grpc_port and tcp_port are both None; enable at least one transport")
-        codec.keep_message_buffers_mapped()
+        keep_message_buffers_mapped()
         self.host = host
         self.max_message_bytes = int(max_message_bytes)
         self.limits = limits

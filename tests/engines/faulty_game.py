@@ -4,14 +4,11 @@
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 from gymnasium import spaces
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "engines" / "python"))
-import sparring_engine as se  # noqa: E402
+import sparring_engine as se
 
 SPEC = se.BehaviourSpec("Walker", spaces.Box(-1, 1, (3,), np.float32), spaces.Discrete(2))
 WATCHER = se.BehaviourSpec("Watcher", spaces.Box(-1, 1, (1,), np.float32), spaces.Discrete(2))
