@@ -492,8 +492,11 @@ class MultiEngineEnv(VectorEnv):
             elif slot.process is not None and slot.process.poll() is not None:
                 self._fail(slot, slot.process.describe("before connecting"), "connect_failures")
             elif now > slot.connect_deadline:
-                where = f"{self.transport} port {self.port}"
-                self._fail(slot, f"no engine connected on {where} within {self.connect_timeout} s", "connect_failures")
+                why = f"no engine connected on {self.transport} port {self.port} within {self.connect_timeout} s"
+                if self.launcher is None:  # editor mode, before the run: nobody is coming; waiting again won't help
+                    raise EngineFailure(f"engine slot {slot.index}: {why} (start the game, or raise connect_timeout)",
+                                        slot.index, why)
+                self._fail(slot, why, "connect_failures")
 
     def _fail(self, slot: _Slot, error: BaseException | str, kind: str | None = None) -> dict[str, np.ndarray]:
         """Record a slot's failure, kill its game, schedule the relaunch; its live agents are returned as lost."""
