@@ -46,9 +46,20 @@ class ProtocolError(ValueError):
 
 
 def write_frame(sock: socket.socket, message: pb.EngineMessage | pb.TrainerMessage) -> None:
-    """Send ``message`` as one length-prefixed frame."""
+    """Send ``message`` as one length-prefixed frame (header and payload gathered by the kernel, never joined here:
+    joining them would copy a 256 KB observation batch once more every step)."""
     payload = message.SerializeToString()
-    sock.sendall(FRAME_HEADER.pack(len(payload)) + payload)
+    if not hasattr(sock, "sendmsg"):  # pragma: no cover - Windows
+        sock.sendall(FRAME_HEADER.pack(len(payload)) + payload)
+        return
+    parts = [FRAME_HEADER.pack(len(payload)), memoryview(payload)]
+    while parts:
+        sent = sock.sendmsg(parts)
+        while parts and sent >= len(parts[0]):
+            sent -= len(parts[0])
+            parts.pop(0)
+        if parts:
+            parts[0] = parts[0][sent:]
 
 
 def read_exactly(sock: socket.socket, n: int, deadline: float | None) -> bytearray:
@@ -129,10 +140,11 @@ def decode_tensor(tensor: pb.Tensor, field: str) -> np.ndarray:
     if any(d < 0 for d in shape):
         raise ProtocolError(f"{field}.shape", f"negative dimension in {list(shape)}")
     expected = math.prod(shape) * dtype.itemsize
-    if len(tensor.data) != expected:
-        raise ProtocolError(f"{field}.data", f"{len(tensor.data)} bytes for shape {list(shape)} of {dtype.name} ({expected} expected)")
-    array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
-    if dtype.kind == "b" and array.size and np.frombuffer(tensor.data, np.uint8).max() > 1:
+    data = tensor.data  # each read of a bytes field makes a new bytes object: read it once
+    if len(data) != expected:
+        raise ProtocolError(f"{field}.data", f"{len(data)} bytes for shape {list(shape)} of {dtype.name} ({expected} expected)")
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    if dtype.kind == "b" and array.size and np.frombuffer(data, np.uint8).max() > 1:
         raise ProtocolError(f"{field}.data", "BOOL elements must be bytes 0 or 1")
     if dtype.byteorder == "<" and not np.little_endian:  # pragma: no cover - big-endian hosts only
         array = array.astype(dtype.newbyteorder("="))
