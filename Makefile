@@ -11,10 +11,12 @@ TORCH := torch==2.13.0
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Three distributions from this checkout: the bridge's wire format (protos/), the Python engine SDK
+# (engines/python/, which games install alone) and the trainer, which depends on both.
+$(STAMP): pyproject.toml protos/pyproject.toml engines/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -e ./protos -e ./engines/python -e ".[dev,bench]"
 	touch $(STAMP)
 
 demo: venv

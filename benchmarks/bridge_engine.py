@@ -5,19 +5,15 @@ and encode a fresh batch of observations; the simulation itself is free.
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
-from gymnasium import spaces
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines" / "python"))
-import sparring_engine as se  # noqa: E402
+import sparring_engine as se
 
 
 class Bench:
     def __init__(self, agents: int, obs_size: int) -> None:
-        self.spec = se.BehaviourSpec("bench", spaces.Box(-1, 1, (obs_size,), np.float32), spaces.MultiDiscrete([3, 3]))
+        self.spec = se.BehaviourSpec("bench", se.Box(-1, 1, (obs_size,), np.float32), se.MultiDiscrete([3, 3]))
         self.specs = {"bench": self.spec}
         self.ids = np.arange(agents, dtype=np.int64)
         self.obs = np.random.default_rng(0).uniform(-1, 1, (agents, obs_size)).astype(np.float32)

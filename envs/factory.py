@@ -9,7 +9,7 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sparring.config import BridgeEnvConfig, EnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig, UnityEnvConfig
+from sparring.env_config import BridgeEnvConfig, EnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig, UnityEnvConfig
 from sparring.envs.base import MultiAgentEnv
 
 
@@ -66,27 +66,23 @@ def _pettingzoo_constructor(cfg: PettingZooEnvConfig) -> Callable[..., Any]:
     return constructor
 
 
-def game_command(executable: str, args: Sequence[str], transport: str = "grpc") -> tuple[str, list[str]]:
-    """How to start a game: a ``.py`` file runs with this Python, anything else as it is.
-
-    For the TCP transport the game is also told so: engines built on the Python
-    SDK default to gRPC, and engines that speak only TCP ignore the flag.
-    """
-    program, program_args = (sys.executable, [executable, *args]) if executable.endswith(".py") else (executable, list(args))
-    if transport == "tcp":
-        program_args.append("--sparring-transport=tcp")
-    return program, program_args
+def game_command(executable: str, args: Sequence[str]) -> tuple[str, list[str]]:
+    """How to start a game: a ``.py`` file runs with this Python, anything else as it is."""
+    return (sys.executable, [executable, *args]) if executable.endswith(".py") else (executable, list(args))
 
 
 def _make_bridge_env(config: BridgeEnvConfig, log_dir: Path | None) -> MultiAgentEnv:
     from sparring.envs.bridge.env import MultiEngineEnv
 
-    options = dict(transport=config.transport, step_timeout=config.step_timeout, max_restarts=config.max_restarts)
+    options = dict(transport=config.transport, step_timeout=config.step_timeout, reset_timeout=config.reset_timeout,
+                   max_restarts=config.max_restarts, server_options=config.server_options())
+    if config.connect_timeout is not None:
+        options["connect_timeout"] = config.connect_timeout
     if config.executable is None:
-        return MultiEngineEnv.listen(
-            config.num_envs, host=config.host, port=config.port or None, token=config.token, **options
-        )
-    program, args = game_command(config.executable, config.args, config.transport)
+        return MultiEngineEnv.listen(config.num_envs, host=config.host, port=config.port or None, token=config.token,
+                                     announce=lambda message: print(f"sparring: {message}", file=sys.stderr, flush=True),
+                                     **options)
+    program, args = game_command(config.executable, config.args)
     return MultiEngineEnv.launch(
         program, config.num_envs, args, headless_args=[config.headless_flag] if config.headless_flag else (),
         host=config.host, log_dir=None if log_dir is None else str(log_dir), **options,

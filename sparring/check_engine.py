@@ -1,9 +1,15 @@
 """``sparring check-engine``: drive one engine through a whole bridge session and report where it departs from the protocol.
 
-The engine author's counterpart of PettingZoo's ``parallel_api_test``:
-handshake, reset, steps with random valid actions until episodes end, close,
-and (for a launched engine) a clean exit. Every check prints one line; the first
-failure names the message field at fault, and the command exits 1.
+The engine author's counterpart of PettingZoo's ``parallel_api_test``. In order:
+handshake; the first Reset; steps with random valid actions until episodes end,
+where behaviours with no deciding agent get an empty action entry on every
+other step and none on the rest (both are allowed, so an engine must take
+both); a second Reset in the middle of episodes; more steps; Close; and, for a
+launched engine, a clean exit. Along the way the report names what it saw of
+the cases engines most often get wrong: episode ends, truncation, action masks,
+agents that join after the first decisions, and steps where a behaviour has no
+deciding agent. Every check prints one line; the first failure names the
+message field at fault, and the command exits 1.
 """
 
 from __future__ import annotations
@@ -13,15 +19,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from gymnasium import spaces
 
-from sparring.envs.base import random_rollout
+from sparring.envs.base import StepResult, check_step_result, random_actions
 from sparring.envs.bridge.codec import ProtocolError
 from sparring.envs.bridge.env import BridgeEnv
 from sparring.envs.bridge.launcher import GameLauncher, describe_exit, new_token
-from sparring.envs.bridge.server import BridgeServer, SessionError
+from sparring.envs.bridge.server import BridgeServer, EngineSession, SessionError
 from sparring.envs.factory import game_command
-from sparring.spec import BehaviourSpec
+from sparring.spec import BehaviourSpec, empty_actions
 
 
 @dataclass
@@ -82,8 +89,8 @@ def check_engine(
     launcher = process = None
     try:
         if executable is not None:
-            program, program_args = game_command(executable, args, transport)
-            launcher = GameLauncher(program, program_args, headless_args=headless_args)
+            program, program_args = game_command(executable, args)
+            launcher = GameLauncher(program, program_args, transport=transport, headless_args=headless_args)
             token = new_token()
             server.add_launch_token(token)
             process = launcher.launch(0, bound, token)
@@ -91,7 +98,7 @@ def check_engine(
         else:
             say("note", f"waiting for an engine on {transport} port {bound} ...")
         try:
-            session = server.accept(timeout=timeout, token=token if executable else None)
+            session = _await_engine(server, timeout, token if executable else None, process)
         except (SessionError, TimeoutError) as exc:
             exit_note = f"; the engine {describe_exit(process.poll())}, log {process.log_path}" if process else ""
             say("failed", f"handshake: {exc}{exit_note}")
@@ -118,26 +125,109 @@ def check_engine(
     return report
 
 
+def _await_engine(server: BridgeServer, timeout: float, token: str | None, process) -> EngineSession:
+    """The engine's session once its handshake is done; a launched engine that exits first ends the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        session = server.poll(token, timeout=min(0.1, max(deadline - time.monotonic(), 0)))
+        if session is not None:
+            return session
+        if process is not None and process.poll() is not None:
+            raise SessionError("the engine exited before completing its handshake")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no engine completed its handshake within {timeout} s")
+
+
+@dataclass
+class _Seen:
+    """What the steps showed of the cases engines most often get wrong."""
+
+    decisions: int = 0
+    terminals: int = 0
+    truncated: int = 0
+    masked: int = 0
+    joined_late: int = 0
+    idle_steps: int = 0  # behaviour-steps with no deciding agent
+    empty_entries: int = 0  # of those, answered with an empty action entry (the rest: the entry left out)
+    known: dict[str, set[int]] = field(default_factory=dict)
+
+    def add(self, result: StepResult, first: bool = False) -> None:
+        for name, part in result.items():
+            ids = set(part.decisions.agent_ids.tolist())
+            known = self.known.setdefault(name, set())
+            if not first:
+                self.joined_late += len(ids - known - set(part.terminals.agent_ids.tolist()))
+            known |= ids | set(part.terminals.agent_ids.tolist())
+            self.decisions += len(part.decisions)
+            self.terminals += len(part.terminals)
+            self.truncated += int(part.terminals.truncated.sum())
+            self.masked += len(part.decisions) if part.decisions.action_mask is not None else 0
+
+
 def _play(env: BridgeEnv, steps: int, seed: int, say: Callable[[str, str], None]) -> None:
-    decisions = terminals = truncated = 0
+    """The session's stages, each reported by name; a failure ends the check there."""
+    rng = np.random.default_rng(seed)
+    seen = _Seen()
     stage = "reset"
     try:
-        for i, result in enumerate(random_rollout(env, steps, seed)):
-            if i == 0:
-                say("passed", "reset: observations match the declared specs")
-            else:
-                decisions += sum(len(p.decisions) for p in result.values())
-                terminals += sum(len(p.terminals) for p in result.values())
-                truncated += sum(int(p.terminals.truncated.sum()) for p in result.values())
+        result = env.reset(seed=seed)
+        check_step_result(env.specs, result)
+        seen.add(result, first=True)
+        say("passed", "reset: step 0, observations match the declared specs, no terminals")
+        for i in range(steps):
             stage = f"step {i + 1}"
+            result = env.step(_random_actions(env, result, rng, seen))
+            check_step_result(env.specs, result)
+            seen.add(result)
+        say("passed", f"{steps} steps with random valid actions: {seen.decisions} decisions, "
+                      f"{seen.terminals} episode ends")
+        stage = "second reset (in the middle of episodes)"
+        result = env.reset(seed=seed + 1)
+        check_step_result(env.specs, result)
+        say("passed", f"{stage}: answered at step 0 with {sum(len(p.decisions) for p in result.values())} "
+                      "decisions and no terminals for the episodes it cut off")
+        for i in range(min(steps, 20)):
+            stage = f"step {i + 1} after the second reset"
+            result = env.step(_random_actions(env, result, rng, seen))
+            check_step_result(env.specs, result)
+        say("passed", f"{min(steps, 20)} steps after the second reset")
     except (ProtocolError, SessionError, ValueError) as exc:
         say("failed", f"{stage}: {exc}")
         return
-    say("passed", f"{steps} steps with random valid actions: {decisions} decisions, "
-                  f"{terminals} episode ends ({truncated} truncated)")
-    if terminals == 0:
-        say("failed", f"no agent ended an episode in {steps} steps; check-engine needs to see terminal agents "
-                      "(raise --steps, or shorten the game's episodes)")
+    _report_cases(env, seen, steps, say)
+
+
+def _random_actions(env: BridgeEnv, result: StepResult, rng: np.random.Generator, seen: _Seen) -> dict[str, np.ndarray]:
+    """Random valid actions; a behaviour with no deciding agent gets an empty entry every other time it has none."""
+    actions = {}
+    for name, part in result.items():
+        n = len(part.decisions)
+        if n:
+            actions[name] = random_actions(env.specs[name], n, part.decisions.action_mask, rng)
+            continue
+        if seen.idle_steps % 2 == 0:
+            seen.empty_entries += 1
+            actions[name] = empty_actions(env.specs[name])
+        seen.idle_steps += 1
+    return actions
+
+
+def _report_cases(env: BridgeEnv, seen: _Seen, steps: int, say: Callable[[str, str], None]) -> None:
+    if seen.terminals == 0:
+        say("failed", f"episode ends: no agent ended an episode in {steps} steps; check-engine needs to see terminal "
+                      "agents (raise --steps, or shorten the game's episodes)")
+    else:
+        say("passed", f"episode ends: {seen.terminals}, each agent's next decision starting its next episode")
+    say("note", f"truncation: {seen.truncated} of the episode ends were time limits (terminal_truncated)"
+        if seen.truncated else "truncation: not seen (fine if the game has no time limit)")
+    masked = sorted(env.session.masked)
+    say("note", f"action masks: {seen.masked} decisions of {masked} carried masks, every branch allowing an action"
+        if masked else "action masks: none declared")
+    say("note", f"agents joining after the first decisions: {seen.joined_late}" if seen.joined_late else
+        "agents joining after the first decisions: not seen")
+    say("note", f"behaviours with no deciding agent: {seen.idle_steps} times; {seen.empty_entries} answered with an "
+                f"empty action entry, {seen.idle_steps - seen.empty_entries} with the entry left out, both accepted"
+        if seen.idle_steps else "behaviours with no deciding agent: not seen (every behaviour decided every step)")
 
 
 def run(options) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             return _league(args)
         if args.subcommand == "doctor":
             return _doctor(args)
-        return _train(args)
+        with _sigterm_as_interrupt():
+            return _train(args)
     except UsageError as exc:
         print(f"sparring: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -186,6 +188,27 @@ def _train(args: argparse.Namespace) -> int:
         print(f"sparring: export failed: {exc}; the trained model is kept in {run.final}", file=sys.stderr)
         return 1
     return 0
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, a job scheduler, a container stopping) is handled as Ctrl-C while training: the run saves
+    a checkpoint and closes its env, which kills the game copies it launched even if they ignore the disconnect."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _trainer(config: RunConfig, env, league_dir: Path):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparring.envs.bridge.codec import decode_tensor, encode_tensor
+from sparring.protos.wire import decode_tensor, encode_tensor
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 
 GODOT = shutil.which("godot3-server")

@@ -1,4 +1,5 @@
-"""Bridge codec: specs and batches survive the wire; anything malformed is refused naming its field."""
+"""Bridge messages: specs and batches survive the wire (the engine SDK encodes, the trainer's codec decodes, both on
+the shared wire format); anything malformed is refused naming its field."""
 
 import numpy as np
 import pytest
@@ -7,19 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps, check_step_result
-from sparring.envs.bridge.codec import (
-    ProtocolError,
-    decode_actions,
-    decode_observations,
-    decode_tensor,
-    encode_actions,
-    encode_observations,
-    encode_tensor,
-    spec_from_proto,
-    spec_to_proto,
-    specs_from_hello,
-)
+from sparring.envs.bridge.codec import ProtocolError, decode_observations, encode_actions, specs_from_hello
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.protos.wire import decode_tensor, encode_tensor
+from sparring_engine import decode_actions, encode_observations, spec_to_proto
 from sparring.spec import BehaviourSpec, hybrid_space
 
 GUARD = BehaviourSpec("Guard", spaces.Box(-1, 1, (8,), np.float32), spaces.MultiDiscrete([3, 2]), team_id=1)

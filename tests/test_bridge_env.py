@@ -22,7 +22,6 @@ from sparring.envs.vector import split_agent_ids
 
 ENGINES = Path(__file__).resolve().parents[1] / "engines" / "python"
 ARENA = str(ENGINES / "examples" / "arena.py")
-PYTHONPATH = {"PYTHONPATH": os.pathsep.join([str(ENGINES), os.environ.get("PYTHONPATH", "")])}
 TRANSPORTS = ["grpc", "tcp"]
 ARENAS = 4  # per engine: 8 Runners, 4 Turrets
 
@@ -31,8 +30,8 @@ pytestmark = pytest.mark.timeout(120)
 
 def launch_arenas(tmp_path, transport="tcp", num_engines=2, **options) -> MultiEngineEnv:
     return MultiEngineEnv.launch(
-        sys.executable, num_engines, [ARENA, "--sparring-transport", transport, "--arenas", str(ARENAS)],
-        transport=transport, env=PYTHONPATH, log_dir=tmp_path / "logs", headless_args=["--headless"], **options)
+        sys.executable, num_engines, [ARENA, "--arenas", str(ARENAS)],
+        transport=transport, log_dir=tmp_path / "logs", headless_args=["--headless"], **options)
 
 
 def random_step(env, result, rng):
@@ -72,11 +71,14 @@ def test_two_arena_engines_pass_check_env(tmp_path, transport):
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_single_launched_session_passes_check_env(tmp_path, transport):
-    with BridgeServer() as server, GameLauncher(sys.executable, [ARENA, "--sparring-transport", transport],
-                                                log_dir=tmp_path, env=PYTHONPATH) as launcher:
+    """The launched command line is the documented one: each flag, then its value as a separate argument."""
+    with BridgeServer() as server, GameLauncher(sys.executable, [ARENA], transport=transport,
+                                                log_dir=tmp_path) as launcher:
         server.add_launch_token("t0k3n")
-        process = launcher.launch(0, server.grpc_port if transport == "grpc" else server.tcp_port, "t0k3n")
-        assert process.command[-4:] == ["--sparring-port", process.command[-3], "--sparring-token", "t0k3n"]
+        port = server.grpc_port if transport == "grpc" else server.tcp_port
+        process = launcher.launch(0, port, "t0k3n")
+        assert process.command == [sys.executable, ARENA, "--sparring-host", "127.0.0.1", "--sparring-port", str(port),
+                                   "--sparring-transport", transport, "--sparring-token", "t0k3n"]
         with BridgeEnv(server.accept(timeout=30, token="t0k3n"), step_timeout=10) as env:
             assert env.session.engine_name == "arena" and env.session.masked == {"Runner"}
             check_env(env, steps=100)
@@ -157,8 +159,8 @@ se.run(Broken(arenas=2), se.from_command_line())
 def test_invalid_messages_restart_the_engine_until_max_restarts_then_raise(tmp_path):
     script = tmp_path / "broken.py"
     script.write_text(textwrap.dedent(BROKEN_ENGINE.format(examples=str(ENGINES / "examples"))))
-    env = MultiEngineEnv.launch(sys.executable, 1, [str(script), "--sparring-transport", "tcp"], transport="tcp",
-                                env=PYTHONPATH, log_dir=tmp_path / "logs", max_restarts=2, restart_backoff=0.05)
+    env = MultiEngineEnv.launch(sys.executable, 1, [str(script)], transport="tcp",
+                                log_dir=tmp_path / "logs", max_restarts=2, restart_backoff=0.05)
     rng = np.random.default_rng(2)
     result = env.reset(seed=0)
     lost_seen = 0
@@ -190,8 +192,7 @@ def test_editor_mode_waits_for_engines_and_takes_back_one_that_reconnects(tmp_pa
     port = free_port()
     command = [sys.executable, ARENA, "--sparring-transport", "tcp", "--sparring-port", str(port),
                "--sparring-token", "editor-secret", "--arenas", "2"]
-    env_vars = {**os.environ, **PYTHONPATH}
-    first = subprocess.Popen(command, env=env_vars, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = None
     try:
         with MultiEngineEnv.listen(1, transport="tcp", port=port, token="editor-secret", connect_timeout=30) as env:
@@ -199,7 +200,7 @@ def test_editor_mode_waits_for_engines_and_takes_back_one_that_reconnects(tmp_pa
             result = random_step(env, env.reset(seed=0), rng)
             first.kill()  # the user stops the game in the editor
             result = step_until(env, result, rng, lambda r: lost_by_slot(r), seconds=10)
-            second = subprocess.Popen(command, env=env_vars, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            second = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             result = step_until(env, result, rng, lambda r: len(r["Runner"].decisions) > 0, seconds=30)
             assert env.restarts == 0 and env.metrics["disconnects"] == 1
         assert second.wait(10) == 0  # editor engines are told Close, never killed

@@ -13,22 +13,20 @@ import signal
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from sparring.agents import PPO
 from sparring.agents.evaluation import RandomPolicy, evaluate
+from sparring.envs.bridge.codec import specs_from_hello
 from sparring.envs.bridge.env import MultiEngineEnv
+import sparring_engine as se
 
 ENGINES = Path(__file__).resolve().parents[1] / "engines" / "python"
 ARENA = ENGINES / "examples" / "arena.py"
-PYTHONPATH = {"PYTHONPATH": os.pathsep.join([str(ENGINES), os.environ.get("PYTHONPATH", "")])}
 THRESHOLDS = {"Runner": 3.0, "Turret": 8.0}
 
 
 def load_arena_module():
-    sys.path.insert(0, str(ENGINES))
     spec = importlib.util.spec_from_file_location("sparring_example_arena", ARENA)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -44,8 +42,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_random_play_stays_far_below_the_thresholds():
+    """The arena stepped in this process (its results have the env API's shapes); random play over the
+    behaviours as the trainer reads them from the arena's Hello."""
     arena = load_arena_module().Arena(arenas=16)
-    returns = mean_returns(RandomPolicy(arena.specs), arena, episodes=3000, seed=1)
+    specs, _ = specs_from_hello(se.hello_message(arena.specs))
+    returns = mean_returns(RandomPolicy(specs), arena, episodes=3000, seed=1)
     assert returns["Runner"] < THRESHOLDS["Runner"] / 5, returns
     assert returns["Turret"] < THRESHOLDS["Turret"] / 5, returns
 
@@ -54,8 +55,8 @@ def test_random_play_stays_far_below_the_thresholds():
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("transport", ["grpc", "tcp"])
 def test_ppo_learns_the_arena_through_two_engine_processes(tmp_path, transport, learning_seed, measured):
-    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA), "--sparring-transport", transport],
-                               transport=transport, env=PYTHONPATH, log_dir=tmp_path, step_timeout=30) as env:
+    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA)],
+                               transport=transport, log_dir=tmp_path, step_timeout=30) as env:
         model = PPO(env, seed=learning_seed, n_steps=64, batch_size=512, n_epochs=4, learning_rate=1e-3,
                     gamma=0.95, gae_lambda=0.9, ent_coef=0.01)
         model.learn(150_000)
@@ -70,8 +71,8 @@ def test_ppo_learns_the_arena_through_two_engine_processes(tmp_path, transport, 
 @pytest.mark.timeout(180)
 def test_ppo_keeps_learning_while_engines_crash_and_come_back(tmp_path, learning_seed, measured):
     """Three engine crashes mid-training: their agents are lost, the engines relaunched, the thresholds still met."""
-    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA), "--sparring-transport", "tcp"], transport="tcp",
-                               env=PYTHONPATH, log_dir=tmp_path, restart_backoff=0.2) as env:
+    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA)], transport="tcp",
+                               log_dir=tmp_path, restart_backoff=0.2) as env:
         model = PPO(env, seed=learning_seed, n_steps=64, batch_size=512, n_epochs=4, learning_rate=1e-3,
                     gamma=0.95, gae_lambda=0.9, ent_coef=0.01)
 

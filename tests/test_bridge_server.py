@@ -6,9 +6,7 @@ talking to the server over real loopback sockets.
 
 import socket
 import struct
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from gymnasium import spaces
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps, check_env
 from sparring.envs.bridge.codec import ProtocolError
+from sparring_engine import spec_to_proto
 from sparring.envs.bridge.env import BridgeEnv
 from sparring.envs.bridge.server import (
     BridgeServer,
@@ -28,8 +27,7 @@ from sparring.envs.bridge.server import (
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 from sparring.spec import BehaviourSpec
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines" / "python"))
-import sparring_engine as se  # noqa: E402
+import sparring_engine as se
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,6 +55,11 @@ class TinyGame:
             obs = np.zeros((3, 3), np.float32)
             obs[1, 2] = np.nan
             return self._result(obs)
+        if self.bad == "terminals":  # reports an episode the Reset cut off
+            result = self._result()
+            result["Walker"].terminals = TerminalSteps(np.array([0]), np.zeros((1, 3), np.float32),
+                                                       np.zeros(1, np.float32), np.ones(1, bool))
+            return result
         return self._result()
 
     def step(self, actions):
@@ -239,17 +242,19 @@ def test_oversized_observations_after_the_handshake_end_only_that_session():
 @pytest.mark.parametrize(
     "bad, message",
     [("shape", r"decision_obs\[0\]: expected float32 \(3, 3\), got float32 \[3, 4\]"),
-     ("nan", r"decision_obs\[0\]: non-finite values \(NaN or Inf\) in rows \[1\]")],
+     ("nan", r"decision_obs\[0\]: non-finite values \(NaN or Inf\) in rows \[1\]"),
+     ("terminals", r"terminal_ids: the answer to a Reset has no terminals")],
 )
 def test_wrong_shapes_and_nan_observations_end_the_session_naming_the_field(server, transport, bad, message):
     thread, raised = play_in_thread(TinyGame(bad), se.BridgeOptions(port_of(server, transport), transport=transport))
     env = BridgeEnv(server.accept(timeout=10), step_timeout=10)
     with pytest.raises(ProtocolError, match=message) as error:
         env.reset(seed=0)
-    assert error.value.field == "observations.behaviours[0].decision_obs[0]"
+    field = "observations.behaviours[0]." + ("terminal_ids" if bad == "terminals" else "decision_obs[0]")
+    assert error.value.field == field
     thread.join(10)
     # The engine is told which field it got wrong.
-    assert isinstance(raised[0], se.TrainerError) and raised[0].field == "observations.behaviours[0].decision_obs[0]"
+    assert isinstance(raised[0], se.TrainerError) and raised[0].field == field
     assert env.session.closed
     assert_still_serving(server, transport)
 
@@ -290,6 +295,52 @@ def test_engine_error_and_wrong_message_types_raise_session_errors(server, trans
         conn.send(pb.EngineMessage(hello=pb.Hello()))
         with pytest.raises(UnexpectedMessage, match="sent hello where observations was expected"):
             session.receive(timeout=5)
+        told = conn.receive()
+        assert (told.error.message, told.error.field) == ("expected observations, got hello", "message")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_empty_message_mid_session_is_answered_with_an_error_naming_what_was_expected(server, transport):
+    with se.EngineConnection(se.BridgeOptions(port_of(server, transport), transport=transport)) as conn:
+        conn.hello(TinyGame.specs)
+        session = server.accept(timeout=5)
+        session.send(pb.TrainerMessage(reset=pb.Reset(seed=1)))
+        conn.receive()
+        conn.send(pb.EngineMessage())
+        with pytest.raises(UnexpectedMessage, match="sent an empty EngineMessage where observations was expected"):
+            session.receive(timeout=5)
+        told = conn.receive()
+        assert (told.error.message, told.error.field) == ("expected observations, got an empty EngineMessage", "message")
+    assert_still_serving(server, transport)
+
+
+def raw_grpc_session(server: BridgeServer, payloads: list[bytes]) -> list[pb.TrainerMessage]:
+    """Send raw request bytes over a gRPC session (as a broken engine might); every reply until the server ends."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        session = channel.stream_stream("/sparring.v1.Bridge/Session", request_serializer=None,
+                                        response_deserializer=pb.TrainerMessage.FromString)
+        return list(session(iter(payloads), timeout=5))
+
+
+def test_bytes_that_are_no_message_get_an_error_over_grpc_too(server):
+    """Not gRPC's bare INTERNAL status: an Error naming the problem, at the handshake and mid-session."""
+    (reply,) = raw_grpc_session(server, [b"\xff\xff\xff"])
+    assert (reply.error.field, reply.error.message) == (
+        "message", "malformed message: 3 bytes that do not parse as an EngineMessage")
+    hello = pb.EngineMessage(hello=pb.Hello(protocol_version=1, behaviours=[spec_to_proto(SPEC)])).SerializeToString()
+    replies = []
+    thread = threading.Thread(target=lambda: replies.extend(raw_grpc_session(server, [hello, b"\xff\xff"])))
+    thread.start()
+    session = server.accept(timeout=5)
+    session.send(pb.TrainerMessage(reset=pb.Reset(seed=1)))
+    with pytest.raises(InvalidFrame, match="2 bytes that do not parse"):
+        session.receive(timeout=5)
+    thread.join(5)
+    assert [r.WhichOneof("message") for r in replies] == ["welcome", "reset", "error"]
+    assert replies[-1].error.field == "message"
+    assert_still_serving(server, "grpc")
 
 
 def test_a_connection_that_never_says_hello_is_dropped():

@@ -24,14 +24,20 @@ def test_the_example_arena_conforms(transport, capsys):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
-    "fault,message",
-    [("short-obs", "step 3: observations.behaviours[0].decision_obs[0]: expected float32 (2, 3), got float32 [2, 2]"),
-     ("nan-obs", "step 3: observations.behaviours[0].decision_obs[0]: non-finite values")],
+    "fault,stage,message",
+    [("short-obs", "step 3", "observations.behaviours[0].decision_obs[0]: expected float32 (2, 3), got float32 [2, 2]"),
+     ("nan-obs", "step 3", "observations.behaviours[0].decision_obs[0]: non-finite values"),
+     ("terminals-at-reset", "second reset (in the middle of episodes)",
+      "observations.behaviours[0].terminal_ids: the answer to a Reset has no terminals"),
+     ("empty-entry", "step 2", "reported an error: RuntimeError in the game: no watcher decided, yet an action "
+                               "entry for it came"),
+     ],
 )
-def test_a_faulty_engine_is_reported_field_by_field(fault, message, capsys):
+def test_a_faulty_engine_is_reported_field_by_field(fault, stage, message, capsys):
     assert main(["check-engine", "--steps", "50", FAULTY, "--fault", fault]) == 1
     captured = capsys.readouterr()
-    assert f"FAIL  {message}" in captured.out, captured.out
+    (failure,) = [line for line in captured.out.splitlines() if line.startswith("FAIL")]
+    assert failure.startswith(f"FAIL  {stage}: ") and message in failure, captured.out
     assert "does not conform" in captured.err
 
 
@@ -39,6 +45,27 @@ def test_a_faulty_engine_is_reported_field_by_field(fault, message, capsys):
 def test_an_engine_without_episode_ends_is_reported(capsys):
     assert main(["check-engine", "--steps", "3", FAULTY]) == 1
     assert "no agent ended an episode in 3 steps" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(120)
+def test_the_report_names_every_case_it_exercised(capsys):
+    assert main(["check-engine", "--transport", "tcp", "--steps", "30", FAULTY]) == 0
+    out = capsys.readouterr().out
+    for case in ("PASS  reset: step 0", "PASS  second reset (in the middle of episodes)", "PASS  episode ends: 14",
+                 "truncation: not seen", "action masks: none declared", "agents joining after the first decisions",
+                 "behaviours with no deciding agent: 25 times; 13 answered with an empty action entry, 12 with the "
+                 "entry left out, both accepted"):
+        assert case in out, out
+
+
+@pytest.mark.timeout(60)
+def test_an_engine_that_exits_before_its_handshake_is_reported_at_once(capsys):
+    import time
+
+    start = time.monotonic()
+    assert main(["check-engine", "--timeout", "30", sys.executable, "-c", "import sys; sys.exit(2)"]) == 1
+    assert time.monotonic() - start < 10  # not the whole --timeout
+    assert "the engine exited before completing its handshake; the engine exited with code 2" in capsys.readouterr().out
 
 
 @pytest.mark.timeout(60)

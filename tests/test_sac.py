@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -36,7 +35,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ENGINES = Path(__file__).resolve().parents[1] / "engines" / "python"
 ARENA = ENGINES / "examples" / "arena.py"
-PYTHONPATH = {"PYTHONPATH": os.pathsep.join([str(ENGINES), os.environ.get("PYTHONPATH", "")])}
 
 
 # -- gradients ----------------------------------------------------------------------------
@@ -569,8 +567,8 @@ def test_sac_learns_the_arena_through_two_bridge_engine_processes(tmp_path, lear
 
     Seeds 0-9: Runners 6.9 to 7.9, Turrets 11.7 to 12.2.
     """
-    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA), "--sparring-transport", "tcp"], transport="tcp",
-                               env=PYTHONPATH, log_dir=tmp_path, step_timeout=30) as env:
+    with MultiEngineEnv.launch(sys.executable, 2, [str(ARENA)], transport="tcp",
+                               log_dir=tmp_path, step_timeout=30) as env:
         model = SAC(env, seed=learning_seed, hidden_sizes=[64, 64], learning_rate=1e-3, steps_per_update=4,
                     buffer_init_steps=1000, gamma=0.95, init_entcoef=0.05)
         model.learn(40_000)

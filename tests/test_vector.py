@@ -268,3 +268,15 @@ def test_make_vector_env_names_the_valid_modes():
     with pytest.raises(ValueError, match=r"'subprocess' or 'serial', got 'threads'"):
         make_vector_env(COUNTING, 2, mode="threads")
 
+
+
+def test_an_env_worker_imports_only_what_stepping_its_env_needs():
+    """A subprocess copy built from a run config, as `sparring train` builds it, imports neither torch nor the
+    trainers: a worker starts in a fraction of a second and holds no trainer memory."""
+    from sparring.env_config import GymnasiumEnvConfig
+    from sparring.envs.factory import make_env
+
+    config = GymnasiumEnvConfig(source="gymnasium", id="toy_envs:ImportProbe-v0", num_envs=2, vector="subprocess")
+    with make_env(config) as env:
+        loaded = env.reset(seed=0)["toy_envs:ImportProbe"].decisions.obs
+    assert loaded.tolist() == [[0.0, 0.0], [0.0, 0.0]], "a worker imported torch or sparring.agents"

@@ -7,8 +7,10 @@ factories such as ``functools.partial(CountingEnv, episode_length=3)``.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
@@ -184,3 +186,22 @@ class HangingEnv(_FailsAtStep):
 def make_missing_build_env() -> MultiAgentEnv:
     """A factory that fails the way launching a missing game build does."""
     raise FileNotFoundError("no game build at /nonexistent/Game.x86_64")
+
+
+class ImportProbe(gym.Env):
+    """Observes which heavy modules its process has imported: ``[torch, sparring.agents]``, 1.0 where loaded."""
+
+    observation_space = spaces.Box(0.0, 1.0, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def _obs(self) -> np.ndarray:
+        return np.array([module in sys.modules for module in ("torch", "sparring.agents")], np.float32)
+
+    def reset(self, seed=None, options=None):
+        return self._obs(), {}
+
+    def step(self, action):
+        return self._obs(), 0.0, False, False, {}
+
+
+gym.register("ImportProbe-v0", entry_point=ImportProbe)

@@ -1,141 +1,91 @@
-"""Bridge messages <-> numpy: tensors, behaviour specs, observations and actions, strictly validated.
+"""The trainer's side of the bridge messages: declared specs, observations and actions, strictly validated.
 
 Everything an engine sends is untrusted (DESIGN section 4). Decoding checks it
 against the declared spec and raises :class:`ProtocolError` naming the field,
 e.g. ``behaviours[0].decision_obs[1]: expected float32 (n, 64), got (3, 63)``.
 Tensors are ``numpy.frombuffer`` views of the message bytes: no per-element work.
+The wire format itself (frames, tensors, constants) is ``sparring.protos.wire``,
+shared with the engine SDK; the engine's side of these messages is
+``sparring_engine.messages``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from gymnasium import spaces
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, StepResult, TerminalSteps
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.spec import BehaviourSpec, Obs, empty_actions
+from sparring.protos.wire import DTYPES, MAX_AGENT_ID, PROTOCOL_VERSION, ProtocolError, decode_tensor, expect, fill_tensor
+from sparring.spec import BehaviourSpec, Obs
 
-PROTOCOL_VERSION = 1
-MAX_AGENT_ID = 2**32 - 1  # ids must fit the vector env's per-copy id range
-
-_DTYPES: dict[int, np.dtype] = {
-    pb.FLOAT32: np.dtype("<f4"),
-    pb.FLOAT64: np.dtype("<f8"),
-    pb.INT8: np.dtype("i1"),
-    pb.UINT8: np.dtype("u1"),
-    pb.INT32: np.dtype("<i4"),
-    pb.INT64: np.dtype("<i8"),
-    pb.BOOL: np.dtype("?"),
-}
-_ENUMS: dict[str, int] = {dt.name: code for code, dt in _DTYPES.items()}  # "float32" -> FLOAT32, ...
-
-
-def keep_message_buffers_mapped() -> None:
-    """Ask glibc to keep freed large buffers mapped instead of returning them to the kernel.
-
-    Every step allocates and frees a few buffers the size of a message (256 KB for
-    1024 agents x 64 floats). By default glibc serves such sizes with fresh mmaps
-    and unmaps them on free, so each step pays page faults on every byte: 0.4 ms
-    to build and serialize one 1024-agent message here, against 15 us once freed
-    memory stays mapped. Called once by each side of the bridge; a no-op off glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    libc.mallopt(m_mmap_threshold, 64 << 20)
-    libc.mallopt(m_trim_threshold, 256 << 20)
-
-
-class ProtocolError(ValueError):
-    """A message that breaks the protocol; ``field`` is the path of the offending field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-# -- tensors -----------------------------------------------------------------
-
-
-def fill_tensor(tensor: pb.Tensor, array: np.ndarray) -> pb.Tensor:
-    """Write a numpy array into ``tensor`` (little-endian, C order), in place.
-
-    Filling the field where it lives avoids the copy a ``CopyFrom`` of a separately
-    built Tensor would make: at 256 KB per observation batch, copies are the cost.
-    """
-    array = np.asarray(array)
-    code = _ENUMS.get(array.dtype.name)
-    if code is None:
-        raise TypeError(f"dtype {array.dtype} cannot travel over the bridge; use one of {sorted(_ENUMS)}")
-    tensor.dtype = code
-    tensor.shape[:] = array.shape
-    tensor.data = np.ascontiguousarray(array, dtype=_DTYPES[code]).tobytes()
-    return tensor
-
-
-def encode_tensor(array: np.ndarray) -> pb.Tensor:
-    """A numpy array as a new Tensor message."""
-    return fill_tensor(pb.Tensor(), array)
-
-
-def decode_tensor(tensor: pb.Tensor, field: str) -> np.ndarray:
-    """A read-only numpy view of a Tensor's bytes, after checking dtype, shape and length."""
-    dtype = _DTYPES.get(tensor.dtype)
-    if dtype is None:
-        raise ProtocolError(f"{field}.dtype", f"unknown dtype {tensor.dtype}")
-    shape = tuple(tensor.shape)
-    if any(d < 0 for d in shape):
-        raise ProtocolError(f"{field}.shape", f"negative dimension in {list(shape)}")
-    expected = math.prod(shape) * dtype.itemsize
-    if len(tensor.data) != expected:
-        raise ProtocolError(f"{field}.data", f"{len(tensor.data)} bytes for shape {list(shape)} of {dtype.name} ({expected} expected)")
-    array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
-    if dtype.kind == "b" and array.size and np.frombuffer(tensor.data, np.uint8).max() > 1:
-        raise ProtocolError(f"{field}.data", "BOOL elements must be bytes 0 or 1")
-    if dtype.byteorder == "<" and not np.little_endian:  # pragma: no cover - big-endian hosts only
-        array = array.astype(dtype.newbyteorder("="))
-    return array
-
-
-def _expect(array: np.ndarray, field: str, dtype: np.dtype, shape: tuple[int | None, ...]) -> np.ndarray:
-    """``array`` if it has ``dtype`` and ``shape`` (None matches any size), else a ProtocolError."""
-    ok = array.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, array.shape))
-    if array.dtype != dtype or not ok:
-        want = ", ".join("n" if s is None else str(s) for s in shape)
-        raise ProtocolError(field, f"expected {dtype.name} ({want}), got {array.dtype.name} {list(array.shape)}")
-    return array
+__all__ = [
+    "DEFAULT_LIMITS", "PROTOCOL_VERSION", "ProtocolError", "SpecLimits", "decode_observations", "encode_actions",
+    "spec_difference", "spec_from_proto", "specs_from_hello",
+]
 
 
 # -- specs -------------------------------------------------------------------
 
 
-def _box_to_proto(box: spaces.Box) -> pb.BoxSpace:
-    msg = pb.BoxSpace(shape=box.shape, dtype=_ENUMS[box.dtype.name])
-    if np.isfinite(box.low).any():
-        msg.low.CopyFrom(encode_tensor(box.low.astype(np.float64)))
-    if np.isfinite(box.high).any():
-        msg.high.CopyFrom(encode_tensor(box.high.astype(np.float64)))
-    return msg
+@dataclass(frozen=True)
+class SpecLimits:
+    """What an engine may declare in its Hello; every declaration is checked against these before anything is
+    allocated for it, so no Hello can make the trainer build a policy it has no memory for.
+
+    With the defaults, the largest behaviour's policy (two 256-unit layers, actor and critic, with Adam's
+    state) takes about 0.8 GB: 65,536 inputs is a 256 x 256 image, or 128 x 128 in colour.
+    """
+
+    max_behaviours: int = 64
+    max_observation_elements: int = 2**16  # per agent, all components together
+    max_action_choices: int = 2**16  # discrete actions, all branches together (the width of the logits and mask)
+    max_action_dims: int = 1024  # continuous action values, or discrete branches
+    max_name_length: int = 256  # behaviour, component and engine names
+
+    def check_name(self, name: str, field: str, what: str) -> None:
+        if not name:
+            raise ProtocolError(field, f"{what} needs a name")
+        if len(name) > self.max_name_length:
+            raise ProtocolError(field, f"{what} name of {len(name)} characters; the limit is {self.max_name_length} "
+                                       "(max_name_length)")
+        if any(ord(c) < 32 or c in "/\\" for c in name):
+            raise ProtocolError(field, f"{what} name {name!r} contains a control character or a path separator")
 
 
-def _box_from_proto(msg: pb.BoxSpace, field: str) -> spaces.Box:
-    dtype = _DTYPES.get(msg.dtype)
-    if dtype is None or dtype.kind == "b":
-        raise ProtocolError(f"{field}.dtype", f"unknown or unsupported Box dtype {msg.dtype}")
+DEFAULT_LIMITS = SpecLimits()
+
+
+def _box_shape(msg: pb.BoxSpace, field: str, max_elements: int, setting: str) -> tuple[int, ...]:
+    """A Box's shape, refused (naming ``setting``) before anything of that size exists if it holds more than
+    ``max_elements`` values."""
+    if len(msg.shape) > 8:
+        raise ProtocolError(f"{field}.shape", f"{len(msg.shape)} dimensions; at most 8 are supported")
     shape = tuple(int(d) for d in msg.shape)
     if any(d <= 0 for d in shape):
         raise ProtocolError(f"{field}.shape", f"dimensions must be positive, got {list(shape)}")
+    if math.prod(shape) > max_elements:
+        raise ProtocolError(f"{field}.shape", f"{list(shape)} holds {math.prod(shape):,} values per agent; the limit is "
+                                              f"{max_elements:,} ({setting})")
+    return shape
+
+
+def _box_from_proto(msg: pb.BoxSpace, field: str, shape: tuple[int, ...]) -> spaces.Box:
+    """A Box of ``shape`` (checked by :func:`_box_shape`) with the message's dtype and bounds."""
+    dtype = DTYPES.get(msg.dtype)
+    if dtype is None or dtype.kind == "b":
+        raise ProtocolError(f"{field}.dtype", f"unknown or unsupported Box dtype {msg.dtype}")
     bounds = []
     for name, default in (("low", -np.inf), ("high", np.inf)):
         if msg.HasField(name):
             value = decode_tensor(getattr(msg, name), f"{field}.{name}").astype(np.float64)
+            if np.isnan(value).any():
+                raise ProtocolError(f"{field}.{name}", "NaN bound; leave the bound out (or send inf) for no bound")
             try:
                 value = np.broadcast_to(value, shape)
             except ValueError:
@@ -144,58 +94,57 @@ def _box_from_proto(msg: pb.BoxSpace, field: str) -> spaces.Box:
             value = np.full(shape, default)
         bounds.append(value)
     low, high = bounds
+    if (low > high).any():
+        at = tuple(int(i) for i in np.argwhere(low > high)[0])
+        raise ProtocolError(f"{field}.low", f"low {low[at]} is above high {high[at]} at index {list(at)}")
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         low, high = np.clip(low, info.min, info.max), np.clip(high, info.min, info.max)
     return spaces.Box(low.astype(dtype), high.astype(dtype), shape, dtype)
 
 
-def spec_to_proto(spec: BehaviourSpec, has_action_mask: bool = False) -> pb.BehaviourSpec:
-    """How an engine declares a behaviour in its Hello."""
-    if spec.is_hybrid:
-        raise ValueError(f"behaviour {spec.name!r}: the bridge protocol (sparring.v1) carries Discrete, MultiDiscrete "
-                         "or Box actions, not hybrid ones; declare the two parts as two behaviours")
-    msg = pb.BehaviourSpec(name=spec.name, has_action_mask=has_action_mask)
-    for key, box in spec.observation_components.items():
-        msg.observations.add(name=key, space=_box_to_proto(box))
-    act = spec.action_space
-    if isinstance(act, spaces.Discrete):
-        msg.discrete.n = int(act.n)
-    elif isinstance(act, spaces.MultiDiscrete):
-        msg.multi_discrete.nvec.extend(int(n) for n in act.nvec)
-    else:
-        msg.continuous.CopyFrom(_box_to_proto(act))
-    if spec.team_id is not None:
-        msg.has_team, msg.team_id = True, spec.team_id
-    return msg
-
-
-def spec_from_proto(msg: pb.BehaviourSpec, field: str) -> tuple[BehaviourSpec, bool]:
-    """``(spec, has_action_mask)`` from a Hello's behaviour declaration."""
-    if not msg.name:
-        raise ProtocolError(f"{field}.name", "a behaviour needs a name")
+def spec_from_proto(
+    msg: pb.BehaviourSpec, field: str, limits: SpecLimits = DEFAULT_LIMITS
+) -> tuple[BehaviourSpec, bool]:
+    """``(spec, has_action_mask)`` from a Hello's behaviour declaration, within ``limits``."""
+    limits.check_name(msg.name, f"{field}.name", "a behaviour")
     if not msg.observations:
         raise ProtocolError(f"{field}.observations", "a behaviour needs at least one observation component")
+    budget, shapes = limits.max_observation_elements, []
+    for i, component in enumerate(msg.observations):
+        where = f"{field}.observations[{i}]"
+        limits.check_name(component.name, f"{where}.name", "an observation component")
+        shapes.append(_box_shape(component.space, f"{where}.space", budget,
+                                 "max_observation_elements, all components together"))
+        budget -= math.prod(shapes[-1])
     names = [c.name for c in msg.observations]
-    if len(set(names)) != len(names) or "" in names:
-        raise ProtocolError(f"{field}.observations", f"component names must be unique and non-empty, got {names}")
-    boxes = {c.name: _box_from_proto(c.space, f"{field}.observations[{i}].space") for i, c in enumerate(msg.observations)}
+    if len(set(names)) != len(names):
+        raise ProtocolError(f"{field}.observations", f"component names must be unique, got {names}")
+    boxes = {c.name: _box_from_proto(c.space, f"{field}.observations[{i}].space", shape)
+             for i, (c, shape) in enumerate(zip(msg.observations, shapes))}
     # OrderedDict: gymnasium sorts a plain dict's keys, but tensors travel in declared order.
     observation = boxes["obs"] if names == ["obs"] else spaces.Dict(OrderedDict(boxes))
     kind = msg.WhichOneof("action")
     if kind == "discrete":
-        if msg.discrete.n <= 0:
-            raise ProtocolError(f"{field}.discrete.n", f"must be positive, got {msg.discrete.n}")
+        if not 0 < msg.discrete.n <= limits.max_action_choices:
+            raise ProtocolError(f"{field}.discrete.n", f"must lie in [1, {limits.max_action_choices:,}] "
+                                                       f"(max_action_choices), got {msg.discrete.n:,}")
         action: spaces.Space = spaces.Discrete(msg.discrete.n)
     elif kind == "multi_discrete":
-        nvec = list(msg.multi_discrete.nvec)
-        if not nvec or min(nvec) <= 0:
-            raise ProtocolError(f"{field}.multi_discrete.nvec", f"must be non-empty and positive, got {nvec}")
-        action = spaces.MultiDiscrete(nvec)
+        nvec = msg.multi_discrete.nvec
+        if not nvec or len(nvec) > limits.max_action_dims or min(nvec) <= 0:
+            raise ProtocolError(f"{field}.multi_discrete.nvec", f"needs 1 to {limits.max_action_dims} positive branch "
+                                                                f"sizes (max_action_dims), got {len(nvec)}")
+        if sum(nvec) > limits.max_action_choices:
+            raise ProtocolError(f"{field}.multi_discrete.nvec", f"{sum(nvec):,} actions over all branches; the limit is "
+                                                                f"{limits.max_action_choices:,} (max_action_choices)")
+        action = spaces.MultiDiscrete(list(nvec))
     elif kind == "continuous":
-        action = _box_from_proto(msg.continuous, f"{field}.continuous")
+        where = f"{field}.continuous"
+        shape = _box_shape(msg.continuous, where, limits.max_action_dims, "max_action_dims")
+        action = _box_from_proto(msg.continuous, where, shape)
         if action.dtype.kind != "f":
-            raise ProtocolError(f"{field}.continuous.dtype", "continuous actions must be float32 or float64")
+            raise ProtocolError(f"{where}.dtype", "continuous actions must be float32 or float64")
         action = spaces.Box(action.low.astype(np.float32), action.high.astype(np.float32), action.shape, np.float32)
     else:
         raise ProtocolError(f"{field}.action", "no action space declared (discrete, multi_discrete or continuous)")
@@ -205,13 +154,20 @@ def spec_from_proto(msg: pb.BehaviourSpec, field: str) -> tuple[BehaviourSpec, b
     return spec, msg.has_action_mask
 
 
-def specs_from_hello(hello: pb.Hello) -> tuple[dict[str, BehaviourSpec], set[str]]:
-    """Behaviour specs declared in a Hello, and the names of those that send action masks."""
+def specs_from_hello(
+    hello: pb.Hello, limits: SpecLimits = DEFAULT_LIMITS
+) -> tuple[dict[str, BehaviourSpec], set[str]]:
+    """Behaviour specs declared in a Hello, and the names of those that send action masks, within ``limits``."""
     specs, masked = {}, set()
     if not hello.behaviours:
         raise ProtocolError("hello.behaviours", "an engine must declare at least one behaviour")
+    if len(hello.behaviours) > limits.max_behaviours:
+        raise ProtocolError("hello.behaviours", f"{len(hello.behaviours)} behaviours; the limit is "
+                                                f"{limits.max_behaviours} (max_behaviours)")
+    if hello.engine_name:
+        limits.check_name(hello.engine_name, "hello.engine_name", "an engine")
     for i, declared in enumerate(hello.behaviours):
-        spec, has_mask = spec_from_proto(declared, f"hello.behaviours[{i}]")
+        spec, has_mask = spec_from_proto(declared, f"hello.behaviours[{i}]", limits)
         if spec.name in specs:
             raise ProtocolError(f"hello.behaviours[{i}].name", f"behaviour {spec.name!r} declared twice")
         specs[spec.name] = spec
@@ -220,43 +176,47 @@ def specs_from_hello(hello: pb.Hello) -> tuple[dict[str, BehaviourSpec], set[str
     return specs, masked
 
 
+def spec_difference(
+    run: Mapping[str, BehaviourSpec], run_masked: set[str], specs: Mapping[str, BehaviourSpec], masked: set[str]
+) -> str | None:
+    """How an engine's declaration differs from the run's (``None``: it does not), in words an engine author
+    can act on: the behaviours missing or extra, then, per behaviour, what of it differs."""
+    problems = []
+    missing, extra = sorted(set(run) - set(specs)), sorted(set(specs) - set(run))
+    if missing:
+        problems.append(f"behaviours {missing} are missing")
+    if extra:
+        problems.append(f"behaviours {extra} are not in the run")
+    for name in sorted(set(run) & set(specs)):
+        want, got = run[name], specs[name]
+        parts = []
+        want_obs, got_obs = want.observation_components, got.observation_components
+        if list(want_obs) != list(got_obs):
+            parts.append(f"observation components {list(got_obs)} where the run has {list(want_obs)}")
+        else:
+            parts.extend(f"observation {key!r} is {_describe_box(got_obs[key])} where the run's is "
+                         f"{_describe_box(want_obs[key])}" for key in want_obs if got_obs[key] != want_obs[key])
+        if got.action_space != want.action_space:
+            parts.append(f"actions are {got.action_space} where the run's are {want.action_space}")
+        if got.team_id != want.team_id:
+            parts.append(f"team {got.team_id} where the run has {want.team_id}")
+        if (name in masked) != (name in run_masked):
+            parts.append("it sends action masks and the run does not" if name in masked else
+                         "it sends no action masks and the run does")
+        problems.extend(f"behaviour {name!r}: {part}" for part in parts)
+    return "; ".join(problems) or None
+
+
+def _describe_box(box: spaces.Box) -> str:
+    bounds = "" if (box.low == box.low.flat[0]).all() and (box.high == box.high.flat[0]).all() else " (per-element bounds)"
+    return f"{box.dtype.name} {list(box.shape)} in [{box.low.flat[0]}, {box.high.flat[0]}]{bounds}"
+
+
 # -- observations ------------------------------------------------------------
 
 
-def _fill_obs(tensors, spec: BehaviourSpec, obs: Obs) -> None:
-    parts = [obs[key] for key in spec.observation_components] if isinstance(obs, dict) else [obs]
-    for part in parts:
-        fill_tensor(tensors.add(), part)
-
-
-def encode_observations(
-    step: int, specs: Mapping[str, BehaviourSpec], result: StepResult, out: pb.Observations | None = None
-) -> pb.Observations:
-    """Engine side: a step result as an Observations message, filled into ``out`` if given.
-
-    Pass the field of the message you will send (``engine_message.observations``)
-    so the tensors are written once, where they are serialized from.
-    """
-    msg = pb.Observations() if out is None else out
-    msg.step = step
-    for name, part in result.items():
-        d, t = part.decisions, part.terminals
-        entry = msg.behaviours.add(behaviour=name)
-        fill_tensor(entry.decision_ids, d.agent_ids.astype(np.int64, copy=False))
-        _fill_obs(entry.decision_obs, specs[name], d.obs)
-        fill_tensor(entry.decision_rewards, d.rewards.astype(np.float32, copy=False))
-        if d.action_mask is not None:
-            fill_tensor(entry.action_mask, d.action_mask.astype(bool, copy=False))
-        if len(t):
-            fill_tensor(entry.terminal_ids, t.agent_ids.astype(np.int64, copy=False))
-            _fill_obs(entry.terminal_obs, specs[name], t.obs)
-            fill_tensor(entry.terminal_rewards, t.rewards.astype(np.float32, copy=False))
-            fill_tensor(entry.terminal_truncated, t.truncated.astype(bool, copy=False))
-    return msg
-
-
 def _decode_ids(tensor: pb.Tensor, field: str) -> np.ndarray:
-    ids = _expect(decode_tensor(tensor, field), field, np.dtype("<i8"), (None,))
+    ids = expect(decode_tensor(tensor, field), field, np.dtype("<i8"), (None,))
     if len(ids) and (ids.min() < 0 or ids.max() > MAX_AGENT_ID):
         raise ProtocolError(field, f"agent ids must lie in [0, {MAX_AGENT_ID}], got {ids.min()}..{ids.max()}")
     if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # engines usually send ids sorted: then they are unique
@@ -273,7 +233,7 @@ def _decode_obs(spec: BehaviourSpec, tensors, n: int, field: str) -> Obs:
     parts = {}
     for i, (key, box) in enumerate(components.items()):
         where = f"{field}[{i}]"
-        array = _expect(decode_tensor(tensors[i], where), where, box.dtype, (n, *box.shape))
+        array = expect(decode_tensor(tensors[i], where), where, box.dtype, (n, *box.shape))
         if box.dtype.kind == "f" and not np.isfinite(array).all():
             bad = np.flatnonzero(~np.isfinite(array.reshape(n, -1)).all(axis=1)).tolist()
             raise ProtocolError(where, f"non-finite values (NaN or Inf) in rows {bad}")
@@ -282,7 +242,7 @@ def _decode_obs(spec: BehaviourSpec, tensors, n: int, field: str) -> Obs:
 
 
 def _decode_rewards(tensor: pb.Tensor, n: int, field: str) -> np.ndarray:
-    rewards = _expect(decode_tensor(tensor, field), field, np.dtype("<f4"), (n,))
+    rewards = expect(decode_tensor(tensor, field), field, np.dtype("<f4"), (n,))
     if not np.isfinite(rewards).all():
         raise ProtocolError(field, f"non-finite rewards in rows {np.flatnonzero(~np.isfinite(rewards)).tolist()}")
     return rewards
@@ -324,7 +284,7 @@ def _decode_decisions(entry: pb.BehaviourObservations, spec: BehaviourSpec, mask
     if masked:
         if not entry.HasField("action_mask"):
             raise ProtocolError(f"{where}.action_mask", f"behaviour {entry.behaviour!r} declared masks but sent none")
-        mask = _expect(decode_tensor(entry.action_mask, f"{where}.action_mask"), f"{where}.action_mask",
+        mask = expect(decode_tensor(entry.action_mask, f"{where}.action_mask"), f"{where}.action_mask",
                        np.dtype("?"), (n, spec.mask_size))
         if n and not _every_branch_allows_something(mask, spec.action_branches):
             raise ProtocolError(f"{where}.action_mask", "a row masks out every action of a branch")
@@ -336,7 +296,7 @@ def _decode_terminals(entry: pb.BehaviourObservations, spec: BehaviourSpec, wher
     m = len(ids)
     obs = _decode_obs(spec, entry.terminal_obs, m, f"{where}.terminal_obs")
     rewards = _decode_rewards(entry.terminal_rewards, m, f"{where}.terminal_rewards")
-    truncated = _expect(decode_tensor(entry.terminal_truncated, f"{where}.terminal_truncated"),
+    truncated = expect(decode_tensor(entry.terminal_truncated, f"{where}.terminal_truncated"),
                         f"{where}.terminal_truncated", np.dtype("?"), (m,))
     return TerminalSteps(ids, obs, rewards, truncated)
 
@@ -356,20 +316,3 @@ def encode_actions(step: int, actions: Mapping[str, np.ndarray], out: pb.Actions
     for name, batch in actions.items():
         fill_tensor(msg.behaviours.add(behaviour=name).actions, batch)
     return msg
-
-
-def decode_actions(msg: pb.Actions, specs: Mapping[str, BehaviourSpec], counts: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """Engine side: actions per behaviour, checked against the spec and the number of decisions asked."""
-    out = {}
-    for i, entry in enumerate(msg.behaviours):
-        where = f"actions.behaviours[{i}].actions"
-        spec = specs.get(entry.behaviour)
-        if spec is None:
-            raise ProtocolError(f"actions.behaviours[{i}].behaviour", f"unknown behaviour {entry.behaviour!r}")
-        n = counts.get(entry.behaviour, 0)
-        expected = empty_actions(spec)  # the action conventions of sparring.spec
-        out[entry.behaviour] = _expect(decode_tensor(entry.actions, where), where, expected.dtype, (n, *expected.shape[1:]))
-    for name, n in counts.items():
-        if n and name not in out:
-            raise ProtocolError("actions.behaviours", f"no actions for behaviour {name!r}, which has {n} deciding agents")
-    return out

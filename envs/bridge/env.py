@@ -19,7 +19,7 @@
 Launching two copies of a Python game::
 
     env = MultiEngineEnv.launch(sys.executable, num_engines=2, transport="tcp",
-                                args=["engines/python/examples/arena.py", "--sparring-transport", "tcp"])
+                                args=["engines/python/examples/arena.py"])
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,19 +39,18 @@ from sparring.envs.bridge import codec
 from sparring.envs.bridge.codec import ProtocolError
 from sparring.envs.bridge.launcher import GameLauncher, GameProcess, new_token
 from sparring.envs.bridge.server import (
-    DEFAULT_GRPC_PORT,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_TCP_PORT,
     BridgeServer,
     EngineError,
     EngineSession,
     SessionClosed,
     SessionError,
     SessionTimeout,
+    host_port,
 )
 from sparring.envs.supervision import EngineFailure, LiveAgents, RestartBudget, lost_result
 from sparring.envs.vector import VectorEnv
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.protos.wire import DEFAULT_GRPC_PORT, DEFAULT_TCP_PORT
 from sparring.spec import BehaviourSpec, empty_actions
 
 log = logging.getLogger("sparring.bridge")
@@ -66,7 +65,7 @@ class BridgeEnv(MultiAgentEnv):
     Args:
         session: a session from :meth:`BridgeServer.accept`.
         step_timeout: seconds the engine has to answer one Actions.
-        reset_timeout: seconds it has to answer a Reset (levels load); default ``max(step_timeout, 60)``.
+        reset_timeout: seconds it has to answer a Reset (levels load); default ``step_timeout``.
         environment_parameters: sent with every Reset.
 
     ``reset``/``step`` are ``send_*`` followed by :meth:`receive`; calling the halves
@@ -85,7 +84,7 @@ class BridgeEnv(MultiAgentEnv):
         self.session = session
         self.specs: dict[str, BehaviourSpec] = dict(session.specs)
         self.step_timeout = step_timeout
-        self.reset_timeout = reset_timeout if reset_timeout is not None else max(step_timeout, 60.0)
+        self.reset_timeout = reset_timeout if reset_timeout is not None else step_timeout
         self.environment_parameters = dict(environment_parameters or {})
         self._step: int | None = None  # step number of the last Observations; None before the first reset
         self._expected: int | None = None  # step number the pending reply must carry
@@ -172,6 +171,8 @@ class BridgeEnv(MultiAgentEnv):
             if observations.step != expected:
                 raise ProtocolError("observations.step", f"expected step {expected}, got {observations.step}")
             result = codec.decode_observations(observations, self.specs, self.session.masked)
+            if expected == 0:
+                _check_no_terminals(observations)
         except ProtocolError as exc:
             self.session.fail(str(exc), exc.field)
             detail = str(exc).removeprefix(f"{exc.field}: ")
@@ -185,10 +186,34 @@ class BridgeEnv(MultiAgentEnv):
         self.session.close("the env was closed")
 
 
+def _check_no_terminals(observations: pb.Observations) -> None:
+    """The answer to a Reset starts every episode afresh: the episodes the Reset cut off are not reported."""
+    for i, entry in enumerate(observations.behaviours):
+        if entry.HasField("terminal_ids") and entry.terminal_ids.shape and entry.terminal_ids.shape[0]:
+            raise ProtocolError(f"observations.behaviours[{i}].terminal_ids",
+                                "the answer to a Reset has no terminals: a Reset ends every episode under way "
+                                "without reporting it")
+
+
 def _action_format(spec: BehaviourSpec) -> tuple[np.dtype, tuple[int, ...]]:
     """The dtype and per-row shape of a behaviour's actions on the wire (sparring.spec's conventions)."""
     rows = empty_actions(spec)
     return rows.dtype, rows.shape[1:]
+
+
+def _server(transport: str, host: str, port: int, token: str | None,
+            server_options: Mapping[str, Any] | None) -> BridgeServer:
+    """A server listening on ``port`` for ``transport`` only."""
+    _check_transport(transport)
+    return BridgeServer(host, grpc_port=port if transport == "grpc" else None,
+                        tcp_port=port if transport == "tcp" else None, token=token, **(server_options or {}))
+
+
+def _connect_host(host: str) -> str:
+    """The address a launched copy on this machine connects to, for a server bound to ``host``."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return "::1" if host == "::" else host
 
 
 def _check_transport(transport: str) -> None:
@@ -223,7 +248,7 @@ class MultiEngineEnv(VectorEnv):
             and a failed slot waits for the next one.
         transport: which of the server's ports launched copies are told (``"grpc"`` / ``"tcp"``).
         step_timeout: seconds an engine has to answer one step before it counts as hung.
-        reset_timeout: seconds to answer a Reset; default ``max(step_timeout, 60)``.
+        reset_timeout: seconds to answer a Reset; default ``step_timeout``.
         connect_timeout: seconds a launched copy has to start and complete its handshake.
         max_restarts: relaunches allowed per slot over the env's life; one more failure raises.
         restart_backoff: seconds before the first relaunch of a slot; doubles with each
@@ -303,18 +328,17 @@ class MultiEngineEnv(VectorEnv):
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        server_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> MultiEngineEnv:
         """Start a server (on a free port unless ``port``), launch ``num_engines`` copies of ``executable``,
         and wait for them. Each copy authenticates with its own launch token; ``token`` is only needed to
-        listen beyond loopback. Further ``options`` are the constructor's."""
-        _check_transport(transport)
-        server = BridgeServer(host, grpc_port=port if transport == "grpc" else None,
-                              tcp_port=port if transport == "tcp" else None, token=token,
-                              max_message_bytes=max_message_bytes)
+        listen beyond loopback. ``server_options`` are :class:`BridgeServer`'s (``max_message_bytes``,
+        ``handshake_timeout``, ``limits``); further ``options`` are the constructor's."""
+        server = _server(transport, host, port, token, server_options)
         try:
-            launcher = GameLauncher(executable, args, headless_args=headless_args, log_dir=log_dir, env=env, cwd=cwd)
+            launcher = GameLauncher(executable, args, host=_connect_host(host), transport=transport,
+                                    headless_args=headless_args, log_dir=log_dir, env=env, cwd=cwd)
             return cls(server, num_engines, launcher, transport=transport, owns_server=True, **options)
         except BaseException:
             server.close()
@@ -330,15 +354,23 @@ class MultiEngineEnv(VectorEnv):
         port: int | None = None,
         token: str | None = None,
         connect_timeout: float = 600.0,
+        server_options: Mapping[str, Any] | None = None,
+        announce: Callable[[str], None] | None = None,
         **options: Any,
     ) -> MultiEngineEnv:
-        """Editor mode: wait for ``num_engines`` engines to connect (default ports 5105 gRPC, 5106 TCP)."""
-        _check_transport(transport)
+        """Editor mode: wait for ``num_engines`` engines to connect (default ports 5105 gRPC, 5106 TCP).
+
+        ``announce`` is told, once the server listens, where engines must connect and whether they need a
+        token (the CLI prints it); by default it is logged."""
         if port is None:
             port = DEFAULT_GRPC_PORT if transport == "grpc" else DEFAULT_TCP_PORT
-        server = BridgeServer(host, grpc_port=port if transport == "grpc" else None,
-                              tcp_port=port if transport == "tcp" else None, token=token)
-        log.info("bridge: waiting for %d engine(s) on %s port %d", num_engines, transport, port)
+        server = _server(transport, host, port, token, server_options)
+        bound = server.grpc_port if transport == "grpc" else server.tcp_port
+        needs = ("engines must send the configured token (--sparring-token, or the game's setting)" if token else
+                 "no token needed on loopback (any token is accepted)")
+        (announce or log.info)(f"waiting for {num_engines} engine(s) to connect over {transport} to "
+                               f"{host_port(host, bound)}; {needs}; start the game(s) now "
+                               f"(up to {connect_timeout:g} s)")
         try:
             return cls(server, num_engines, None, transport=transport, owns_server=True,
                        connect_timeout=connect_timeout, **options)
@@ -444,10 +476,12 @@ class MultiEngineEnv(VectorEnv):
                 continue
             session = self.server.poll(slot.token, 0)
             if session is not None:
-                if self._initialised and session.specs != self.specs:
-                    session.fail("this engine's behaviour specs differ from the other engines'", "hello.behaviours")
-                    self._fail(slot, f"{session.name} reconnected with different behaviour specs "
-                                     f"{sorted(session.specs)}", "connect_failures")
+                if self.server.run_specs is None:  # the first engine's behaviours are the run's; the server
+                    self.server.run_specs = (dict(session.specs), set(session.masked))  # refuses others from now
+                difference = codec.spec_difference(*self.server.run_specs, session.specs, set(session.masked))
+                if difference:  # it completed its handshake before the run's specs were known
+                    session.fail(f"this engine's behaviours differ from the run's: {difference}", "hello.behaviours")
+                    self._fail(slot, f"{session.name} declared different behaviours: {difference}", "connect_failures")
                     continue
                 slot.env = BridgeEnv(session, self.step_timeout, self.reset_timeout, self.environment_parameters)
                 slot.state = "ready"
@@ -458,8 +492,11 @@ class MultiEngineEnv(VectorEnv):
             elif slot.process is not None and slot.process.poll() is not None:
                 self._fail(slot, slot.process.describe("before connecting"), "connect_failures")
             elif now > slot.connect_deadline:
-                where = f"{self.transport} port {self.port}"
-                self._fail(slot, f"no engine connected on {where} within {self.connect_timeout} s", "connect_failures")
+                why = f"no engine connected on {self.transport} port {self.port} within {self.connect_timeout} s"
+                if self.launcher is None:  # editor mode, before the run: nobody is coming; waiting again won't help
+                    raise EngineFailure(f"engine slot {slot.index}: {why} (start the game, or raise connect_timeout)",
+                                        slot.index, why)
+                self._fail(slot, why, "connect_failures")
 
     def _fail(self, slot: _Slot, error: BaseException | str, kind: str | None = None) -> dict[str, np.ndarray]:
         """Record a slot's failure, kill its game, schedule the relaunch; its live agents are returned as lost."""

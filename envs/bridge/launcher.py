@@ -2,7 +2,9 @@
 
 Each copy is started as::
 
-    executable *args --sparring-port PORT --sparring-token TOKEN [headless flags]
+    executable *args --sparring-host HOST --sparring-port PORT --sparring-transport grpc|tcp --sparring-token TOKEN [headless flags]
+
+every flag followed by its value as a separate argument (protos/README.md, "Launched engines").
 
 in its own process group (so ``kill`` also takes down whatever the game itself
 started), with stdout and stderr written to one log file per launch. Every
@@ -140,7 +142,9 @@ class GameLauncher:
 
     Args:
         executable: the game build (or an interpreter, with the script in ``args``).
-        args: arguments before the bridge flags (a scene, ``--sparring-transport tcp``, ...).
+        args: arguments before the bridge flags (a scene, the game's own options, ...).
+        host: the trainer's address the copies connect to (``--sparring-host``).
+        transport: ``"grpc"`` or ``"tcp"``, the transport they must use (``--sparring-transport``).
         headless_args: appended last, for builds that can run without a window
             (e.g. ``["--headless"]``, Unity's ``["-batchmode", "-nographics"]``).
         log_dir: folder for one log per launch (``slot{N}-{launch}.log``, launch counting from 1
@@ -154,6 +158,8 @@ class GameLauncher:
         executable: str | os.PathLike,
         args: Sequence[str] = (),
         *,
+        host: str = "127.0.0.1",
+        transport: str = "grpc",
         headless_args: Sequence[str] = (),
         log_dir: str | os.PathLike | None = None,
         env: Mapping[str, str] | None = None,
@@ -161,6 +167,7 @@ class GameLauncher:
     ) -> None:
         self.executable = os.fspath(executable)
         self.args = [str(a) for a in args]
+        self.host, self.transport = host, transport
         self.headless_args = [str(a) for a in headless_args]
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="sparring-engines-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -172,8 +179,8 @@ class GameLauncher:
         self._finalizer = weakref.finalize(self, _kill_all, self.processes)
 
     def command(self, port: int, token: str) -> list[str]:
-        return [self.executable, *self.args, "--sparring-port", str(port), "--sparring-token", token,
-                *self.headless_args]
+        return [self.executable, *self.args, "--sparring-host", self.host, "--sparring-port", str(port),
+                "--sparring-transport", self.transport, "--sparring-token", token, *self.headless_args]
 
     def launch(self, slot: int, port: int, token: str | None = None) -> GameProcess:
         """Start one copy that will connect to ``port``; its token is fresh unless given."""

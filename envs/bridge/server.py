@@ -31,7 +31,6 @@ import itertools
 import logging
 import queue
 import socket
-import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -42,20 +41,16 @@ from google.protobuf.message import DecodeError
 
 from sparring.envs.bridge import codec
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.protos.sparring.v1 import bridge_pb2_grpc
+from sparring.protos.wire import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    keep_message_buffers_mapped,
+    read_exactly,
+    read_frame_size,
+    write_frame,
+)
 from sparring.spec import BehaviourSpec
 
 log = logging.getLogger("sparring.bridge")
-
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20
-DEFAULT_GRPC_PORT = 5105
-"""The port engines try by default over gRPC (editor mode); the trainer picks free ports when it launches engines."""
-DEFAULT_TCP_PORT = 5106
-"""The port engines try by default over framed TCP."""
-
-FRAME_HEADER = struct.Struct("<I")
-"""A TCP frame's length prefix: 4 bytes, little-endian unsigned."""
-
 
 # -- errors ------------------------------------------------------------------
 
@@ -86,47 +81,6 @@ class UnexpectedMessage(SessionError):
 
 class InvalidFrame(SessionError):
     """A TCP frame over ``max_message_bytes``, or bytes that are not a serialized EngineMessage."""
-
-
-# -- TCP framing ---------------------------------------------------------------
-
-
-def write_frame(sock: socket.socket, message: pb.EngineMessage | pb.TrainerMessage) -> None:
-    """Send ``message`` as one length-prefixed frame."""
-    payload = message.SerializeToString()
-    sock.sendall(FRAME_HEADER.pack(len(payload)) + payload)
-
-
-def read_exactly(sock: socket.socket, n: int, deadline: float | None) -> bytearray:
-    """``n`` bytes from ``sock``; ``TimeoutError`` past ``deadline`` (monotonic), ``ConnectionError`` at EOF."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{got} of {n} bytes arrived before the deadline")
-            sock.settimeout(remaining)
-        else:
-            sock.settimeout(None)
-        try:
-            k = sock.recv_into(view[got:])
-        except socket.timeout:
-            raise TimeoutError(f"{got} of {n} bytes arrived before the deadline") from None
-        if k == 0:
-            raise ConnectionError("the connection was closed by the other side" if got == 0 else
-                                  f"the connection closed {got} bytes into a {n}-byte read")
-        got += k
-    return buf
-
-
-def read_frame_size(sock: socket.socket, max_bytes: int, deadline: float | None) -> int:
-    """The next frame's length; ``ValueError`` naming the size and the limit if it is over ``max_bytes``."""
-    (size,) = FRAME_HEADER.unpack(read_exactly(sock, FRAME_HEADER.size, deadline))
-    if size > max_bytes:
-        raise ValueError(f"frame of {size} bytes exceeds the limit of {max_bytes} bytes (max_message_bytes)")
-    return size
 
 
 # -- sessions ----------------------------------------------------------------
@@ -190,7 +144,7 @@ class EngineSession:
         try:
             message = self._receive(deadline)
         except SessionError as exc:
-            self._fail(str(exc))
+            self._fail(str(exc), graceful=isinstance(exc, InvalidFrame))  # the engine was told why: let it hear
             raise
         kind = message.WhichOneof("message")
         if kind == expect:
@@ -204,7 +158,8 @@ class EngineSession:
         else:
             what = kind or "an empty EngineMessage"
             error = UnexpectedMessage(f"{self.name} sent {what} where {expect} was expected")
-        self._fail(str(error))
+            self._tell(f"expected {expect}, got {what}", "message")  # the engine learns why it is hung up on
+        self._fail(str(error), graceful=True)
         raise error
 
     def request(
@@ -218,11 +173,15 @@ class EngineSession:
         """Tell the engine what it got wrong (an Error message naming ``field``) and end the session."""
         if self._closed:
             return
+        self._tell(message, field)
+        self._fail(f"{field}: {message}" if field else message, graceful=True)
+
+    def _tell(self, message: str, field: str) -> None:
+        """Send an Error, best effort: the engine may already be gone."""
         try:
             self._send(pb.TrainerMessage(error=pb.Error(message=message, field=field)), 1.0)
         except SessionError:
             pass
-        self._fail(f"{field}: {message}" if field else message, graceful=True)
 
     def close(self, reason: str = "") -> None:
         """Say Close to the engine (best effort) and end the session. Safe to call twice."""
@@ -292,12 +251,6 @@ class _TcpSession(EngineSession):
             self._tell(problem, "frame")
             raise InvalidFrame(f"{self.name} sent a {problem}") from None
 
-    def _tell(self, message: str, field: str) -> None:
-        try:
-            self._send(pb.TrainerMessage(error=pb.Error(message=message, field=field)), 1.0)
-        except SessionError:
-            pass
-
     def _teardown(self, graceful: bool) -> None:
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
@@ -339,6 +292,9 @@ class _GrpcSession(EngineSession):
         if isinstance(item, _Ended):
             self._inbox.put(item)  # every later receive sees the end too
             raise SessionClosed(f"{self.name} disconnected ({item.reason})")
+        if isinstance(item, _Undecodable):
+            self._tell(item.problem, "message")
+            raise InvalidFrame(f"{self.name} sent a {item.problem}")
         return item
 
     def _teardown(self, graceful: bool) -> None:
@@ -392,7 +348,7 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def _hostport(host: str, port: int) -> str:
+def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -407,6 +363,8 @@ class BridgeServer:
             ``None``: no token is required (loopback only), except from launched engines,
             which always get their own (:meth:`add_launch_token`).
         max_message_bytes: the largest message either side may send.
+        limits: what an engine may declare in its Hello (behaviours, observation and action sizes), checked
+            before anything is allocated for it.
         handshake_timeout: seconds a new connection has to send its Hello.
         seed: the seed in each Welcome (plus the session's count, so engines differ).
         environment_parameters: sent with each Welcome.
@@ -424,6 +382,7 @@ class BridgeServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         handshake_timeout: float = 10.0,
         *,
+        limits: codec.SpecLimits = codec.DEFAULT_LIMITS,
         seed: int = 0,
         environment_parameters: Mapping[str, float] | None = None,
         max_sessions: int = 64,
@@ -438,9 +397,12 @@ class BridgeServer:
             )
         if grpc_port is None and tcp_port is None:
             raise ValueError("grpc_port and tcp_port are both None; enable at least one transport")
-        codec.keep_message_buffers_mapped()
+        keep_message_buffers_mapped()
         self.host = host
         self.max_message_bytes = int(max_message_bytes)
+        self.limits = limits
+        self.run_specs: tuple[dict[str, BehaviourSpec], set[str]] | None = None
+        """The run's behaviour specs and masked behaviours, once known: a Hello that differs is refused, naming how."""
         self.handshake_timeout = handshake_timeout
         self.seed = seed
         self.environment_parameters = dict(environment_parameters or {})
@@ -483,13 +445,18 @@ class BridgeServer:
             options=options,
             maximum_concurrent_rpcs=self.max_sessions,
         )
-        bridge_pb2_grpc.add_BridgeServicer_to_server(_Servicer(self), self._grpc)
+        # Requests arrive as raw bytes and are parsed here, so bytes that are not an EngineMessage get an Error
+        # naming the problem (gRPC's own deserializer would answer with a bare INTERNAL status).
+        session_handler = grpc.stream_stream_rpc_method_handler(
+            _Servicer(self).Session, request_deserializer=None, response_serializer=pb.TrainerMessage.SerializeToString)
+        self._grpc.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("sparring.v1.Bridge", {"Session": session_handler}),))
         try:
-            bound = self._grpc.add_insecure_port(_hostport(self.host, port))
+            bound = self._grpc.add_insecure_port(host_port(self.host, port))
         except RuntimeError as exc:
-            raise OSError(f"cannot listen for gRPC on {_hostport(self.host, port)}: {exc}") from None
+            raise OSError(f"cannot listen for gRPC on {host_port(self.host, port)}: {exc}") from None
         if not bound:
-            raise OSError(f"cannot listen for gRPC on {_hostport(self.host, port)} (port in use?)")
+            raise OSError(f"cannot listen for gRPC on {host_port(self.host, port)} (port in use?)")
         self.grpc_port = bound
         self._grpc.start()
 
@@ -498,7 +465,7 @@ class BridgeServer:
         try:
             self._listener = socket.create_server((self.host, port), family=family, backlog=64)
         except OSError as exc:
-            raise OSError(f"cannot listen for TCP on {_hostport(self.host, port)}: {exc}") from None
+            raise OSError(f"cannot listen for TCP on {host_port(self.host, port)}: {exc}") from None
         self._listener.settimeout(0.2)
         self.tcp_port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept_tcp, name="sparring-bridge-tcp", daemon=True).start()
@@ -513,7 +480,7 @@ class BridgeServer:
             except OSError:
                 return  # closed
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._serve_tcp, args=(conn, _hostport(*address[:2])), daemon=True,
+            threading.Thread(target=self._serve_tcp, args=(conn, host_port(*address[:2])), daemon=True,
                              name="sparring-bridge-handshake").start()
 
     def _serve_tcp(self, conn: socket.socket, peer: str) -> None:
@@ -586,9 +553,16 @@ class BridgeServer:
                            f"this trainer speaks {codec.PROTOCOL_VERSION}")
         key = self._authenticate(hello.auth_token)
         try:
-            specs, masked = codec.specs_from_hello(hello)
+            specs, masked = codec.specs_from_hello(hello, self.limits)
         except codec.ProtocolError as exc:
             raise _Refused(f"invalid Hello: {exc}") from None
+        except Exception as exc:  # a declaration the checks above missed must still not take a thread down
+            log.exception("bridge: validating a Hello failed")
+            raise _Refused(f"invalid Hello: {type(exc).__name__}: {exc}") from None
+        if self.run_specs is not None:
+            difference = codec.spec_difference(*self.run_specs, specs, masked)
+            if difference:
+                raise _Refused(f"this engine's behaviours differ from the run's: {difference}")
         return hello, specs, masked, key
 
     def _authenticate(self, token: str) -> str | None:
@@ -701,31 +675,52 @@ class BridgeServer:
         self.close()
 
 
-class _Servicer(bridge_pb2_grpc.BridgeServicer):
+class _Undecodable:
+    """What a gRPC session's request stream yields for bytes that do not parse as an EngineMessage."""
+
+    def __init__(self, size: int) -> None:
+        self.problem = f"malformed message: {size} bytes that do not parse as an EngineMessage"
+
+
+def _parsed(requests):
+    """The raw request stream of a gRPC session as EngineMessages (or :class:`_Undecodable`)."""
+    for raw in requests:
+        try:
+            yield pb.EngineMessage.FromString(raw)
+        except DecodeError:
+            yield _Undecodable(len(raw))
+
+
+class _Servicer:
     def __init__(self, server: BridgeServer) -> None:
         self._server = server
 
     def Session(self, request_iterator, context):
         server = self._server
         peer = context.peer()
+        requests = _parsed(request_iterator)
         # A connection that never says hello is cut off, freeing its thread.
         timer = threading.Timer(server.handshake_timeout, context.cancel)
         timer.daemon = True
         timer.start()
         try:
-            first = next(request_iterator)
+            first = next(requests)
         except Exception as exc:  # StopIteration, or RpcError when cancelled / dropped
             log.info("bridge: %s left before its handshake finished (%r)", peer, exc)
             return
         finally:
             timer.cancel()
+        if isinstance(first, _Undecodable):
+            server._note_refusal(peer, first.problem)
+            yield pb.TrainerMessage(error=pb.Error(message=first.problem, field="message"))
+            return
         try:
             hello, specs, masked, key = server._check_hello(first)
         except _Refused as exc:
             server._note_refusal(peer, str(exc))
             yield pb.TrainerMessage(refusal=pb.Refusal(reason=str(exc)))
             return
-        session = _GrpcSession(request_iterator, context, hello, specs, masked, peer)
+        session = _GrpcSession(requests, context, hello, specs, masked, peer)
         context.add_callback(session.on_rpc_done)
         yield server._welcome()
         if not server._hand_over(session, key):

@@ -30,16 +30,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
-from gymnasium import spaces
 
-try:
-    import sparring_engine as se
-except ImportError:  # run as a script from a checkout: the SDK sits next to this folder
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import sparring_engine as se
+import sparring_engine as se
 
 # stay, up, down, left, right as (dx, dy)
 MOVES = np.array([[0, 0], [0, -1], [0, 1], [-1, 0], [1, 0]], np.int64)
@@ -58,11 +52,11 @@ class Arena:
                  episode_length: int = 60, turret_period: int = 3) -> None:
         self.arenas, self.size, self.runners, self.coins, self.hazards = arenas, size, runners, coins, hazards
         self.episode_length, self.turret_period = episode_length, turret_period
-        runner_obs = spaces.Box(-1.0, 1.0, (5 + 2 * hazards,), np.float32)
+        runner_obs = se.Box(-1.0, 1.0, (5 + 2 * hazards,), np.float32)
         self.specs = {
-            "Runner": se.BehaviourSpec("Runner", runner_obs, spaces.Discrete(len(MOVES)), team_id=0),
-            "Turret": se.BehaviourSpec("Turret", spaces.Box(0.0, 1.0, (size * size,), np.float32),
-                                       spaces.Discrete(1 + len(RAYS)), team_id=0),
+            "Runner": se.BehaviourSpec("Runner", runner_obs, se.Discrete(len(MOVES)), team_id=0),
+            "Turret": se.BehaviourSpec("Turret", se.Box(0.0, 1.0, (size * size,), np.float32),
+                                       se.Discrete(1 + len(RAYS)), team_id=0),
         }
         self.action_masks = {"Runner"}
         centre = size // 2

@@ -1,14 +1,13 @@
 """sparring_engine: plug a game written in Python into a sparring trainer over the bridge.
 
-A game declares its behaviours and steps all of its agents in batches, exactly
-like the sparring env API (``sparring.envs.base``), and :func:`run` does the rest::
+A game declares its behaviours and steps all of its agents in batches, in the shapes
+of the sparring env API, and :func:`run` does the rest::
 
     import numpy as np
-    from gymnasium import spaces
     import sparring_engine as se
 
     class Chase:
-        specs = {"Chaser": se.BehaviourSpec("Chaser", spaces.Box(-1, 1, (4,), np.float32), spaces.Discrete(5))}
+        specs = {"Chaser": se.BehaviourSpec("Chaser", se.Box(-1, 1, (4,)), se.Discrete(5))}
         action_masks = {"Chaser"}          # optional: behaviours whose decisions carry masks
 
         def reset(self, seed):             # -> {behaviour: BehaviourStep}, every behaviour present
@@ -17,18 +16,16 @@ like the sparring env API (``sparring.envs.base``), and :func:`run` does the res
             ...
 
     if __name__ == "__main__":
-        se.run(Chase(), se.from_command_line())   # reads --sparring-port/-token/-transport/-host
+        se.run(Chase(), se.from_command_line())   # reads --sparring-host/-port/-transport/-token
 
-The trainer launches the game as ``game [args] --sparring-port N --sparring-token T``
-(add ``--sparring-transport tcp`` to the game's args for the TCP transport), or the
-game connects on its own to a trainer that is waiting (editor mode). One session:
-Hello -> Welcome, then Reset / Actions from the trainer, each answered with the
-game's next step result, until the trainer says Close. See
-``engines/python/examples/arena.py`` for a complete game.
+The package needs numpy, grpcio, protobuf and the bridge's wire format
+(``sparring-protocol``), nothing of the trainer. Gymnasium's spaces are accepted
+in place of :class:`Box`, :class:`Discrete` and :class:`MultiDiscrete`. The
+protocol, and what the trainer expects of a game, is ``protos/README.md``;
+``engines/python/examples/arena.py`` is a complete game.
 """
 
-from sparring.envs.base import BehaviourStep, DecisionSteps, StepResult, TerminalSteps
-from sparring.spec import BehaviourSpec
+from sparring.protos.wire import ProtocolError
 from sparring_engine.client import (
     BridgeOptions,
     EngineConnection,
@@ -38,8 +35,20 @@ from sparring_engine.client import (
     from_command_line,
     run,
 )
+from sparring_engine.messages import decode_actions, encode_observations, hello_message, spec_to_proto
+from sparring_engine.types import (
+    BehaviourSpec,
+    BehaviourStep,
+    Box,
+    DecisionSteps,
+    Discrete,
+    MultiDiscrete,
+    StepResult,
+    TerminalSteps,
+)
 
 __all__ = [
-    "BehaviourSpec", "BehaviourStep", "BridgeOptions", "DecisionSteps", "EngineConnection", "Game", "StepResult",
-    "TerminalSteps", "TrainerError", "TrainerRefused", "from_command_line", "run",
+    "BehaviourSpec", "BehaviourStep", "Box", "BridgeOptions", "DecisionSteps", "Discrete", "EngineConnection", "Game",
+    "MultiDiscrete", "ProtocolError", "StepResult", "TerminalSteps", "TrainerError", "TrainerRefused",
+    "decode_actions", "encode_observations", "from_command_line", "hello_message", "run", "spec_to_proto",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import queue
 import socket
+import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,26 +14,27 @@ from typing import Protocol
 import grpc
 import numpy as np
 
-from sparring.envs.base import StepResult
-from sparring.envs.bridge import codec
-from sparring.envs.bridge.server import (
+from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.protos.sparring.v1 import bridge_pb2_grpc
+from sparring.protos.wire import (
     DEFAULT_GRPC_PORT,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TCP_PORT,
+    ProtocolError,
+    keep_message_buffers_mapped,
     read_exactly,
     read_frame_size,
     write_frame,
 )
-from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.protos.sparring.v1 import bridge_pb2_grpc
-from sparring.spec import BehaviourSpec
+from sparring_engine.messages import decode_actions, encode_observations, hello_message
+from sparring_engine.types import BehaviourSpec, StepResult
 
 
 class Game(Protocol):
     """What :func:`run` drives: the same shapes as the sparring env API (``sparring.envs.base``).
 
     Attributes:
-        specs: behaviour name -> :class:`~sparring.spec.BehaviourSpec`, fixed for the game's life.
+        specs: behaviour name -> :class:`~sparring_engine.BehaviourSpec`, fixed for the game's life.
         action_masks: (optional) names of behaviours whose decisions carry ``action_mask``.
     """
 
@@ -145,9 +147,20 @@ class _GrpcLink:
             raise ConnectionError(f"the connection to the trainer failed: {exc.code()} {exc.details()}") from None
 
     def close(self) -> None:
-        self._outbox.put(None)
+        self._outbox.put(None)  # ends the request stream after what is queued (an Error, say) has gone out
+        # Give the trainer a moment to see the end and finish the stream, so nothing queued is cut off.
+        drain = threading.Thread(target=self._drain, daemon=True)
+        drain.start()
+        drain.join(1.0)
         self._responses.cancel()
         self._channel.close()
+
+    def _drain(self) -> None:
+        try:
+            for _ in self._responses:
+                pass
+        except grpc.RpcError:
+            pass
 
 
 class EngineConnection:
@@ -166,10 +179,7 @@ class EngineConnection:
     def hello(self, specs: Mapping[str, BehaviourSpec], action_masks: Collection[str] = (),
               engine_name: str = "python") -> pb.Welcome:
         """Declare the behaviours; the trainer's Welcome, or :class:`TrainerRefused` with its reason."""
-        hello = pb.Hello(protocol_version=codec.PROTOCOL_VERSION, auth_token=self.options.token,
-                         engine_name=engine_name)
-        hello.behaviours.extend(codec.spec_to_proto(spec, name in action_masks) for name, spec in specs.items())
-        self.send(pb.EngineMessage(hello=hello))
+        self.send(pb.EngineMessage(hello=hello_message(specs, action_masks, self.options.token, engine_name)))
         answer = self.receive()
         kind = answer.WhichOneof("message")
         if kind == "welcome":
@@ -213,7 +223,7 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
     trainer (as an Error naming it) and re-raised.
     """
     options = options or from_command_line()
-    codec.keep_message_buffers_mapped()
+    keep_message_buffers_mapped()
     specs = dict(game.specs)
     masks = set(getattr(game, "action_masks", ()))
     with EngineConnection(options) as conn:
@@ -230,11 +240,11 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                     result, step = game.reset(message.reset.seed), 0
                 elif kind == "actions":
                     if step is None:
-                        raise codec.ProtocolError("actions", "Actions before the first Reset")
+                        raise ProtocolError("actions", "Actions before the first Reset")
                     if message.actions.step != step:
-                        raise codec.ProtocolError("actions.step", f"expected {step} (the step of the last "
+                        raise ProtocolError("actions.step", f"expected {step} (the step of the last "
                                                   f"Observations), got {message.actions.step}")
-                    result = game.step(codec.decode_actions(message.actions, specs, counts))
+                    result = game.step(decode_actions(message.actions, specs, counts))
                     step += 1
                 elif kind == "close":
                     return
@@ -242,8 +252,8 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                     raise TrainerError(f"the trainer reported an error at {message.error.field or '?'}: "
                                        f"{message.error.message}", message.error.field)
                 else:
-                    raise codec.ProtocolError("message", f"unexpected {kind or 'empty message'} from the trainer")
-            except codec.ProtocolError as exc:
+                    raise ProtocolError("message", f"unexpected {kind or 'empty message'} from the trainer")
+            except ProtocolError as exc:
                 conn.send_error(str(exc), exc.field)
                 raise TrainerError(f"the trainer sent an invalid message: {exc}", exc.field) from None
             except TrainerError:
@@ -253,7 +263,7 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                 raise
             counts = {name: len(part.decisions) for name, part in result.items()}
             message = pb.EngineMessage()
-            codec.encode_observations(step, specs, result, out=message.observations)
+            encode_observations(step, specs, result, out=message.observations)
             conn.send(message)
 
 

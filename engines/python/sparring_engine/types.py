@@ -1,0 +1,165 @@
+"""What a game declares and hands over each step: spaces, behaviour specs, and batched step results.
+
+These are the engine's own small types, so a game needs nothing of the trainer. They
+have the shapes of the trainer's env API (``sparring.envs.base``): a game written
+against them is a sparring env. Gymnasium's ``Box``, ``Discrete``, ``MultiDiscrete``
+and ``Dict`` spaces are accepted wherever these are, for games that already use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    """Values in ``[low, high]`` (scalars or arrays broadcast to ``shape``; +-inf for no bound), as gymnasium's Box."""
+
+    low: Any
+    high: Any
+    shape: tuple[int, ...]
+    dtype: Any = np.float32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+
+
+@dataclass(frozen=True)
+class Discrete:
+    """One choice among ``n`` actions, 0 to n-1."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class MultiDiscrete:
+    """One choice per branch, branch ``i`` among ``nvec[i]`` actions."""
+
+    nvec: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nvec", tuple(int(n) for n in self.nvec))
+
+
+Space = Any
+"""A space of this module or gymnasium's (duck-typed: ``shape``/``low``/``high``/``dtype``, ``n``, or ``nvec``)."""
+
+
+def observation_components(space: Space) -> dict[str, Any]:
+    """A behaviour's observation as named Boxes: a mapping (or gymnasium Dict) as it is, a single Box as ``"obs"``."""
+    if isinstance(space, Mapping):
+        return dict(space)
+    inner = getattr(space, "spaces", None)  # gymnasium's Dict
+    return dict(inner) if isinstance(inner, Mapping) else {"obs": space}
+
+
+def action_kind(space: Space) -> str:
+    """``"multi_discrete"``, ``"discrete"`` or ``"box"``; ``ValueError`` for anything the bridge cannot carry."""
+    if hasattr(space, "nvec"):
+        return "multi_discrete"
+    if hasattr(space, "n"):
+        return "discrete"
+    if all(hasattr(space, a) for a in ("low", "high", "shape")):
+        return "box"
+    raise ValueError(f"the bridge protocol (sparring.v1) carries Discrete, MultiDiscrete or Box actions, not hybrid or "
+                     f"other ones ({space!r}); declare continuous and discrete parts as two behaviours")
+
+
+def action_format(space: Space) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and per-row shape of one behaviour's actions: int64 (), int64 (branches,), float32 (*shape)."""
+    kind = action_kind(space)
+    if kind == "discrete":
+        return np.dtype(np.int64), ()
+    if kind == "multi_discrete":
+        return np.dtype(np.int64), (len(np.atleast_1d(space.nvec)),)
+    return np.dtype(np.float32), tuple(space.shape)
+
+
+@dataclass(frozen=True)
+class BehaviourSpec:
+    """What every agent of one behaviour observes and does.
+
+    Args:
+        name: unique within the game (``"Runner"``).
+        observation_space: a :class:`Box`, or a mapping of names to Boxes (one tensor each, in that order).
+        action_space: :class:`Discrete`, :class:`MultiDiscrete` or :class:`Box`.
+        team_id: the team these agents play for in competitive games, if any.
+    """
+
+    name: str
+    observation_space: Space
+    action_space: Space
+    team_id: int | None = None
+
+    def __post_init__(self) -> None:
+        try:  # refuse what the protocol cannot carry, here where the game declares it
+            action_kind(self.action_space)
+        except ValueError as exc:
+            raise ValueError(f"behaviour {self.name!r}: {exc}") from None
+
+    @property
+    def observation_components(self) -> dict[str, Any]:
+        return observation_components(self.observation_space)
+
+
+@dataclass
+class DecisionSteps:
+    """The agents of one behaviour that request an action now (arrays along the first axis).
+
+    ``obs`` is an array, or a dict of arrays keyed like the observation components; ``action_mask`` is
+    ``bool (n, sum of branch sizes)``, True = allowed, for behaviours declared with masks.
+    """
+
+    agent_ids: np.ndarray
+    obs: Any
+    rewards: np.ndarray
+    action_mask: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.agent_ids)
+
+    @classmethod
+    def empty(cls, spec: BehaviourSpec) -> DecisionSteps:
+        return cls(np.zeros(0, np.int64), _empty_obs(spec), np.zeros(0, np.float32))
+
+
+@dataclass
+class TerminalSteps:
+    """The agents of one behaviour whose episode ended since the last step: final observation, last rewards,
+    and ``truncated`` (True when a time limit cut the episode short rather than the game ending it)."""
+
+    agent_ids: np.ndarray
+    obs: Any
+    rewards: np.ndarray
+    truncated: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.agent_ids)
+
+    @classmethod
+    def empty(cls, spec: BehaviourSpec) -> TerminalSteps:
+        return cls(np.zeros(0, np.int64), _empty_obs(spec), np.zeros(0, np.float32), np.zeros(0, bool))
+
+
+@dataclass
+class BehaviourStep:
+    """One behaviour's share of a step result."""
+
+    decisions: DecisionSteps
+    terminals: TerminalSteps
+    lost: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # for env API parity; never sent
+
+
+StepResult = dict[str, BehaviourStep]
+Obs = Union[np.ndarray, dict[str, np.ndarray]]
+
+
+def _empty_obs(spec: BehaviourSpec) -> Obs:
+    parts = {k: np.zeros((0, *box.shape), np.dtype(box.dtype)) for k, box in spec.observation_components.items()}
+    return parts["obs"] if list(parts) == ["obs"] and not isinstance(spec.observation_space, Mapping) and not hasattr(
+        spec.observation_space, "spaces") else parts
