@@ -278,5 +278,5 @@ def test_an_env_worker_imports_only_what_stepping_its_env_needs():
 
     config = GymnasiumEnvConfig(source="gymnasium", id="toy_envs:ImportProbe-v0", num_envs=2, vector="subprocess")
     with make_env(config) as env:
-        loaded = env.reset(seed=0)["toy_envs:ImportProbe"].decisions.obs
+        loaded = env.reset(seed=0)["ImportProbe"].decisions.obs
     assert loaded.tolist() == [[0.0, 0.0], [0.0, 0.0]], "a worker imported torch or sparring.agents"
