@@ -14,6 +14,7 @@ Opset 15: the newest that Unity Sentis imports (it supports 7-15); onnxruntime
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import warnings
@@ -29,7 +30,6 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-import sparring
 from sparring.agents.policy import MASKED_LOGIT, BehaviourPolicy
 from sparring.agents.sac import SACActor
 from sparring.spec import BehaviourSpec
@@ -325,7 +325,7 @@ def export_policy(
         model = onnx.load(str(tmp))
         metadata = {
             "sparring_format": fmt,
-            "sparring_version": sparring.__version__,
+            "sparring_version": importlib.metadata.version("sparring"),
             "behaviour": policy.spec.name,
             "observation_space": json.dumps(space_json(policy.spec.observation_space)),
             "action_space": json.dumps(space_json(policy.spec.action_space)),
