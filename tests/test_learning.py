@@ -59,7 +59,10 @@ def tictactoe_vs_random() -> PettingZooEnv:
 
 
 def test_ppo_with_action_masks_beats_random_tictactoe_from_both_seats(learning_seed, measured):
-    """The learner's seat alternates each game, so 200 games are 100 as X and 100 as O."""
+    """The learner's seat alternates each game, so 200 games are 100 as X and 100 as O.
+
+    Seeds 0-6: non-loss rate 0.985-1.0 (median 0.99), wins 0.945-0.97.
+    """
     env = SerialVectorEnv([tictactoe_vs_random] * 8)
     model = PPO(env, seed=learning_seed, n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, gamma=0.99,
                 gae_lambda=0.95, ent_coef=0.01, hidden_sizes=[128, 128], activation="relu")
