@@ -27,6 +27,7 @@ import time
 import traceback
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from itertools import accumulate
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -75,7 +76,7 @@ class VectorEnv(MultiAgentEnv):
         self._id_offsets = np.arange(self.num_envs, dtype=np.int64) * ID_STRIDE
         # Per behaviour, where each copy's rows of the previous decisions start
         # (np.split boundaries) and how many rows there are; None until reset.
-        self._split_points: dict[str, np.ndarray] | None = None
+        self._split_points: dict[str, list[int]] | None = None
         self._decision_totals: dict[str, int] = {}
 
     @abstractmethod
@@ -121,13 +122,13 @@ class VectorEnv(MultiAgentEnv):
 
     def _merge(self, results: list[StepResult]) -> StepResult:
         merged: StepResult = {}
-        split_points: dict[str, np.ndarray] = {}
+        split_points: dict[str, list[int]] = {}
         totals: dict[str, int] = {}
         for name, spec in self.specs.items():
             steps = _behaviour_steps(results, name)
             decisions = [s.decisions for s in steps]
             terminals = [s.terminals for s in steps]
-            counts = np.array([len(d) for d in decisions])
+            counts = [len(d) for d in decisions]
             merged[name] = BehaviourStep(
                 DecisionSteps(
                     self._merged_ids(name, "decisions", [d.agent_ids for d in decisions]),
@@ -143,20 +144,32 @@ class VectorEnv(MultiAgentEnv):
                 ),
                 self._merged_ids(name, "lost", [s.lost for s in steps]),
             )
-            split_points[name] = np.cumsum(counts)[:-1]
-            totals[name] = int(counts.sum())
+            split_points[name] = list(accumulate(counts[:-1]))
+            totals[name] = sum(counts)
         self._split_points, self._decision_totals = split_points, totals
         return merged
 
     def _merged_ids(self, name: str, kind: str, parts: list[np.ndarray]) -> np.ndarray:
-        local = np.concatenate(parts).astype(np.int64, copy=False)
-        if local.size and (local.min() < 0 or local.max() >= ID_STRIDE):
-            bad = next(i for i, ids in enumerate(parts) if ids.size and (ids.min() < 0 or ids.max() >= ID_STRIDE))
+        """Copy ``i``'s ids shifted by ``i * ID_STRIDE``, in copy order, after checking each fits below the stride.
+
+        Most steps most copies report no terminals and no lost agents: only the copies with
+        ids cost work, which keeps a step's fixed cost low (it is paid on every bridge round trip).
+        """
+        filled = [i for i, ids in enumerate(parts) if len(ids)]
+        if not filled:
+            return np.zeros(0, np.int64)
+        if len(filled) == 1:
+            local, offsets = parts[filled[0]].astype(np.int64, copy=False), self._id_offsets[filled[0]]
+        else:
+            local = np.concatenate(parts).astype(np.int64, copy=False)
+            offsets = np.repeat(self._id_offsets, [len(ids) for ids in parts])
+        if local.min() < 0 or local.max() >= ID_STRIDE:
+            bad = next(i for i in filled if parts[i].min() < 0 or parts[i].max() >= ID_STRIDE)
             raise ValueError(
                 f"env copy {bad}, behaviour {name!r} {kind}: agent ids must lie in [0, 2**32) to be "
                 f"merged across copies, got {parts[bad].min()}..{parts[bad].max()}"
             )
-        return local + np.repeat(self._id_offsets, [len(ids) for ids in parts])
+        return local + offsets
 
 
 def _agreed_specs(copy_specs: Sequence[Mapping[str, BehaviourSpec]]) -> dict[str, BehaviourSpec]:
