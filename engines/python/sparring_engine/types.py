@@ -50,12 +50,18 @@ Space = Any
 """A space of this module or gymnasium's (duck-typed: ``shape``/``low``/``high``/``dtype``, ``n``, or ``nvec``)."""
 
 
+def _named_parts(space: Space) -> Mapping[str, Any] | None:
+    """The named Boxes of a mapping (or gymnasium Dict) space; ``None`` for a single Box."""
+    if isinstance(space, Mapping):
+        return space
+    inner = getattr(space, "spaces", None)  # gymnasium's Dict
+    return inner if isinstance(inner, Mapping) else None
+
+
 def observation_components(space: Space) -> dict[str, Any]:
     """A behaviour's observation as named Boxes: a mapping (or gymnasium Dict) as it is, a single Box as ``"obs"``."""
-    if isinstance(space, Mapping):
-        return dict(space)
-    inner = getattr(space, "spaces", None)  # gymnasium's Dict
-    return dict(inner) if isinstance(inner, Mapping) else {"obs": space}
+    parts = _named_parts(space)
+    return {"obs": space} if parts is None else dict(parts)
 
 
 def action_kind(space: Space) -> str:
@@ -161,5 +167,4 @@ Obs = Union[np.ndarray, dict[str, np.ndarray]]
 
 def _empty_obs(spec: BehaviourSpec) -> Obs:
     parts = {k: np.zeros((0, *box.shape), np.dtype(box.dtype)) for k, box in spec.observation_components.items()}
-    return parts["obs"] if list(parts) == ["obs"] and not isinstance(spec.observation_space, Mapping) and not hasattr(
-        spec.observation_space, "spaces") else parts
+    return parts["obs"] if _named_parts(spec.observation_space) is None else parts
