@@ -103,6 +103,20 @@ def test_max_message_bytes_is_a_config_key_that_reaches_the_server(tmp_path):
             env.reset(seed=0)
 
 
+
+def test_the_config_keys_default_to_the_protocols_own_defaults():
+    """The limits are written twice (the env config imports only pydantic, so it cannot import them): they agree."""
+    import inspect
+
+    from sparring.envs.bridge.codec import DEFAULT_LIMITS
+    from sparring.envs.bridge.server import BridgeServer
+    from sparring.protos.wire import DEFAULT_MAX_MESSAGE_BYTES
+
+    options = BridgeEnvConfig(source="bridge", executable="game").server_options()
+    assert options["limits"] == DEFAULT_LIMITS
+    assert options["max_message_bytes"] == DEFAULT_MAX_MESSAGE_BYTES
+    assert options["handshake_timeout"] == inspect.signature(BridgeServer).parameters["handshake_timeout"].default
+
 SILENT_AT_RESET = """
 import sys, time
 import sparring_engine as se
