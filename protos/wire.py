@@ -45,18 +45,21 @@ class ProtocolError(ValueError):
 # -- TCP framing ---------------------------------------------------------------
 
 
-def write_frame(sock: socket.socket, message: pb.EngineMessage | pb.TrainerMessage) -> None:
-    """Send ``message`` as one length-prefixed frame (header and payload gathered by the kernel, never joined here:
-    joining them would copy a 256 KB observation batch once more every step)."""
-    payload = message.SerializeToString()
+def write_frame(sock: socket.socket, message: pb.EngineMessage | pb.TrainerMessage | Serialized) -> None:
+    """Send ``message`` as one length-prefixed frame; a :class:`Serialized` one goes out by reference, its
+    buffers gathered by the kernel and never joined here (joining would copy a 256 KB observation batch
+    once more every step)."""
+    if not isinstance(message, Serialized):
+        payload = message.SerializeToString()
+        message = Serialized([payload], len(payload))
     if not hasattr(sock, "sendmsg"):  # pragma: no cover - Windows
-        sock.sendall(FRAME_HEADER.pack(len(payload)) + payload)
+        sock.sendall(FRAME_HEADER.pack(message.size) + message.tobytes())
         return
-    parts = [FRAME_HEADER.pack(len(payload)), memoryview(payload)]
+    parts = [memoryview(FRAME_HEADER.pack(message.size)), *(memoryview(b).cast("B") for b in message.buffers)]
     while parts:
-        sent = sock.sendmsg(parts)
-        while parts and sent >= len(parts[0]):
-            sent -= len(parts[0])
+        sent = sock.sendmsg(parts[:1024])  # IOV_MAX
+        while parts and sent >= parts[0].nbytes:
+            sent -= parts[0].nbytes
             parts.pop(0)
         if parts:
             parts[0] = parts[0][sent:]
@@ -108,6 +111,8 @@ DTYPES: dict[int, np.dtype] = {
 """``DType`` enum value -> the numpy dtype of its bytes."""
 DTYPE_CODES: dict[str, int] = {dt.name: code for code, dt in DTYPES.items()}
 """numpy dtype name -> ``DType`` enum value (``"float32"`` -> ``FLOAT32``)."""
+_CODE_OF: dict[np.dtype, int] = {dt: code for code, dt in DTYPES.items()}
+"""numpy dtype (native or little-endian) -> ``DType``: ``np.dtype.name`` is computed in Python, too slow per step."""
 
 
 def fill_tensor(tensor: pb.Tensor, array: np.ndarray) -> pb.Tensor:
@@ -116,14 +121,25 @@ def fill_tensor(tensor: pb.Tensor, array: np.ndarray) -> pb.Tensor:
     Filling the field where it lives avoids the copy a ``CopyFrom`` of a separately
     built Tensor would make: at 256 KB per observation batch, copies are the cost.
     """
-    array = np.asarray(array)
-    code = DTYPE_CODES.get(array.dtype.name)
-    if code is None:
-        raise TypeError(f"dtype {array.dtype} cannot travel over the bridge; use one of {sorted(DTYPE_CODES)}")
+    code, array = _wire_array(array)
     tensor.dtype = code
     tensor.shape[:] = array.shape
-    tensor.data = np.ascontiguousarray(array, dtype=DTYPES[code]).tobytes()
+    tensor.data = array.tobytes()
     return tensor
+
+
+def _wire_array(array: np.ndarray) -> tuple[int, np.ndarray]:
+    """``(DType, array)`` with the array as a tensor carries it: little-endian, C order (a view when it already is)."""
+    array = np.asarray(array)
+    code = _CODE_OF.get(array.dtype)
+    if code is None:
+        code = DTYPE_CODES.get(array.dtype.name)  # a big-endian array, converted below
+    if code is None:
+        raise TypeError(f"dtype {array.dtype} cannot travel over the bridge; use one of {sorted(DTYPE_CODES)}")
+    array = np.asarray(array, DTYPES[code])
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)  # (which would make a 0-d array 1-d)
+    return code, array
 
 
 def encode_tensor(array: np.ndarray) -> pb.Tensor:
@@ -143,9 +159,7 @@ def decode_tensor(tensor: pb.Tensor, field: str) -> np.ndarray:
     data = tensor.data  # each read of a bytes field makes a new bytes object: read it once
     if len(data) != expected:
         raise ProtocolError(f"{field}.data", f"{len(data)} bytes for shape {list(shape)} of {dtype.name} ({expected} expected)")
-    array = np.frombuffer(data, dtype=dtype).reshape(shape)
-    if dtype.kind == "b" and array.size and np.frombuffer(data, np.uint8).max() > 1:
-        raise ProtocolError(f"{field}.data", "BOOL elements must be bytes 0 or 1")
+    array = _checked_bools(np.frombuffer(data, dtype=dtype).reshape(shape), field)
     if dtype.byteorder == "<" and not np.little_endian:  # pragma: no cover - big-endian hosts only
         array = array.astype(dtype.newbyteorder("="))
     return array
@@ -158,6 +172,116 @@ def expect(array: np.ndarray, field: str, dtype: np.dtype, shape: tuple[int | No
         want = ", ".join("n" if s is None else str(s) for s in shape)
         raise ProtocolError(field, f"expected {dtype.name} ({want}), got {array.dtype.name} {list(array.shape)}")
     return array
+
+
+def read_tensor(tensor: pb.Tensor, field: str, dtype: np.dtype, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``expect(decode_tensor(tensor, field), field, dtype, shape)``; only a leading dimension may be None.
+
+    It runs for every tensor of every step, so a tensor as expected costs a few
+    comparisons, and the diagnosis (which field is wrong, and how) runs only when
+    one is not.
+    """
+    got = tuple(tensor.shape)
+    want = (got[0], *shape[1:]) if shape and shape[0] is None and got else shape
+    data = tensor.data  # each read of a bytes field makes a new bytes object: read it once
+    if (tensor.dtype == _CODE_OF.get(dtype) and got == want and (not got or got[0] >= 0)
+            and len(data) == math.prod(got) * dtype.itemsize and np.little_endian):
+        return _checked_bools(np.frombuffer(data, dtype).reshape(got), field)
+    return expect(decode_tensor(tensor, field), field, dtype, shape)
+
+
+def _checked_bools(array: np.ndarray, field: str) -> np.ndarray:
+    if array.dtype.kind == "b" and array.size and array.view(np.uint8).max() > 1:
+        raise ProtocolError(f"{field}.data", "BOOL elements must be bytes 0 or 1")
+    return array
+
+
+# -- serializing by reference -------------------------------------------------
+#
+# The step messages are mostly tensor bytes. Serializing them through protobuf's
+# message classes copies every tensor three times (into the field, into the
+# serialized string, into the frame); the writer below lays out the same protobuf
+# encoding (the bytes ``SerializeToString`` gives, field for field) as a list of
+# buffers that reference the arrays themselves, for the kernel to gather.
+
+_VARINT_1 = [bytes([i]) for i in range(128)]
+
+
+def varint(value: int) -> bytes:
+    """``value`` as a protobuf varint (negative values as 10-byte two's complement, as int64 fields carry them)."""
+    if 0 <= value < 128:
+        return _VARINT_1[value]
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class Serialized:
+    """A serialized protobuf message as buffers in order (``bytes`` and byte views of numpy arrays), and its size.
+
+    Built field by field in field-number order, omitting defaults as proto3 does, so the
+    bytes are exactly what protobuf's ``SerializeToString`` gives for the same message.
+    The arrays are referenced, not copied: they must not change until the message is sent.
+    """
+
+    __slots__ = ("buffers", "size")
+
+    def __init__(self, buffers: list | None = None, size: int = 0) -> None:
+        self.buffers = [] if buffers is None else buffers
+        self.size = size
+
+    def raw(self, data: bytes) -> None:
+        self.buffers.append(data)
+        self.size += len(data)
+
+    def uint(self, number: int, value: int) -> None:
+        """A varint field (uint64, int64, enum, bool), left out when 0."""
+        if value:
+            self.raw(varint(number << 3) + varint(value))
+
+    def string(self, number: int, text: str) -> None:
+        if text:
+            data = text.encode()
+            self.raw(varint(number << 3 | 2) + varint(len(data)) + data)
+
+    def message(self, number: int, sub: Serialized) -> None:
+        """A message field (always written, even empty: it is set)."""
+        self.raw(varint(number << 3 | 2) + varint(sub.size))
+        self.buffers.extend(sub.buffers)
+        self.size += sub.size
+
+    def tensor(self, number: int, array: np.ndarray) -> None:
+        """A Tensor field holding ``array`` (little-endian, C order), its bytes by reference."""
+        code, array = _wire_array(array)
+        head = _VARINT_1[8] + _VARINT_1[code]  # field 1, dtype
+        if array.ndim:
+            shape = b"".join(varint(d) for d in array.shape)
+            head += b"\x12" + varint(len(shape)) + shape  # field 2, packed
+        nbytes = array.nbytes
+        if nbytes:
+            head += b"\x1a" + varint(nbytes)  # field 3, data
+        self.raw(varint(number << 3 | 2) + varint(len(head) + nbytes) + head)
+        if nbytes:
+            self.buffers.append(array.reshape(-1).view(np.uint8))
+            self.size += nbytes
+
+    def tobytes(self) -> bytes:
+        """The message as one ``bytes`` (one copy of everything), for gRPC, which sends nothing else."""
+        return b"".join(self.buffers)
+
+
+def to_bytes(message: pb.EngineMessage | pb.TrainerMessage | Serialized) -> bytes:
+    """Either kind of message serialized: gRPC's (de)serializer for the Session stream on both sides."""
+    return message.tobytes() if isinstance(message, Serialized) else message.SerializeToString()
+
+
+_SESSION = pb.DESCRIPTOR.services_by_name["Bridge"].methods_by_name["Session"]
+SESSION_METHOD = f"/{_SESSION.containing_service.full_name}/{_SESSION.name}"
+"""The gRPC method engines call: ``/sparring.v1.Bridge/Session``."""
 
 
 def keep_message_buffers_mapped() -> None:

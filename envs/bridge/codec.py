@@ -21,12 +21,12 @@ from gymnasium import spaces
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, StepResult, TerminalSteps
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.protos.wire import DTYPES, MAX_AGENT_ID, PROTOCOL_VERSION, ProtocolError, decode_tensor, expect, fill_tensor
+from sparring.protos.wire import DTYPES, MAX_AGENT_ID, PROTOCOL_VERSION, ProtocolError, Serialized, decode_tensor, read_tensor
 from sparring.spec import BehaviourSpec, Obs
 
 __all__ = [
     "DEFAULT_LIMITS", "PROTOCOL_VERSION", "ProtocolError", "SpecLimits", "decode_observations", "encode_actions",
-    "spec_difference", "spec_from_proto", "specs_from_hello",
+    "serialize_actions", "spec_difference", "spec_from_proto", "specs_from_hello",
 ]
 
 
@@ -216,13 +216,18 @@ def _describe_box(box: spaces.Box) -> str:
 
 
 def _decode_ids(tensor: pb.Tensor, field: str) -> np.ndarray:
-    ids = expect(decode_tensor(tensor, field), field, np.dtype("<i8"), (None,))
-    if len(ids) and (ids.min() < 0 or ids.max() > MAX_AGENT_ID):
-        raise ProtocolError(field, f"agent ids must lie in [0, {MAX_AGENT_ID}], got {ids.min()}..{ids.max()}")
+    ids = read_tensor(tensor, field, np.dtype("<i8"), (None,))
     if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # engines usually send ids sorted: then they are unique
         unique, counts = np.unique(ids, return_counts=True)
         if len(unique) != len(ids):
             raise ProtocolError(field, f"duplicate agent ids {unique[counts > 1].tolist()}")
+        low, high = unique[0], unique[-1]
+    elif len(ids):
+        low, high = ids[0], ids[-1]
+    else:
+        return ids
+    if low < 0 or high > MAX_AGENT_ID:
+        raise ProtocolError(field, f"agent ids must lie in [0, {MAX_AGENT_ID}], got {low}..{high}")
     return ids
 
 
@@ -233,7 +238,7 @@ def _decode_obs(spec: BehaviourSpec, tensors, n: int, field: str) -> Obs:
     parts = {}
     for i, (key, box) in enumerate(components.items()):
         where = f"{field}[{i}]"
-        array = expect(decode_tensor(tensors[i], where), where, box.dtype, (n, *box.shape))
+        array = read_tensor(tensors[i], where, box.dtype, (n, *box.shape))
         if box.dtype.kind == "f" and not np.isfinite(array).all():
             bad = np.flatnonzero(~np.isfinite(array.reshape(n, -1)).all(axis=1)).tolist()
             raise ProtocolError(where, f"non-finite values (NaN or Inf) in rows {bad}")
@@ -242,7 +247,7 @@ def _decode_obs(spec: BehaviourSpec, tensors, n: int, field: str) -> Obs:
 
 
 def _decode_rewards(tensor: pb.Tensor, n: int, field: str) -> np.ndarray:
-    rewards = expect(decode_tensor(tensor, field), field, np.dtype("<f4"), (n,))
+    rewards = read_tensor(tensor, field, np.dtype("<f4"), (n,))
     if not np.isfinite(rewards).all():
         raise ProtocolError(field, f"non-finite rewards in rows {np.flatnonzero(~np.isfinite(rewards)).tolist()}")
     return rewards
@@ -284,8 +289,7 @@ def _decode_decisions(entry: pb.BehaviourObservations, spec: BehaviourSpec, mask
     if masked:
         if not entry.HasField("action_mask"):
             raise ProtocolError(f"{where}.action_mask", f"behaviour {entry.behaviour!r} declared masks but sent none")
-        mask = expect(decode_tensor(entry.action_mask, f"{where}.action_mask"), f"{where}.action_mask",
-                       np.dtype("?"), (n, spec.mask_size))
+        mask = read_tensor(entry.action_mask, f"{where}.action_mask", np.dtype("?"), (n, spec.mask_size))
         if n and not _every_branch_allows_something(mask, spec.action_branches):
             raise ProtocolError(f"{where}.action_mask", "a row masks out every action of a branch")
     return DecisionSteps(ids, obs, rewards, mask)
@@ -296,8 +300,7 @@ def _decode_terminals(entry: pb.BehaviourObservations, spec: BehaviourSpec, wher
     m = len(ids)
     obs = _decode_obs(spec, entry.terminal_obs, m, f"{where}.terminal_obs")
     rewards = _decode_rewards(entry.terminal_rewards, m, f"{where}.terminal_rewards")
-    truncated = expect(decode_tensor(entry.terminal_truncated, f"{where}.terminal_truncated"),
-                        f"{where}.terminal_truncated", np.dtype("?"), (m,))
+    truncated = read_tensor(entry.terminal_truncated, f"{where}.terminal_truncated", np.dtype("?"), (m,))
     return TerminalSteps(ids, obs, rewards, truncated)
 
 
@@ -309,10 +312,21 @@ def _every_branch_allows_something(mask: np.ndarray, branches: tuple[int, ...]) 
 # -- actions -----------------------------------------------------------------
 
 
-def encode_actions(step: int, actions: Mapping[str, np.ndarray], out: pb.Actions | None = None) -> pb.Actions:
-    """Trainer side: the batch of actions for the last decisions, filled into ``out`` if given."""
-    msg = pb.Actions() if out is None else out
-    msg.step = step
+def serialize_actions(step: int, actions: Mapping[str, np.ndarray]) -> Serialized:
+    """Trainer side: the ``TrainerMessage`` carrying the batch of actions for the last decisions, serialized by
+    reference (the arrays are not copied until the kernel gathers them)."""
+    body = Serialized()
+    body.uint(1, step)
     for name, batch in actions.items():
-        fill_tensor(msg.behaviours.add(behaviour=name).actions, batch)
-    return msg
+        entry = Serialized()
+        entry.string(1, name)
+        entry.tensor(2, batch)
+        body.message(2, entry)
+    message = Serialized()
+    message.message(4, body)  # TrainerMessage.actions
+    return message
+
+
+def encode_actions(step: int, actions: Mapping[str, np.ndarray]) -> pb.Actions:
+    """The Actions message :func:`serialize_actions` sends, parsed back."""
+    return pb.TrainerMessage.FromString(serialize_actions(step, actions).tobytes()).actions

@@ -148,9 +148,7 @@ class BridgeEnv(MultiAgentEnv):
         """Send Actions for the last decisions (``checked``: already passed through :meth:`check_actions`)."""
         if not checked:
             actions = self.check_actions(actions)
-        message = pb.TrainerMessage()
-        codec.encode_actions(self._step, actions, out=message.actions)
-        self.session.send(message, self.step_timeout)
+        self.session.send(codec.serialize_actions(self._step, actions), self.step_timeout)
         self._expected = self._step + 1
         self._deadline = time.monotonic() + self.step_timeout
 

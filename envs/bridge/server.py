@@ -43,9 +43,11 @@ from sparring.envs.bridge import codec
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 from sparring.protos.wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    Serialized,
     keep_message_buffers_mapped,
     read_exactly,
     read_frame_size,
+    to_bytes,
     write_frame,
 )
 from sparring.spec import BehaviourSpec
@@ -122,8 +124,8 @@ class EngineSession:
         """How errors refer to this engine."""
         return f"engine {self.engine_name!r} ({self.transport} {self.peer})"
 
-    def send(self, message: pb.TrainerMessage, timeout: float | None = None) -> None:
-        """Send one message; raises :class:`SessionError` (and closes) if the engine is gone."""
+    def send(self, message: pb.TrainerMessage | Serialized, timeout: float | None = None) -> None:
+        """Send one message (a step's Actions come serialized by reference); raises :class:`SessionError` (and closes) if the engine is gone."""
         if self._closed:
             raise SessionClosed(f"{self.name} is closed: {self.failure}")
         try:
@@ -203,7 +205,7 @@ class EngineSession:
             self._server._forget(self)
 
     # transport-specific
-    def _send(self, message: pb.TrainerMessage, timeout: float | None) -> None:
+    def _send(self, message: pb.TrainerMessage | Serialized, timeout: float | None) -> None:
         raise NotImplementedError
 
     def _receive(self, deadline: float | None) -> pb.EngineMessage:
@@ -223,7 +225,7 @@ class _TcpSession(EngineSession):
         self._sock = sock
         self._max = max_message_bytes
 
-    def _send(self, message: pb.TrainerMessage, timeout: float | None) -> None:
+    def _send(self, message: pb.TrainerMessage | Serialized, timeout: float | None) -> None:
         try:
             self._sock.settimeout(timeout)
             write_frame(self._sock, message)
@@ -281,7 +283,7 @@ class _GrpcSession(EngineSession):
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
 
-    def _send(self, message: pb.TrainerMessage, timeout: float | None) -> None:
+    def _send(self, message: pb.TrainerMessage | Serialized, timeout: float | None) -> None:
         self._outbox.put(message)
 
     def _receive(self, deadline: float | None) -> pb.EngineMessage:
@@ -313,7 +315,7 @@ class _GrpcSession(EngineSession):
             if item is _STOP:
                 return
             yield item
-            if item.WhichOneof("message") in ("close", "error"):
+            if not isinstance(item, Serialized) and item.WhichOneof("message") in ("close", "error"):
                 return
             try:
                 reply = next(self._requests)
@@ -448,7 +450,7 @@ class BridgeServer:
         # Requests arrive as raw bytes and are parsed here, so bytes that are not an EngineMessage get an Error
         # naming the problem (gRPC's own deserializer would answer with a bare INTERNAL status).
         session_handler = grpc.stream_stream_rpc_method_handler(
-            _Servicer(self).Session, request_deserializer=None, response_serializer=pb.TrainerMessage.SerializeToString)
+            _Servicer(self).Session, request_deserializer=None, response_serializer=to_bytes)
         self._grpc.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("sparring.v1.Bridge", {"Session": session_handler}),))
         try:

@@ -35,7 +35,7 @@ from sparring_engine.client import (
     from_command_line,
     run,
 )
-from sparring_engine.messages import decode_actions, encode_observations, hello_message, spec_to_proto
+from sparring_engine.messages import decode_actions, encode_observations, hello_message, serialize_observations, spec_to_proto
 from sparring_engine.types import (
     BehaviourSpec,
     BehaviourStep,
@@ -50,5 +50,6 @@ from sparring_engine.types import (
 __all__ = [
     "BehaviourSpec", "BehaviourStep", "Box", "BridgeOptions", "DecisionSteps", "Discrete", "EngineConnection", "Game",
     "MultiDiscrete", "ProtocolError", "StepResult", "TerminalSteps", "TrainerError", "TrainerRefused",
-    "decode_actions", "encode_observations", "from_command_line", "hello_message", "run", "spec_to_proto",
+    "decode_actions", "encode_observations", "from_command_line", "hello_message", "run", "serialize_observations",
+    "spec_to_proto",
 ]

@@ -15,18 +15,20 @@ import grpc
 import numpy as np
 
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.protos.sparring.v1 import bridge_pb2_grpc
 from sparring.protos.wire import (
     DEFAULT_GRPC_PORT,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TCP_PORT,
+    SESSION_METHOD,
     ProtocolError,
+    Serialized,
     keep_message_buffers_mapped,
     read_exactly,
     read_frame_size,
+    to_bytes,
     write_frame,
 )
-from sparring_engine.messages import decode_actions, encode_observations, hello_message
+from sparring_engine.messages import decode_actions, hello_message, serialize_observations
 from sparring_engine.types import BehaviourSpec, StepResult
 
 
@@ -108,7 +110,7 @@ class _TcpLink:
                 time.sleep(0.1)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def send(self, message: pb.EngineMessage) -> None:
+    def send(self, message: pb.EngineMessage | Serialized) -> None:
         self._sock.settimeout(None)
         write_frame(self._sock, message)
 
@@ -133,9 +135,11 @@ class _GrpcLink:
             self._channel.close()
             raise ConnectionError(f"no trainer on {target} (grpc) within {options.connect_timeout} s") from None
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._responses = bridge_pb2_grpc.BridgeStub(self._channel).Session(iter(self._outbox.get, None))
+        session = self._channel.stream_stream(SESSION_METHOD, request_serializer=to_bytes,
+                                              response_deserializer=pb.TrainerMessage.FromString)
+        self._responses = session(iter(self._outbox.get, None))
 
-    def send(self, message: pb.EngineMessage) -> None:
+    def send(self, message: pb.EngineMessage | Serialized) -> None:
         self._outbox.put(message)
 
     def receive(self) -> pb.TrainerMessage:
@@ -191,7 +195,8 @@ class EngineConnection:
                                answer.error.field)
         raise TrainerError(f"the trainer answered Hello with {kind}")
 
-    def send(self, message: pb.EngineMessage) -> None:
+    def send(self, message: pb.EngineMessage | Serialized) -> None:
+        """Send one message (a step's Observations as :func:`serialize_observations` makes them)."""
         self._link.send(message)
 
     def receive(self) -> pb.TrainerMessage:
@@ -262,9 +267,7 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                 conn.send_error(f"{type(exc).__name__} in the game: {exc}")
                 raise
             counts = {name: len(part.decisions) for name, part in result.items()}
-            message = pb.EngineMessage()
-            encode_observations(step, specs, result, out=message.observations)
-            conn.send(message)
+            conn.send(serialize_observations(step, specs, result))
 
 
 def _configure(game: Game, parameters: Mapping[str, float]) -> None:

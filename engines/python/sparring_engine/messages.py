@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 import numpy as np
 
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.protos.wire import DTYPE_CODES, PROTOCOL_VERSION, ProtocolError, decode_tensor, encode_tensor, expect, fill_tensor
+from sparring.protos.wire import DTYPE_CODES, PROTOCOL_VERSION, ProtocolError, Serialized, encode_tensor, read_tensor
 from sparring_engine.types import BehaviourSpec, StepResult, action_format, action_kind, observation_components
 
 
@@ -56,36 +56,42 @@ def hello_message(specs: Mapping[str, BehaviourSpec], action_masks: Collection[s
     return hello
 
 
-def _fill_obs(tensors, spec: BehaviourSpec, obs) -> None:
+def _observation_tensors(out: Serialized, number: int, spec: BehaviourSpec, obs) -> None:
     parts = [obs[key] for key in observation_components(spec.observation_space)] if isinstance(obs, dict) else [obs]
     for part in parts:
-        fill_tensor(tensors.add(), part)
+        out.tensor(number, part)
 
 
-def encode_observations(
-    step: int, specs: Mapping[str, BehaviourSpec], result: StepResult, out: pb.Observations | None = None
-) -> pb.Observations:
-    """A step result as an Observations message, filled into ``out`` if given.
+def serialize_observations(step: int, specs: Mapping[str, BehaviourSpec], result: StepResult) -> Serialized:
+    """A step result as the serialized ``EngineMessage`` that carries it, the arrays referenced, not copied.
 
-    Pass the field of the message you will send (``engine_message.observations``)
-    so the tensors are written once, where they are serialized from.
+    This is what :func:`run` sends each step: the kernel gathers the arrays into the frame.
     """
-    msg = pb.Observations() if out is None else out
-    msg.step = step
+    observations = Serialized()
+    observations.uint(1, step)
     for name, part in result.items():
         d, t = part.decisions, part.terminals
-        entry = msg.behaviours.add(behaviour=name)
-        fill_tensor(entry.decision_ids, np.asarray(d.agent_ids).astype(np.int64, copy=False))
-        _fill_obs(entry.decision_obs, specs[name], d.obs)
-        fill_tensor(entry.decision_rewards, np.asarray(d.rewards).astype(np.float32, copy=False))
+        entry = Serialized()
+        entry.string(1, name)
+        entry.tensor(2, np.asarray(d.agent_ids).astype(np.int64, copy=False))
+        _observation_tensors(entry, 3, specs[name], d.obs)
+        entry.tensor(4, np.asarray(d.rewards).astype(np.float32, copy=False))
         if d.action_mask is not None:
-            fill_tensor(entry.action_mask, np.asarray(d.action_mask).astype(bool, copy=False))
+            entry.tensor(5, np.asarray(d.action_mask).astype(bool, copy=False))
         if len(t.agent_ids):
-            fill_tensor(entry.terminal_ids, np.asarray(t.agent_ids).astype(np.int64, copy=False))
-            _fill_obs(entry.terminal_obs, specs[name], t.obs)
-            fill_tensor(entry.terminal_rewards, np.asarray(t.rewards).astype(np.float32, copy=False))
-            fill_tensor(entry.terminal_truncated, np.asarray(t.truncated).astype(bool, copy=False))
-    return msg
+            entry.tensor(6, np.asarray(t.agent_ids).astype(np.int64, copy=False))
+            _observation_tensors(entry, 7, specs[name], t.obs)
+            entry.tensor(8, np.asarray(t.rewards).astype(np.float32, copy=False))
+            entry.tensor(9, np.asarray(t.truncated).astype(bool, copy=False))
+        observations.message(2, entry)
+    message = Serialized()
+    message.message(2, observations)  # EngineMessage.observations
+    return message
+
+
+def encode_observations(step: int, specs: Mapping[str, BehaviourSpec], result: StepResult) -> pb.Observations:
+    """A step result as an Observations message: what :func:`serialize_observations` sends, parsed back."""
+    return pb.EngineMessage.FromString(serialize_observations(step, specs, result).tobytes()).observations
 
 
 def decode_actions(msg: pb.Actions, specs: Mapping[str, BehaviourSpec], counts: Mapping[str, int]) -> dict[str, np.ndarray]:
@@ -100,8 +106,7 @@ def decode_actions(msg: pb.Actions, specs: Mapping[str, BehaviourSpec], counts: 
         if spec is None:
             raise ProtocolError(f"actions.behaviours[{i}].behaviour", f"unknown behaviour {entry.behaviour!r}")
         dtype, row = action_format(spec.action_space)
-        out[entry.behaviour] = expect(decode_tensor(entry.actions, where), where, dtype,
-                                      (counts.get(entry.behaviour, 0), *row))
+        out[entry.behaviour] = read_tensor(entry.actions, where, dtype, (counts.get(entry.behaviour, 0), *row))
     for name, n in counts.items():
         if n and name not in out:
             raise ProtocolError("actions.behaviours", f"no actions for behaviour {name!r}, which has {n} deciding agents")
