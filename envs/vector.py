@@ -133,14 +133,14 @@ class VectorEnv(MultiAgentEnv):
                 DecisionSteps(
                     self._merged_ids(name, "decisions", [d.agent_ids for d in decisions]),
                     batch_concat([d.obs for d in decisions]),
-                    np.concatenate([d.rewards for d in decisions]),
+                    batch_concat([d.rewards for d in decisions]),
                     _merged_masks(decisions, spec),
                 ),
                 TerminalSteps(
                     self._merged_ids(name, "terminals", [t.agent_ids for t in terminals]),
                     batch_concat([t.obs for t in terminals]),
-                    np.concatenate([t.rewards for t in terminals]),
-                    np.concatenate([t.truncated for t in terminals]),
+                    batch_concat([t.rewards for t in terminals]),
+                    batch_concat([t.truncated for t in terminals]),
                 ),
                 self._merged_ids(name, "lost", [s.lost for s in steps]),
             )
@@ -163,7 +163,7 @@ class VectorEnv(MultiAgentEnv):
         else:
             local = np.concatenate(parts).astype(np.int64, copy=False)
             offsets = np.repeat(self._id_offsets, [len(ids) for ids in parts])
-        if local.min() < 0 or local.max() >= ID_STRIDE:
+        if (local >> 32).any():  # below 0 or from ID_STRIDE = 2**32 up, in one pass
             bad = next(i for i in filled if parts[i].min() < 0 or parts[i].max() >= ID_STRIDE)
             raise ValueError(
                 f"env copy {bad}, behaviour {name!r} {kind}: agent ids must lie in [0, 2**32) to be "

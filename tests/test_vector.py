@@ -285,21 +285,30 @@ def test_an_env_worker_imports_only_what_stepping_its_env_needs():
 class _IdsAtOrAboveTheStride(CountingEnv):
     """Its runners' ids start at ID_STRIDE, where the next copy's would begin."""
 
+    shift = ID_STRIDE
+
     def reset(self, seed=None):
         return self._shifted(super().reset(seed))
 
     def _shifted(self, result: StepResult) -> StepResult:
         step = result["runner"]
         d = step.decisions
-        result["runner"] = BehaviourStep(DecisionSteps(d.agent_ids + ID_STRIDE, d.obs, d.rewards, d.action_mask),
+        result["runner"] = BehaviourStep(DecisionSteps(d.agent_ids + self.shift, d.obs, d.rewards, d.action_mask),
                                          step.terminals)
         return result
 
 
+class _NegativeIds(_IdsAtOrAboveTheStride):
+    """Its runners' ids lie below 0, where the previous copy's would end."""
+
+    shift = -ID_STRIDE
+
+
+@pytest.mark.parametrize("bad_env", [_IdsAtOrAboveTheStride, _NegativeIds])
 @pytest.mark.parametrize("copies, bad_copy", [(1, 0), (2, 0), (2, 1)])
-def test_ids_that_would_collide_with_the_next_copy_are_refused_naming_the_copy(copies, bad_copy):
+def test_ids_that_would_collide_with_the_next_copy_are_refused_naming_the_copy(copies, bad_copy, bad_env):
     factories = [COUNTING] * copies
-    factories[bad_copy] = _IdsAtOrAboveTheStride
+    factories[bad_copy] = bad_env
     env = SerialVectorEnv(factories)
     with pytest.raises(ValueError, match=rf"env copy {bad_copy}, behaviour 'runner' decisions: agent ids must lie"):
         env.reset(seed=0)
