@@ -14,6 +14,12 @@ message back) with no protocol at all, framed TCP echoed by ``bridge_floor.py``,
 or a gRPC stream of raw bytes. The floor's round trips per second times N is the
 most a transport could carry here.
 
+Between the two, the **TCP bound**: the real engine against the leanest trainer
+conceivable, which sends the same Actions and only views the reply's tensors as
+arrays (no env layers, no validation beyond finiteness). What separates the bound
+from the floor is the engine SDK's work and the messages themselves; what
+separates the end-to-end figure from the bound is the trainer's.
+
 The ML-Agents protocol as shipped, side by side: the trainer-side decode of the
 same N observations by ``mlagents_envs`` (``UnityRLOutputProto`` parsing plus
 ``rpc_utils.steps_from_proto``), and end to end through ``UnityEnvironment`` with
@@ -45,12 +51,14 @@ import numpy as np
 from gymnasium import spaces
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps
-from sparring.envs.bridge.codec import decode_observations, encode_actions
+from sparring.envs.bridge.codec import decode_observations, encode_actions, serialize_actions
 from sparring.envs.bridge.env import MultiEngineEnv
+from sparring.envs.bridge.launcher import GameLauncher, new_token
+from sparring.envs.bridge.server import BridgeServer
 from sparring.envs.factory import game_command
 from sparring.envs.unity import UnityEnv  # installs the protobuf compatibility layer mlagents_envs needs
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.protos.wire import FRAME_HEADER, read_exactly, read_frame_size
+from sparring.protos.wire import FRAME_HEADER, read_exactly, read_frame_size, write_frame
 from sparring.spec import BehaviourSpec, empty_actions
 from sparring_engine import encode_observations
 
@@ -105,6 +113,39 @@ def messages(n: int) -> tuple[bytes, bytes]:
     observations = pb.EngineMessage(observations=encode_observations(0, {"bench": SPEC}, {"bench": step}))
     actions = pb.TrainerMessage(actions=encode_actions(0, {"bench": empty_actions(SPEC, n)}))
     return observations.SerializeToString(), actions.SerializeToString()
+
+
+def tcp_bound(n: int, seconds: float) -> float:
+    """Agent-steps per second with the real engine and the leanest trainer conceivable: it sends the same
+    Actions and only reads the reply's tensors as arrays (no env layers, no validation beyond finiteness).
+    The distance from here to the floor is the engine's and the message format's; from the e2e figure to
+    here, the trainer's."""
+    server = BridgeServer(tcp_port=0, grpc_port=None)
+    program, args = game_command(str(HERE / "bridge_engine.py"), ["--agents", str(n), "--obs-size", str(OBS)])
+    launcher, token = GameLauncher(program, args, host="127.0.0.1", transport="tcp"), new_token()
+    server.add_launch_token(token)
+    launcher.launch(0, server.tcp_port, token)
+    try:
+        session = server.accept(60, token)
+        sock, actions = session._sock, {"bench": empty_actions(SPEC, n)}
+        session.request(pb.TrainerMessage(reset=pb.Reset(seed=0)), 60)
+        sock.settimeout(None)  # blocking, so that MSG_WAITALL waits for the whole frame
+        steps = iter(range(1 << 62))
+
+        def round_trip() -> None:
+            write_frame(sock, serialize_actions(next(steps), actions))
+            frame = np.empty(read_frame_size(sock, 1 << 30, None), np.uint8)
+            sock.recv_into(frame, len(frame), socket.MSG_WAITALL)
+            entry = pb.EngineMessage.FromString(memoryview(frame)).observations.behaviours[0]
+            obs = np.frombuffer(entry.decision_obs[0].data, np.float32)
+            rewards = np.frombuffer(entry.decision_rewards.data, np.float32)
+            assert len(np.frombuffer(entry.decision_ids.data, np.int64)) == n
+            assert np.isfinite(obs).all() and np.isfinite(rewards).all()
+
+        return _rate(round_trip, seconds) * n
+    finally:
+        server.close()
+        launcher.close()
 
 
 def tcp_floor(n: int, seconds: float) -> float:
@@ -236,13 +277,14 @@ def main() -> None:
     has_godot = shutil.which("godot3-server") is not None
     seconds = options.seconds
     print(f"loopback, {OBS}-float observations, 2 discrete branches; {seconds:.0f} s per cell; agent-steps per second")
-    columns = ["gRPC e2e", "gRPC floor", "TCP e2e", "TCP floor"] + (["Godot TCP e2e"] if has_godot else []) + [
+    columns = ["gRPC e2e", "gRPC floor", "TCP e2e", "TCP bound", "TCP floor"] + (["Godot TCP e2e"] if has_godot else []) + [
         "decode only", "ML-Agents e2e", "ML-Agents decode"]
     print(f"{'N':>6} " + " ".join(f"{c:>16}" for c in columns))
     rows = {}
     for n in SIZES:
         row = {"grpc": python_engine("grpc", n, seconds), "grpc floor": grpc_floor(n, seconds) * n,
-               "tcp": python_engine("tcp", n, seconds), "tcp floor": tcp_floor(n, seconds) * n}
+               "tcp": python_engine("tcp", n, seconds), "tcp bound": tcp_bound(n, seconds),
+               "tcp floor": tcp_floor(n, seconds) * n}
         if has_godot:
             row["godot"] = godot_engine(n, seconds)
         row |= {"decode": decode_only(n, seconds), "mlagents": mlagents_end_to_end(n, seconds),
@@ -250,10 +292,10 @@ def main() -> None:
         rows[n] = row
         print(f"{n:>6} " + " ".join(f"{v:>16,.0f}" for v in row.values()), flush=True)
     print("\nas fractions:")
-    print(f"{'N':>6} {'gRPC / floor':>14} {'TCP / floor':>14} {'gRPC / ML-Agents e2e':>22}")
+    print(f"{'N':>6} {'gRPC / floor':>14} {'TCP / floor':>14} {'TCP bound / floor':>18} {'gRPC / ML-Agents e2e':>22}")
     for n, row in rows.items():
         print(f"{n:>6} {row['grpc'] / row['grpc floor']:>14.2f} {row['tcp'] / row['tcp floor']:>14.2f} "
-              f"{row['grpc'] / row['mlagents']:>21.1f}x")
+              f"{row['tcp bound'] / row['tcp floor']:>18.2f} {row['grpc'] / row['mlagents']:>21.1f}x")
     last = rows[1024]
     final = f"bridge agent_steps_per_s_1024={last['grpc']:.0f} tcp_agent_steps_per_s_1024={last['tcp']:.0f}"
     if has_godot:
