@@ -11,7 +11,7 @@ ML-Agents                                    sparring
 ===========================================  =============================================
 behaviour ``"Striker?team=1"``               ``specs["Striker?team=1"]`` with ``team_id=1``
 one observation (vector or visual)           a ``Box`` observation
-several sensors                              a ``Dict`` keyed by sensor name (Unity's order)
+several sensors                              a ``Dict`` keyed by sensor name, in Unity's order
 continuous actions                           ``Box(-1, 1)`` (ML-Agents clips to that range)
 discrete branches                            ``Discrete`` (one branch) / ``MultiDiscrete``
 both (hybrid actions)                        ``hybrid_space(Box(-1, 1), Discrete|MultiDiscrete)``
@@ -38,6 +38,7 @@ import os
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -114,7 +115,10 @@ def behaviour_spec(name: str, unity_spec: BehaviorSpec) -> BehaviourSpec:
     if not boxes:
         raise ValueError(f"behaviour {name!r} has no observations")
     keys = sensor_keys(unity_spec)
-    observation_space = boxes[0] if len(boxes) == 1 else spaces.Dict(dict(zip(keys, boxes)))
+    # In the order Unity sent the sensors (its SensorUtils.SortSensors order, a culture-aware comparison of
+    # names), which is how a Unity model numbers its inputs obs_0, obs_1, ...: gymnasium would sort a plain
+    # dict's keys by Python's order ("Zone" before "ammo", where Unity has "ammo" first).
+    observation_space = boxes[0] if len(boxes) == 1 else spaces.Dict(OrderedDict(zip(keys, boxes)))
     return BehaviourSpec(name, observation_space, action_space, team_of(name))
 
 

@@ -82,9 +82,12 @@ Differences from a model trained by ML-Agents, on purpose:
   receives actions in the Box's own units (the units the game declared), and nothing
   is rescaled.
 - Each observation component is one ``obs_i``, flattened to (batch, size) like a
-  VectorSensor of that size; ``obs_i`` follows the spec's component order. (Unity numbers
-  sensors after sorting them by name, so naming each sensor after its component keeps
-  the two orders equal for the usual, sorted, Dict spaces.)
+  VectorSensor of that size; ``obs_i`` is the spec's i-th component. Unity feeds
+  ``obs_i`` from the agent's i-th sensor after ``SensorUtils.SortSensors`` (a culture-aware
+  comparison of sensor names: "ammo" before "Zone", "Æble" before "Apple"). A behaviour
+  trained on a Unity build keeps its components in the order Unity sent its sensors,
+  which is that order; a behaviour declared elsewhere (the bridge, PettingZoo) must
+  declare its components in it for its export to read the right sensors.
 - No ``recurrent_in`` input (sparring policies are not recurrent, memory_size = 0;
   torch drops unused inputs anyway, as it does for the official non-recurrent models).
 - The ``deterministic_*`` outputs get a dynamic batch axis too (the official exporter

@@ -196,6 +196,29 @@ def test_unity_action_specs_map_onto_sparring_spaces():
         behaviour_spec("Idle", BehaviorSpec(obs, ActionSpec(0, ())))
 
 
+def test_sensors_keep_the_order_unity_sent_them_in_so_an_export_reads_obs_i_from_sensor_i(tmp_path):
+    """Unity numbers a model's inputs by its sensors sorted with a culture-aware comparison ("ammo" before
+    "Zone"); Python's sort puts "Zone" first, and a policy keyed that way would read each sensor from the
+    other's input. The order survives the checkpoint (pickled specs) and reaches the export."""
+    import pickle
+
+    import onnx
+    from mlagents_envs.base_env import ActionSpec, BehaviorSpec, DimensionProperty, ObservationSpec, ObservationType
+
+    from sparring.agents.policy import BehaviourPolicy
+    from sparring.envs.unity import behaviour_spec
+    from sparring.export.exporter import export_policy
+
+    sent = [ObservationSpec((2,), (DimensionProperty.NONE,), ObservationType.DEFAULT, "ammo"),
+            ObservationSpec((3,), (DimensionProperty.NONE,), ObservationType.DEFAULT, "Zone")]
+    spec = pickle.loads(pickle.dumps(behaviour_spec("Guard", BehaviorSpec(sent, ActionSpec(0, (3,))))))
+    assert list(spec.observation_components) == ["ammo", "Zone"]
+    export_policy(BehaviourPolicy(spec), tmp_path / "guard.onnx", "mlagents")  # verified against onnxruntime
+    inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim][1:]
+              for i in onnx.load(str(tmp_path / "guard.onnx")).graph.input}
+    assert inputs["obs_0"] == [2] and inputs["obs_1"] == [3]
+
+
 def test_hybrid_actions_travel_both_parts_through_the_protocol(player):
     """Parkers take a throttle and a park/drive choice in one decision; parking is masked at first."""
     with launch(player, 1, additional_args=["--hybrid", "--agents", "3"]) as env:
