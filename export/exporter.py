@@ -185,32 +185,38 @@ class NativeGraph(ExportGraph):
 
 
 class GodotGraph(ExportGraph):
-    """The Godot RL Agents plugin's conventions: ``obs`` and ``state_ins`` in; ``output`` and ``state_outs`` out.
+    """The Godot RL Agents plugin's conventions: one input per observation key and ``state_ins`` in;
+    ``output`` and ``state_outs`` out.
 
-    ``output`` holds the continuous actions (the Gaussian means; a SAC actor's squashed
-    into the Box) and then the logits (the plugin takes the argmax per branch); ``state_outs`` echoes
-    ``state_ins`` (the plugin's recurrent state slot; sparring policies are not recurrent).
+    The plugin (``ONNXInference.cs`` since its commit f93cc07) feeds every key of the agent's
+    ``get_obs()`` dictionary as an input of that name, float32 ``(batch, size)`` (the key's
+    values flattened), plus ``state_ins`` ``(batch,)``. So each observation component is an
+    input named after it (a plain Box is ``obs``). ``output`` holds the continuous actions (the
+    Gaussian means; a SAC actor's squashed into the Box) and then the logits (the plugin takes
+    the argmax per branch); ``state_outs`` echoes ``state_ins`` (the plugin's recurrent state slot;
+    sparring policies are not recurrent).
     """
 
     def __init__(self, policy: Policy) -> None:
         super().__init__()
         self.policy = policy
-        self.key = policy.obs_keys[0]
+        self.components = list(policy.spec.observation_components)
 
     def input_names(self) -> list[str]:
-        return ["obs", "state_ins"]
+        return [*self.components, "state_ins"]
 
     def output_names(self) -> list[str]:
         return ["output", "state_outs"]
 
     def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
-        n = len(obs[self.key])
-        return {"obs": obs[self.key].reshape(n, -1), "state_ins": np.zeros(n, np.float32)}
+        n = len(obs[self.components[0]])
+        return {**{key: obs[key].reshape(n, -1) for key in self.components}, "state_ins": np.zeros(n, np.float32)}
 
-    def forward(self, obs: torch.Tensor, state_ins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, _, logits = actor_heads(self.policy, _policy_input(self.policy, {self.key: obs}))
-        parts = ([] if mean is None else [continuous_action(self.policy, mean)]) + ([] if logits is None else [logits])
-        return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), state_ins
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        *parts, state_ins = inputs
+        mean, _, logits = actor_heads(self.policy, _policy_input(self.policy, dict(zip(self.components, parts))))
+        outputs = ([] if mean is None else [continuous_action(self.policy, mean)]) + ([] if logits is None else [logits])
+        return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)), state_ins
 
 
 def support_problem(spec: BehaviourSpec, fmt: str) -> str | None:
@@ -218,9 +224,10 @@ def support_problem(spec: BehaviourSpec, fmt: str) -> str | None:
     if fmt not in FORMATS:
         return f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}"
     if fmt == "godot":
-        if len(spec.observation_components) > 1:
-            return ("the Godot RL Agents plugin feeds one observation vector ('obs'); this behaviour observes "
-                    f"{len(spec.observation_components)} components {list(spec.observation_components)}")
+        taken = sorted(set(spec.observation_components) & {"state_ins", "output", "state_outs"})
+        if taken:
+            return (f"observation component {taken[0]!r} has the name of one of the Godot RL Agents plugin's own "
+                    "tensors (state_ins, output, state_outs); rename it")
         return None  # masks are simply not applied by the plugin; the logits are still correct
     if fmt == "mlagents":
         from sparring.export.mlagents import mlagents_support_problem

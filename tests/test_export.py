@@ -48,8 +48,6 @@ def session(path):
 @pytest.mark.parametrize("fmt", ["native", "godot", "mlagents"])
 def test_export_matches_torch_in_onnxruntime(tmp_path, kind, fmt):
     spec = BEHAVIOURS[kind]
-    if fmt == "godot" and kind == "dict":
-        pytest.skip("the Godot plugin takes one observation vector (refusal tested below)")
     policy = trained_looking_policy(spec)
     recorded = np.random.default_rng(1).normal(size=(64, policy.obs_size)).astype(np.float32)
     report = export_policy(policy, tmp_path / "m.onnx", fmt, training_step=1234, recorded_obs=recorded)
@@ -127,9 +125,28 @@ def test_large_logits_pass_verification_within_float32_rounding(tmp_path):
     assert "deterministic actions identical" in text
 
 
+def test_godot_format_takes_one_input_per_observation_key_as_the_plugin_feeds_them(tmp_path):
+    """The plugin's ONNXInference.cs (since f93cc07) feeds each key of the agent's get_obs() dictionary,
+    flattened to (batch, size), under its own name, plus state_ins: emulated here."""
+    policy = trained_looking_policy(BEHAVIOURS["dict"])
+    export_policy(policy, tmp_path / "g.onnx", "godot")
+    sess = session(tmp_path / "g.onnx")
+    components = policy.spec.observation_components
+    assert [i.name for i in sess.get_inputs()] == [*components, "state_ins"]
+    rng = np.random.default_rng(0)
+    obs = {key: rng.uniform(-1, 1, (5, *box.shape)).astype(np.float32) for key, box in components.items()}
+    plugin_feeds = {key: value.reshape(5, -1) for key, value in obs.items()}
+    output, _ = sess.run(None, {**plugin_feeds, "state_ins": np.zeros(5, np.float32)})
+    with torch.no_grad():
+        logits = policy.actor_head(policy.trunk(policy.normalize(policy.flatten_obs(obs)))[0]).numpy()
+    np.testing.assert_allclose(output, logits, atol=1e-5)
+
+
 def test_a_format_that_cannot_represent_the_behaviour_is_refused(tmp_path):
-    with pytest.raises(ExportError, match="one observation vector"):
-        export_policy(trained_looking_policy(BEHAVIOURS["dict"]), tmp_path / "g.onnx", "godot")
+    spec = BEHAVIOURS["dict"]
+    clashing = BehaviourSpec(spec.name, spaces.Dict({"state_ins": spaces.Box(-1, 1, (2,), np.float32)}), spec.action_space)
+    with pytest.raises(ExportError, match="'state_ins' has the name of one of the Godot RL Agents plugin's own"):
+        export_policy(trained_looking_policy(clashing), tmp_path / "g.onnx", "godot")
     assert not (tmp_path / "g.onnx").exists()
 
 
