@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparring.agents.dense import activation_grad
 from sparring.spec import Batch, BehaviourSpec, Obs
 
 MASKED_LOGIT = -1e8  # finite, so entropy's p * log p stays 0 (not NaN) on masked actions
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
 def flat_obs(obs: Obs, keys: Sequence[str]) -> np.ndarray:
@@ -80,18 +80,6 @@ class RunningNorm(nn.Module):
         return ((x - self.offset) * self.scale).clamp(-self.clip, self.clip)
 
 
-def fast_tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x) as 2 * sigmoid(2x) - 1: the same function, within float32 rounding (~1e-7).
-
-    torch's float32 tanh kernel is several times slower than its sigmoid on the
-    CPUs measured here (75 us vs 8 us for 32k floats), and tanh is most of an
-    MLP update's elementwise work. An exported graph can use the plain Tanh op.
-    """
-    if torch.onnx.is_in_onnx_export() or x.numel() <= 4096:  # exported graphs get Tanh; small batches too
-        return torch.tanh(x)
-    return torch.sigmoid(2 * x).mul_(2).sub_(1) if not x.requires_grad else 2 * torch.sigmoid(2 * x) - 1
-
-
 class TwinMLP(nn.Module):
     """Two equally shaped MLPs (actor trunk, critic trunk) evaluated together.
 
@@ -109,42 +97,21 @@ class TwinMLP(nn.Module):
             self.weights.append(nn.Parameter(w.contiguous()))
             self.biases.append(nn.Parameter(torch.zeros(2, 1, fan_out)))
         self.activation = activation
-        self._act = {"tanh": fast_tanh, "relu": torch.relu}[activation]
+        self._act = ACTIVATIONS[activation]
         # The same Parameter objects as plain tuples: indexing a ParameterList costs more than the matmul it feeds
         # at these sizes. load_state_dict and .to() update parameters in place, so the tuples stay current.
         self._layers = tuple(zip(self.weights, self.biases))
 
-    def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every hidden layer's output, kept for :meth:`backward`."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.unsqueeze(0).expand(2, *x.shape)
-        out = []
         for w, b in self._layers:
             h = self._act(torch.baddbmm(b, h, w))
-            out.append(h)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activations(x)[-1]
-
-    @torch.no_grad()
-    def backward(self, x: torch.Tensor, hidden: list[torch.Tensor], d_top: torch.Tensor) -> None:
-        """Set parameter gradients from ``d_top``, the loss gradient w.r.t. the last activations."""
-        dh = d_top
-        for layer in reversed(range(len(hidden))):
-            h = hidden[layer]
-            dz = activation_grad(dh, h, self.activation)
-            w, b = self._layers[layer]
-            w.grad = torch.matmul(x.T, dz) if layer == 0 else torch.bmm(hidden[layer - 1].transpose(1, 2), dz)
-            b.grad = dz.sum(1, keepdim=True)
-            if layer > 0:
-                dh = torch.bmm(dz, w.transpose(1, 2))
+        return h
 
 
 class Categorical:
     """Independent categorical branches over masked logits (Discrete / MultiDiscrete actions).
 
-    Besides log-probabilities and entropy it gives their gradients with respect
-    to the logits, so the PPO update can skip autograd (see ``agents/ppo.py``).
     Masked actions get a finite, very negative logit: their probability is
     exactly 0 in float32, so they contribute neither entropy nor gradient.
     """
@@ -165,28 +132,8 @@ class Categorical:
         return picked[0] if len(picked) == 1 else torch.stack(picked).sum(0)
 
     def entropy(self) -> torch.Tensor:
-        self._entropies = [-(p * lp).sum(-1) for p, lp in zip(self.p, self.log_p)]
-        return self._entropies[0] if len(self._entropies) == 1 else torch.stack(self._entropies).sum(0)
-
-    def log_prob_grad(self, actions: torch.Tensor) -> torch.Tensor:
-        """d log_prob / d logits = onehot(action) - p, per branch."""
-        grads = [
-            torch.zeros_like(p).scatter_(-1, a.unsqueeze(-1), 1.0).sub_(p)
-            for p, a in zip(self.p, self._per_branch(actions))
-        ]
-        return grads[0] if len(grads) == 1 else torch.cat(grads, -1)
-
-    def entropy_grad(self) -> torch.Tensor:
-        """d entropy / d logits = -p * (log p + H), per branch (call :meth:`entropy` first)."""
-        grads = [-p * (lp + h.unsqueeze(-1)) for p, lp, h in zip(self.p, self.log_p, self._entropies)]
-        return grads[0] if len(grads) == 1 else torch.cat(grads, -1)
-
-    def head_grads(self, actions: torch.Tensor, d_logp: torch.Tensor, d_entropy: float) -> tuple[torch.Tensor, None]:
-        """Gradient w.r.t. the logits of ``sum(d_logp * log_prob) + d_entropy * sum(entropy)``."""
-        d_out = d_logp.unsqueeze(-1) * self.log_prob_grad(actions)
-        if d_entropy:
-            d_out += d_entropy * self.entropy_grad()
-        return d_out, None
+        entropies = [-(p * lp).sum(-1) for p, lp in zip(self.p, self.log_p)]
+        return entropies[0] if len(entropies) == 1 else torch.stack(entropies).sum(0)
 
     def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Actions and their log-probabilities, by Gumbel-max: one uniform draw per logit from ``generator``."""
@@ -211,21 +158,11 @@ class DiagGaussian:
         self.mean, self.log_std = mean, log_std
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        self._z = (actions - self.mean) * torch.exp(-self.log_std)
-        return (-0.5 * self._z.square() - self.log_std - self._LOG_SQRT_2PI).sum(-1)
+        z = (actions - self.mean) * torch.exp(-self.log_std)
+        return (-0.5 * z.square() - self.log_std - self._LOG_SQRT_2PI).sum(-1)
 
     def entropy(self) -> torch.Tensor:
         return (0.5 + self._LOG_SQRT_2PI + self.log_std).sum().expand(len(self.mean))
-
-    def head_grads(self, actions: torch.Tensor, d_logp: torch.Tensor, d_entropy: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients w.r.t. (mean, log_std) of ``sum(d_logp * log_prob) + d_entropy * sum(entropy)``.
-
-        d log_prob / d mean = z / std and d log_prob / d log_std = z^2 - 1 per
-        sample (``z`` is kept from :meth:`log_prob`); d entropy / d log_std = 1.
-        """
-        d_mean = d_logp.unsqueeze(-1) * self._z * torch.exp(-self.log_std)
-        d_log_std = (d_logp.unsqueeze(-1) * (self._z.square() - 1)).sum(0) + d_entropy * len(self.mean)
-        return d_mean, d_log_std
 
     def mode(self) -> torch.Tensor:
         return self.mean
@@ -264,13 +201,6 @@ class Hybrid:
 
     def entropy(self) -> torch.Tensor:
         return self.gaussian.entropy() + self.categorical.entropy()
-
-    def head_grads(self, actions: torch.Tensor, d_logp: torch.Tensor, d_entropy: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients w.r.t. (means then logits, log_std); see the parts' ``head_grads``."""
-        _, discrete = self.split(actions)
-        d_mean, d_log_std = self.gaussian.head_grads(actions, d_logp, d_entropy)
-        d_logits, _ = self.categorical.head_grads(discrete, d_logp, d_entropy)
-        return torch.cat([d_mean, d_logits], -1), d_log_std
 
     def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         continuous, logp_c = self.gaussian.sample(generator)
@@ -374,7 +304,7 @@ class BehaviourPolicy(nn.Module):
     def evaluate(
         self, x: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Differentiable ``(log_probs, entropy, values)`` of given actions (for autograd-based losses)."""
+        """``(log_probs, entropy, values)`` of given actions, for the loss autograd differentiates."""
         out, value = self.features(x)
         dist = self.distribution(out, mask)
         return dist.log_prob(actions), dist.entropy(), value
@@ -382,39 +312,6 @@ class BehaviourPolicy(nn.Module):
     def deterministic(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The mode of the action distribution (argmax per branch / Gaussian mean)."""
         return self.distribution(self.actor_head(self.trunk(x)[0]), mask).mode()
-
-    # -- training without autograd --------------------------------------------------
-
-    @torch.no_grad()
-    def forward_for_update(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """``(actor output, value, hidden activations)``; the activations feed :meth:`backward`."""
-        hidden = self.trunk.activations(x)
-        out, value = self._heads(hidden[-1])
-        return out, value, hidden
-
-    @torch.no_grad()
-    def backward(
-        self,
-        x: torch.Tensor,
-        hidden: list[torch.Tensor],
-        d_out: torch.Tensor,
-        d_value: torch.Tensor,
-        d_log_std: torch.Tensor | None = None,
-    ) -> None:
-        """Set every parameter's ``.grad`` from the loss gradients w.r.t. the heads' outputs.
-
-        The hand-written chain rule through two linear heads and the twin MLP;
-        ``tests/test_policy.py`` checks it against autograd for every action kind.
-        """
-        top = hidden[-1]
-        self.actor_head.weight.grad = d_out.T @ top[0]
-        self.actor_head.bias.grad = d_out.sum(0)
-        self.critic_head.weight.grad = d_value.unsqueeze(0) @ top[1]
-        self.critic_head.bias.grad = d_value.sum(0, keepdim=True)
-        if self.continuous_size:
-            self.log_std.grad = d_log_std
-        d_top = torch.stack([d_out @ self.actor_head.weight, d_value.unsqueeze(-1) * self.critic_head.weight])
-        self.trunk.backward(x, hidden, d_top)
 
     def env_actions(self, action: torch.Tensor) -> Batch:
         """Policy actions -> what the env accepts (continuous actions clipped to the Box)."""

@@ -206,7 +206,6 @@ class BehaviourLearner:
         self.buffer.clear()
         return report
 
-    @torch.no_grad()
     def _gradient_step(
         self,
         x: torch.Tensor,
@@ -220,54 +219,32 @@ class BehaviourLearner:
         ent_coef: float,
         diagnose: bool = True,
     ) -> torch.Tensor | None:
-        """One minibatch of the PPO loss, with its gradient written out instead of taken by autograd.
+        """Set the gradients of one minibatch's PPO loss (Schulman et al. 2017, eq. 9, as SB3 and CleanRL
+        write it): ``L = L_clip + vf_coef * L_VF - ent_coef * H``, differentiated by autograd.
 
-        Loss = L_clip + vf_coef * L_value - ent_coef * mean(H). At these network
-        sizes a CPU update is bound by per-operator overhead, and autograd's
-        bookkeeping is most of it; the closed-form gradients below are checked
-        against autograd in ``tests/test_ppo_gradients.py``. With ``diagnose``,
-        returns ``[policy loss, value loss, entropy, approx KL, clip fraction]``.
+        With ``diagnose``, returns ``[policy loss, value loss, entropy, approx KL, clip fraction]``.
         """
-        s, policy = self.settings, self.policy
-        batch = len(x)
-        out, values, hidden = policy.forward_for_update(x)
-        dist = policy.distribution(out, mask)
-        logp = dist.log_prob(actions)
-        entropy = dist.entropy() if diagnose or ent_coef else None
-        if s.normalize_advantage and batch > 1:
+        s = self.settings
+        logp, entropy, values = self.policy.evaluate(x, actions, mask)
+        if s.normalize_advantage and len(x) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-
-        # Clipped surrogate: L_clip = mean(max(-A r, -A clip(r, 1 - eps, 1 + eps))), r = pi / pi_old.
-        # Where the unclipped term is the larger, dL/dlog pi = -A r / B; elsewhere the clip is flat: 0.
         log_ratio = logp - old_logp
         ratio = log_ratio.exp()
-        unclipped, clipped = -adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)
-        d_logp = torch.where(unclipped >= clipped, unclipped, 0.0) / batch
-
-        # Value loss: mean((V - R)^2), or with clip_range_vf the larger of it and the loss of
-        # V clipped around the rollout's value (whose gradient is 0 where the clip is active).
-        error = values - returns
+        policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
         if s.clip_range_vf is None:
-            value_losses = error.square()
-            d_error = error
-        else:
-            delta = values - old_values
-            clipped_error = old_values + delta.clamp(-s.clip_range_vf, s.clip_range_vf) - returns
-            value_losses = torch.max(error.square(), clipped_error.square())
-            inside = delta.abs() <= s.clip_range_vf
-            d_error = torch.where(error.square() >= clipped_error.square(), error, clipped_error * inside)
-        d_value = d_error * (2 * s.vf_coef / batch)
-
-        # Chain rule into the actor's output (logits, Gaussian means and log-std, or both).
-        d_out, d_log_std = dist.head_grads(actions, d_logp, -ent_coef / batch)
-        policy.backward(x, hidden, d_out, d_value, d_log_std)
-
+            value_loss = (values - returns).square().mean()
+        else:  # the value may move at most clip_range_vf from the rollout's estimate, as in SB3
+            clipped = old_values + (values - old_values).clamp(-s.clip_range_vf, s.clip_range_vf)
+            value_loss = torch.max((values - returns).square(), (clipped - returns).square()).mean()
+        loss = policy_loss + s.vf_coef * value_loss - ent_coef * entropy.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
         if not diagnose:
             return None
-        policy_loss = torch.max(unclipped, clipped).mean()
-        approx_kl = ((ratio - 1) - log_ratio).mean()
-        clip_fraction = ((ratio - 1).abs() > clip).float().mean()
-        return torch.stack([policy_loss, value_losses.mean(), entropy.mean(), approx_kl, clip_fraction])
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - log_ratio).mean()
+            clip_fraction = ((ratio - 1).abs() > clip).float().mean()
+            return torch.stack([policy_loss, value_loss, entropy.mean(), approx_kl, clip_fraction])
 
     def state_dict(self) -> dict:
         """Weights, optimiser, recorded observations and reward statistics: what resuming this learner needs."""

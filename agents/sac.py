@@ -7,12 +7,9 @@ instead of samples. Both have twin Q critics with Polyak-averaged targets and a
 temperature tuned towards a target entropy. The learning math is in
 :meth:`BehaviourSAC.update`.
 
-The update is written out by hand instead of taken by autograd: at these sizes
-SAC's cost is fifteen ``256 x 256 x 256`` matrix products per update, and
-autograd's bookkeeping, the critic weight gradients it would compute for the actor
-loss (which needs only the action gradient, and only through the smaller critic),
-and torch's default CPU matmul would add most of that again (see
-:mod:`sparring.agents.dense`). ``tests/test_sac.py`` checks every gradient against autograd.
+Each loss is written as the paper writes it and differentiated by autograd; the
+actor's loss back-propagates through the critics into the action only (the critics'
+own weight gradients are not computed for it).
 
 Usage::
 
@@ -37,11 +34,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from torch.nn import functional as F
 
-from sparring.agents.dense import activation_grad, input_grad, linear, weight_grad
 from sparring.agents.checkpoint import Checkpointed
 from sparring.agents.episodes import BehaviourReport, EpisodeLog, UpdateReport
-from sparring.agents.policy import MASKED_LOGIT, RunningNorm, check_finite, flat_obs
+from sparring.agents.policy import ACTIVATIONS, MASKED_LOGIT, RunningNorm, check_finite, flat_obs
 from sparring.agents.replay import Batch, OpenTransitions, ReplayBuffer
 from sparring.agents.reward_scaling import RewardScaler
 from sparring.envs.base import BehaviourStep, DecisionSteps, random_actions
@@ -112,7 +109,7 @@ class SACActor(nn.Module):
     :meth:`forward` is the deterministic policy a game runs: ``tanh(mean)`` scaled
     to the action Box, or the logits; the exporter builds its graphs from
     :meth:`export_heads` and :meth:`squash` (plain ``nn.Linear`` layers, exported as
-    Gemm operators). Training uses :meth:`activations` and :meth:`backward`.
+    Gemm operators). Training differentiates :meth:`head_output`.
 
     Args:
         spec: the behaviour this policy acts for.
@@ -132,6 +129,7 @@ class SACActor(nn.Module):
         self.continuous = spec.is_continuous
         self.branches = spec.action_branches
         self.activation = activation
+        self._act = ACTIVATIONS[activation]
         self.normalizer = RunningNorm(self.obs_size) if normalize else None
         sizes = [self.obs_size, *hidden_sizes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -156,12 +154,15 @@ class SACActor(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.normalizer is None else self.normalizer(x)
 
+    def head_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's raw output for normalised ``x``: means then unclamped log-stds, or the logits."""
+        for layer in self.layers:
+            x = self._act(F.linear(x, layer.weight, layer.bias))
+        return F.linear(x, self.head.weight, self.head.bias)
+
     def export_heads(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """``(mean, log_std, logits)`` for normalised ``x``: the Gaussian before the squash, or the logits (None: absent)."""
-        act = torch.relu if self.activation == "relu" else torch.tanh
-        for layer in self.layers:
-            x = act(layer(x))
-        out = self.head(x)
+        out = self.head_output(x)
         if not self.continuous:
             return None, None, out
         return out[:, : self.action_size], out[:, self.action_size :].clamp(LOG_STD_MIN, LOG_STD_MAX), None
@@ -175,29 +176,6 @@ class SACActor(nn.Module):
         mean, _, logits = self.export_heads(x)
         return logits if mean is None else self.squash(mean)
 
-    def activations(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """(every hidden layer's output, head output) for normalised ``x``, kept for :meth:`backward`."""
-        hidden = []
-        for layer in self.layers:
-            x = linear(x, layer.weight, layer.bias, self.activation)
-            hidden.append(x)
-        return hidden, linear(x, self.head.weight, self.head.bias)
-
-    @torch.no_grad()
-    def backward(self, x: torch.Tensor, hidden: list[torch.Tensor], d_out: torch.Tensor) -> None:
-        """Set every parameter's ``.grad`` from ``d_out``, the loss gradient w.r.t. the head output."""
-        self.head.weight.grad = weight_grad(d_out, hidden[-1])
-        self.head.bias.grad = d_out.sum(0)
-        d_h = input_grad(d_out, self.head.weight)
-        inputs = [x, *hidden[:-1]]
-        for i in reversed(range(len(self.layers))):
-            d_z = activation_grad(d_h, hidden[i], self.activation)
-            layer = self.layers[i]
-            layer.weight.grad = weight_grad(d_z, inputs[i])
-            layer.bias.grad = d_z.sum(0)
-            if i:
-                d_h = input_grad(d_z, layer.weight)
-
     def log_probs(self, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Per-branch log-probabilities over masked logits, branches concatenated like the logits."""
         if mask is not None:
@@ -209,7 +187,7 @@ class SACActor(nn.Module):
     @torch.no_grad()
     def act(self, x: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
         """Actions in the policy's own units (squashed to [-1, 1], or indices); sampled unless ``generator`` is None."""
-        _, out = self.activations(x)
+        out = self.head_output(x)
         if self.continuous:
             mean = out[:, : self.action_size]
             if generator is None:
@@ -249,8 +227,6 @@ class TwinCritic(nn.Module):
 
     For discrete actions each net outputs one value per action, branches
     concatenated. Initialised as ``nn.Linear`` (as Stable-Baselines3's critics).
-    The nets are not stacked into one batched matmul (``baddbmm``): torch runs that
-    on MKL, and two oneDNN products take half its time (see :mod:`sparring.agents.dense`).
     """
 
     def __init__(self, in_size: int, out_size: int, hidden_sizes: list[int], activation: str) -> None:
@@ -260,62 +236,16 @@ class TwinCritic(nn.Module):
             nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])) for _ in range(2)
         )
         self.activation = activation
-
-    def activations(self, inp: torch.Tensor) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
-        """``(each net's hidden outputs, each net's Q values)``, kept for the backward passes."""
-        hidden, values = [], []
-        for net in self.nets:
-            h, x = [], inp
-            for layer in net[:-1]:
-                x = linear(x, layer.weight, layer.bias, self.activation)
-                h.append(x)
-            hidden.append(h)
-            values.append(linear(x, net[-1].weight, net[-1].bias))
-        return hidden, values
+        self._act = ACTIVATIONS[activation]
 
     def forward(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _, (q1, q2) = self.activations(inp)
-        return q1, q2
-
-    def _back(self, k: int, inputs: list[torch.Tensor | None], d: torch.Tensor, grads: bool) -> torch.Tensor:
-        """From net ``k``'s output gradient ``d`` back to its first layer's pre-activation.
-
-        ``inputs[i]`` is what layer ``i`` read; with ``grads`` the weight gradients are set on the way.
-        """
-        net = self.nets[k]
-        for i in range(len(net) - 1, 0, -1):
-            if grads:
-                net[i].weight.grad = weight_grad(d, inputs[i])
-                net[i].bias.grad = d.sum(0)
-            d = activation_grad(input_grad(d, net[i].weight), inputs[i], self.activation)
-        if grads:
-            net[0].weight.grad = weight_grad(d, inputs[0])
-            net[0].bias.grad = d.sum(0)
-        return d
-
-    @torch.no_grad()
-    def backward(self, inp: torch.Tensor, hidden: list[list[torch.Tensor]], d_q: list[torch.Tensor]) -> None:
-        """Set every parameter's ``.grad`` from ``d_q[k]``, the loss gradient w.r.t. net ``k``'s output."""
-        for k in range(2):
-            self._back(k, [inp, *hidden[k]], d_q[k], grads=True)
-
-    @torch.no_grad()
-    def input_grad_of_min(self, hidden: list[list[torch.Tensor]], values: list[torch.Tensor], columns: slice) -> torch.Tensor:
-        """d mean(min(q1, q2)) / d input[:, columns] for single-output critics, without weight gradients.
-
-        Each row's gradient flows through whichever net is the smaller there, so
-        each net back-propagates only its own rows: half the work of both.
-        """
-        q1, q2 = values
-        n = len(q1)
-        out = torch.empty(n, columns.stop - columns.start)
-        first_is_min = (q1 <= q2).squeeze(1)
-        for k, rows in enumerate((first_is_min.nonzero().squeeze(1), (~first_is_min).nonzero().squeeze(1))):
-            if len(rows):
-                inputs = [None, *(h.index_select(0, rows) for h in hidden[k])]
-                d_first = self._back(k, inputs, torch.full((len(rows), 1), 1.0 / n), grads=False)
-                out.index_copy_(0, rows, input_grad(d_first, self.nets[k][0].weight[:, columns]))
-        return out
+        values = []
+        for net in self.nets:
+            x = inp
+            for layer in net[:-1]:
+                x = self._act(F.linear(x, layer.weight, layer.bias))
+            values.append(F.linear(x, net[-1].weight, net[-1].bias))
+        return values[0], values[1]
 
 
 # -- one behaviour ------------------------------------------------------------------
@@ -344,6 +274,7 @@ class BehaviourSAC:
         self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=s.learning_rate, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=s.learning_rate, fused=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=s.learning_rate, fused=True)
+        self._actor_params = list(actor.parameters())
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.target.parameters())
         if actor.continuous:
@@ -430,116 +361,98 @@ class BehaviourSAC:
             self.update(batch, generator)
             self.update_credit -= 1
 
-    @torch.no_grad()
     def update(self, batch: Batch, generator: torch.Generator) -> None:
         """One gradient step of critics, actor and temperature, then the targets' Polyak step.
 
         Critic loss 0.5 * sum_k mean((Q_k(s, a) - y)^2) with the soft target
         y = r + gamma * continues * (min_k Q'_k(s', a') - alpha * log pi(a'|s')); then the
-        actor loss mean(alpha * log pi(a~|s) - min_k Q_k(s, a~)) against the updated
-        critics; then the temperature loss -log alpha * mean(log pi + target entropy).
-        alpha is the temperature before its own step throughout, as in Stable-Baselines3.
+        actor loss mean(alpha * log pi(a~|s) - min_k Q_k(s, a~)); then the temperature loss
+        -log alpha * mean(log pi + target entropy). alpha is the temperature before its own
+        step throughout, as in Stable-Baselines3.
         """
         actor = self.actor
         x = actor.normalize(batch.obs)
         x_next = actor.normalize(batch.next_obs)
         alpha = self.log_alpha.detach().exp()
-        # The actor reads s (for its loss) and s' (for the target) in one pass.
-        hidden, out = actor.activations(torch.cat([x, x_next]))
         if actor.continuous:
-            self._update_continuous(batch, x, x_next, hidden, out, alpha, generator)
+            self._update_continuous(batch, x, x_next, alpha, generator)
         else:
-            self._update_discrete(batch, x, x_next, hidden, out, alpha)
-        torch._foreach_lerp_(self._target_params, self._critic_params, self.settings.tau)
+            self._update_discrete(batch, x, x_next, alpha)
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, self.settings.tau)
         self.num_updates += 1
 
+    def _squashed_sample(self, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reparameterised tanh-squashed Gaussian action u = mean + std * noise, a = tanh(u), for each row of
+        ``x``, and its log-probability log pi(a) = log N(u) - sum log(1 - tanh(u)^2), the last term written
+        2 (log 2 - u - softplus(-2u)) for stability."""
+        out = self.actor.head_output(x)
+        dims = self.actor.action_size
+        mean, log_std = out[:, :dims], out[:, dims:].clamp(LOG_STD_MIN, LOG_STD_MAX)
+        u = mean + log_std.exp() * noise
+        log_prob = (-0.5 * noise.square() - log_std - _LOG_SQRT_2PI - 2 * (_LOG_2 - u - F.softplus(-2 * u))).sum(1)
+        return torch.tanh(u), log_prob
+
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
+        """Minimise ``loss`` over ``params`` only: gradients flow through other modules without accumulating there."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)
+        optimizer.step()
+
     def _update_continuous(
-        self, batch: Batch, x: torch.Tensor, x_next: torch.Tensor, hidden: list[torch.Tensor], out: torch.Tensor,
-        alpha: torch.Tensor, generator: torch.Generator,
+        self, batch: Batch, x: torch.Tensor, x_next: torch.Tensor, alpha: torch.Tensor, generator: torch.Generator,
     ) -> None:
-        s, actor = self.settings, self.actor
-        n, dims = len(x), actor.action_size
-        # Reparameterised squashed Gaussian: u = mean + std * noise, a = tanh(u),
-        # log pi(a) = log N(u) - sum log(1 - tanh(u)^2), the last term as 2 (log 2 - u - softplus(-2u)) for stability.
-        mean, raw_log_std = out[:, :dims], out[:, dims:]
-        log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        std = log_std.exp()
-        noise = torch.randn(mean.shape, generator=generator)
-        u = torch.addcmul(mean, std, noise)
-        a = torch.tanh(u)
-        log_prob = (-0.5 * noise.square() - log_std - _LOG_SQRT_2PI - 2 * (_LOG_2 - u - nn.functional.softplus(-2 * u))).sum(1)
-        log_prob_now, log_prob_next = log_prob[:n], log_prob[n:]
-
-        q1_next, q2_next = self.target(torch.cat([x_next, a[n:]], 1))
-        target = batch.rewards + s.gamma * batch.continues * (torch.min(q1_next, q2_next).squeeze(1) - alpha * log_prob_next)
-
-        critic_in = torch.cat([x, batch.actions], 1)
-        critic_hidden, (q1, q2) = self.critic.activations(critic_in)
+        s, n = self.settings, len(x)
+        noise = torch.randn((2 * n, self.actor.action_size), generator=generator)  # rows: the actor's, the target's
+        with torch.no_grad():
+            a_next, log_prob_next = self._squashed_sample(x_next, noise[n:])
+            q1_next, q2_next = self.target(torch.cat([x_next, a_next], 1))
+            target = batch.rewards + s.gamma * batch.continues * (torch.min(q1_next, q2_next).squeeze(1) - alpha * log_prob_next)
+        q1, q2 = self.critic(torch.cat([x, batch.actions], 1))
         err1, err2 = q1.squeeze(1) - target, q2.squeeze(1) - target
-        self.critic.backward(critic_in, critic_hidden, [(err1 / n).unsqueeze(1), (err2 / n).unsqueeze(1)])
-        self.critic_optimizer.step()
+        self._step(self.critic_optimizer, 0.5 * (err1.square().mean() + err2.square().mean()), self._critic_params)
 
-        # Actor loss against the updated critics; only the gradient w.r.t. the action passes through them.
-        a_now = a[:n]
-        pi_hidden, pi_values = self.critic.activations(torch.cat([x, a_now], 1))
-        d_action = -self.critic.input_grad_of_min(pi_hidden, pi_values, slice(actor.obs_size, actor.obs_size + dims))
-        # Chain rule through a = tanh(u): d/du = dL/da * (1 - a^2) + (alpha / n) * d(-log(1 - a^2))/du, the latter 2a.
-        d_u = d_action * (1 - a_now.square()) + (2 * alpha / n) * a_now
-        inside = (raw_log_std[:n] >= LOG_STD_MIN) & (raw_log_std[:n] <= LOG_STD_MAX)
-        d_log_std = (d_u * std[:n] * noise[:n] - alpha / n) * inside  # u = mean + exp(log_std) * noise; log N has -log_std
-        actor.backward(x, [h[:n] for h in hidden], torch.cat([d_u, d_log_std], 1))
-        self.actor_optimizer.step()
+        a, log_prob = self._squashed_sample(x, noise[:n])  # against the updated critics
+        q_pi = torch.min(*self.critic(torch.cat([x, a], 1))).squeeze(1)
+        policy_loss = alpha * log_prob - q_pi
+        self._step(self.actor_optimizer, policy_loss.mean(), self._actor_params)
 
+        log_prob = log_prob.detach()
         if s.learn_entcoef:
-            self.log_alpha.grad = -(log_prob_now.mean() + self.target_entropy).reshape(1)
-            self.alpha_optimizer.step()
-        q_pi = torch.min(*pi_values).squeeze(1)
-        self._last = (err1, err2, alpha * log_prob_now - q_pi, -log_prob_now, alpha, torch.min(q1, q2))
+            self._step(self.alpha_optimizer, -(self.log_alpha * (log_prob.mean() + self.target_entropy)).sum(),
+                       [self.log_alpha])
+        self._last = (err1.detach(), err2.detach(), policy_loss.detach(), -log_prob, alpha,
+                      torch.min(q1, q2).detach())
 
-    def _update_discrete(
-        self, batch: Batch, x: torch.Tensor, x_next: torch.Tensor, hidden: list[torch.Tensor], out: torch.Tensor,
-        alpha: torch.Tensor,
-    ) -> None:
+    def _update_discrete(self, batch: Batch, x: torch.Tensor, x_next: torch.Tensor, alpha: torch.Tensor) -> None:
         s, actor = self.settings, self.actor
         n, n_branches = len(x), len(actor.branches)
-        masks = None if batch.masks is None else torch.cat([batch.masks, batch.next_masks])
-        log_p = actor.log_probs(out, masks)
-        p = log_p.exp()
-        log_p_now, log_p_next, p_now, p_next = log_p[:n], log_p[n:], p[:n], p[n:]
-
         # Expectations over actions replace samples. With several branches the policy factorises and
         # Q(s, a) = mean over branches of Q_b(s, a_b) (as ML-Agents), so E_pi[Q] is the branch mean of E_pi_b[Q_b].
-        q1_next, q2_next = self.target(x_next)
-        soft_value = (p_next * (torch.min(q1_next, q2_next) / n_branches - alpha * log_p_next)).sum(1)
-        target = batch.rewards + s.gamma * batch.continues * soft_value
-
-        critic_hidden, (q1, q2) = self.critic.activations(x)
+        with torch.no_grad():
+            log_p_next = actor.log_probs(actor.head_output(x_next), batch.next_masks)
+            q1_next, q2_next = self.target(x_next)
+            soft_value = (log_p_next.exp() * (torch.min(q1_next, q2_next) / n_branches - alpha * log_p_next)).sum(1)
+            target = batch.rewards + s.gamma * batch.continues * soft_value
+        q1, q2 = self.critic(x)
         offsets = torch.tensor(np.cumsum((0, *actor.branches[:-1])))
-        columns = (batch.actions.reshape(n, n_branches) + offsets)
+        columns = batch.actions.reshape(n, n_branches) + offsets
         err1 = q1.gather(1, columns).mean(1) - target
         err2 = q2.gather(1, columns).mean(1) - target
-        d_q = [torch.zeros_like(q1).scatter_(1, columns, (err / (n * n_branches)).unsqueeze(1).expand(n, n_branches))
-               for err in (err1, err2)]
-        self.critic.backward(x, critic_hidden, d_q)
-        self.critic_optimizer.step()
+        q_min = torch.min(q1, q2).detach()  # this update's critic pass, before the critics' step
+        self._step(self.critic_optimizer, 0.5 * (err1.square().mean() + err2.square().mean()), self._critic_params)
 
-        # Actor loss mean(sum_a pi(a) (alpha log pi(a) - Q(s, a))), Q from this update's critic forward pass;
-        # through the softmax, d/dlogit_j = pi_j (g_j - sum_a pi_a g_a) per branch, g = alpha log pi - Q_b / branches.
-        g = alpha * log_p_now - torch.min(q1, q2) / n_branches
-        pg = p_now * g
-        if n_branches == 1:
-            expected = pg.sum(1, keepdim=True)
-        else:
-            expected = torch.cat([part.sum(1, keepdim=True).expand_as(part)
-                                  for part in torch.split(pg, actor.branches, 1)], 1)
-        actor.backward(x, [h[:n] for h in hidden], p_now * (g - expected) / n)
-        self.actor_optimizer.step()
+        log_p = actor.log_probs(actor.head_output(x), batch.masks)
+        p = log_p.exp()
+        policy_loss = (p * (alpha * log_p - q_min / n_branches)).sum(1)
+        self._step(self.actor_optimizer, policy_loss.mean(), self._actor_params)
 
-        entropy = -(p_now * log_p_now).sum(1)
+        entropy = -(p * log_p).sum(1).detach()
         if s.learn_entcoef:
-            self.log_alpha.grad = (entropy.mean() - self.target_entropy).reshape(1)
-            self.alpha_optimizer.step()
-        self._last = (err1, err2, pg.sum(1), entropy, alpha, (p_now * torch.min(q1, q2)).sum(1) / n_branches)
+            self._step(self.alpha_optimizer, (self.log_alpha * (entropy.mean() - self.target_entropy)).sum(),
+                       [self.log_alpha])
+        self._last = (err1.detach(), err2.detach(), policy_loss.detach(), entropy, alpha,
+                      (p.detach() * q_min).sum(1) / n_branches)
 
     # -- reporting and persistence ------------------------------------------------------
 

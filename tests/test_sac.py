@@ -1,4 +1,5 @@
-"""SAC (agents/sac.py): hand-written gradients against autograd, transitions, config, resume, learning."""
+"""SAC (agents/sac.py): its losses' gradients against Stable-Baselines3's formulation, transitions, config, resume,
+learning."""
 
 from __future__ import annotations
 
@@ -149,7 +150,9 @@ def _autograd_losses(ref: BehaviourSAC, batch, noise, stepped_critic) -> dict:
     ids=["box", "unbounded-box", "discrete", "discrete-masked", "multidiscrete-masked"],
 )
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_hand_written_gradients_match_autograd(action_space, masks, activation):
+def test_the_update_takes_the_gradients_of_the_losses_as_sb3_writes_them(action_space, masks, activation):
+    """Each optimiser is handed the gradient of its loss as SB3 writes it (torch.distributions' Normal, log1p for
+    the squash, F.mse_loss), not only of the update's own stable formulation, and nothing else."""
     learner = _learner(action_space, activation=activation, normalize_obs=True)
     _fill(learner, masks=masks)
     learner.actor.normalizer.update(torch.randn(50, 5) * 3 + 1)
