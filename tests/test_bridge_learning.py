@@ -3,8 +3,8 @@
 Thresholds, per episode, on the trained policy's own (deterministic) play:
 Runners >= 3.0 (random play: about -0.04; walking straight at the nearest coin: about 4.9),
 Turrets >= 8.0 (random play: about 0.4; firing whenever a hazard is on a ray: about 12).
-Seeds 0-9 (both transports play identically): Runners 4.53 to 5.12, Turrets 11.6 to 12.0; with three
-engine crashes, Runners 4.53 to 5.41, Turrets 11.6 to 12.2.
+Seeds 0-9 (both transports play identically): Runners 4.77 to 5.33, Turrets 11.3 to 12.0; with three
+engine crashes, Runners 4.61 to 5.23, Turrets 11.5 to 12.1.
 """
 
 import importlib.util

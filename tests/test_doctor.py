@@ -42,7 +42,9 @@ def checks(run: Path) -> list[str]:
 
 BROKEN = {
     # name: (env, hyperparameters, steps, the finding it must raise)
-    "learning rate 10x too high": ("CartPole-v1", {**CARTPOLE, "learning_rate": 1e-2, "lr_schedule": "constant"},
+    # At 10x (1e-2) CartPole still learns and some seeds' approximate KL sits at the doctor's line (seed 3:
+    # mean 0.028 where 0.03 is flagged): a borderline run, not a broken one. At 30x every seed overshoots.
+    "learning rate 30x too high": ("CartPole-v1", {**CARTPOLE, "learning_rate": 3e-2, "lr_schedule": "constant"},
                                    30_000, "step size"),
     "rewards scaled 1000x": ("broken_envs:CartPoleRewardsTimes1000-v0", CARTPOLE, 10_000, "reward scale"),
     "large unnormalised observations": ("broken_envs:CartPoleObservationsTimes1000-v0", CARTPOLE, 10_000,
