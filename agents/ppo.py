@@ -233,7 +233,7 @@ class BehaviourLearner:
         policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
         if s.clip_range_vf is None:
             value_loss = (values - returns).square().mean()
-        else:  # the value may move at most clip_range_vf from the rollout's estimate, as in SB3
+        else:  # the larger of the two losses, V clipped to within clip_range_vf of the rollout's value (CleanRL, ML-Agents)
             clipped = old_values + (values - old_values).clamp(-s.clip_range_vf, s.clip_range_vf)
             value_loss = torch.max((values - returns).square(), (clipped - returns).square()).mean()
         loss = policy_loss + s.vf_coef * value_loss - ent_coef * entropy.mean()
