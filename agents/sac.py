@@ -128,7 +128,6 @@ class SACActor(nn.Module):
         self.obs_size = int(sum(np.prod(spec.observation_components[k].shape) for k in self.obs_keys))
         self.continuous = spec.is_continuous
         self.branches = spec.action_branches
-        self.activation = activation
         self._act = ACTIVATIONS[activation]
         self.normalizer = RunningNorm(self.obs_size) if normalize else None
         sizes = [self.obs_size, *hidden_sizes]
@@ -235,7 +234,6 @@ class TwinCritic(nn.Module):
         self.nets = nn.ModuleList(
             nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])) for _ in range(2)
         )
-        self.activation = activation
         self._act = ACTIVATIONS[activation]
 
     def forward(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

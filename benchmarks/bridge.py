@@ -37,6 +37,7 @@ speedup_vs_mlagents_e2e_1024=<sparring gRPC e2e / ML-Agents e2e>``, all at N = 1
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import socket
 import subprocess
@@ -130,7 +131,7 @@ def tcp_bound(n: int, seconds: float) -> float:
         sock, actions = session._sock, {"bench": empty_actions(SPEC, n)}
         session.request(pb.TrainerMessage(reset=pb.Reset(seed=0)), 60)
         sock.settimeout(None)  # blocking, so that MSG_WAITALL waits for the whole frame
-        steps = iter(range(1 << 62))
+        steps = itertools.count()
 
         def round_trip() -> None:
             write_frame(sock, serialize_actions(next(steps), actions))

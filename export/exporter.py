@@ -30,7 +30,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from sparring.agents.policy import MASKED_LOGIT, BehaviourPolicy
+from sparring.agents.policy import ACTIVATIONS, MASKED_LOGIT, BehaviourPolicy
 from sparring.agents.sac import SACActor
 from sparring.spec import BehaviourSpec
 
@@ -76,7 +76,7 @@ def _half(policy: BehaviourPolicy, x: torch.Tensor, which: int) -> torch.Tensor:
     the actor, and a chain of Gemms exports to the smallest, fastest graph.
     """
     trunk = policy.trunk
-    act = torch.tanh if trunk.activation == "tanh" else torch.relu
+    act = ACTIVATIONS[trunk.activation]
     for w, b in zip(trunk.weights, trunk.biases):
         x = act(torch.addmm(b[which, 0], x, w[which]))
     return x

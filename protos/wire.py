@@ -275,7 +275,8 @@ class Serialized:
 
 
 def to_bytes(message: pb.EngineMessage | pb.TrainerMessage | Serialized) -> bytes:
-    """Either kind of message serialized: gRPC's (de)serializer for the Session stream on both sides."""
+    """Either kind of message (a protobuf one or a :class:`Serialized`) as bytes: the Session stream's serializer,
+    the trainer's for its replies and the engine's for its requests."""
     return message.tobytes() if isinstance(message, Serialized) else message.SerializeToString()
 
 

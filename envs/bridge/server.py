@@ -125,7 +125,8 @@ class EngineSession:
         return f"engine {self.engine_name!r} ({self.transport} {self.peer})"
 
     def send(self, message: pb.TrainerMessage | Serialized, timeout: float | None = None) -> None:
-        """Send one message (a step's Actions come serialized by reference); raises :class:`SessionError` (and closes) if the engine is gone."""
+        """Send one message (a step's Actions come serialized by reference); raises :class:`SessionError` (and
+        closes) if the engine is gone."""
         if self._closed:
             raise SessionClosed(f"{self.name} is closed: {self.failure}")
         try:
