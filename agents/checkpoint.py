@@ -6,9 +6,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel
 
+from sparring.agents.rollout import AgentMemory
 from sparring.envs.base import MultiAgentEnv, StepResult
 from sparring.spec import BehaviourSpec, group_of
 
@@ -60,6 +62,7 @@ class Checkpointed:
         self.num_steps = 0  # agent decisions taken, over all behaviours
         self.total_steps = 0
         self._current: StepResult | None = None
+        self._remembered: dict[str, AgentMemory] = {}  # recurrent policies' memory between predict calls
 
     def settings_of(self, behaviour: str):
         """The hyperparameters ``behaviour`` trains with: ``settings`` updated by its own overrides.
@@ -86,6 +89,30 @@ class Checkpointed:
                 raise ValueError(f"predict needs behaviour=, one of {sorted(self.learners)}")
             behaviour = next(iter(self.learners))
         return behaviour
+
+    def _recalled(self, behaviour: str, memory_size: int, agent_ids: np.ndarray | None) -> torch.Tensor | None:
+        """The memory ``predict`` acts from for these agents (None for a memoryless policy)."""
+        if not memory_size:
+            return None
+        if agent_ids is None:
+            raise ValueError(f"behaviour {behaviour!r} has a recurrent policy: pass predict agent_ids, so each agent's "
+                             "memory carries over to its next decision (and reset_memory when its episode ends)")
+        memory = self._remembered.setdefault(behaviour, AgentMemory(memory_size))
+        return torch.from_numpy(memory.get(np.asarray(agent_ids, np.int64)))
+
+    def _remember(self, behaviour: str, agent_ids: np.ndarray | None, state: torch.Tensor | None) -> None:
+        if state is not None:
+            self._remembered[behaviour].set(np.asarray(agent_ids, np.int64), state.numpy())
+
+    def reset_memory(self, behaviour: str | None = None, agent_ids: np.ndarray | None = None) -> None:
+        """Forget what recurrent policies remember from ``predict`` calls: of ``agent_ids`` of ``behaviour``
+        (their episodes ended), or everything. Memoryless policies remember nothing; this does nothing for them."""
+        if behaviour is None:
+            self._remembered.clear()
+        elif agent_ids is None:
+            self._remembered.pop(behaviour, None)
+        elif behaviour in self._remembered:
+            self._remembered[behaviour].forget(np.asarray(agent_ids, np.int64))
 
     def state_dict(self) -> dict:
         """What every trainer's checkpoint holds; subclasses add their learners' state."""

@@ -11,8 +11,12 @@ from sparring.spec import BehaviourSpec, Obs, batch_len
 
 
 class Predictor(Protocol):
+    """What plays: ``agent_ids`` say whose decisions these are (a recurrent policy remembers per agent);
+    a model that remembers also has ``reset_memory(behaviour, agent_ids)``, called as episodes end."""
+
     def predict(
-        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
+        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True,
+        agent_ids: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
 
@@ -24,7 +28,8 @@ class RandomPolicy:
         self.rng = np.random.default_rng(seed)
 
     def predict(
-        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
+        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True,
+        agent_ids: np.ndarray | None = None,
     ) -> np.ndarray:
         return random_actions(self.specs[behaviour], batch_len(obs), action_mask, self.rng)
 
@@ -43,6 +48,9 @@ def evaluate(
     its terminal step; an agent lost mid-episode (its game crashed) is not counted.
     """
     result = env.reset(seed=seed)
+    forget = getattr(model, "reset_memory", None)
+    if forget is not None:
+        forget()  # nothing remembered from earlier play: every episode here starts afresh
     running: dict[tuple[str, int], float] = {}  # counted episodes under way: (behaviour, agent) -> return so far
     uncounted: set[tuple[str, int]] = set()  # episodes started after the cut-off
     started = 0
@@ -69,6 +77,8 @@ def evaluate(
             for agent in step.lost.tolist():
                 running.pop((name, agent), None)
                 uncounted.discard((name, agent))
+            if forget is not None and (len(step.terminals) or len(step.lost)):
+                forget(name, np.concatenate([step.terminals.agent_ids, step.lost]))
             for agent, reward in zip(step.decisions.agent_ids.tolist(), step.decisions.rewards.tolist()):
                 key = (name, agent)
                 if key not in running and key not in uncounted:
@@ -81,5 +91,6 @@ def evaluate(
         for name, step in result.items():
             decisions = step.decisions
             if len(decisions):
-                actions[name] = model.predict(decisions.obs, name, decisions.action_mask, deterministic)
+                actions[name] = model.predict(decisions.obs, name, decisions.action_mask, deterministic,
+                                              agent_ids=decisions.agent_ids)
         result = env.step(actions)

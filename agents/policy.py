@@ -1,9 +1,12 @@
 """The actor-critic network one behaviour is trained with, and later exported.
 
-Actor and critic are separate MLPs of the same shape (as in Stable-Baselines3
-and CleanRL), but their hidden layers are stored stacked and evaluated as one
-batched matmul per layer: the same arithmetic as two networks in half the
-operator calls, which is what a small CPU update is bound by.
+Observations pass through an :class:`~sparring.agents.networks.ObservationEncoder`
+(a CNN per image, attention per entity list; vectors as they are), shared by actor
+and critic as in Stable-Baselines3's on-policy policies. Actor and critic then have
+separate MLPs of the same shape (as in Stable-Baselines3 and CleanRL), their hidden
+layers stored stacked and evaluated as one batched matmul per layer: the same
+arithmetic as two networks in half the operator calls, which is what a small CPU
+update is bound by.
 
 Observation normalisation lives inside the module, so the exported graph
 carries it and the game never has to know the statistics.
@@ -18,10 +21,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparring.agents.networks import (
+    ACTIVATIONS,
+    Memory,
+    MemorySettings,
+    ObservationEncoder,
+    VisEncodeType,
+    encode_sequences,
+    encode_step,
+    observation_layout,
+)
 from sparring.spec import Batch, BehaviourSpec, Obs
 
 MASKED_LOGIT = -1e8  # finite, so entropy's p * log p stays 0 (not NaN) on masked actions
-ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
 def flat_obs(obs: Obs, keys: Sequence[str]) -> np.ndarray:
@@ -45,15 +57,19 @@ def check_finite(flat: np.ndarray, behaviour: str) -> None:
 
 
 class RunningNorm(nn.Module):
-    """Running mean/variance of the observation vector (Chan's parallel update).
+    """Running mean/variance of the first ``size`` columns of observation rows of ``row_size`` (Chan's parallel update).
 
+    Those are the vector columns (see :func:`~sparring.agents.networks.observation_layout`); the
+    columns after them (images, entity lists) pass unchanged, as ML-Agents normalises vectors only.
     Statistics accumulate in float64; the float32 ``offset``/``scale`` used in the
     forward pass are refreshed after each update so inference does no casting.
     """
 
-    def __init__(self, size: int, clip: float = 10.0) -> None:
+    def __init__(self, size: int, clip: float = 10.0, row_size: int | None = None) -> None:
         super().__init__()
         self.clip = clip
+        self.size = size
+        self.whole_row = row_size in (None, size)
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(size, dtype=torch.float64))
         self.register_buffer("var", torch.ones(size, dtype=torch.float64))
@@ -62,7 +78,7 @@ class RunningNorm(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        batch = x.double()
+        batch = x[:, : len(self.mean)].double()
         n = batch.shape[0]
         if n == 0:
             return
@@ -77,7 +93,10 @@ class RunningNorm(nn.Module):
         self.scale.copy_(torch.rsqrt(self.var + 1e-8).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x - self.offset) * self.scale).clamp(-self.clip, self.clip)
+        if self.whole_row:
+            return ((x - self.offset) * self.scale).clamp(-self.clip, self.clip)
+        size = self.size
+        return torch.cat([((x[:, :size] - self.offset) * self.scale).clamp(-self.clip, self.clip), x[:, size:]], 1)
 
 
 class TwinMLP(nn.Module):
@@ -226,9 +245,16 @@ class BehaviourPolicy(nn.Module):
 
     Args:
         spec: the behaviour this policy acts for.
-        hidden_sizes: hidden layer widths, shared by actor and critic shapes.
-        activation: ``"tanh"`` or ``"relu"``.
-        normalize: keep running observation statistics and normalise inputs.
+        hidden_sizes: hidden layer widths, shared by actor and critic shapes; the first is also
+            the width of each image's and entity list's encoding.
+        activation: ``"tanh"``, ``"relu"`` or ``"swish"``.
+        normalize: keep running statistics of the vector observations and normalise them.
+        vis_encode_type: the CNN for images (see :func:`~sparring.agents.networks.observation_layout`).
+        memory: an LSTM between encoder and trunk, shared by actor and critic.
+
+    With memory, every method takes the agents' recurrent ``state`` (``(n, memory_size)``, zeros at
+    an episode's start) and those that act return the state after the step. ``evaluate`` also takes
+    sequences: ``x`` holds ``len(state)`` sequences of equal length, one after another.
     """
 
     def __init__(
@@ -237,16 +263,23 @@ class BehaviourPolicy(nn.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         normalize: bool = False,
+        vis_encode_type: VisEncodeType = "auto",
+        memory: MemorySettings | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
-        self.obs_keys = sorted(spec.observation_components)
-        self.obs_size = int(sum(np.prod(spec.observation_components[k].shape) for k in self.obs_keys))
+        layout = observation_layout(spec.observation_components, vis_encode_type)
+        self.obs_keys = [c.key for c in layout]
+        self.obs_size = layout[-1].stop
         self.branches = spec.action_branches
         box = spec.continuous_space
         self.continuous_size = 0 if box is None else int(np.prod(box.shape))
-        self.normalizer = RunningNorm(self.obs_size) if normalize else None
-        self.trunk = TwinMLP(self.obs_size, hidden_sizes, activation)
+        self.encoder = ObservationEncoder(layout, spec.observation_components, vis_encode_type, hidden_sizes[0])
+        vector_size = self.encoder.vector_size
+        self.normalizer = RunningNorm(vector_size, row_size=self.obs_size) if normalize and vector_size else None
+        self.memory = None if memory is None else Memory(self.encoder.out_size, memory.memory_size)
+        self.memory_size = 0 if memory is None else memory.memory_size
+        self.trunk = TwinMLP(self.encoder.out_size if memory is None else self.memory.out_size, hidden_sizes, activation)
         width = hidden_sizes[-1]
         self.actor_head = _linear_head(width, self.continuous_size + sum(self.branches), 0.01)
         if self.continuous_size:
@@ -271,9 +304,18 @@ class BehaviourPolicy(nn.Module):
 
     # -- heads ----------------------------------------------------------------
 
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(actor output, value) for normalised inputs ``x``."""
-        return self._heads(self.trunk(x))
+    def core(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The trunk's input for normalised ``x``, one decision per row, and the memory's next state
+        (see :func:`~sparring.agents.networks.encode_step`)."""
+        return encode_step(self.encoder, self.memory, x, state)
+
+    def features(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(actor output, value) for normalised inputs ``x``; with memory, ``x`` holds ``len(state)`` sequences of
+        equal length one after another, each run from its row of ``state``."""
+        if self.memory is None:
+            return self._heads(self.trunk(self.core(x)[0]))
+        h = encode_sequences(self.encoder, self.memory, x.reshape(len(state), -1, x.shape[-1]), state)
+        return self._heads(self.trunk(h.reshape(len(x), -1)))
 
     def _heads(self, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(actor output, value) from the trunk's stacked last activations (one addmm each, no Module call)."""
@@ -281,8 +323,9 @@ class BehaviourPolicy(nn.Module):
         value = torch.addmm(self.critic_head.bias, top[1], self.critic_head.weight.T).squeeze(-1)
         return out, value
 
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.critic_head(self.trunk(x)[1]).squeeze(-1)
+    def value(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """State values, one decision per row (from ``state`` with memory)."""
+        return self.critic_head(self.trunk(self.core(x, state)[0])[1]).squeeze(-1)
 
     def distribution(self, out: torch.Tensor, mask: torch.Tensor | None) -> Categorical | DiagGaussian | Hybrid:
         """The action distribution given the actor head's output."""
@@ -294,24 +337,32 @@ class BehaviourPolicy(nn.Module):
         return Hybrid(DiagGaussian(out[:, :c], self.log_std), Categorical(out[:, c:], self.branches, mask))
 
     def sample(
-        self, x: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample actions for normalised inputs: ``(actions, log_probs, values)``."""
-        out, value = self.features(x)
+        self, x: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Sample actions for normalised inputs: ``(actions, log_probs, values, next state)``."""
+        h, state = self.core(x, state)
+        out, value = self._heads(self.trunk(h))
         action, logp = self.distribution(out, mask).sample(generator)
-        return action, logp, value
+        return action, logp, value, state
 
     def evaluate(
-        self, x: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None
+        self, x: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None, state: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log_probs, entropy, values)`` of given actions, for the loss autograd differentiates."""
-        out, value = self.features(x)
+        out, value = self.features(x, state)
         dist = self.distribution(out, mask)
         return dist.log_prob(actions), dist.entropy(), value
 
-    def deterministic(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The mode of the action distribution (argmax per branch / Gaussian mean)."""
-        return self.distribution(self.actor_head(self.trunk(x)[0]), mask).mode()
+    def deterministic(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The mode of the action distribution (argmax per branch / Gaussian mean), and the next state."""
+        h, state = self.core(x, state)
+        return self.distribution(self.actor_head(self.trunk(h)[0]), mask).mode(), state
+
+    def initial_state(self, n: int) -> torch.Tensor | None:
+        """The memory of ``n`` agents starting an episode (None without memory)."""
+        return None if self.memory is None else torch.zeros(n, self.memory_size)
 
     def env_actions(self, action: torch.Tensor) -> Batch:
         """Policy actions -> what the env accepts (continuous actions clipped to the Box)."""

@@ -5,6 +5,11 @@ optionally clipped value loss, entropy bonus, one gradient clip) and
 :meth:`RolloutBuffer.finish` (GAE), with the diagnostics that tell whether
 learning is healthy: approximate KL, clip fraction, explained variance.
 
+With ``memory`` (an LSTM policy), each agent's rows are cut into sequences of
+``sequence_length`` decisions within its episodes (:meth:`RolloutBuffer.sequences`),
+each run from the state stored with its first decision, as ML-Agents does; minibatches
+are whole sequences, and padding is weighted out of every mean.
+
 Usage::
 
     from sparring.agents import PPO
@@ -24,20 +29,21 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from sparring.agents.checkpoint import Checkpointed
 from sparring.agents.episodes import BehaviourReport, EpisodeLog, UpdateReport
+from sparring.agents.networks import NetworkSettings
 from sparring.agents.policy import BehaviourPolicy, check_finite
 from sparring.agents.reward_scaling import RewardScaler
-from sparring.agents.rollout import RolloutBuffer
+from sparring.agents.rollout import AgentMemory, RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps
 from sparring.spec import Batch, BehaviourSpec, Obs, batch_take
 
 RECORDED_OBS = 256  # raw observations kept per behaviour, saved with checkpoints for export verification
 
 
-class PPOSettings(BaseModel):
+class PPOSettings(NetworkSettings):
     """PPO hyperparameters; the YAML ``hyperparameters:`` section is validated against this."""
 
     model_config = ConfigDict(extra="forbid")
@@ -78,8 +84,11 @@ class PPOSettings(BaseModel):
             "VecNormalize norm_reward); the statistics are saved with checkpoints."
         ),
     )
-    hidden_sizes: list[int] = Field([64, 64], min_length=1, description="Hidden layer widths of actor and critic.")
-    activation: Literal["tanh", "relu"] = "tanh"
+    hidden_sizes: list[int] = Field(
+        [64, 64], min_length=1,
+        description="Hidden layer widths of actor and critic; the first is also each image's and entity list's encoding width.",
+    )
+    activation: Literal["tanh", "relu", "swish"] = "tanh"
 
 
 def _schedule(start: float, kind: str, progress: float) -> float:
@@ -92,10 +101,13 @@ class BehaviourLearner:
     def __init__(self, spec: BehaviourSpec, settings: PPOSettings) -> None:
         self.spec = spec
         self.settings = settings
-        self.policy = BehaviourPolicy(spec, settings.hidden_sizes, settings.activation, settings.normalize_obs)
+        self.policy = BehaviourPolicy(spec, settings.hidden_sizes, settings.activation, settings.normalize_obs,
+                                      settings.vis_encode_type, settings.memory)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.learning_rate, eps=1e-5, fused=True)
         action_dtype = np.float32 if self.policy.continuous_size else np.int64
-        self.buffer = RolloutBuffer(self.policy.obs_size, self.policy.action_shape, action_dtype, spec.mask_size)
+        self.buffer = RolloutBuffer(self.policy.obs_size, self.policy.action_shape, action_dtype, spec.mask_size,
+                                    self.policy.memory_size)
+        self.memory = None if settings.memory is None else AgentMemory(self.policy.memory_size)
         self.episodes = EpisodeLog()
         self.recorded_obs = torch.zeros(0, self.policy.obs_size)
         self.reward_scaler = RewardScaler(settings.gamma) if settings.normalize_reward else None
@@ -115,10 +127,18 @@ class BehaviourLearner:
         """Sample actions for the deciding agents and record them as rollout rows."""
         x = self.inputs(decisions.obs, update_stats=True)
         mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)
-        action, logp, value = self.policy.sample(x, mask, generator)
+        state = self._memory_of(decisions.agent_ids)
+        action, logp, value, next_state = self.policy.sample(x, mask, generator, state)
         slots = self.buffer.slots_of(decisions.agent_ids)
-        self.buffer.add(slots, x.numpy(), action.numpy(), logp.numpy(), value.numpy(), decisions.action_mask)
+        self.buffer.add(slots, x.numpy(), action.numpy(), logp.numpy(), value.numpy(), decisions.action_mask,
+                        None if state is None else state.numpy())
+        if self.memory is not None:
+            self.memory.set(decisions.agent_ids, next_state.numpy())
         return self.policy.env_actions(action)
+
+    def _memory_of(self, agent_ids: np.ndarray) -> torch.Tensor | None:
+        """The recurrent state the agents decide from (None for a memoryless policy)."""
+        return None if self.memory is None else torch.from_numpy(self.memory.get(agent_ids))
 
     @torch.no_grad()
     def observe(self, step: BehaviourStep) -> None:
@@ -130,10 +150,15 @@ class BehaviourLearner:
             bootstrap = np.zeros(len(terminals), np.float32)
             if terminals.truncated.any():
                 cut = terminals.truncated
-                bootstrap[cut] = self.policy.value(self.inputs(batch_take(terminals.obs, cut), False)).numpy()
+                x = self.inputs(batch_take(terminals.obs, cut), False)
+                bootstrap[cut] = self.policy.value(x, self._memory_of(terminals.agent_ids[cut])).numpy()
             self.episodes.add(self.buffer.end_episodes(slots, bootstrap), terminals.truncated)
+            if self.memory is not None:
+                self.memory.forget(terminals.agent_ids)
         if len(step.lost):
             self.buffer.drop(self.buffer.slots_of(step.lost))
+            if self.memory is not None:
+                self.memory.forget(step.lost)
         decisions = step.decisions
         if len(decisions):
             self.buffer.credit(self.buffer.slots_of(decisions.agent_ids), decisions.rewards)
@@ -150,43 +175,53 @@ class BehaviourLearner:
                 raw = self.policy.flatten_obs(decisions.obs)
                 # Real observations to verify exports against, taken once per rollout (off the hot path).
                 self.recorded_obs = torch.cat([self.recorded_obs, raw])[-RECORDED_OBS:]
-                bootstrap = self.policy.value(self._normalized(raw, False)).numpy()
+                bootstrap = self.policy.value(self._normalized(raw, False), self._memory_of(decisions.agent_ids)).numpy()
         if self.reward_scaler is not None:  # the whole rollout at one scale: today's statistics
             self.buffer.rewards[: self.buffer.size] = self.reward_scaler(self.buffer.rewards[: self.buffer.size])
         advantages, returns = self.buffer.finish(slots, bootstrap.astype(np.float32), s.gamma, s.gae_lambda)
         report = self.episodes.pop()
         buf = self.buffer
-        rows = slice(0, buf.size) if buf.valid[: buf.size].all() else np.flatnonzero(buf.valid[: buf.size])
-        advantages, returns, values = advantages[rows], returns[rows], buf.values[rows]
-        n = len(values)
-        if n == 0:
+        valid = buf.valid[: buf.size]
+        rows = slice(0, buf.size) if valid.all() else np.flatnonzero(valid)
+        if not valid.any():
             buf.clear()
             return report
-        obs = torch.from_numpy(buf.obs[rows])
-        actions = torch.from_numpy(buf.actions[rows])
-        old_logp = torch.from_numpy(buf.log_probs[rows])
-        old_values = torch.from_numpy(values)
-        masks = torch.from_numpy(buf.masks[rows]) if buf.has_masks else None
-        adv_all = torch.from_numpy(advantages)
-        ret_all = torch.from_numpy(returns)
+        # A memoryless policy learns from the valid rows; a recurrent one from sequences of every row, each
+        # started from the memory stored with its first row, padding and rows of lost agents weighted 0.
+        recurrent = self.policy.memory is not None
+        kept = slice(0, buf.size) if recurrent else rows
+        columns = tuple(None if column is None else torch.from_numpy(column[kept]) for column in (
+            buf.obs, buf.actions, buf.masks if buf.has_masks else None, buf.log_probs, advantages, returns, buf.values))
+        if recurrent:
+            sequences = torch.from_numpy(buf.sequences(s.memory.sequence_length))
+            memories, weights = torch.from_numpy(buf.memories[: buf.size]), torch.from_numpy(valid.astype(np.float32))
+            units, per_batch = len(sequences), max(1, s.batch_size // s.memory.sequence_length)
+        else:
+            units, per_batch = len(columns[0]), s.batch_size
         lr = _schedule(s.learning_rate, s.lr_schedule, progress)
         clip = _schedule(s.clip_range, s.clip_schedule, progress)
         ent_coef = _schedule(s.ent_coef, s.ent_schedule, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        columns = (obs, actions, masks, old_logp, adv_all, ret_all, old_values)
         diagnostics = []
         for epoch in range(s.n_epochs):
             last_epoch = epoch == s.n_epochs - 1  # diagnostics cost time; the final epoch's are reported
-            for idx in _minibatches(n, s.batch_size, generator):
+            for idx in _minibatches(units, per_batch, generator):
+                state = weight = None
+                if recurrent:
+                    chosen = sequences if idx is None else sequences[idx]
+                    flat = chosen.reshape(-1)
+                    idx, state = flat.clamp_min(0), memories[chosen[:, 0]]
+                    weight = weights[idx] * (flat >= 0)
                 batch = columns if idx is None else tuple(None if c is None else c[idx] for c in columns)
-                stats = self._gradient_step(*batch, clip, ent_coef, diagnose=last_epoch)
+                stats = self._gradient_step(*batch, clip, ent_coef, state, weight, diagnose=last_epoch)
                 clip_grad_norm(params, s.max_grad_norm)
                 self.optimizer.step()
                 if stats is not None:
                     diagnostics.append(stats)
         means = torch.stack(diagnostics).mean(0).tolist()
+        returns, values = returns[rows], buf.values[rows]
         var_ret = float(np.var(returns))
         explained = float("nan") if var_ret == 0 else 1.0 - float(np.var(returns - values)) / var_ret
         report.stats = {
@@ -217,34 +252,43 @@ class BehaviourLearner:
         old_values: torch.Tensor,
         clip: float,
         ent_coef: float,
+        state: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
         diagnose: bool = True,
     ) -> torch.Tensor | None:
         """Set the gradients of one minibatch's PPO loss (Schulman et al. 2017, eq. 9, as SB3 and CleanRL
         write it): ``L = L_clip + vf_coef * L_VF - ent_coef * H``, differentiated by autograd.
 
+        A recurrent policy's minibatch is ``len(state)`` sequences one after another, and every mean is
+        over the rows of ``weight`` 1 (the rest is padding, or rows of agents lost mid-transition).
         With ``diagnose``, returns ``[policy loss, value loss, entropy, approx KL, clip fraction]``.
         """
         s = self.settings
-        logp, entropy, values = self.policy.evaluate(x, actions, mask)
-        if s.normalize_advantage and len(x) > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        logp, entropy, values = self.policy.evaluate(x, actions, mask, state)
+
+        def mean(v: torch.Tensor) -> torch.Tensor:
+            return v.mean() if weight is None else (v * weight).sum() / weight.sum().clamp_min(1)
+
+        counted = adv if weight is None else adv[weight > 0]
+        if s.normalize_advantage and len(counted) > 1:
+            adv = (adv - counted.mean()) / (counted.std() + 1e-8)
         log_ratio = logp - old_logp
         ratio = log_ratio.exp()
-        policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+        policy_loss = mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)))
         if s.clip_range_vf is None:
-            value_loss = (values - returns).square().mean()
+            value_loss = mean((values - returns).square())
         else:  # the larger of the two losses, V clipped to within clip_range_vf of the rollout's value (CleanRL, ML-Agents)
             clipped = old_values + (values - old_values).clamp(-s.clip_range_vf, s.clip_range_vf)
-            value_loss = torch.max((values - returns).square(), (clipped - returns).square()).mean()
-        loss = policy_loss + s.vf_coef * value_loss - ent_coef * entropy.mean()
+            value_loss = mean(torch.max((values - returns).square(), (clipped - returns).square()))
+        loss = policy_loss + s.vf_coef * value_loss - ent_coef * mean(entropy)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if not diagnose:
             return None
         with torch.no_grad():
-            approx_kl = ((ratio - 1) - log_ratio).mean()
-            clip_fraction = ((ratio - 1).abs() > clip).float().mean()
-            return torch.stack([policy_loss, value_loss, entropy.mean(), approx_kl, clip_fraction])
+            approx_kl = mean((ratio - 1) - log_ratio)
+            clip_fraction = mean(((ratio - 1).abs() > clip).float())
+            return torch.stack([policy_loss, value_loss, mean(entropy), approx_kl, clip_fraction])
 
     def state_dict(self) -> dict:
         """Weights, optimiser, recorded observations and reward statistics: what resuming this learner needs."""
@@ -366,17 +410,25 @@ class PPO(Checkpointed):
 
     @torch.no_grad()
     def predict(
-        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
+        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True,
+        agent_ids: np.ndarray | None = None,
     ) -> Batch:
-        """Batched actions for ``obs`` in the env's action format (``behaviour`` may be omitted if there is one)."""
-        learner = self.learners[self._behaviour(behaviour)]
-        x = learner.inputs(obs, update_stats=False)
+        """Batched actions for ``obs`` in the env's action format (``behaviour`` may be omitted if there is one).
+
+        A recurrent policy needs ``agent_ids``: each agent's memory carries over to its next call until
+        :meth:`reset_memory` forgets it.
+        """
+        name = self._behaviour(behaviour)
+        policy = self.learners[name].policy
+        x = self.learners[name].inputs(obs, update_stats=False)
         mask = None if action_mask is None else torch.from_numpy(np.asarray(action_mask, bool))
+        state = self._recalled(name, policy.memory_size, agent_ids)
         if deterministic:
-            action = learner.policy.deterministic(x, mask)
+            action, state = policy.deterministic(x, mask, state)
         else:
-            action, _, _ = learner.policy.sample(x, mask, self.generator)
-        return learner.policy.env_actions(action)
+            action, _, _, state = policy.sample(x, mask, self.generator, state)
+        self._remember(name, agent_ids, state)
+        return policy.env_actions(action)
 
     # -- persistence ----------------------------------------------------------
 

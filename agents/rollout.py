@@ -46,6 +46,33 @@ class AgentSlots:
         return self._slots[pos]
 
 
+class AgentMemory:
+    """Each agent's recurrent state between its decisions: zeros for an agent not seen since it was forgotten."""
+
+    def __init__(self, size: int) -> None:
+        self._slots = AgentSlots()
+        self.state = np.zeros((0, size), np.float32)
+
+    def _rows(self, agent_ids: np.ndarray) -> np.ndarray:
+        slots = self._slots.lookup(agent_ids)
+        if self._slots.size > len(self.state):
+            self.state = _grow(self.state, max(self._slots.size, 2 * len(self.state)))
+        return slots
+
+    def get(self, agent_ids: np.ndarray) -> np.ndarray:
+        rows = self._rows(agent_ids)  # first: it may grow self.state
+        return self.state[rows]
+
+    def set(self, agent_ids: np.ndarray, state: np.ndarray) -> None:
+        rows = self._rows(agent_ids)
+        self.state[rows] = state
+
+    def forget(self, agent_ids: np.ndarray) -> None:
+        """The episodes of ``agent_ids`` ended: their next decision starts from zeros."""
+        rows = self._rows(agent_ids)
+        self.state[rows] = 0.0
+
+
 def _grow(arr: np.ndarray, rows: int) -> np.ndarray:
     out = np.zeros((rows, *arr.shape[1:]), arr.dtype)
     out[: len(arr)] = arr
@@ -60,13 +87,17 @@ class RolloutBuffer:
         action_shape: shape of one action row (``()`` for Discrete).
         action_dtype: ``int64`` or ``float32``.
         mask_size: width of the action mask, 0 if the behaviour has none.
+        memory_size: width of a recurrent policy's state, kept for each row as it was before the decision.
     """
 
-    _COLUMNS = ("obs", "actions", "log_probs", "values", "rewards", "next_row", "next_value", "masks", "valid")
+    _COLUMNS = ("obs", "actions", "log_probs", "values", "rewards", "next_row", "next_value", "masks", "valid",
+                "memories")
 
-    def __init__(self, obs_size: int, action_shape: tuple[int, ...], action_dtype: type, mask_size: int) -> None:
+    def __init__(self, obs_size: int, action_shape: tuple[int, ...], action_dtype: type, mask_size: int,
+                 memory_size: int = 0) -> None:
         capacity = 256
         self.obs = np.zeros((capacity, obs_size), np.float32)
+        self.memories = np.zeros((capacity, memory_size), np.float32)
         self.actions = np.zeros((capacity, *action_shape), action_dtype)
         self.log_probs = np.zeros(capacity, np.float32)
         self.values = np.zeros(capacity, np.float32)
@@ -137,6 +168,7 @@ class RolloutBuffer:
         log_probs: np.ndarray,
         values: np.ndarray,
         masks: np.ndarray | None,
+        memories: np.ndarray | None = None,
     ) -> None:
         """Append one row per deciding agent and link it after that agent's previous row."""
         n = len(slots)
@@ -160,6 +192,8 @@ class RolloutBuffer:
             self.has_masks = True
         else:
             self.masks[start:end] = True
+        if memories is not None:
+            self.memories[start:end] = memories
         self.pending[slots] = rows
         self.episode_length[slots] += 1
         self._step_starts.append(start)
@@ -197,6 +231,32 @@ class RolloutBuffer:
             advantages[start:end] = deltas[start:end] + discount[start:end] * advantages[next_row[start:end]]
         advantages = advantages[:n]
         return advantages, advantages + values
+
+    def sequences(self, length: int) -> np.ndarray:
+        """The rows cut into sequences for a recurrent policy: ``(sequences, length)`` row indices, -1 after the end.
+
+        Each agent's rows in this rollout, episode by episode, are cut into consecutive pieces of
+        ``length`` decisions (the last piece of an episode padded), as ML-Agents cuts trajectories; a
+        sequence starts from the memory stored with its first row. Like GAE, the work is one batched
+        step per env step.
+        """
+        n = self.size
+        next_row = self.next_row[:n]
+        linked = np.flatnonzero(next_row >= 0)
+        prev = np.full(n, -1, np.int64)
+        prev[next_row[linked]] = linked
+        position = np.zeros(n, np.int64)  # decisions before this one in its chain of linked rows
+        chain = np.arange(n)  # the chain's first row
+        bounds = [*self._step_starts, n]
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            before = prev[start:end]
+            has = before >= 0
+            position[start:end][has] = position[before[has]] + 1
+            chain[start:end][has] = chain[before[has]]
+        keys, sequence = np.unique(np.stack([chain, position // length], 1), axis=0, return_inverse=True)
+        out = np.full((len(keys), length), -1, np.int64)
+        out[sequence.reshape(-1), position % length] = np.arange(n)
+        return out
 
     def clear(self) -> None:
         self.size = 0

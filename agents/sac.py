@@ -11,6 +11,11 @@ Each loss is written as the paper writes it and differentiated by autograd; the
 actor's loss back-propagates through the critics into the action only (the critics'
 own weight gradients are not computed for it).
 
+With ``memory``, actor and critics each have an LSTM; every decision stores both states
+it was taken from, and an update replays sequences of up to ``sequence_length``
+consecutive decisions of one agent's episode, each from the states stored with its
+first decision (as R2D2 and ML-Agents' SAC), the losses over every step of them.
+
 Usage::
 
     from sparring.agents import SAC
@@ -32,14 +37,25 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
 from sparring.agents.checkpoint import Checkpointed
 from sparring.agents.episodes import BehaviourReport, EpisodeLog, UpdateReport
-from sparring.agents.policy import ACTIVATIONS, MASKED_LOGIT, RunningNorm, check_finite, flat_obs
+from sparring.agents.networks import (
+    ACTIVATIONS,
+    Memory,
+    MemorySettings,
+    NetworkSettings,
+    ObservationEncoder,
+    encode_sequences,
+    encode_step,
+    observation_layout,
+)
+from sparring.agents.policy import MASKED_LOGIT, RunningNorm, check_finite, flat_obs
 from sparring.agents.replay import Batch, OpenTransitions, ReplayBuffer
+from sparring.agents.rollout import AgentMemory
 from sparring.agents.reward_scaling import RewardScaler
 from sparring.envs.base import BehaviourStep, DecisionSteps, random_actions
 from sparring.spec import BehaviourSpec, Obs
@@ -50,7 +66,7 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_2 = math.log(2.0)
 
 
-class SACSettings(BaseModel):
+class SACSettings(NetworkSettings):
     """SAC hyperparameters; names follow ML-Agents' SAC section where the meaning matches."""
 
     model_config = ConfigDict(extra="forbid")
@@ -87,8 +103,11 @@ class SACSettings(BaseModel):
             "VecNormalize norm_reward); the statistics are saved with checkpoints."
         ),
     )
-    hidden_sizes: list[int] = Field([256, 256], min_length=1, description="Hidden layer widths of actor and critics.")
-    activation: Literal["relu", "tanh"] = "relu"
+    hidden_sizes: list[int] = Field(
+        [256, 256], min_length=1,
+        description="Hidden layer widths of actor and critics; the first is also each image's and entity list's encoding width.",
+    )
+    activation: Literal["relu", "tanh", "swish"] = "relu"
 
 
 DISCRETE_TARGET_ENTROPY_SCALE = 0.6
@@ -109,28 +128,37 @@ class SACActor(nn.Module):
     :meth:`forward` is the deterministic policy a game runs: ``tanh(mean)`` scaled
     to the action Box, or the logits; the exporter builds its graphs from
     :meth:`export_heads` and :meth:`squash` (plain ``nn.Linear`` layers, exported as
-    Gemm operators). Training differentiates :meth:`head_output`.
+    Gemm operators). Training differentiates :meth:`heads` over :meth:`core`'s features.
 
     Args:
         spec: the behaviour this policy acts for.
-        hidden_sizes: hidden layer widths.
-        activation: ``"relu"`` or ``"tanh"``.
-        normalize: keep running observation statistics and normalise inputs.
+        hidden_sizes: hidden layer widths; the first is also each image's and entity list's encoding width.
+        activation: ``"relu"``, ``"tanh"`` or ``"swish"``.
+        normalize: keep running statistics of the vector observations and normalise them.
+        vis_encode_type: the CNN for images (see :func:`~sparring.agents.networks.observation_layout`).
+        memory: an LSTM between the encoder and the MLP; then every method that reads observations takes the
+            agents' recurrent ``state`` too (see BehaviourPolicy).
     """
 
-    def __init__(self, spec: BehaviourSpec, hidden_sizes: list[int], activation: str, normalize: bool) -> None:
+    def __init__(self, spec: BehaviourSpec, hidden_sizes: list[int], activation: str, normalize: bool,
+                 vis_encode_type: str = "auto", memory: MemorySettings | None = None) -> None:
         super().__init__()
         if spec.is_hybrid:
             raise ValueError(f"behaviour {spec.name!r}: SAC does not train hybrid (continuous + discrete) actions yet; "
                              "use algorithm ppo")
         self.spec = spec
-        self.obs_keys = sorted(spec.observation_components)
-        self.obs_size = int(sum(np.prod(spec.observation_components[k].shape) for k in self.obs_keys))
+        self.layout = observation_layout(spec.observation_components, vis_encode_type)
+        self.obs_keys = [c.key for c in self.layout]
+        self.obs_size = self.layout[-1].stop
         self.continuous = spec.is_continuous
         self.branches = spec.action_branches
         self._act = ACTIVATIONS[activation]
-        self.normalizer = RunningNorm(self.obs_size) if normalize else None
-        sizes = [self.obs_size, *hidden_sizes]
+        self.encoder = ObservationEncoder(self.layout, spec.observation_components, vis_encode_type, hidden_sizes[0])
+        vector_size = self.encoder.vector_size
+        self.normalizer = RunningNorm(vector_size, row_size=self.obs_size) if normalize and vector_size else None
+        self.memory = None if memory is None else Memory(self.encoder.out_size, memory.memory_size)
+        self.memory_size = 0 if memory is None else memory.memory_size
+        sizes = [self.encoder.out_size if memory is None else self.memory.out_size, *hidden_sizes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         if self.continuous:
             box = spec.action_space
@@ -153,15 +181,29 @@ class SACActor(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.normalizer is None else self.normalizer(x)
 
-    def head_output(self, x: torch.Tensor) -> torch.Tensor:
-        """The head's raw output for normalised ``x``: means then unclamped log-stds, or the logits."""
-        for layer in self.layers:
-            x = self._act(F.linear(x, layer.weight, layer.bias))
-        return F.linear(x, self.head.weight, self.head.bias)
+    def core(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The MLP's input for normalised ``x``, one decision per row, and the memory's next state (see
+        :func:`~sparring.agents.networks.encode_step`)."""
+        return encode_step(self.encoder, self.memory, x, state)
 
-    def export_heads(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """``(mean, log_std, logits)`` for normalised ``x``: the Gaussian before the squash, or the logits (None: absent)."""
-        out = self.head_output(x)
+    def core_sequences(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The MLP's inputs along sequences of normalised rows ``(batch, steps, obs_size)`` from ``state``."""
+        return encode_sequences(self.encoder, self.memory, x, state)
+
+    def initial_state(self, n: int) -> torch.Tensor | None:
+        """The memory of ``n`` agents starting an episode (None without memory)."""
+        return None if self.memory is None else torch.zeros(n, self.memory_size)
+
+    def heads(self, h: torch.Tensor) -> torch.Tensor:
+        """The head's raw output from the MLP's input ``h``: means then unclamped log-stds, or the logits."""
+        for layer in self.layers:
+            h = self._act(F.linear(h, layer.weight, layer.bias))
+        return F.linear(h, self.head.weight, self.head.bias)
+
+    def export_heads(self, h: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """``(mean, log_std, logits)`` from the MLP's input ``h`` (:meth:`core`'s output): the Gaussian before
+        the squash, or the logits (None: absent)."""
+        out = self.heads(h)
         if not self.continuous:
             return None, None, out
         return out[:, : self.action_size], out[:, self.action_size :].clamp(LOG_STD_MIN, LOG_STD_MAX), None
@@ -172,7 +214,7 @@ class SACActor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic action in the env's units (Box), or the logits (discrete), for normalised ``x``."""
-        mean, _, logits = self.export_heads(x)
+        mean, _, logits = self.export_heads(self.core(x)[0])
         return logits if mean is None else self.squash(mean)
 
     def log_probs(self, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -184,9 +226,14 @@ class SACActor(nn.Module):
         return torch.cat([torch.log_softmax(part, -1) for part in torch.split(logits, self.branches, -1)], -1)
 
     @torch.no_grad()
-    def act(self, x: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
-        """Actions in the policy's own units (squashed to [-1, 1], or indices); sampled unless ``generator`` is None."""
-        out = self.head_output(x)
+    def act(self, x: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator | None,
+            state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Actions in the policy's own units (squashed to [-1, 1], or indices), sampled unless ``generator`` is
+        None, and the memory's next state."""
+        h, state = self.core(x, state)
+        return self._choose(self.heads(h), mask, generator), state
+
+    def _choose(self, out: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
         if self.continuous:
             mean = out[:, : self.action_size]
             if generator is None:
@@ -222,21 +269,42 @@ class SACActor(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """Two Q networks of the same shape, evaluated side by side; ``forward`` gives ``(q1, q2)``.
+    """Two Q networks of the same shape over one observation encoder (and memory); ``forward(x, actions)`` gives
+    ``(q1, q2)``.
 
-    For discrete actions each net outputs one value per action, branches
-    concatenated. Initialised as ``nn.Linear`` (as Stable-Baselines3's critics).
+    The encoder is the critics' own (as Stable-Baselines3's off-policy critics): the actor's
+    loss does not move it. So is their memory, when the actor has one: a Q value depends on what
+    was seen before as much as the policy does. For discrete actions each net outputs one value per
+    action, branches concatenated, and ``actions`` is None. Initialised as ``nn.Linear`` (as
+    Stable-Baselines3's critics).
     """
 
-    def __init__(self, in_size: int, out_size: int, hidden_sizes: list[int], activation: str) -> None:
+    def __init__(self, encoder: ObservationEncoder, action_size: int, out_size: int, hidden_sizes: list[int],
+                 activation: str, memory: MemorySettings | None = None) -> None:
         super().__init__()
-        sizes = [in_size, *hidden_sizes, out_size]
+        self.encoder = encoder
+        self.memory = None if memory is None else Memory(encoder.out_size, memory.memory_size)
+        features = encoder.out_size if memory is None else self.memory.out_size
+        sizes = [features + action_size, *hidden_sizes, out_size]
         self.nets = nn.ModuleList(
             nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])) for _ in range(2)
         )
         self._act = ACTIVATIONS[activation]
 
-    def forward(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def core(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The Q nets' observation features, one decision per row, and the memory's next state."""
+        return encode_step(self.encoder, self.memory, x, state)
+
+    def core_sequences(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The Q nets' observation features along sequences ``(batch, steps, obs_size)`` from ``state``."""
+        return encode_sequences(self.encoder, self.memory, x, state)
+
+    def forward(self, x: torch.Tensor, actions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q(self.core(x)[0], actions)
+
+    def q(self, features: torch.Tensor, actions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(q1, q2)`` from observation features (:meth:`core`'s) and, for continuous actions, the actions."""
+        inp = features if actions is None else torch.cat([features, actions], 1)
         values = []
         for net in self.nets:
             x = inp
@@ -249,6 +317,38 @@ class TwinCritic(nn.Module):
 # -- one behaviour ------------------------------------------------------------------
 
 
+class _Observed:
+    """How one update reads its rows' states and next states: through each network's encoder, or, with memory,
+    through each network's memory along the rows' sequences, from the states stored with their first steps.
+
+    The critics are read again after their own step (the actor's loss is against the updated critics), so
+    features are computed when asked for, per network.
+    """
+
+    def __init__(self, actor: SACActor, batch: Batch) -> None:
+        self.sequences = batch.sequences
+        if self.sequences is None:
+            self.x, self.x_next = actor.normalize(batch.obs), actor.normalize(batch.next_obs)
+        else:
+            obs = self.sequences.obs
+            self.x_sequences = actor.normalize(obs.reshape(-1, obs.shape[-1])).reshape(obs.shape)
+        self._actor = actor
+
+    def actor(self, after: bool = False) -> torch.Tensor:
+        """The actor's features of each row's state (``after``: of the state that followed it)."""
+        return self._read(self._actor, after, None if self.sequences is None else self.sequences.actor_memory)
+
+    def critic(self, critic: TwinCritic, after: bool = False) -> torch.Tensor:
+        """The critics' (or their targets') features of each row's state, or of the state that followed it."""
+        return self._read(critic, after, None if self.sequences is None else self.sequences.critic_memory)
+
+    def _read(self, net: SACActor | TwinCritic, after: bool, state: torch.Tensor | None) -> torch.Tensor:
+        if self.sequences is None:
+            return net.core(self.x_next if after else self.x)[0]
+        out = net.core_sequences(self.x_sequences, state)  # (sequences, length + 1, features)
+        return (out[:, 1:] if after else out[:, :-1])[self.sequences.valid]
+
+
 class BehaviourSAC:
     """Actor, twin critics and their targets, temperature, replay buffer and open transitions of one behaviour."""
 
@@ -256,11 +356,13 @@ class BehaviourSAC:
         self.spec = spec
         self.settings = settings
         s = settings
-        self.actor = SACActor(spec, s.hidden_sizes, s.activation, s.normalize_obs)
+        self.actor = SACActor(spec, s.hidden_sizes, s.activation, s.normalize_obs, s.vis_encode_type, s.memory)
         actor = self.actor
-        critic_in = actor.obs_size + (actor.action_size if actor.continuous else 0)
+        critic_encoder = ObservationEncoder(actor.layout, spec.observation_components, s.vis_encode_type,
+                                            s.hidden_sizes[0])
         critic_out = 1 if actor.continuous else sum(actor.branches)
-        self.critic = TwinCritic(critic_in, critic_out, s.hidden_sizes, s.activation)
+        self.critic = TwinCritic(critic_encoder, actor.action_size if actor.continuous else 0, critic_out,
+                                 s.hidden_sizes, s.activation, s.memory)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.full((1,), math.log(s.init_entcoef)))
         if s.target_entropy is not None:
@@ -279,8 +381,11 @@ class BehaviourSAC:
             action_shape, action_dtype = (actor.action_size,), np.float32
         else:
             action_shape, action_dtype = (() if len(actor.branches) == 1 else (len(actor.branches),)), np.int64
-        self.replay = ReplayBuffer(s.buffer_size, actor.obs_size, action_shape, action_dtype, spec.mask_size)
-        self.transitions = OpenTransitions(actor.obs_size, action_shape, action_dtype, spec.mask_size)
+        memory = actor.memory_size
+        self.replay = ReplayBuffer(s.buffer_size, actor.obs_size, action_shape, action_dtype, spec.mask_size, memory)
+        self.transitions = OpenTransitions(actor.obs_size, action_shape, action_dtype, spec.mask_size, memory)
+        # each agent's states between decisions: the actor's, and the critics' (stored to start replayed sequences)
+        self.memories = (AgentMemory(memory), AgentMemory(memory)) if memory else None
         self.steps = 0  # decisions taken
         self.num_updates = 0
         self.update_credit = 0.0  # gradient steps owed (steps_per_update)
@@ -300,8 +405,10 @@ class BehaviourSAC:
             # A terminated episode has no future value; a truncated one bootstraps from its final observation.
             open_.close(slots, terminals.rewards, final, terminals.truncated.astype(np.float32), None, self.replay)
             self.episodes.add(open_.end_episodes(slots), terminals.truncated)
+            self._forget(terminals.agent_ids)
         if len(step.lost):
             open_.drop(open_.slots_of(step.lost))
+            self._forget(step.lost)
         decisions = step.decisions
         if len(decisions):
             self._decision_obs = self._flat(decisions.obs)
@@ -309,6 +416,11 @@ class BehaviourSAC:
                         np.ones(len(decisions), np.float32), decisions.action_mask, self.replay)
         if self.reward_scaler is not None:
             self.reward_scaler.observe_step(step, open_.slots_of)
+
+    def _forget(self, agent_ids: np.ndarray) -> None:
+        if self.memories is not None:
+            for memory in self.memories:
+                memory.forget(agent_ids)
 
     def _flat(self, obs: Obs) -> np.ndarray:
         """Flat float32 observations; a NaN or infinite one is refused (it would poison replay)."""
@@ -324,14 +436,24 @@ class BehaviourSAC:
         if self.actor.normalizer is not None:
             self.actor.normalizer.update(x)
         s = self.settings
+        ids, x = decisions.agent_ids, self.actor.normalize(x)
+        states = None if self.memories is None else tuple(torch.from_numpy(m.get(ids)) for m in self.memories)
         if self.steps < s.buffer_init_steps:
             env_actions = random_actions(self.spec, n, decisions.action_mask, rng)
             actions = self.actor.policy_actions(env_actions)
+            actor_state = None if states is None else self.actor.core(x, states[0])[1]
         else:
             mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)
-            actions = self.actor.act(self.actor.normalize(x), mask, generator).numpy()
+            actions, actor_state = self.actor.act(x, mask, generator, None if states is None else states[0])
+            actions = actions.numpy()
             env_actions = self.actor.env_actions(actions)
-        self.transitions.start(self.transitions.slots_of(decisions.agent_ids), raw, actions, decisions.action_mask)
+        memories = None
+        if states is not None:  # both memories step through every decision, random ones included
+            _, critic_state = self.critic.core(x, states[1])
+            memories = (states[0].numpy(), states[1].numpy())
+            self.memories[0].set(ids, actor_state.numpy())
+            self.memories[1].set(ids, critic_state.numpy())
+        self.transitions.start(self.transitions.slots_of(ids), raw, actions, decisions.action_mask, memories)
         learning = max(0, self.steps + n - max(self.steps, s.buffer_init_steps))
         self.update_credit += learning / s.steps_per_update
         self.steps += n
@@ -353,7 +475,11 @@ class BehaviourSAC:
                 for group in opt.param_groups:
                     group["lr"] = lr
         while self.update_credit >= 1:
-            batch = self.replay.sample(s.batch_size, rng)
+            if s.memory is None:
+                batch = self.replay.sample(s.batch_size, rng)
+            else:  # about batch_size decisions, in sequences that end at uniformly drawn transitions
+                length = s.memory.sequence_length
+                batch = self.replay.sample_sequences(max(1, s.batch_size // length), length, rng)
             if self.reward_scaler is not None:  # replay keeps raw rewards; they are scaled as they are used
                 batch.rewards = torch.from_numpy(self.reward_scaler(batch.rewards.numpy()))
             self.update(batch, generator)
@@ -368,23 +494,21 @@ class BehaviourSAC:
         -log alpha * mean(log pi + target entropy). alpha is the temperature before its own
         step throughout, as in Stable-Baselines3.
         """
-        actor = self.actor
-        x = actor.normalize(batch.obs)
-        x_next = actor.normalize(batch.next_obs)
+        observed = _Observed(self.actor, batch)
         alpha = self.log_alpha.detach().exp()
-        if actor.continuous:
-            self._update_continuous(batch, x, x_next, alpha, generator)
+        if self.actor.continuous:
+            self._update_continuous(batch, observed, alpha, generator)
         else:
-            self._update_discrete(batch, x, x_next, alpha)
+            self._update_discrete(batch, observed, alpha)
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, self.settings.tau)
         self.num_updates += 1
 
-    def _squashed_sample(self, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _squashed_sample(self, h: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The reparameterised tanh-squashed Gaussian action u = mean + std * noise, a = tanh(u), for each row of
-        ``x``, and its log-probability log pi(a) = log N(u) - sum log(1 - tanh(u)^2), the last term written
-        2 (log 2 - u - softplus(-2u)) for stability."""
-        out = self.actor.head_output(x)
+        the actor's features ``h``, and its log-probability log pi(a) = log N(u) - sum log(1 - tanh(u)^2), the
+        last term written 2 (log 2 - u - softplus(-2u)) for stability."""
+        out = self.actor.heads(h)
         dims = self.actor.action_size
         mean, log_std = out[:, :dims], out[:, dims:].clamp(LOG_STD_MIN, LOG_STD_MAX)
         u = mean + log_std.exp() * noise
@@ -398,20 +522,20 @@ class BehaviourSAC:
         optimizer.step()
 
     def _update_continuous(
-        self, batch: Batch, x: torch.Tensor, x_next: torch.Tensor, alpha: torch.Tensor, generator: torch.Generator,
+        self, batch: Batch, observed: _Observed, alpha: torch.Tensor, generator: torch.Generator,
     ) -> None:
-        s, n = self.settings, len(x)
+        s, n = self.settings, len(batch.rewards)
         noise = torch.randn((2 * n, self.actor.action_size), generator=generator)  # rows: the actor's, the target's
         with torch.no_grad():
-            a_next, log_prob_next = self._squashed_sample(x_next, noise[n:])
-            q1_next, q2_next = self.target(torch.cat([x_next, a_next], 1))
+            a_next, log_prob_next = self._squashed_sample(observed.actor(after=True), noise[n:])
+            q1_next, q2_next = self.target.q(observed.critic(self.target, after=True), a_next)
             target = batch.rewards + s.gamma * batch.continues * (torch.min(q1_next, q2_next).squeeze(1) - alpha * log_prob_next)
-        q1, q2 = self.critic(torch.cat([x, batch.actions], 1))
+        q1, q2 = self.critic.q(observed.critic(self.critic), batch.actions)
         err1, err2 = q1.squeeze(1) - target, q2.squeeze(1) - target
         self._step(self.critic_optimizer, 0.5 * (err1.square().mean() + err2.square().mean()), self._critic_params)
 
-        a, log_prob = self._squashed_sample(x, noise[:n])  # against the updated critics
-        q_pi = torch.min(*self.critic(torch.cat([x, a], 1))).squeeze(1)
+        a, log_prob = self._squashed_sample(observed.actor(), noise[:n])  # against the updated critics
+        q_pi = torch.min(*self.critic.q(observed.critic(self.critic), a)).squeeze(1)
         policy_loss = alpha * log_prob - q_pi
         self._step(self.actor_optimizer, policy_loss.mean(), self._actor_params)
 
@@ -422,17 +546,17 @@ class BehaviourSAC:
         self._last = (err1.detach(), err2.detach(), policy_loss.detach(), -log_prob, alpha,
                       torch.min(q1, q2).detach())
 
-    def _update_discrete(self, batch: Batch, x: torch.Tensor, x_next: torch.Tensor, alpha: torch.Tensor) -> None:
+    def _update_discrete(self, batch: Batch, observed: _Observed, alpha: torch.Tensor) -> None:
         s, actor = self.settings, self.actor
-        n, n_branches = len(x), len(actor.branches)
+        n, n_branches = len(batch.rewards), len(actor.branches)
         # Expectations over actions replace samples. With several branches the policy factorises and
         # Q(s, a) = mean over branches of Q_b(s, a_b) (as ML-Agents), so E_pi[Q] is the branch mean of E_pi_b[Q_b].
         with torch.no_grad():
-            log_p_next = actor.log_probs(actor.head_output(x_next), batch.next_masks)
-            q1_next, q2_next = self.target(x_next)
+            log_p_next = actor.log_probs(actor.heads(observed.actor(after=True)), batch.next_masks)
+            q1_next, q2_next = self.target.q(observed.critic(self.target, after=True))
             soft_value = (log_p_next.exp() * (torch.min(q1_next, q2_next) / n_branches - alpha * log_p_next)).sum(1)
             target = batch.rewards + s.gamma * batch.continues * soft_value
-        q1, q2 = self.critic(x)
+        q1, q2 = self.critic.q(observed.critic(self.critic))
         offsets = torch.tensor(np.cumsum((0, *actor.branches[:-1])))
         columns = batch.actions.reshape(n, n_branches) + offsets
         err1 = q1.gather(1, columns).mean(1) - target
@@ -440,7 +564,7 @@ class BehaviourSAC:
         q_min = torch.min(q1, q2).detach()  # this update's critic pass, before the critics' step
         self._step(self.critic_optimizer, 0.5 * (err1.square().mean() + err2.square().mean()), self._critic_params)
 
-        log_p = actor.log_probs(actor.head_output(x), batch.masks)
+        log_p = actor.log_probs(actor.heads(observed.actor()), batch.masks)
         p = log_p.exp()
         policy_loss = (p * (alpha * log_p - q_min / n_branches)).sum(1)
         self._step(self.actor_optimizer, policy_loss.mean(), self._actor_params)
@@ -569,13 +693,22 @@ class SAC(Checkpointed):
 
     @torch.no_grad()
     def predict(
-        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
+        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True,
+        agent_ids: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Batched actions for ``obs`` in the env's action format (``behaviour`` may be omitted if there is one)."""
-        actor = self.learners[self._behaviour(behaviour)].actor
+        """Batched actions for ``obs`` in the env's action format (``behaviour`` may be omitted if there is one).
+
+        A recurrent policy needs ``agent_ids``: each agent's memory carries over to its next call until
+        :meth:`reset_memory` forgets it.
+        """
+        name = self._behaviour(behaviour)
+        actor = self.learners[name].actor
         x = actor.normalize(actor.flatten_obs(obs))
         mask = None if action_mask is None else torch.from_numpy(np.asarray(action_mask, bool))
-        return actor.env_actions(actor.act(x, mask, None if deterministic else self.generator))
+        state = self._recalled(name, actor.memory_size, agent_ids)
+        actions, state = actor.act(x, mask, None if deterministic else self.generator, state)
+        self._remember(name, agent_ids, state)
+        return actor.env_actions(actions)
 
     # -- persistence ----------------------------------------------------------
 

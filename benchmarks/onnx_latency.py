@@ -53,7 +53,7 @@ def main() -> None:
 
             def torch_forward():
                 with torch.no_grad():
-                    return policy.deterministic(policy.normalize(obs_t), mask_t)
+                    return policy.deterministic(policy.normalize(obs_t), mask_t)[0]
 
             results[batch] = (median_us(lambda: onnx_policy.predict(obs, action_mask=mask), repeats),
                               median_us(torch_forward, repeats))

@@ -127,3 +127,38 @@ def install() -> None:
     # mlagents_envs compares communication versions with StrictVersion, which warns on every handshake:
     # noise to a user, and under -W error it would abort UnityEnvironment half-way and leave it hanging.
     warnings.filterwarnings("ignore", "distutils Version classes are deprecated", DeprecationWarning)
+    _decode_channels_first_images()
+
+
+def _decode_channels_first_images() -> None:
+    """Teach ``rpc_utils`` 0.28 the compressed images of ML-Agents 3.x+ (idempotent).
+
+    Unity 3.x+ sends cameras channels first, shape (C, H, W) with dimension properties (none,
+    translational, translational); ``mlagents_envs`` 0.28 (the newest for Python 3.11+) was written
+    for 2.x's (H, W, C): it reads the channel count from ``shape[2]`` and refuses its own decoded PNG
+    for not having the declared shape. Such an observation is decoded here as the (H, W, C) image it
+    is, then laid out channels first, which is what the newer ``mlagents_envs`` returns; uncompressed
+    and channels-last observations go through unchanged.
+    """
+    from mlagents_envs import rpc_utils
+    from mlagents_envs.communicator_objects.observation_pb2 import NONE, ObservationProto
+
+    original = rpc_utils._observation_to_np_array
+    if getattr(original, "decodes_channels_first", False):
+        return
+    translational = 2  # DimensionProperty.TRANSLATIONAL_EQUIVARIANCE
+
+    def observation_to_np_array(obs: ObservationProto, expected_shape=None):
+        if (obs.compression_type == NONE or len(obs.shape) != 3
+                or list(obs.dimension_properties)[1:] != [translational, translational]):
+            return original(obs, expected_shape)
+        if expected_shape is not None and list(obs.shape) != list(expected_shape):
+            return original(obs, expected_shape)  # its own error message
+        channels, height, width = obs.shape
+        channels_last = ObservationProto()
+        channels_last.CopyFrom(obs)
+        channels_last.shape[:] = [height, width, channels]
+        return original(channels_last).transpose(2, 0, 1)
+
+    observation_to_np_array.decodes_channels_first = True
+    rpc_utils._observation_to_np_array = observation_to_np_array

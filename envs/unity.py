@@ -12,6 +12,8 @@ ML-Agents                                    sparring
 behaviour ``"Striker?team=1"``               ``specs["Striker?team=1"]`` with ``team_id=1``
 one observation (vector or visual)           a ``Box`` observation
 several sensors                              a ``Dict`` keyed by sensor name, in Unity's order
+camera / grid sensor, (C, H, W) in 3.x+      ``(H, W, C)``, channels last (as 2.x sends them)
+buffer sensor (max entities, entity size)    the same rank-2 ``Box``; all-zero rows are padding
 continuous actions                           ``Box(-1, 1)`` (ML-Agents clips to that range)
 discrete branches                            ``Discrete`` (one branch) / ``MultiDiscrete``
 both (hybrid actions)                        ``hybrid_space(Box(-1, 1), Discrete|MultiDiscrete)``
@@ -52,7 +54,8 @@ from sparring.envs import mlagents_compat
 mlagents_compat.install()
 
 # mlagents_envs must be imported after the compatibility layer is installed.
-from mlagents_envs.base_env import ActionTuple, BehaviorSpec, DecisionSteps as UnityDecisions  # noqa: E402
+from mlagents_envs.base_env import ActionTuple, BehaviorSpec, DimensionProperty, ObservationSpec  # noqa: E402
+from mlagents_envs.base_env import DecisionSteps as UnityDecisions  # noqa: E402
 from mlagents_envs.base_env import TerminalSteps as UnityTerminals  # noqa: E402
 from mlagents_envs.environment import UnityEnvironment  # noqa: E402
 from mlagents_envs.exception import UnityException, UnityTimeOutException  # noqa: E402
@@ -65,6 +68,7 @@ from sparring.envs.vector import VectorEnv  # noqa: E402
 from sparring.spec import Batch, BehaviourSpec, hybrid_space, team_of  # noqa: E402
 
 log = logging.getLogger("sparring.unity")
+_TRANSLATIONAL_PAIR = (DimensionProperty.TRANSLATIONAL_EQUIVARIANCE,) * 2
 
 _OPEN: weakref.WeakSet[UnityEnv] = weakref.WeakSet()
 
@@ -111,7 +115,7 @@ def behaviour_spec(name: str, unity_spec: BehaviorSpec) -> BehaviourSpec:
         action_space = continuous or discrete
     else:
         raise ValueError(f"behaviour {name!r} has no actions")
-    boxes = [spaces.Box(-np.inf, np.inf, tuple(obs.shape), np.float32) for obs in unity_spec.observation_specs]
+    boxes = [spaces.Box(-np.inf, np.inf, _channels_last(obs), np.float32) for obs in unity_spec.observation_specs]
     if not boxes:
         raise ValueError(f"behaviour {name!r} has no observations")
     keys = sensor_keys(unity_spec)
@@ -120,6 +124,18 @@ def behaviour_spec(name: str, unity_spec: BehaviorSpec) -> BehaviourSpec:
     # dict's keys by Python's order ("Zone" before "ammo", where Unity has "ammo" first).
     observation_space = boxes[0] if len(boxes) == 1 else spaces.Dict(OrderedDict(zip(keys, boxes)))
     return BehaviourSpec(name, observation_space, action_space, team_of(name))
+
+
+def channels_first(obs: ObservationSpec) -> bool:
+    """Whether a sensor is an image or grid laid out channels first, as ML-Agents 3.x+ sends them
+    (``ObservationSpec.Visual(channels, height, width)``, dimension properties (none, translational,
+    translational)); 2.x sends them channels last (translational, translational, none)."""
+    return len(obs.shape) == 3 and tuple(obs.dimension_property[1:]) == _TRANSLATIONAL_PAIR
+
+
+def _channels_last(obs: ObservationSpec) -> tuple[int, ...]:
+    shape = tuple(obs.shape)
+    return (shape[1], shape[2], shape[0]) if channels_first(obs) else shape
 
 
 def sensor_keys(unity_spec: BehaviorSpec) -> list[str]:
@@ -240,9 +256,11 @@ class _Converter:
     def __init__(self, spec: BehaviourSpec, unity_spec: BehaviorSpec) -> None:
         self.spec = spec
         self.keys = sensor_keys(unity_spec) if isinstance(spec.observation_space, spaces.Dict) else None
+        self.transposed = [channels_first(obs) for obs in unity_spec.observation_specs]
         self.deciding = 0
 
     def observations(self, obs: list[np.ndarray]) -> Any:
+        obs = [o.transpose(0, 2, 3, 1) if t else o for o, t in zip(obs, self.transposed)]
         return obs[0] if self.keys is None else dict(zip(self.keys, obs))
 
     def convert(self, decisions: UnityDecisions, terminals: UnityTerminals) -> BehaviourStep:

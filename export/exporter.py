@@ -2,7 +2,7 @@
 
 Every export is checked before it is kept: ``onnx.checker``, then onnxruntime
 against the same graph run by torch, on random and on recorded observations.
-Logits / means must agree within 1e-5 plus 1e-5 of the output's largest value
+Logits / means must agree within 1e-5 plus 1e-5 of the outputs' largest value
 (two float32 implementations sum in different orders, and the rounding error of a
 sum grows with its terms: logits in the hundreds differ by an ulp or two, 8e-6 each)
 and deterministic actions exactly; any failure raises :class:`ExportError` and
@@ -30,7 +30,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from sparring.agents.policy import ACTIVATIONS, MASKED_LOGIT, BehaviourPolicy
+from sparring.agents.networks import ACTIVATIONS
+from sparring.agents.policy import MASKED_LOGIT, BehaviourPolicy
 from sparring.agents.sac import SACActor
 from sparring.spec import BehaviourSpec
 
@@ -70,7 +71,7 @@ def _policy_input(policy: Policy, components: Mapping[str, torch.Tensor]) -> tor
 
 
 def _half(policy: BehaviourPolicy, x: torch.Tensor, which: int) -> torch.Tensor:
-    """One of the twin MLPs (0: actor, 1: critic) as plain Gemm + activation layers.
+    """One of the twin MLPs (0: actor, 1: critic) as plain Gemm + activation layers, on encoded inputs.
 
     The trainer evaluates both halves as one batched matmul; a game needs only
     the actor, and a chain of Gemms exports to the smallest, fastest graph.
@@ -82,15 +83,16 @@ def _half(policy: BehaviourPolicy, x: torch.Tensor, which: int) -> torch.Tensor:
     return x
 
 
-def actor_heads(policy: Policy, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """``(mean, log_std, logits)`` of the actor for normalised ``x``, None where the behaviour has no such part.
+def actor_heads(policy: Policy, h: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(mean, log_std, logits)`` of the actor from the trunk's input ``h`` (``policy.core``'s output),
+    None where the behaviour has no such part.
 
     ``mean`` and ``log_std`` describe the Gaussian of the continuous actions (for a
     SAC actor, before its tanh squash; see :func:`continuous_action`).
     """
     if isinstance(policy, SACActor):
-        return policy.export_heads(x)
-    out = policy.actor_head(_half(policy, x, 0))
+        return policy.export_heads(h)
+    out = policy.actor_head(_half(policy, h, 0))
     c = policy.continuous_size
     mean = out[:, :c] if c else None
     # mean * 0 + log_std: per-row log stds without a runtime broadcast ([DI] in mlagents.py)
@@ -126,8 +128,10 @@ class ExportGraph(nn.Module):
     def output_names(self) -> list[str]:
         raise NotImplementedError
 
-    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
-        """Graph inputs for observations per component and a bool action mask (None: continuous)."""
+    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None,
+              memory: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Graph inputs for observations per component, a bool action mask (None: continuous) and a
+        recurrent policy's memory ``(n, memory_size)``."""
         raise NotImplementedError
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
@@ -145,7 +149,9 @@ class NativeGraph(ExportGraph):
     ``continuous_action`` and ``discrete_action`` instead), then ``mean`` and
     ``log_std`` and/or ``logits``, then ``value`` when asked for. A SAC actor's
     continuous ``action`` is ``tanh(mean)`` scaled to the Box (``mean`` and ``log_std``
-    are its Gaussian before the squash), and it has no ``value``.
+    are its Gaussian before the squash), and it has no ``value``. A recurrent policy also
+    takes ``recurrent_in`` (float ``(batch, memory_size)``, zeros at an episode's start) and
+    gives ``recurrent_out`` last, the memory to feed back at the agent's next decision.
     """
 
     def __init__(self, policy: Policy, with_value: bool = False) -> None:
@@ -158,22 +164,26 @@ class NativeGraph(ExportGraph):
         self.register_buffer("high", torch.as_tensor(box.high, dtype=torch.float32).reshape(-1) if box is not None else torch.zeros(0))
 
     def input_names(self) -> list[str]:
-        return self.components + (["action_mask"] if self.policy.branches else [])
+        policy = self.policy
+        return self.components + (["action_mask"] if policy.branches else []) + (["recurrent_in"] if policy.memory_size else [])
 
     def output_names(self) -> list[str]:
         policy = self.policy
         actions = ["continuous_action", "discrete_action"] if policy.spec.is_hybrid else ["action"]
         heads = (["mean", "log_std"] if policy.continuous_size else []) + (["logits"] if policy.branches else [])
-        return actions + heads + (["value"] if self.with_value else [])
+        return actions + heads + (["value"] if self.with_value else []) + (["recurrent_out"] if policy.memory_size else [])
 
-    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
-        return {**{name: obs[name] for name in self.components}, **({} if mask is None else {"action_mask": mask})}
+    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None,
+              memory: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        return {**{name: obs[name] for name in self.components}, **({} if mask is None else {"action_mask": mask}),
+                **({} if memory is None else {"recurrent_in": memory})}
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         policy = self.policy
         x = _policy_input(policy, dict(zip(self.components, inputs)))
-        mean, log_std, logits = actor_heads(policy, x)
-        value = (policy.critic_head(_half(policy, x, 1)).squeeze(-1),) if self.with_value else ()
+        h, memory = policy.core(x, inputs[-1] if policy.memory_size else None)
+        mean, log_std, logits = actor_heads(policy, h)
+        value = (policy.critic_head(_half(policy, h, 1)).squeeze(-1),) if self.with_value else ()
         actions, heads = [], []
         if mean is not None:
             actions.append(torch.max(torch.min(continuous_action(policy, mean), self.high), self.low))
@@ -181,7 +191,7 @@ class NativeGraph(ExportGraph):
         if logits is not None:
             actions.append(_masked_argmax(policy, logits, inputs[len(self.components)]))
             heads.append(logits)
-        return (*actions, *heads, *value)
+        return (*actions, *heads, *value, *(() if memory is None else (memory,)))
 
 
 class GodotGraph(ExportGraph):
@@ -208,22 +218,28 @@ class GodotGraph(ExportGraph):
     def output_names(self) -> list[str]:
         return ["output", "state_outs"]
 
-    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None,
+              memory: np.ndarray | None = None) -> dict[str, np.ndarray]:
         n = len(obs[self.components[0]])
         return {**{key: obs[key].reshape(n, -1) for key in self.components}, "state_ins": np.zeros(n, np.float32)}
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         *parts, state_ins = inputs
-        mean, _, logits = actor_heads(self.policy, _policy_input(self.policy, dict(zip(self.components, parts))))
+        h, _ = self.policy.core(_policy_input(self.policy, dict(zip(self.components, parts))))
+        mean, _, logits = actor_heads(self.policy, h)
         outputs = ([] if mean is None else [continuous_action(self.policy, mean)]) + ([] if logits is None else [logits])
         return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)), state_ins
 
 
-def support_problem(spec: BehaviourSpec, fmt: str) -> str | None:
-    """Why ``spec`` cannot be exported in ``fmt``, or None."""
+def support_problem(spec: BehaviourSpec, fmt: str, memory_size: int = 0) -> str | None:
+    """Why a policy for ``spec`` (with ``memory_size`` floats of recurrent state) cannot be exported in ``fmt``, or None."""
     if fmt not in FORMATS:
         return f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}"
     if fmt == "godot":
+        if memory_size:
+            return ("the Godot RL Agents plugin cannot carry a recurrent policy's memory: it feeds state_ins as one "
+                    "constant per call (sync.gd: run_inference(obs, 1.0)) and never reads state_outs; export a "
+                    "memoryless policy, or use the native format and feed recurrent_out back as recurrent_in")
         taken = sorted(set(spec.observation_components) & {"state_ins", "output", "state_outs"})
         if taken:
             return (f"observation component {taken[0]!r} has the name of one of the Godot RL Agents plugin's own "
@@ -238,7 +254,7 @@ def support_problem(spec: BehaviourSpec, fmt: str) -> str | None:
 
 def build_graph(policy: Policy, fmt: str, with_value: bool = False) -> ExportGraph:
     """The module to export for ``fmt`` (ExportError if the behaviour does not fit it)."""
-    problem = support_problem(policy.spec, fmt)
+    problem = support_problem(policy.spec, fmt, policy.memory_size)
     if problem:
         raise ExportError(f"behaviour {policy.spec.name!r} cannot be exported as {fmt}: {problem}")
     if with_value and isinstance(policy, SACActor):
@@ -259,7 +275,11 @@ def build_graph(policy: Policy, fmt: str, with_value: bool = False) -> ExportGra
 def _sample_box(box: spaces.Box, n: int, rng: np.random.Generator) -> np.ndarray:
     low = np.where(np.isfinite(box.low), box.low, -3.0).astype(np.float64)
     high = np.where(np.isfinite(box.high), box.high, 3.0).astype(np.float64)
-    return rng.uniform(low, high, (n, *box.shape)).astype(np.float32)
+    sample = rng.uniform(low, high, (n, *box.shape)).astype(np.float32)
+    if len(box.shape) == 2:  # an entity list: some entities missing (all-zero rows), some lists empty
+        sample[rng.random((n, box.shape[0])) < 0.3] = 0.0
+        sample[rng.random(n) < 0.1] = 0.0
+    return sample
 
 
 def _random_mask(spec: BehaviourSpec, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -275,7 +295,7 @@ def sample_feeds(graph: ExportGraph, spec: BehaviourSpec, n: int, rng: np.random
     """Inputs for ``graph``: random within the observation space, or ``recorded`` flat observations."""
     components = spec.observation_components
     if recorded is not None:
-        keys = sorted(components)  # the order the policy flattens components in
+        keys = graph.policy.obs_keys  # the order the policy flattens components in
         sizes = [int(np.prod(components[k].shape)) for k in keys]
         split = np.split(recorded.astype(np.float32), np.cumsum(sizes)[:-1], axis=1)
         n = len(recorded)
@@ -283,7 +303,9 @@ def sample_feeds(graph: ExportGraph, spec: BehaviourSpec, n: int, rng: np.random
     else:
         obs = {k: _sample_box(box, n, rng) for k, box in components.items()}
     mask = _random_mask(spec, n, rng) if spec.mask_size else None
-    return graph.feeds(obs, mask)
+    memory_size = graph.policy.memory_size  # a memory mid-episode: what an LSTM's state looks like after a few steps
+    memory = np.tanh(rng.normal(0, 1, (n, memory_size))).astype(np.float32) if memory_size else None
+    return graph.feeds(obs, mask, memory)
 
 
 # -- export + verification ----------------------------------------------------
@@ -323,6 +345,10 @@ def export_policy(
         # The TorchScript-based exporter is what Sentis-compatible opsets need; its notice is not for users.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        # nn.LSTM's own size checks, and a caution for graphs without h0/c0 inputs: the memory is an input here,
+        # and every export is verified below at other batch sizes than the one traced.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.modules\.rnn")
+        warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
         torch.onnx.export(
             graph, tuple(torch.from_numpy(example[name]) for name in names_in), str(tmp),
             input_names=names_in, output_names=names_out, dynamic_axes=graph.dynamic_axes(), opset_version=OPSET,
@@ -367,8 +393,12 @@ def _compare(graph: ExportGraph, path: str, feeds: dict[str, np.ndarray]) -> str
     got = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]).run(names_out, feeds)
     worst = 0.0
     sampled = set(graph.random_outputs)
+    expected = [want.detach().numpy() for want in expected]
+    # A clipped action is no larger than 1 but carries the rounding error of the mean it was clipped from:
+    # every output is held to the tolerance of the largest value the graph computes among them.
+    scale = max((float(np.max(np.abs(want))) for name, want in zip(names_out, expected)
+                 if want.dtype.kind == "f" and want.size and name not in sampled), default=0.0)
     for name, want, have in zip(names_out, expected, got):
-        want = want.detach().numpy()
         if want.shape != have.shape and not (want.size == have.size):
             raise ExportError(f"output {name!r}: onnxruntime shape {have.shape}, torch shape {want.shape}")
         if name in sampled:
@@ -380,11 +410,10 @@ def _compare(graph: ExportGraph, path: str, feeds: dict[str, np.ndarray]) -> str
                 raise ExportError(f"output {name!r}: {bad} deterministic actions differ between onnxruntime and torch")
         else:
             diff = float(np.max(np.abs(want - have))) if want.size else 0.0
-            scale = float(np.max(np.abs(want))) if want.size else 0.0
             limit = TOLERANCE + RELATIVE_TOLERANCE * scale
             if not diff <= limit:
                 raise ExportError(f"output {name!r}: onnxruntime differs from torch by {diff:.2e} (limit {limit:.1e}: "
-                                  f"{TOLERANCE:.0e} + {RELATIVE_TOLERANCE:.0e} of its largest value, {scale:.3g})")
+                                  f"{TOLERANCE:.0e} + {RELATIVE_TOLERANCE:.0e} of the largest output value, {scale:.3g})")
             worst = max(worst, diff)
     return f"max abs difference {worst:.1e}, deterministic actions identical ({len(next(iter(feeds.values())))} rows)"
 

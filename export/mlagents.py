@@ -7,7 +7,8 @@ the public code index; symbols named so they can be found in any recent release)
 [TN]  com.unity.ml-agents/Runtime/Inference/TensorNames.cs and
       ml-agents/mlagents/trainers/torch_entities/model_serialization.py ``class TensorNames``:
       inputs ``obs_{i}`` (ObservationPlaceholderPrefix = "obs_", GetObservationName(i)),
-      ``action_masks`` (ActionMaskPlaceholder); outputs ``version_number``, ``memory_size``,
+      ``action_masks`` (ActionMaskPlaceholder), ``recurrent_in`` (RecurrentInPlaceholder); outputs
+      ``version_number``, ``memory_size``, ``recurrent_out``,
       ``continuous_actions``, ``continuous_action_output_shape``,
       ``deterministic_continuous_actions``, ``discrete_actions``,
       ``discrete_action_output_shape``, ``deterministic_discrete_actions``.
@@ -67,6 +68,18 @@ the public code index; symbols named so they can be found in any recent release)
       copies ``data[agent, j]`` straight into ContinuousActions (no clipping or scaling on
       the Unity side); ``DiscreteActionOutputApplier`` copies ``(int)data[agent, j]``
       (already-sampled branch indices, shape (batch, num_branches)).
+[VS]  SentisModelParamLoader.cs (develop before 4.0, commit e12369b) ``CheckVisualObsShape``: a rank-3
+      sensor's spec is (channels, height, width) (``ObservationSpec.Visual(channels, height, width)``) and
+      is compared with ``TensorProxy.Channels/Height/Width``, dims [1], [2], [3] of the input: the input
+      is ``(batch, C, H, W)``, and ``ObservationWriter`` writes ``[batch, channel, h, w]``.
+      ``CheckRankTwoObsShape``: a buffer sensor ``(max entities, entity size)`` is the input's dims [1],
+      [2]. model_serialization.py (Sentis era): ``_get_onnx_shape`` keeps a CHW spec shape (the Barracuda
+      era turned HWC into NCHW): visual inputs are NCHW in both.
+[RM]  GeneratorImpl.cs ``RecurrentInputGenerator`` writes ``recurrent_in[agent, 0, j]`` (rank 3, width
+      ``memory_size``) and ApplierImpl.cs ``MemoryOutputApplier`` reads ``recurrent_out[agent, 0, j]``;
+      model_serialization.py's dummy memory is ``zeros([1, 1, memory_size])``; layers.py ``LSTM``: the
+      first half of the memory is the hidden state, the second the cell state; ``memory_size`` is read
+      as a float output (SentisModelInfo.cs), and must be even (settings.py).
 Opset: the trainer exports opset 9 [ST]; Unity Sentis 2.1 "supports ... ONNX ... with an
 opset version between 7 and 15" (docs.unity3d.com/Packages/com.unity.sentis@latest) and
 Inference Engine 2.6 up to 25, so opset 15 is fine. ``Multinomial`` and
@@ -81,15 +94,18 @@ Differences from a model trained by ML-Agents, on purpose:
   usual Box(-1, 1) this is exactly ML-Agents' [-1, 1] range; for other bounds the game
   receives actions in the Box's own units (the units the game declared), and nothing
   is rescaled.
-- Each observation component is one ``obs_i``, flattened to (batch, size) like a
-  VectorSensor of that size; ``obs_i`` is the spec's i-th component. Unity feeds
+- Each observation component is one ``obs_i``: a rank-3 component (an image or grid, channels last in
+  sparring) as ``(batch, C, H, W)`` [VS], a rank-2 one (a buffer sensor's entities) as ``(batch,
+  entities, size)`` [VS], any other flattened to (batch, size) like a VectorSensor of that size;
+  ``obs_i`` is the spec's i-th component. Unity feeds
   ``obs_i`` from the agent's i-th sensor after ``SensorUtils.SortSensors`` (a culture-aware
   comparison of sensor names: "ammo" before "Zone", "Æble" before "Apple"). A behaviour
   trained on a Unity build keeps its components in the order Unity sent its sensors,
   which is that order; a behaviour declared elsewhere (the bridge, PettingZoo) must
   declare its components in it for its export to read the right sensors.
-- No ``recurrent_in`` input (sparring policies are not recurrent, memory_size = 0;
-  torch drops unused inputs anyway, as it does for the official non-recurrent models).
+- A memoryless policy has no ``recurrent_in`` (memory_size = 0; torch drops unused inputs, as it does
+  for the official non-recurrent models). A policy with memory has ``recurrent_in`` and ``recurrent_out``
+  [RM], with ML-Agents' layout (hidden state, then cell state).
 - The ``deterministic_*`` outputs get a dynamic batch axis too (the official exporter
   only marks the sampled ones dynamic).
 """
@@ -100,7 +116,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from sparring.export.exporter import ExportGraph, _policy_input, actor_heads, continuous_action
 from sparring.spec import BehaviourSpec
 
@@ -116,6 +131,8 @@ DETERMINISTIC_CONTINUOUS = "deterministic_continuous_actions"
 DISCRETE_ACTIONS = "discrete_actions"
 DISCRETE_SHAPE = "discrete_action_output_shape"
 DETERMINISTIC_DISCRETE = "deterministic_discrete_actions"
+RECURRENT_IN = "recurrent_in"  # [TN] RecurrentInPlaceholder
+RECURRENT_OUT = "recurrent_out"  # [TN] RecurrentOutput
 
 
 def observation_name(index: int) -> str:
@@ -126,8 +143,7 @@ def observation_name(index: int) -> str:
 def mlagents_support_problem(spec: BehaviourSpec) -> str | None:
     """Why ``spec`` cannot be represented as an ML-Agents model, or None.
 
-    Any Box / Dict-of-Box observation fits (each component becomes one flattened
-    ``obs_i``), and so do Discrete, MultiDiscrete, Box and hybrid actions (Box actions
+    Any Box / Dict-of-Box observation fits (each component becomes one ``obs_i``), and so do Discrete, MultiDiscrete, Box and hybrid actions (Box actions
     are flattened and clipped to the Box, see the module docstring). What does not fit is
     an empty component or an empty action vector: Unity treats a zero
     ``continuous_action_output_shape`` as "no action output" ([MI]).
@@ -146,17 +162,31 @@ def mlagents_support_problem(spec: BehaviourSpec) -> str | None:
     return None
 
 
+def unity_layout(batch: np.ndarray) -> np.ndarray:
+    """One component's batch as Unity's loader expects its ``obs_i`` ([VS]): an image or grid
+    ``(batch, channels, height, width)`` from sparring's channels-last ``(batch, height, width, channels)``,
+    an entity list ``(batch, entities, features)`` as it is, anything else flattened to ``(batch, size)``."""
+    if batch.ndim == 4:
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    return batch if batch.ndim == 3 else batch.reshape(len(batch), -1)
+
+
+def spec_layout(t: torch.Tensor) -> torch.Tensor:
+    """An ``obs_i`` input in Unity's layout -> sparring's (the inverse of :func:`unity_layout` up to flattening)."""
+    return t.permute(0, 2, 3, 1) if t.dim() == 4 else t
+
+
 class MLAgentsGraph(ExportGraph):
     """A PPO :class:`~sparring.agents.policy.BehaviourPolicy` or a :class:`~sparring.agents.sac.SACActor` with
     ML-Agents' inputs, outputs and constants.
 
-    ``forward(obs_0, ..., obs_{k-1}[, action_masks])``: one float32 ``(batch, size)``
-    tensor per observation component in the spec's order (any further dimensions are
-    flattened), and with discrete actions a float32 ``(batch, sum(branches))`` mask,
-    1 = allowed, 0 = masked. Returns, in this order ([MS], [NW]; a hybrid behaviour
-    has both trios):
+    ``forward(obs_0, ..., obs_{k-1}[, action_masks][, recurrent_in])``: one float32 tensor per
+    observation component in the spec's order, in Unity's layout (:func:`unity_layout`), with
+    discrete actions a float32 ``(batch, sum(branches))`` mask, 1 = allowed, 0 = masked, and with
+    memory the float32 ``(batch, 1, memory_size)`` state. Returns, in this order ([MS], [NW]; a
+    hybrid behaviour has both trios):
 
-    - ``version_number``: float32 ``(1,)`` = 3; ``memory_size``: float32 ``(1,)`` = 0;
+    - ``version_number``: float32 ``(1,)`` = 3; ``memory_size``: float32 ``(1,)``, 0 without memory;
     - continuous: ``continuous_actions`` float32 ``(batch, n)`` sampled
       ``mean + randn * std``; ``continuous_action_output_shape`` float32 ``(1,)`` = n;
       ``deterministic_continuous_actions`` float32 ``(batch, n)`` = the mean; both
@@ -164,7 +194,8 @@ class MLAgentsGraph(ExportGraph):
     - discrete: ``discrete_actions`` int64 ``(batch, branches)`` sampled per branch with
       ``torch.multinomial`` (ONNX ``Multinomial``); ``discrete_action_output_shape``
       float32 ``(1, branches)`` = the branch sizes; ``deterministic_discrete_actions``
-      int64 ``(batch, branches)`` = argmax per branch.
+      int64 ``(batch, branches)`` = argmax per branch;
+    - with memory: ``recurrent_out`` float32 ``(batch, 1, memory_size)``.
 
     The sampled outputs draw fresh randomness on every run (ONNX ``RandomNormalLike`` /
     ``Multinomial`` without a seed, as in the official models) and cannot be compared
@@ -178,7 +209,7 @@ class MLAgentsGraph(ExportGraph):
         spec = policy.spec
         self.components = list(spec.observation_components)
         self.register_buffer("version_number", torch.tensor([float(MODEL_EXPORT_VERSION)]))
-        self.register_buffer("memory_size", torch.tensor([0.0]))
+        self.register_buffer("memory_size", torch.tensor([float(policy.memory_size)]))
         random_outputs, static_outputs = [], [VERSION_NUMBER, MEMORY_SIZE]
         if policy.continuous_size:
             box = spec.continuous_space
@@ -200,9 +231,10 @@ class MLAgentsGraph(ExportGraph):
         self.random_outputs, self.static_outputs = tuple(random_outputs), tuple(static_outputs)
 
     def input_names(self) -> list[str]:
-        """[MS] ModelSerializer: obs_0..obs_{k-1}, then action_masks when there are discrete actions."""
+        """[MS] ModelSerializer: obs_0..obs_{k-1}, then action_masks when there are discrete actions, then
+        recurrent_in with memory."""
         names = [observation_name(i) for i in range(len(self.components))]
-        return names + ([MASK_INPUT] if self.policy.branches else [])
+        return names + ([MASK_INPUT] if self.policy.branches else []) + ([RECURRENT_IN] if self.policy.memory_size else [])
 
     def output_names(self) -> list[str]:
         """[MS] ModelSerializer: version and memory, then the continuous trio and/or the discrete trio."""
@@ -211,18 +243,28 @@ class MLAgentsGraph(ExportGraph):
             names += [CONTINUOUS_ACTIONS, CONTINUOUS_SHAPE, DETERMINISTIC_CONTINUOUS]
         if self.policy.branches:
             names += [DISCRETE_ACTIONS, DISCRETE_SHAPE, DETERMINISTIC_DISCRETE]
-        return names
+        return names + ([RECURRENT_OUT] if self.policy.memory_size else [])
 
-    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
-        n = len(obs[self.components[0]])
-        out = {observation_name(i): obs[key].reshape(n, -1) for i, key in enumerate(self.components)}
+    def feeds(self, obs: Mapping[str, np.ndarray], mask: np.ndarray | None,
+              memory: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        out = {observation_name(i): unity_layout(obs[key]) for i, key in enumerate(self.components)}
         if mask is not None:
             out[MASK_INPUT] = mask.astype(np.float32)  # [GI] 1.0 allowed, 0.0 masked
+        if memory is not None:
+            out[RECURRENT_IN] = memory[:, None, :]  # [RM] (batch, 1, memory_size)
         return out
 
+    def _policy_input(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The policy's normalised input from ``obs_i`` tensors in Unity's layout."""
+        components = {key: spec_layout(t) for key, t in zip(self.components, inputs)}
+        return _policy_input(self.policy, components)
+
     def actor_output(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """The actor's Gaussian means (for SAC, before the squash), then its logits, for the graph's inputs."""
-        mean, _, logits = actor_heads(self.policy, _policy_input(self.policy, dict(zip(self.components, inputs))))
+        """The actor's Gaussian means (for SAC, before the squash), then its logits, for observation inputs
+        (a recurrent policy's from zero memory)."""
+        x = self._policy_input(inputs)
+        h, _ = self.policy.core(x, self.policy.initial_state(len(x)) if self.policy.memory_size else None)
+        mean, _, logits = actor_heads(self.policy, h)
         parts = [part for part in (mean, logits) if part is not None]
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
@@ -235,9 +277,10 @@ class MLAgentsGraph(ExportGraph):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         policy = self.policy
-        x = _policy_input(policy, dict(zip(self.components, inputs[: len(self.components)])))
+        x = self._policy_input(inputs[: len(self.components)])
+        h, memory = policy.core(x, inputs[-1][:, 0, :] if policy.memory_size else None)
         # [DI] GaussianDistribution.forward: log_sigma = mu * 0 + log_sigma (no runtime broadcast), see actor_heads
-        mean, log_std, all_logits = actor_heads(policy, x)
+        mean, log_std, all_logits = actor_heads(policy, h)
         outputs = [self.version_number, self.memory_size]
         if mean is not None:
             sample = mean + torch.randn_like(mean) * torch.exp(log_std)
@@ -259,4 +302,6 @@ class MLAgentsGraph(ExportGraph):
             joined = len(sampled) > 1
             outputs += [torch.cat(sampled, dim=1) if joined else sampled[0], self.discrete_shape,
                         torch.cat(greedy, dim=1) if joined else greedy[0]]
+        if memory is not None:
+            outputs.append(memory.unsqueeze(1))  # [RM] recurrent_out (batch, 1, memory_size)
         return tuple(outputs)

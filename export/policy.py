@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from sparring.agents.rollout import AgentMemory
 from sparring.spec import HYBRID_KEYS, Batch, Obs
 
 
@@ -30,17 +31,23 @@ class OnnxPolicy:
         self.behaviour = meta["behaviour"]
         self.observation_space = json.loads(meta["observation_space"])
         self.inputs = [i.name for i in self.session.get_inputs()]
-        self.components = [name for name in self.inputs if name != "action_mask"]
+        self.components = [name for name in self.inputs if name not in ("action_mask", "recurrent_in")]
         self._mask_width = next((i.shape[1] for i in self.session.get_inputs() if i.name == "action_mask"), None)
+        memory_size = next((i.shape[1] for i in self.session.get_inputs() if i.name == "recurrent_in"), 0)
+        self.memory = AgentMemory(memory_size) if memory_size else None  # what each agent remembers, by id
         outputs = [o.name for o in self.session.get_outputs()]
         self._actions = ["continuous_action", "discrete_action"] if "continuous_action" in outputs else ["action"]
+        self._outputs = self._actions + (["recurrent_out"] if memory_size else [])
 
     def predict(
-        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True
+        self, obs: Obs, behaviour: str | None = None, action_mask: np.ndarray | None = None, deterministic: bool = True,
+        agent_ids: np.ndarray | None = None,
     ) -> Batch:
         """Deterministic actions for a batch of observations (``behaviour`` is checked if given).
 
         Hybrid behaviours get ``{"continuous": ..., "discrete": ...}``, as a trained model's ``predict`` gives.
+        A recurrent policy needs ``agent_ids``: it feeds each agent's ``recurrent_out`` back as its next
+        ``recurrent_in``, as a game does, until :meth:`reset_memory` forgets the agent.
         """
         if behaviour is not None and behaviour != self.behaviour:
             raise ValueError(f"this model acts for behaviour {self.behaviour!r}, not {behaviour!r}")
@@ -49,5 +56,19 @@ class OnnxPolicy:
         n = len(next(iter(feeds.values())))
         if self._mask_width is not None:
             feeds["action_mask"] = np.ones((n, self._mask_width), bool) if action_mask is None else np.asarray(action_mask, bool)
-        actions = self.session.run(self._actions, feeds)
+        if self.memory is not None:
+            if agent_ids is None:
+                raise ValueError("this model is recurrent: pass agent_ids, so each agent's memory carries over")
+            feeds["recurrent_in"] = self.memory.get(np.asarray(agent_ids, np.int64))
+        *actions, memory = self.session.run(self._outputs, feeds) + ([None] if self.memory is None else [])
+        if self.memory is not None:
+            self.memory.set(np.asarray(agent_ids, np.int64), memory)
         return actions[0] if len(actions) == 1 else dict(zip(HYBRID_KEYS, actions))
+
+    def reset_memory(self, behaviour: str | None = None, agent_ids: np.ndarray | None = None) -> None:
+        """Forget what a recurrent model remembers of ``agent_ids`` (their episodes ended), or of everyone."""
+        if self.memory is not None:
+            if agent_ids is None:
+                self.memory = AgentMemory(self.memory.state.shape[1])
+            else:
+                self.memory.forget(np.asarray(agent_ids, np.int64))

@@ -288,8 +288,13 @@ class _ByBehaviour:
     def __init__(self, policies: dict) -> None:
         self.policies = policies
 
-    def predict(self, obs, behaviour=None, action_mask=None, deterministic=True):
-        return self.policies[behaviour].predict(obs, behaviour, action_mask, deterministic)
+    def predict(self, obs, behaviour=None, action_mask=None, deterministic=True, agent_ids=None):
+        return self.policies[behaviour].predict(obs, behaviour, action_mask, deterministic, agent_ids)
+
+    def reset_memory(self, behaviour=None, agent_ids=None):
+        for name, policy in self.policies.items():
+            if behaviour in (None, name):
+                policy.reset_memory(name, agent_ids)
 
 
 def _league(args: argparse.Namespace) -> int:

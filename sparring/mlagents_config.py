@@ -31,8 +31,10 @@ merged under every behaviour first, as ML-Agents does)::
       .lambd                                      hyperparameters.gae_lambda
     B.network_settings.hidden_units, num_layers   hyperparameters.hidden_sizes: [hidden_units] * num_layers
       .normalize                                  hyperparameters.normalize_obs
+      .vis_encode_type                            hyperparameters.vis_encode_type (4)
+      .memory.memory_size, sequence_length        hyperparameters.memory: the same names
     B.reward_signals.extrinsic.gamma              hyperparameters.gamma
-    (swish activation, 0.5 value loss weight)     hyperparameters.activation: relu (4), vf_coef: 0.5
+    (swish activation, 0.5 value loss weight)     hyperparameters.activation: swish, vf_coef: 0.5
     B.max_steps                                   trainer.max_steps: the sum over the behaviours named (5)
     B.summary_freq, checkpoint_interval,          trainer.summary_freq, checkpoint_interval,
       keep_checkpoints                              keep_checkpoints: the smallest over the behaviours
@@ -68,7 +70,10 @@ merged under every behaviour first, as ML-Agents does)::
     (2) ML-Agents decays beta with ``beta_schedule`` (default: learning_rate_schedule); sparring's
         entropy weight stays constant. ``beta_schedule: linear`` in the file is reported.
     (3) ML-Agents' linear epsilon stops at 0.1; sparring's goes to 0.
-    (4) sparring has tanh and relu; relu is the closer to swish.
+    (4) As named: ML-Agents' CNN for every image, and an image below that CNN's smallest size is an
+        error, as in ML-Agents. Where the file names none, sparring's ``auto``: ML-Agents' default
+        ``simple`` for images of at least 20x20, and a smaller grid (which ``simple`` refuses) flattened
+        into the vector observation.
     (5) ML-Agents counts max_steps per behaviour, sparring counts decisions over all behaviours.
 
 Per-behaviour values: a setting every behaviour in the file shares goes into
@@ -79,9 +84,7 @@ it in ``trainer.behaviours``. Behaviours of the game the file does not name trai
 
 Reported when set (beyond the notes above): ``time_horizon`` (sparring never cuts a
 trajectory: GAE bootstraps from the value at the end of each rollout instead),
-``hyperparameters.shared_critic``, ``network_settings.memory`` and ``deterministic``,
-``vis_encode_type`` other than ``simple`` (the default only concerns visual
-observations, which sparring flattens into its MLP's input), reward signals other than
+``hyperparameters.shared_critic``, ``network_settings.deterministic``, reward signals other than
 extrinsic, ``extrinsic.strength`` other than 1, ``self_play`` sections that differ
 between behaviours (one league serves them all: the first behaviour's is used),
 ``behavioral_cloning``, ``init_path``, ``threaded: true``, ``even_checkpoints: true``,
@@ -150,7 +153,7 @@ _HYPERPARAMETERS = {"ppo": _Hyperparameters, "sac": _SACHyperparameters}
 
 class _Memory(_Section):
     sequence_length: int = Field(64, ge=1)
-    memory_size: int = Field(128, ge=2)
+    memory_size: int = Field(128, ge=2, multiple_of=2)  # ML-Agents: "memory size must be divisible by 2"
 
 
 class _NetworkSettings(_Section):
@@ -323,8 +326,6 @@ def _always(value: Any) -> bool:
 _HONOURED_IN_BEHAVIOUR: dict[str, Callable[[Any], bool]] = {
     "hyperparameters.beta_schedule": lambda v: v in (None, "constant"),
     "hyperparameters.shared_critic": _off,
-    "network_settings.vis_encode_type": lambda v: v == "simple",
-    "network_settings.memory": _off,
     "network_settings.goal_conditioning_type": _always,  # goal observations are plain inputs, as with "none"
     "network_settings.deterministic": _off,
     "reward_signals.extrinsic.strength": lambda v: v == 1.0,
@@ -512,7 +513,9 @@ def _ppo_settings(behaviour: _Behaviour) -> dict[str, Any]:
         "vf_coef": 0.5,
         "normalize_obs": net.normalize,
         "hidden_sizes": [net.hidden_units] * net.num_layers,
-        "activation": "relu",
+        "activation": "swish",
+        "vis_encode_type": _vis_encode_type(net),
+        "memory": None if net.memory is None else net.memory.model_dump(),
     }
 
 
@@ -532,8 +535,15 @@ def _sac_settings(behaviour: _Behaviour) -> dict[str, Any]:
         "save_replay_buffer": h.save_replay_buffer,
         "normalize_obs": net.normalize,
         "hidden_sizes": [net.hidden_units] * net.num_layers,
-        "activation": "relu",
+        "activation": "swish",
+        "vis_encode_type": _vis_encode_type(net),
+        "memory": None if net.memory is None else net.memory.model_dump(),
     }
+
+
+def _vis_encode_type(net: _NetworkSettings) -> str:
+    """The file's ``vis_encode_type``; where it names none, sparring's ``auto`` (note 4)."""
+    return net.vis_encode_type if "vis_encode_type" in net.model_fields_set else "auto"
 
 
 def _reward_signal_updates_differ(written: _Behaviour) -> bool:

@@ -15,6 +15,11 @@ from sparring.spec import BehaviourSpec, hybrid_space
 OPSET = 15
 BOX_OBS = spaces.Box(-1, 1, (5,), np.float32)
 DICT_OBS = spaces.Dict({"ray": spaces.Box(0, 1, (2, 3), np.float32), "pos": spaces.Box(-5, 5, (4,), np.float32)})
+VISUAL_OBS = spaces.Dict({  # a camera (through the simple CNN), a small grid (flattened by "auto"), a vector
+    "camera": spaces.Box(0, 1, (24, 20, 3), np.float32),
+    "grid": spaces.Box(0, 1, (5, 6, 2), np.float32),
+    "speed": spaces.Box(-3, 3, (2,), np.float32),
+})
 BEHAVIOURS = {
     "discrete": (BOX_OBS, spaces.Discrete(4)),
     "multidiscrete": (BOX_OBS, spaces.MultiDiscrete([3, 2, 4])),
@@ -22,6 +27,7 @@ BEHAVIOURS = {
     "dict_multidiscrete": (DICT_OBS, spaces.MultiDiscrete([2, 5])),
     "dict_continuous_bounds": (DICT_OBS, spaces.Box(np.array([-2, 0], np.float32), np.array([2, 0.5], np.float32))),
     "hybrid": (BOX_OBS, hybrid_space(spaces.Box(-1, 1, (2,), np.float32), spaces.MultiDiscrete([3, 2]))),
+    "visual_discrete": (VISUAL_OBS, spaces.Discrete(3)),
 }
 
 
@@ -44,10 +50,24 @@ def export(policy, path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def unity_shape(box_shape):
+    """The obs_i shape (after the batch axis) Unity's loader checks [PL]: channels first for an image or grid,
+    (entities, features) for a buffer sensor, the size for a vector."""
+    if len(box_shape) == 3:
+        height, width, channels = box_shape
+        return [channels, height, width]
+    return list(box_shape) if len(box_shape) == 2 else [int(np.prod(box_shape))]
+
+
+def as_unity_writes(batch):
+    """A batch of one sensor's observations laid out as Unity writes them into obs_i."""
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)) if batch.ndim == 4 else batch.reshape(len(batch), *unity_shape(batch.shape[1:]))
+
+
 def random_feeds(policy, n, rng):
     comps = policy.spec.observation_components
     obs = {k: rng.normal(0, 2, (n, *box.shape)).astype(np.float32) for k, box in comps.items()}
-    feeds = {f"obs_{i}": obs[k].reshape(n, -1) for i, k in enumerate(comps)}
+    feeds = {f"obs_{i}": as_unity_writes(obs[k]) for i, k in enumerate(comps)}
     mask = None
     if policy.branches:
         mask = rng.random((n, policy.spec.mask_size)) > 0.4
@@ -83,7 +103,7 @@ def test_names_shapes_dtypes_and_constants(exported, name):
     assert [i.name for i in session.get_inputs()] == expected_in
     for i, box in enumerate(policy.spec.observation_components.values()):
         assert inputs[f"obs_{i}"].type == "tensor(float)"
-        assert inputs[f"obs_{i}"].shape == ["batch", int(np.prod(box.shape))]
+        assert inputs[f"obs_{i}"].shape == ["batch", *unity_shape(box.shape)]
     kinds = (["continuous"] if policy.continuous_size else []) + (["discrete"] if policy.branches else [])
     assert outputs == ["version_number", "memory_size", *(name for kind in kinds for name in (
         f"{kind}_actions", f"{kind}_action_output_shape", f"deterministic_{kind}_actions"))]
@@ -118,7 +138,7 @@ def test_deterministic_actions_match_the_torch_policy(exported, name):
     x = policy.normalize(policy.flatten_obs(obs))
     c = policy.continuous_size
     with torch.no_grad():
-        greedy = policy.deterministic(x, None if mask is None else torch.from_numpy(mask))
+        greedy, _ = policy.deterministic(x, None if mask is None else torch.from_numpy(mask))
         if c:
             box = policy.spec.continuous_space
             want = np.clip(greedy[:, :c].numpy(), box.low.reshape(-1), box.high.reshape(-1))  # as env_actions clips
@@ -188,7 +208,7 @@ def test_obs_inputs_follow_the_spec_order_not_the_sorted_concatenation(tmp_path)
     obs, feeds, mask = random_feeds(policy, 128, rng)
     greedy = session.run(["deterministic_discrete_actions"], feeds)[0]
     x = policy.flatten_obs(obs)
-    np.testing.assert_array_equal(greedy, as_branches(policy.deterministic(x, torch.from_numpy(mask)), policy))
+    np.testing.assert_array_equal(greedy, as_branches(policy.deterministic(x, torch.from_numpy(mask))[0], policy))
 
 
 def test_support_problem():
@@ -208,5 +228,5 @@ def test_unbounded_continuous_actions_are_not_clipped(tmp_path):
     obs, feeds, _ = random_feeds(policy, 64, rng)
     det = session.run(["deterministic_continuous_actions"], feeds)[0]
     with torch.no_grad():
-        want = policy.deterministic(policy.flatten_obs(obs)).numpy()
+        want = policy.deterministic(policy.flatten_obs(obs))[0].numpy()
     assert np.max(np.abs(det - want)) <= 1e-5

@@ -98,7 +98,7 @@ def test_3dball_trains_a_unity_env_with_its_own_hyperparameters():
     h = config.trainer.hyperparameters
     assert (h.batch_size, h.buffer_size, h.learning_rate, h.lr_schedule) == (64, 12000, 3e-4, "linear")
     assert (h.ent_coef, h.clip_range, h.clip_range_vf, h.gae_lambda, h.n_epochs) == (0.001, 0.2, 0.2, 0.99, 3)
-    assert (h.hidden_sizes, h.normalize_obs, h.gamma, h.activation) == ([128, 128], True, 0.99, "relu")
+    assert (h.hidden_sizes, h.normalize_obs, h.gamma, h.activation) == ([128, 128], True, 0.99, "swish")
     assert (config.trainer.max_steps, config.trainer.summary_freq) == (500_000, 12_000)
     assert config.trainer.behaviours == {}
     assert unsupported == ["behaviors.3DBall.time_horizon"]
@@ -248,8 +248,6 @@ TRANSLATED = [
 REPORTED = [
     ("behaviors.A.hyperparameters.beta_schedule", "linear"),
     ("behaviors.A.hyperparameters.shared_critic", True),
-    ("behaviors.A.network_settings.vis_encode_type", "resnet"),
-    ("behaviors.A.network_settings.memory", {"memory_size": 64, "sequence_length": 16}),
     ("behaviors.A.network_settings.deterministic", True),
     ("behaviors.A.reward_signals.extrinsic.strength", 0.5),
     ("behaviors.A.reward_signals.curiosity", {"strength": 0.02, "gamma": 0.99}),
@@ -361,9 +359,27 @@ def test_sac_file_trains_sac_with_its_own_hyperparameters():
         "buffer_init_steps": 0, "steps_per_update": 30.0, "tau": 0.005, "gamma": 0.995, "init_entcoef": 1.0,
         "learn_entcoef": True, "target_entropy": None, "save_replay_buffer": False, "normalize_obs": True,
         "normalize_reward": False,
-        "hidden_sizes": [256, 256, 256], "activation": "relu",
+        "hidden_sizes": [256, 256, 256], "activation": "swish", "vis_encode_type": "simple", "memory": None,
     }
     assert unsupported == ["behaviors.Walker.time_horizon"]  # reward_signal_steps_per_update equals steps_per_update
+
+
+@pytest.mark.parametrize("written, used", [({"vis_encode_type": "resnet"}, "resnet"),
+                                           ({"vis_encode_type": "simple"}, "simple"), ({}, "auto")])
+def test_vis_encode_type_is_used_as_named_and_auto_where_the_file_names_none(written, used):
+    config, unsupported = translate({"behaviors": {"A": {"trainer_type": "ppo", "network_settings": written}}}, "f.yaml")
+    assert config.trainer.hyperparameters.vis_encode_type == used
+    assert unsupported == []
+
+
+def test_memory_is_translated_and_an_odd_memory_size_is_refused_as_ml_agents_does():
+    behaviour = {"trainer_type": "ppo", "network_settings": {"memory": {"memory_size": 64, "sequence_length": 16}}}
+    config, unsupported = translate({"behaviors": {"A": behaviour}}, "f.yaml")
+    assert config.trainer.hyperparameters.memory.model_dump() == {"memory_size": 64, "sequence_length": 16}
+    assert unsupported == []
+    behaviour["network_settings"]["memory"]["memory_size"] = 63
+    with pytest.raises(ValueError, match="memory_size"):
+        translate({"behaviors": {"A": behaviour}}, "f.yaml")
 
 
 def test_sac_absent_keys_take_mlagents_sac_defaults():

@@ -44,7 +44,7 @@ def test_gaussian_log_prob_matches_normal():
         policy.log_std.fill_(-0.3)
     x = torch.randn(8, 5)
     gen = torch.Generator().manual_seed(1)
-    actions, sampled_logp, _ = policy.sample(x, None, gen)
+    actions, sampled_logp, _, _ = policy.sample(x, None, gen)
     logp, entropy, _ = policy.evaluate(x, actions, None)
     mean, _ = policy.features(x)
     dist = torch.distributions.Normal(mean, policy.log_std.exp())
@@ -60,8 +60,8 @@ def test_sampled_and_deterministic_actions_never_take_masked_actions():
     mask[:, 0] = True  # at least one allowed action per branch
     mask[:, 4] = True
     x = torch.randn(512, 5)
-    sampled, _, _ = policy.sample(x, mask, gen)
-    greedy = policy.deterministic(x, mask)
+    sampled, _, _, _ = policy.sample(x, mask, gen)
+    greedy, _ = policy.deterministic(x, mask)
     for actions in (sampled, greedy):
         assert mask[torch.arange(512), actions[:, 0]].all()
         assert mask[torch.arange(512), 4 + actions[:, 1]].all()
@@ -80,7 +80,7 @@ def test_sampling_follows_the_distribution():
     with torch.no_grad():
         policy.actor_head.bias.copy_(torch.tensor([1.5, 0.0, -1.0]))  # far from uniform
         x = torch.zeros(20000, 5)
-        actions, _, _ = policy.sample(x, None, torch.Generator().manual_seed(0))
+        actions, _, _, _ = policy.sample(x, None, torch.Generator().manual_seed(0))
         logits, _ = policy.features(x[:1])
     expected = torch.softmax(logits, -1)[0].numpy()
     observed = np.bincount(actions.numpy(), minlength=3) / len(actions)
@@ -123,7 +123,7 @@ def test_hybrid_log_prob_and_entropy_add_the_gaussian_and_the_categoricals():
     policy = policy_for(HYBRID)
     x = torch.randn(16, 5)
     gen = torch.Generator().manual_seed(2)
-    actions, sampled_logp, _ = policy.sample(x, None, gen)
+    actions, sampled_logp, _, _ = policy.sample(x, None, gen)
     assert actions.shape == (16, 4) and actions.dtype == torch.float32
     logp, entropy, _ = policy.evaluate(x, actions, None)
     out, _ = policy.features(x)
@@ -142,8 +142,8 @@ def test_hybrid_actions_respect_masks_and_reach_the_env_as_two_parts():
     mask = torch.tensor([[False, True, False]]).expand(256, 3)
     x = torch.randn(256, 5)
     with torch.no_grad():
-        sampled, _, _ = policy.sample(x, mask, gen)
-        greedy = policy.deterministic(x, mask)
+        sampled, _, _, _ = policy.sample(x, mask, gen)
+        greedy, _ = policy.deterministic(x, mask)
     for actions in (sampled, greedy):
         env = policy.env_actions(actions)
         assert set(env) == {"continuous", "discrete"}

@@ -25,11 +25,11 @@ CASES = {
 }
 
 
-def sb3_loss(learner, x, actions, mask, old_logp, adv, returns, old_values, clip):
+def sb3_loss(learner, x, actions, mask, old_logp, adv, returns, old_values, clip, outputs=None):
     """PPO's loss as SB3's ``PPO.train`` writes it, with torch.distributions for log-probabilities and entropy
-    (the clipped value loss as CleanRL writes it)."""
+    (the clipped value loss as CleanRL writes it). ``outputs``: the policy's (actor output, values), if not of ``x``."""
     s, policy = learner.settings, learner.policy
-    out, values = policy.features(x)
+    out, values = policy.features(x) if outputs is None else outputs
     c, logp, entropy = policy.continuous_size, 0.0, 0.0
     if c:
         gaussian = Normal(out[:, :c], policy.log_std.exp())
@@ -67,7 +67,7 @@ def test_the_update_takes_the_gradients_of_the_loss_as_sb3_writes_it(case):
         firsts = np.cumsum([0, *spec.action_branches[:-1]])
         mask[:, firsts] = True  # a legal action in every branch
     with torch.no_grad():
-        actions, old_logp, old_values = policy.sample(x, mask, gen)
+        actions, old_logp, old_values, _ = policy.sample(x, mask, gen)
         old_logp = old_logp + 0.3 * torch.randn(n, generator=gen)  # ratios both inside and outside the clip
         old_values = old_values + 0.1 * torch.randn(n, generator=gen)
     adv, returns = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
@@ -82,6 +82,37 @@ def test_the_update_takes_the_gradients_of_the_loss_as_sb3_writes_it(case):
     with torch.no_grad():
         assert (stats[0] + s.vf_coef * stats[1] - s.ent_coef * stats[2]).item() == pytest.approx(
             sb3_loss(learner, *args).item(), rel=1e-5, abs=1e-6)
+
+
+def test_a_recurrent_update_is_the_loss_of_each_sequence_run_on_its_own_with_padding_left_out():
+    """Sequences of 5, 2 and 4 decisions padded to 5 and evaluated as one batch from their stored memories:
+    the gradients are those of SB3's loss over the 11 real decisions, each sequence run alone from its memory."""
+    torch.manual_seed(0)
+    spec = BehaviourSpec("b", OBS, spaces.MultiDiscrete([3, 4]))
+    learner = BehaviourLearner(spec, PPOSettings(ent_coef=0.02, clip_range_vf=0.1,
+                                                 memory={"memory_size": 8, "sequence_length": 5}))
+    policy, gen = learner.policy, torch.Generator().manual_seed(1)
+    lengths, length = [5, 2, 4], 5
+    x = torch.randn(len(lengths) * length, 6)
+    state = torch.randn(len(lengths), 8, generator=gen)
+    weight = torch.tensor([float(t < n) for n in lengths for t in range(length)])
+    with torch.no_grad():
+        out, old_values = policy.features(x, state)
+        actions, old_logp = policy.distribution(out, None).sample(gen)  # padding rows get actions too
+        old_logp = old_logp + 0.3 * torch.randn(len(x), generator=gen)
+    adv, returns = torch.randn(len(x), generator=gen), torch.randn(len(x), generator=gen)
+
+    real = weight > 0
+    pieces = [policy.features(x[i * length : i * length + n], state[i : i + 1]) for i, n in enumerate(lengths)]
+    outputs = tuple(torch.cat(part) for part in zip(*pieces))
+    args = [column[real] for column in (x, actions, old_logp, adv, returns, old_values)]
+    expected = sb3_loss(learner, args[0], args[1], None, *args[2:], 0.2, outputs=outputs)
+    params = list(policy.parameters())
+    want = torch.autograd.grad(expected, params)
+    learner._gradient_step(x, actions, None, old_logp, adv, returns, old_values, 0.2, learner.settings.ent_coef,
+                           state, weight)
+    for (name, p), w in zip(policy.named_parameters(), want):
+        torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("max_norm", [0.5, 1e6])

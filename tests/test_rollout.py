@@ -115,3 +115,36 @@ def test_lost_agent_drops_its_unfinished_transition_and_episode():
     # the row before the lost one bootstraps from the lost row's value, like a truncation
     assert adv[1] == pytest.approx(1.0 + gamma * 3.0 - 2.0)
     assert buf.episode_return[slots[0]] == 0.0  # the partial episode is not reported
+
+
+def test_agent_memory_grows_keeps_each_agent_s_state_and_forgets_on_request():
+    from sparring.agents.rollout import AgentMemory
+
+    memory = AgentMemory(2)
+    np.testing.assert_array_equal(memory.get(np.array([7, 2**40])), np.zeros((2, 2)))  # never seen: zeros
+    memory.set(np.array([7, 2**40]), np.array([[1, 2], [3, 4]], np.float32))
+    for agent in range(100, 140):  # many newcomers: the table grows
+        memory.set(np.array([agent]), np.full((1, 2), agent, np.float32))
+    np.testing.assert_array_equal(memory.get(np.array([2**40, 7, 139])), [[3, 4], [1, 2], [139, 139]])
+    memory.forget(np.array([7]))
+    np.testing.assert_array_equal(memory.get(np.array([7, 2**40])), [[0, 0], [3, 4]])
+
+
+def test_sequences_cut_each_agent_s_episodes_in_order_and_pad_their_ends():
+    """Agents 1 and 3 decide every step, agent 2's episode ends after step 1 and another starts at step 3."""
+    buffer = RolloutBuffer(1, (), np.int64, 0, memory_size=2)
+    for t in range(5):
+        ids = np.array([1, 2, 3]) if t != 2 else np.array([1, 3])
+        slots = buffer.slots_of(ids)
+        n = len(ids)
+        buffer.add(slots, np.full((n, 1), t, np.float32), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), None,
+                   np.full((n, 2), t, np.float32))
+        if t == 1:
+            buffer.end_episodes(buffer.slots_of(np.array([2])), np.zeros(1, np.float32))
+    sequences = buffer.sequences(2)
+    steps = np.where(sequences >= 0, buffer.obs[sequences, 0], -1)  # the env step of each row
+    agent_1_and_3 = [(0, 1), (2, 3), (4, -1)]  # the last piece padded
+    agent_2 = [(0, 1), (3, 4)]  # never across its episode's end
+    assert sorted(map(tuple, steps.astype(int).tolist())) == sorted(2 * agent_1_and_3 + agent_2)
+    # each sequence starts from the memory stored with its first row
+    np.testing.assert_array_equal(buffer.memories[sequences[:, 0], 0], steps[:, 0])

@@ -205,3 +205,108 @@ class ImportProbe(gym.Env):
 
 
 gym.register("ImportProbe-v0", entry_point=ImportProbe)
+
+
+class _OneDecision(gym.Env):
+    """A one-decision task: reward 1 for the right one of four actions, 0 otherwise; chance is 0.25."""
+
+    action_space = spaces.Discrete(4)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        obs, self._answer = self._draw()
+        return obs, {}
+
+    def step(self, action):
+        reward = float(int(action) == self._answer)
+        obs, self._answer = self._draw()
+        return obs, reward, True, False, {}
+
+    def _draw(self) -> tuple[np.ndarray, int]:
+        raise NotImplementedError
+
+
+class RedSquare(_OneDecision):
+    """Which quadrant of a noisy ``size`` x ``size`` RGB frame (20 by default) holds the red square? A green
+    one sits in another quadrant.
+
+    The answer is only in the pixels (uint8, as a game's frame or Gymnasium's image spaces), and telling
+    the squares apart takes their colour: a per-pixel brightness would not do.
+    """
+
+    SQUARE = 4
+
+    def __init__(self, size: int = 20) -> None:
+        self.size = size
+        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+
+    def _draw(self) -> tuple[np.ndarray, int]:
+        rng, half = self.np_random, self.size // 2
+        frame = rng.integers(0, 60, (self.size, self.size, 3), dtype=np.uint8)
+        red, green = rng.choice(4, 2, replace=False)
+        for quadrant, colour in ((red, (255, 0, 0)), (green, (0, 255, 0))):
+            top = (quadrant // 2) * half + rng.integers(0, half - self.SQUARE + 1)
+            left = (quadrant % 2) * half + rng.integers(0, half - self.SQUARE + 1)
+            frame[top : top + self.SQUARE, left : left + self.SQUARE] = colour
+        return frame, int(red)
+
+
+class StrongestEntity(_OneDecision):
+    """Which way is the strongest of 1 to 8 entities? Each is ``[strength, one-hot direction of 4]``.
+
+    A list of up to 8 entities (a buffer sensor's shape), the missing ones all-zero rows, in random
+    order: the answer depends on every present entity and on none of the padding.
+    """
+
+    MAX = 8
+    observation_space = spaces.Box(0.0, 1.0, (MAX, 5), np.float32)
+
+    def _draw(self) -> tuple[np.ndarray, int]:
+        rng = self.np_random
+        count = int(rng.integers(1, self.MAX + 1))
+        entities = np.zeros((self.MAX, 5), np.float32)
+        strength = rng.uniform(0.1, 1.0, count)
+        directions = rng.integers(0, 4, count)
+        rows = rng.choice(self.MAX, count, replace=False)
+        entities[rows, 0] = strength
+        entities[rows, 1 + directions] = 1.0
+        return entities, int(directions[np.argmax(strength)])
+
+
+gym.register("RedSquare-v0", entry_point=RedSquare)
+gym.register("StrongestEntity-v0", entry_point=StrongestEntity)
+
+
+class CueRecall(gym.Env):
+    """Remember a cue: it is shown on the first step only, and the decision that counts comes at the last.
+
+    Observations ``[cue left, cue right, decide now]``: the cue one-hot at step 0, zeros after; the
+    flag is 1 at the final step, whose action earns 1 if it names the cue (0: left, 1: right), 0
+    otherwise. The actions before it earn nothing. A policy without memory sees the same ``[0, 0, 1]``
+    at every final step: it scores 0.5 at best.
+    """
+
+    observation_space = spaces.Box(0.0, 1.0, (3,), np.float32)
+    action_space = spaces.Discrete(2)
+    LENGTH = 6
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self._cue, self._t = int(self.np_random.integers(2)), 0
+        return self._obs(), {}
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros(3, np.float32)
+        if self._t == 0:
+            obs[self._cue] = 1.0
+        obs[2] = float(self._t == self.LENGTH - 1)
+        return obs
+
+    def step(self, action):
+        if self._t == self.LENGTH - 1:
+            return self._obs(), float(int(action) == self._cue), True, False, {}
+        self._t += 1
+        return self._obs(), 0.0, False, False, {}
+
+
+gym.register("CueRecall-v0", entry_point=CueRecall)

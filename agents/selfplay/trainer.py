@@ -95,6 +95,10 @@ class SelfPlay(PPO):
                 raise ValueError(f"behaviours of group {group!r} must share spaces to share a policy; "
                                  f"{name!r} differs")
         super().__init__(None, seed=seed, specs=groups, behaviour_settings=behaviour_settings, **settings)
+        recurrent = sorted(name for name, learner in self.learners.items() if learner.policy.memory is not None)
+        if recurrent:
+            raise ValueError(f"behaviour {recurrent[0]!r}: self-play does not train recurrent policies yet (its "
+                             "snapshots would need a memory per opponent agent); remove network memory")
         self.env = env
         self.league = league
         self.seats = seats
@@ -230,7 +234,7 @@ class SelfPlay(PPO):
             part = decisions.take(rows)
             x = policy.normalize(policy.flatten_obs(part.obs))
             mask = None if part.action_mask is None else torch.from_numpy(part.action_mask)
-            action, _, _ = policy.sample(x, mask, self.generator)
+            action = policy.sample(x, mask, self.generator)[0]
             exploration = self.league.settings.opponent_exploration
             if exploration:
                 explore = torch.rand(len(action), generator=self.generator) < exploration

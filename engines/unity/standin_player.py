@@ -21,12 +21,15 @@ does:
 The game inside is small and quickly learnable: Seekers walk a grid to a target
 (one discrete branch, action masks, a vector and a grid sensor) and Movers steer a
 point to a target on a line (one continuous action); with ``--hybrid``, Parkers
-drive and park (a continuous and a discrete action together). See engines/unity/README.md.
+drive and park (a continuous and a discrete action together); with ``--visual``, Spotters
+look at a camera and a buffer sensor sent as ML-Agents 3.x+ sends them; with ``--memory``,
+Recallers must remember a cue. See engines/unity/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import logging
 import os
@@ -53,7 +56,7 @@ from mlagents_envs.communicator_objects.brain_parameters_pb2 import (  # noqa: E
 from mlagents_envs.communicator_objects.capabilities_pb2 import UnityRLCapabilitiesProto  # noqa: E402
 from mlagents_envs.communicator_objects.command_pb2 import QUIT, RESET, STEP  # noqa: E402
 from mlagents_envs.communicator_objects.header_pb2 import HeaderProto  # noqa: E402
-from mlagents_envs.communicator_objects.observation_pb2 import DEFAULT, NONE, ObservationProto  # noqa: E402
+from mlagents_envs.communicator_objects.observation_pb2 import DEFAULT, NONE, PNG, ObservationProto  # noqa: E402
 from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto  # noqa: E402
 from mlagents_envs.communicator_objects.unity_output_pb2 import UnityOutputProto  # noqa: E402
 from mlagents_envs.communicator_objects.unity_rl_initialization_input_pb2 import (  # noqa: E402
@@ -89,7 +92,7 @@ ENGINE_SETTINGS = {  # EngineConfigurationChannel.ConfigurationType -> the value
 FLOAT_PARAMETER = 0  # EnvironmentParametersChannel.EnvironmentDataTypes.FLOAT (SAMPLER is 1)
 
 # ObservationSpec.DimensionProperty values, as Unity's vector and grid sensors declare them.
-DIMENSION_NONE, DIMENSION_TRANSLATIONAL = 1, 2
+DIMENSION_NONE, DIMENSION_TRANSLATIONAL, DIMENSION_VARIABLE_SIZE = 1, 2, 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +360,93 @@ class Parkers(Behaviour):
         return [False, episode.steps == 0]
 
 
+@dataclass(kw_only=True)
+class SpotterEpisode(Episode):
+    top: int
+    left: int
+    entities: list[tuple[float, float, float]]
+
+
+class Spotters(Behaviour):
+    """Say which half of a camera image holds a red square: one decision per episode, +1 if right.
+
+    The sensors are sent as ML-Agents 3.x+ sends them: a camera (``CameraSensor``), channels first
+    (3, H, W) with dimension properties (none, translational, translational) and PNG-compressed, and
+    a buffer sensor (``BufferSensor``, up to 4 entities of 3 features, zero rows for missing ones).
+    The camera is 24 high and 20 wide (so swapped axes show): green 0.2 everywhere but in a 4x4 square
+    of pure red (1, 0, 0). Actions: one branch of 2 (left half, right half). Added with ``--visual``.
+    """
+
+    name = "Spotter"
+    action_spec = ActionSpecProto(num_discrete_actions=1, discrete_branch_sizes=[2])
+    HEIGHT, WIDTH, SQUARE, GREEN = 24, 20, 4, 51  # green 51/255 = 0.2
+    MAX_ENTITIES, ENTITY_SIZE = 4, 3
+
+    def start(self, episode_id: int, parameters: dict[str, float]) -> SpotterEpisode:
+        count = self.rng.randint(0, self.MAX_ENTITIES)
+        entities = [(self.rng.uniform(0.1, 1), self.rng.uniform(0.1, 1), 1.0) for _ in range(count)]
+        return SpotterEpisode(id=episode_id, max_steps=1, top=self.rng.randrange(self.HEIGHT - self.SQUARE + 1),
+                              left=self.rng.randrange(self.WIDTH - self.SQUARE + 1), entities=entities)
+
+    def act(self, episode: SpotterEpisode, action: AgentActionProto) -> tuple[float, bool]:
+        choice = action.discrete_actions[0] if action.discrete_actions else 0
+        right_half = episode.left + self.SQUARE / 2 > self.WIDTH / 2
+        return float(choice == int(right_half)), True
+
+    def observe(self, episode: SpotterEpisode) -> list[ObservationProto]:
+        from PIL import Image  # mlagents_envs' own dependency, as Unity's Texture2D.EncodeToPNG
+
+        pixels = bytearray([0, self.GREEN, 0] * (self.HEIGHT * self.WIDTH))
+        for y in range(episode.top, episode.top + self.SQUARE):
+            for x in range(episode.left, episode.left + self.SQUARE):
+                pixels[3 * (y * self.WIDTH + x) : 3 * (y * self.WIDTH + x) + 2] = b"\xff\x00"  # pure red
+        png = io.BytesIO()
+        Image.frombytes("RGB", (self.WIDTH, self.HEIGHT), bytes(pixels)).save(png, format="PNG")
+        camera = ObservationProto(shape=[3, self.HEIGHT, self.WIDTH], compressed_data=png.getvalue(),
+                                  compression_type=PNG, compressed_channel_mapping=[0, 1, 2],
+                                  dimension_properties=[DIMENSION_NONE, DIMENSION_TRANSLATIONAL,
+                                                        DIMENSION_TRANSLATIONAL],
+                                  observation_type=DEFAULT, name="CameraSensor")
+        rows = [value for entity in episode.entities for value in entity]
+        rows += [0.0] * (self.MAX_ENTITIES * self.ENTITY_SIZE - len(rows))
+        buffer = ObservationProto(shape=[self.MAX_ENTITIES, self.ENTITY_SIZE],
+                                  float_data=ObservationProto.FloatData(data=rows), compression_type=NONE,
+                                  dimension_properties=[DIMENSION_VARIABLE_SIZE, DIMENSION_NONE],
+                                  observation_type=DEFAULT, name="BufferSensor")
+        return [buffer, camera]
+
+
+@dataclass(kw_only=True)
+class RecallerEpisode(Episode):
+    cue: int
+
+
+class Recallers(Behaviour):
+    """Remember a cue: shown at the first decision only, it names the action that counts at the sixth and last.
+
+    A vector sensor ``RecallerVector`` [cue left, cue right, decide now]; one branch of 2. The last
+    decision earns 1 if it names the cue, the others nothing: without memory, 0.5 at best. Added
+    with ``--memory``.
+    """
+
+    name = "Recaller"
+    action_spec = ActionSpecProto(num_discrete_actions=1, discrete_branch_sizes=[2])
+    LENGTH = 6
+
+    def start(self, episode_id: int, parameters: dict[str, float]) -> RecallerEpisode:
+        return RecallerEpisode(id=episode_id, max_steps=self.LENGTH, cue=self.rng.randrange(2))
+
+    def act(self, episode: RecallerEpisode, action: AgentActionProto) -> tuple[float, bool]:
+        if episode.steps < self.LENGTH - 1:
+            return 0.0, False
+        choice = action.discrete_actions[0] if action.discrete_actions else 0
+        return float(choice == episode.cue), True
+
+    def observe(self, episode: RecallerEpisode) -> list[ObservationProto]:
+        cue = [float(episode.steps == 0 and episode.cue == side) for side in (0, 1)]
+        return [vector_observation("RecallerVector", [*cue, float(episode.steps == self.LENGTH - 1)])]
+
+
 class Game:
     """The scene: every behaviour's agents, one RNG seeded by the trainer, and the side-channel settings."""
 
@@ -370,6 +460,10 @@ class Game:
                                             Movers(agents, rng, episode_ids)]
         if options.hybrid:
             self.behaviours.append(Parkers(agents, rng, episode_ids))
+        if options.visual:
+            self.behaviours.append(Spotters(agents, rng, episode_ids))
+        if options.memory:
+            self.behaviours.append(Recallers(agents, rng, episode_ids))
         self.settings = Settings()
         self.announced: set[str] = set()
         self.started = False
@@ -517,6 +611,10 @@ def parse_options(argv: Sequence[str]) -> argparse.Namespace:
                         help="the Seeker/Mover game, or the throughput scene (see ThroughputScene)")
     parser.add_argument("--obs-size", type=int, default=64, help="throughput scene: floats per observation")
     parser.add_argument("--hybrid", action="store_true", help="game scene: add the Parker behaviour (hybrid actions)")
+    parser.add_argument("--visual", action="store_true",
+                        help="game scene: add the Spotter behaviour (a 3.x-style camera and a buffer sensor)")
+    parser.add_argument("--memory", action="store_true",
+                        help="game scene: add the Recaller behaviour (needs a policy with memory)")
     parser.add_argument("--communication-version", default=COMMUNICATION_VERSION,
                         help="the communication API version announced to the trainer")
     parser.add_argument("--crash-after-steps", type=int, default=sys.maxsize,
