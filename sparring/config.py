@@ -23,6 +23,7 @@ translated, see :mod:`sparring.mlagents_config`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -37,6 +38,24 @@ from sparring.agents.selfplay.league import LeagueSettings
 from sparring.env_config import EnvConfig, _Strict
 
 __all__ = ["ConfigError", "EnvConfig", "LoadedConfig", "RunConfig", "TrainerConfig", "load_config", "load_run_config"]
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does: ``1.0e7`` and ``5e5`` are floats, not the
+    strings YAML 1.1 makes of them (ML-Agents config files write ``max_steps: 1.0e7``)."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """A config file's data (see :class:`_ConfigLoader`)."""
+    return yaml.load(text, Loader=_ConfigLoader)
 
 
 class ConfigError(ValueError):
@@ -142,7 +161,7 @@ def load_run_config(path: str | Path) -> LoadedConfig:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as exc:

@@ -2,7 +2,8 @@
 
 A Unity game that trains with ``mlagents-learn config.yaml`` trains with ``sparring
 train config.yaml``: a file with a top-level ``behaviors:`` is checked as ML-Agents
-checks it (a typo or a wrong type is an error naming the key), absent keys take
+checks it (a typo or a wrong type is an error naming the key; numbers such as ``1.0e7``
+are numbers, as ML-Agents reads them), absent keys take
 ML-Agents' defaults rather than sparring's (so the file trains as it did), and it is
 translated into a native :class:`~sparring.config.RunConfig` with a Unity env.
 

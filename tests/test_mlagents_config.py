@@ -507,3 +507,15 @@ def test_env_flag_values_are_checked_naming_the_flag():
         apply_env_flags(unity, {"num_envs": 0}, Path("3DBall.yaml"))
     with pytest.raises(UsageError, match="^--time-scale: "):
         apply_env_flags(unity, {"time_scale": -1.0}, Path("3DBall.yaml"))
+
+
+def test_numbers_written_as_ml_agents_files_write_them_are_numbers(tmp_path):
+    """PyYAML reads YAML 1.1, where 1.0e7 and 5e5 are strings; ML-Agents' own files write them (Pyramids.yaml)."""
+    path = tmp_path / "Pyramids.yaml"
+    path.write_text("behaviors:\n  Pyramids:\n    trainer_type: ppo\n    max_steps: 1.0e7\n"
+                    "    hyperparameters: {buffer_size: 5e5, learning_rate: 3.0e-4, beta: 1e-2}\n")
+    loaded = load_run_config(path)
+    assert loaded.config.trainer.max_steps == 10_000_000
+    h = loaded.config.trainer.hyperparameters
+    assert (h.buffer_size, h.learning_rate, h.ent_coef) == (500_000, 3e-4, 0.01)
+    assert loaded.unsupported == []
