@@ -50,8 +50,9 @@ class PPOSettings(NetworkSettings):
 
     learning_rate: float = Field(3e-4, gt=0, description="Adam step size at the start of training.")
     lr_schedule: Literal["linear", "constant"] = Field(
-        "linear", description="'linear' decays the learning rate to 0 at total_steps."
+        "linear", description="'linear' decays the learning rate to learning_rate_end at total_steps."
     )
+    learning_rate_end: float = Field(0.0, ge=0, description="Where a linear learning rate ends (ML-Agents: 1e-10).")
     n_steps: int = Field(128, ge=1, description="Env steps per rollout (each step holds every deciding agent).")
     buffer_size: int | None = Field(
         None, ge=1,
@@ -65,14 +66,18 @@ class PPOSettings(NetworkSettings):
     gamma: float = Field(0.99, ge=0, le=1, description="Discount per decision.")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE bias/variance trade-off.")
     clip_range: float = Field(0.2, gt=0, description="PPO ratio clip (epsilon).")
-    clip_schedule: Literal["linear", "constant"] = Field("constant", description="Decay of clip_range.")
+    clip_schedule: Literal["linear", "constant"] = Field(
+        "constant", description="'linear' decays clip_range to clip_range_end at total_steps."
+    )
+    clip_range_end: float = Field(0.0, ge=0, description="Where a linear clip range ends (ML-Agents: 0.1).")
     clip_range_vf: float | None = Field(
         None, gt=0, description="Clip the value update around the rollout's values; None: unclipped."
     )
     ent_coef: float = Field(0.0, ge=0, description="Entropy bonus weight (ML-Agents' beta).")
     ent_schedule: Literal["linear", "constant"] = Field(
-        "constant", description="'linear' decays ent_coef to 0 at total_steps (ML-Agents' beta_schedule)."
+        "constant", description="'linear' decays ent_coef to ent_coef_end at total_steps (ML-Agents' beta_schedule)."
     )
+    ent_coef_end: float = Field(0.0, ge=0, description="Where a linear entropy weight ends (ML-Agents: 1e-5).")
     vf_coef: float = Field(0.5, ge=0, description="Value loss weight.")
     max_grad_norm: float = Field(0.5, gt=0, description="Global gradient norm clip.")
     normalize_advantage: bool = Field(True, description="Standardise advantages per minibatch.")
@@ -91,8 +96,10 @@ class PPOSettings(NetworkSettings):
     activation: Literal["tanh", "relu", "swish"] = "tanh"
 
 
-def _schedule(start: float, kind: str, progress: float) -> float:
-    return start * max(0.0, 1.0 - progress) if kind == "linear" else start
+def _schedule(start: float, kind: str, progress: float, end: float) -> float:
+    """``start``, or with ``kind`` linear, on the line from ``start`` to ``end`` at ``progress`` (ML-Agents'
+    ``polynomial_decay`` with power 1)."""
+    return end + (start - end) * max(0.0, 1.0 - progress) if kind == "linear" else start
 
 
 class BehaviourLearner:
@@ -198,9 +205,9 @@ class BehaviourLearner:
             units, per_batch = len(sequences), max(1, s.batch_size // s.memory.sequence_length)
         else:
             units, per_batch = len(columns[0]), s.batch_size
-        lr = _schedule(s.learning_rate, s.lr_schedule, progress)
-        clip = _schedule(s.clip_range, s.clip_schedule, progress)
-        ent_coef = _schedule(s.ent_coef, s.ent_schedule, progress)
+        lr = _schedule(s.learning_rate, s.lr_schedule, progress, s.learning_rate_end)
+        clip = _schedule(s.clip_range, s.clip_schedule, progress, s.clip_range_end)
+        ent_coef = _schedule(s.ent_coef, s.ent_schedule, progress, s.ent_coef_end)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         params = [p for group in self.optimizer.param_groups for p in group["params"]]

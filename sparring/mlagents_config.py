@@ -23,10 +23,10 @@ merged under every behaviour first, as ML-Agents does)::
     --------------------------------------------  ------------------------------------------------
     B.trainer_type: ppo                           trainer.algorithm: ppo
     B.hyperparameters.learning_rate               hyperparameters.learning_rate
-      .learning_rate_schedule                     hyperparameters.lr_schedule
+      .learning_rate_schedule                     hyperparameters.lr_schedule (to 1e-10: learning_rate_end)
       .batch_size / .num_epoch                    hyperparameters.batch_size / n_epochs
       .buffer_size                                hyperparameters.buffer_size (1)
-      .beta                                       hyperparameters.ent_coef (2)
+      .beta / .beta_schedule                      hyperparameters.ent_coef / ent_schedule (2)
       .epsilon / .epsilon_schedule                hyperparameters.clip_range / clip_schedule (3),
                                                   and clip_range_vf: ML-Agents clips the value loss too
       .lambd                                      hyperparameters.gae_lambda
@@ -68,9 +68,10 @@ merged under every behaviour first, as ML-Agents does)::
         sparring tunes one temperature towards SACSettings.target_entropy.
 
     (1) The rollout is shared by all behaviours: differing buffer sizes become the largest (reported).
-    (2) ML-Agents decays beta with ``beta_schedule`` (default: learning_rate_schedule); sparring's
-        entropy weight stays constant. ``beta_schedule: linear`` in the file is reported.
-    (3) ML-Agents' linear epsilon stops at 0.1; sparring's goes to 0.
+    (2) ``beta_schedule`` defaults to learning_rate_schedule, as in ML-Agents; linear ends at 1e-5
+        (ent_coef_end).
+    (3) ``epsilon_schedule`` defaults to learning_rate_schedule; linear ends at 0.1 (clip_range_end), as in
+        ML-Agents.
     (4) As named: ML-Agents' CNN for every image, and an image below that CNN's smallest size is an
         error, as in ML-Agents. Where the file names none, sparring's ``auto``: ML-Agents' default
         ``simple`` for images of at least 20x20, and a smaller grid (which ``simple`` refuses) flattened
@@ -325,7 +326,6 @@ def _always(value: Any) -> bool:
 # Key path -> whether a value asks for nothing sparring doesn't do. Every key of the file is
 # either translated (see translate) or listed here.
 _HONOURED_IN_BEHAVIOUR: dict[str, Callable[[Any], bool]] = {
-    "hyperparameters.beta_schedule": lambda v: v in (None, "constant"),
     "hyperparameters.shared_critic": _off,
     "network_settings.goal_conditioning_type": _always,  # goal observations are plain inputs, as with "none"
     "network_settings.deterministic": _off,
@@ -497,20 +497,29 @@ def _merged(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return merged
 
 
+PPO_SCHEDULE_ENDS = {"learning_rate": 1e-10, "epsilon": 0.1, "beta": 1e-5}
+"""Where ML-Agents' linear schedules end at max_steps (``TorchPPOOptimizer``: ``ModelUtils.DecayedValue(schedule,
+initial, min_value, max_steps)``, a straight line from the initial value to min_value)."""
+
+
 def _ppo_settings(behaviour: _Behaviour) -> dict[str, Any]:
     """A behaviour's PPOSettings fields, except the rollout's buffer_size (see the mapping table)."""
     h, net, extrinsic = behaviour.hyperparameters, behaviour.network_settings, behaviour.reward_signals.extrinsic
     return {
         "learning_rate": h.learning_rate,
         "lr_schedule": h.learning_rate_schedule,
+        "learning_rate_end": PPO_SCHEDULE_ENDS["learning_rate"],
         "batch_size": h.batch_size,
         "n_epochs": h.num_epoch,
         "gamma": (extrinsic or _RewardSignal()).gamma,
         "gae_lambda": h.lambd,
         "clip_range": h.epsilon,
         "clip_schedule": h.epsilon_schedule or h.learning_rate_schedule,
+        "clip_range_end": PPO_SCHEDULE_ENDS["epsilon"],
         "clip_range_vf": h.epsilon,
         "ent_coef": h.beta,
+        "ent_schedule": h.beta_schedule or h.learning_rate_schedule,
+        "ent_coef_end": PPO_SCHEDULE_ENDS["beta"],
         "vf_coef": 0.5,
         "normalize_obs": net.normalize,
         "hidden_sizes": [net.hidden_units] * net.num_layers,

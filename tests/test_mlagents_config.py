@@ -123,6 +123,20 @@ def test_epsilon_schedule_follows_learning_rate_schedule_unless_set():
     assert translate(linear_clip, "f.yaml")[0].trainer.hyperparameters.clip_schedule == "linear"
 
 
+def test_schedules_end_where_ml_agents_ends_them_and_beta_follows_the_learning_rate_unless_set():
+    """TorchPPOOptimizer: DecayedValue(schedule, initial, min_value, max_steps) with min_value 1e-10 (learning
+    rate), 0.1 (epsilon), 1e-5 (beta); beta_schedule and epsilon_schedule default to learning_rate_schedule."""
+    from sparring.agents.ppo import _schedule
+
+    h = translate({"behaviors": {"A": {}}}, "f.yaml")[0].trainer.hyperparameters
+    assert (h.lr_schedule, h.clip_schedule, h.ent_schedule) == ("linear", "linear", "linear")
+    assert (h.learning_rate_end, h.clip_range_end, h.ent_coef_end) == (1e-10, 0.1, 1e-5)
+    for progress, want in ((0.0, 0.2), (0.5, 0.15), (1.0, 0.1), (1.5, 0.1)):
+        assert _schedule(h.clip_range, h.clip_schedule, progress, h.clip_range_end) == pytest.approx(want)
+    constant = translate({"behaviors": {"A": {"hyperparameters": {"learning_rate_schedule": "constant"}}}}, "f.yaml")
+    assert constant[0].trainer.hyperparameters.ent_schedule == "constant"
+
+
 def test_settings_every_behaviour_shares_are_trainer_wide_and_the_rest_per_behaviour():
     data = _with(SOCCER, "behaviors.Goalie.hyperparameters.learning_rate", 1e-3)
     data = _with(data, "behaviors.Goalie.network_settings.hidden_units", 256)
@@ -179,7 +193,7 @@ def test_self_play_file_becomes_a_league_and_reports_exactly_the_unsupported_key
 
 def test_a_resolved_mlagents_configuration_reports_only_what_asks_for_more():
     """mlagents-learn's results/<run>/configuration.yaml spells out every key, mostly at harmless values."""
-    behaviour = _with(BALL["behaviors"]["3DBall"], "hyperparameters.beta_schedule", "constant")
+    behaviour = _with(BALL["behaviors"]["3DBall"], "hyperparameters.beta_schedule", "linear")
     behaviour["hyperparameters"].update(epsilon_schedule="linear", shared_critic=False)
     behaviour["network_settings"].update(memory=None, goal_conditioning_type="hyper", deterministic=False)
     behaviour["reward_signals"]["extrinsic"]["network_settings"] = {"normalize": False, "hidden_units": 128}
@@ -217,6 +231,7 @@ TRANSLATED = [
     ("behaviors.A.hyperparameters.beta", 0.01),
     ("behaviors.A.hyperparameters.epsilon", 0.1),
     ("behaviors.A.hyperparameters.epsilon_schedule", "constant"),
+    ("behaviors.A.hyperparameters.beta_schedule", "constant"),
     ("behaviors.A.hyperparameters.lambd", 0.9),
     ("behaviors.A.hyperparameters.num_epoch", 5),
     ("behaviors.A.network_settings.normalize", True),
@@ -246,7 +261,6 @@ TRANSLATED = [
 ]
 
 REPORTED = [
-    ("behaviors.A.hyperparameters.beta_schedule", "linear"),
     ("behaviors.A.hyperparameters.shared_critic", True),
     ("behaviors.A.network_settings.deterministic", True),
     ("behaviors.A.reward_signals.extrinsic.strength", 0.5),
