@@ -305,20 +305,36 @@ class Memory(nn.Module):
         return out, torch.cat([h[0], c[0]], 1)
 
 
-def encode_step(encoder: ObservationEncoder, memory: Memory | None, x: torch.Tensor,
-                state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One decision per row of normalised ``x``: the encoding, through the memory from ``state`` if there is one;
-    and the memory's next state (None without memory)."""
-    h = encoder(x) if encoder.slices else x  # vectors only: no module call on the hot path
-    if memory is None:
-        return h, None
-    out, state = memory(h.unsqueeze(1), state)
-    return out[:, 0], state
+class ObservationReader(nn.Module):
+    """How a network reads what agents see: an observation encoder and, with ``memory``, the LSTM after it.
 
+    :meth:`core` reads one decision per row and returns the memory's next state; :meth:`core_sequences`
+    reads sequences of decisions. Policies and SAC's critics are readers with their own heads.
+    """
 
-def encode_sequences(encoder: ObservationEncoder, memory: Memory, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-    """Sequences of normalised rows ``x`` (batch, steps, obs_size), each from its row of ``state`` -> the memory's
-    output at every step (batch, steps, out_size)."""
-    h = encoder(x.reshape(-1, x.shape[-1]))
-    out, _ = memory(h.reshape(x.shape[0], x.shape[1], -1), state)
-    return out
+    def __init__(self, encoder: ObservationEncoder, memory: MemorySettings | None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.memory = None if memory is None else Memory(encoder.out_size, memory.memory_size)
+        self.memory_size = 0 if memory is None else memory.memory_size
+        self.features_size = encoder.out_size if self.memory is None else self.memory.out_size
+
+    def core(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features of normalised ``x``, one decision per row, through the memory from ``state`` if there is
+        one; and the memory's next state (None without memory)."""
+        h = self.encoder(x) if self.encoder.slices else x  # vectors only: no module call on the hot path
+        if self.memory is None:
+            return h, None
+        out, state = self.memory(h.unsqueeze(1), state)
+        return out[:, 0], state
+
+    def core_sequences(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Sequences of normalised rows ``x`` (batch, steps, obs_size), each from its row of ``state`` -> the
+        memory's output at every step (batch, steps, features)."""
+        h = self.encoder(x.reshape(-1, x.shape[-1]))
+        out, _ = self.memory(h.reshape(x.shape[0], x.shape[1], -1), state)
+        return out
+
+    def initial_state(self, n: int) -> torch.Tensor | None:
+        """The memory of ``n`` agents starting an episode (None without memory)."""
+        return None if self.memory is None else torch.zeros(n, self.memory_size)

@@ -23,12 +23,10 @@ from torch import nn
 
 from sparring.agents.networks import (
     ACTIVATIONS,
-    Memory,
     MemorySettings,
     ObservationEncoder,
+    ObservationReader,
     VisEncodeType,
-    encode_sequences,
-    encode_step,
     observation_layout,
 )
 from sparring.spec import Batch, BehaviourSpec, Obs
@@ -237,7 +235,39 @@ def _linear_head(in_size: int, out_size: int, gain: float) -> nn.Linear:
     return layer
 
 
-class BehaviourPolicy(nn.Module):
+class ObservingPolicy(ObservationReader):
+    """A policy's reading of its behaviour's observations: the flat row's layout (see
+    :func:`~sparring.agents.networks.observation_layout`), the running statistics that normalise its vector
+    columns, and the encoder (and memory) after them. PPO's actor-critic and SAC's actor are such policies.
+
+    Args:
+        spec: the behaviour this policy acts for.
+        encoding_size: the width of each image's and entity list's encoding.
+        normalize: keep running statistics of the vector observations and normalise them.
+        vis_encode_type: the CNN for images.
+        memory: an LSTM after the encoder.
+    """
+
+    def __init__(self, spec: BehaviourSpec, encoding_size: int, normalize: bool, vis_encode_type: VisEncodeType,
+                 memory: MemorySettings | None) -> None:
+        layout = observation_layout(spec.observation_components, vis_encode_type)
+        super().__init__(ObservationEncoder(layout, spec.observation_components, vis_encode_type, encoding_size), memory)
+        self.spec = spec
+        self.layout = layout
+        self.obs_keys = [c.key for c in self.layout]
+        self.obs_size = self.layout[-1].stop
+        vector_size = self.encoder.vector_size
+        self.normalizer = RunningNorm(vector_size, row_size=self.obs_size) if normalize and vector_size else None
+
+    def flatten_obs(self, obs: Obs) -> torch.Tensor:
+        """Batched numpy observation -> float32 ``(n, obs_size)`` tensor (no normalisation)."""
+        return torch.from_numpy(flat_obs(obs, self.obs_keys))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.normalizer is None else self.normalizer(x)
+
+
+class BehaviourPolicy(ObservingPolicy):
     """Actor-critic for one behaviour: discrete (multi-branch, masked), Gaussian, or hybrid actions.
 
     The actor head's output is the Gaussian means (if the behaviour has continuous
@@ -266,20 +296,11 @@ class BehaviourPolicy(nn.Module):
         vis_encode_type: VisEncodeType = "auto",
         memory: MemorySettings | None = None,
     ) -> None:
-        super().__init__()
-        self.spec = spec
-        layout = observation_layout(spec.observation_components, vis_encode_type)
-        self.obs_keys = [c.key for c in layout]
-        self.obs_size = layout[-1].stop
+        super().__init__(spec, hidden_sizes[0], normalize, vis_encode_type, memory)
         self.branches = spec.action_branches
         box = spec.continuous_space
         self.continuous_size = 0 if box is None else int(np.prod(box.shape))
-        self.encoder = ObservationEncoder(layout, spec.observation_components, vis_encode_type, hidden_sizes[0])
-        vector_size = self.encoder.vector_size
-        self.normalizer = RunningNorm(vector_size, row_size=self.obs_size) if normalize and vector_size else None
-        self.memory = None if memory is None else Memory(self.encoder.out_size, memory.memory_size)
-        self.memory_size = 0 if memory is None else memory.memory_size
-        self.trunk = TwinMLP(self.encoder.out_size if memory is None else self.memory.out_size, hidden_sizes, activation)
+        self.trunk = TwinMLP(self.features_size, hidden_sizes, activation)
         width = hidden_sizes[-1]
         self.actor_head = _linear_head(width, self.continuous_size + sum(self.branches), 0.01)
         if self.continuous_size:
@@ -293,28 +314,14 @@ class BehaviourPolicy(nn.Module):
             return (self.continuous_size + len(self.branches),)
         return () if len(self.branches) == 1 else (len(self.branches),)
 
-    # -- inputs ---------------------------------------------------------------
-
-    def flatten_obs(self, obs: Obs) -> torch.Tensor:
-        """Batched numpy observation -> float32 ``(n, obs_size)`` tensor (no normalisation)."""
-        return torch.from_numpy(flat_obs(obs, self.obs_keys))
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.normalizer is None else self.normalizer(x)
-
     # -- heads ----------------------------------------------------------------
-
-    def core(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The trunk's input for normalised ``x``, one decision per row, and the memory's next state
-        (see :func:`~sparring.agents.networks.encode_step`)."""
-        return encode_step(self.encoder, self.memory, x, state)
 
     def features(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(actor output, value) for normalised inputs ``x``; with memory, ``x`` holds ``len(state)`` sequences of
         equal length one after another, each run from its row of ``state``."""
         if self.memory is None:
             return self._heads(self.trunk(self.core(x)[0]))
-        h = encode_sequences(self.encoder, self.memory, x.reshape(len(state), -1, x.shape[-1]), state)
+        h = self.core_sequences(x.reshape(len(state), -1, x.shape[-1]), state)
         return self._heads(self.trunk(h.reshape(len(x), -1)))
 
     def _heads(self, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -359,10 +366,6 @@ class BehaviourPolicy(nn.Module):
         """The mode of the action distribution (argmax per branch / Gaussian mean), and the next state."""
         h, state = self.core(x, state)
         return self.distribution(self.actor_head(self.trunk(h)[0]), mask).mode(), state
-
-    def initial_state(self, n: int) -> torch.Tensor | None:
-        """The memory of ``n`` agents starting an episode (None without memory)."""
-        return None if self.memory is None else torch.zeros(n, self.memory_size)
 
     def env_actions(self, action: torch.Tensor) -> Batch:
         """Policy actions -> what the env accepts (continuous actions clipped to the Box)."""

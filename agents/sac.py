@@ -43,17 +43,8 @@ from torch.nn import functional as F
 
 from sparring.agents.checkpoint import Checkpointed
 from sparring.agents.episodes import BehaviourReport, EpisodeLog, UpdateReport
-from sparring.agents.networks import (
-    ACTIVATIONS,
-    Memory,
-    MemorySettings,
-    NetworkSettings,
-    ObservationEncoder,
-    encode_sequences,
-    encode_step,
-    observation_layout,
-)
-from sparring.agents.policy import MASKED_LOGIT, RunningNorm, check_finite, flat_obs
+from sparring.agents.networks import ACTIVATIONS, MemorySettings, NetworkSettings, ObservationEncoder, ObservationReader
+from sparring.agents.policy import MASKED_LOGIT, ObservingPolicy, check_finite, flat_obs
 from sparring.agents.replay import Batch, OpenTransitions, ReplayBuffer
 from sparring.agents.rollout import AgentMemory
 from sparring.agents.reward_scaling import RewardScaler
@@ -122,7 +113,7 @@ def override_settings(base: SACSettings, overrides: Mapping[str, object]) -> SAC
 # -- networks -------------------------------------------------------------------
 
 
-class SACActor(nn.Module):
+class SACActor(ObservingPolicy):
     """The policy of one behaviour: an MLP to a squashed Gaussian (Box) or masked categorical branches.
 
     :meth:`forward` is the deterministic policy a game runs: ``tanh(mean)`` scaled
@@ -142,23 +133,14 @@ class SACActor(nn.Module):
 
     def __init__(self, spec: BehaviourSpec, hidden_sizes: list[int], activation: str, normalize: bool,
                  vis_encode_type: str = "auto", memory: MemorySettings | None = None) -> None:
-        super().__init__()
         if spec.is_hybrid:
             raise ValueError(f"behaviour {spec.name!r}: SAC does not train hybrid (continuous + discrete) actions yet; "
                              "use algorithm ppo")
-        self.spec = spec
-        self.layout = observation_layout(spec.observation_components, vis_encode_type)
-        self.obs_keys = [c.key for c in self.layout]
-        self.obs_size = self.layout[-1].stop
+        super().__init__(spec, hidden_sizes[0], normalize, vis_encode_type, memory)
         self.continuous = spec.is_continuous
         self.branches = spec.action_branches
         self._act = ACTIVATIONS[activation]
-        self.encoder = ObservationEncoder(self.layout, spec.observation_components, vis_encode_type, hidden_sizes[0])
-        vector_size = self.encoder.vector_size
-        self.normalizer = RunningNorm(vector_size, row_size=self.obs_size) if normalize and vector_size else None
-        self.memory = None if memory is None else Memory(self.encoder.out_size, memory.memory_size)
-        self.memory_size = 0 if memory is None else memory.memory_size
-        sizes = [self.encoder.out_size if memory is None else self.memory.out_size, *hidden_sizes]
+        sizes = [self.features_size, *hidden_sizes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         if self.continuous:
             box = spec.action_space
@@ -173,26 +155,6 @@ class SACActor(nn.Module):
             self.action_size = len(self.branches)
             self.head = nn.Linear(sizes[-1], sum(self.branches))
         self.continuous_size = self.action_size if self.continuous else 0  # as BehaviourPolicy, for the exporter
-
-    def flatten_obs(self, obs: Obs) -> torch.Tensor:
-        """Batched numpy observation -> float32 ``(n, obs_size)`` tensor (no normalisation)."""
-        return torch.from_numpy(flat_obs(obs, self.obs_keys))
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.normalizer is None else self.normalizer(x)
-
-    def core(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The MLP's input for normalised ``x``, one decision per row, and the memory's next state (see
-        :func:`~sparring.agents.networks.encode_step`)."""
-        return encode_step(self.encoder, self.memory, x, state)
-
-    def core_sequences(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """The MLP's inputs along sequences of normalised rows ``(batch, steps, obs_size)`` from ``state``."""
-        return encode_sequences(self.encoder, self.memory, x, state)
-
-    def initial_state(self, n: int) -> torch.Tensor | None:
-        """The memory of ``n`` agents starting an episode (None without memory)."""
-        return None if self.memory is None else torch.zeros(n, self.memory_size)
 
     def heads(self, h: torch.Tensor) -> torch.Tensor:
         """The head's raw output from the MLP's input ``h``: means then unclamped log-stds, or the logits."""
@@ -268,7 +230,7 @@ class SACActor(nn.Module):
         return ((flat - self.action_offset.numpy()) / self.action_scale.numpy()).astype(np.float32)
 
 
-class TwinCritic(nn.Module):
+class TwinCritic(ObservationReader):
     """Two Q networks of the same shape over one observation encoder (and memory); ``forward(x, actions)`` gives
     ``(q1, q2)``.
 
@@ -281,23 +243,12 @@ class TwinCritic(nn.Module):
 
     def __init__(self, encoder: ObservationEncoder, action_size: int, out_size: int, hidden_sizes: list[int],
                  activation: str, memory: MemorySettings | None = None) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.memory = None if memory is None else Memory(encoder.out_size, memory.memory_size)
-        features = encoder.out_size if memory is None else self.memory.out_size
-        sizes = [features + action_size, *hidden_sizes, out_size]
+        super().__init__(encoder, memory)
+        sizes = [self.features_size + action_size, *hidden_sizes, out_size]
         self.nets = nn.ModuleList(
             nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])) for _ in range(2)
         )
         self._act = ACTIVATIONS[activation]
-
-    def core(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The Q nets' observation features, one decision per row, and the memory's next state."""
-        return encode_step(self.encoder, self.memory, x, state)
-
-    def core_sequences(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """The Q nets' observation features along sequences ``(batch, steps, obs_size)`` from ``state``."""
-        return encode_sequences(self.encoder, self.memory, x, state)
 
     def forward(self, x: torch.Tensor, actions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.q(self.core(x)[0], actions)

@@ -59,10 +59,11 @@ class OnnxPolicy:
         if self.memory is not None:
             if agent_ids is None:
                 raise ValueError("this model is recurrent: pass agent_ids, so each agent's memory carries over")
-            feeds["recurrent_in"] = self.memory.get(np.asarray(agent_ids, np.int64))
-        *actions, memory = self.session.run(self._outputs, feeds) + ([None] if self.memory is None else [])
+            agent_ids = np.asarray(agent_ids, np.int64)
+            feeds["recurrent_in"] = self.memory.get(agent_ids)
+        actions = self.session.run(self._outputs, feeds)
         if self.memory is not None:
-            self.memory.set(np.asarray(agent_ids, np.int64), memory)
+            self.memory.set(agent_ids, actions.pop())  # recurrent_out, the last output
         return actions[0] if len(actions) == 1 else dict(zip(HYBRID_KEYS, actions))
 
     def reset_memory(self, behaviour: str | None = None, agent_ids: np.ndarray | None = None) -> None:

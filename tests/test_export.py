@@ -42,10 +42,10 @@ BEHAVIOURS = {
 }
 
 
-def trained_looking_policy(spec: BehaviourSpec) -> BehaviourPolicy:
+def trained_looking_policy(spec: BehaviourSpec, memory: MemorySettings | None = None) -> BehaviourPolicy:
     """A policy with non-trivial weights and normalisation statistics (so folding them is tested)."""
     torch.manual_seed(0)
-    policy = BehaviourPolicy(spec, normalize=True)
+    policy = BehaviourPolicy(spec, normalize=True, memory=memory)
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -213,13 +213,7 @@ def test_exporting_an_unfinished_run_is_refused(tmp_path, capsys):
 
 
 def recurrent_policy(spec: BehaviourSpec) -> BehaviourPolicy:
-    torch.manual_seed(0)
-    policy = BehaviourPolicy(spec, normalize=True, memory=MemorySettings(memory_size=16, sequence_length=4))
-    with torch.no_grad():
-        for p in policy.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-        policy.normalizer.update(torch.randn(500, policy.obs_size) * 3 + 1)
-    return policy.eval()
+    return trained_looking_policy(spec, MemorySettings(memory_size=16, sequence_length=4)).eval()
 
 
 @pytest.mark.parametrize("fmt", ["native", "mlagents"])
