@@ -67,7 +67,7 @@ def evaluate(
     while True:
         for name, step in result.items():
             # terminals first: a decision for the same id in this result starts its next episode
-            for agent, reward in zip(step.terminals.agent_ids.tolist(), step.terminals.rewards.tolist()):
+            for agent, reward in zip(step.terminals.agent_ids.tolist(), step.terminals.total_rewards.tolist()):
                 key = (name, agent)
                 if key not in running and key not in uncounted:
                     begin(key)  # an episode that ended before its first decision
@@ -79,7 +79,7 @@ def evaluate(
                 uncounted.discard((name, agent))
             if forget is not None and (len(step.terminals) or len(step.lost)):
                 forget(name, np.concatenate([step.terminals.agent_ids, step.lost]))
-            for agent, reward in zip(step.decisions.agent_ids.tolist(), step.decisions.rewards.tolist()):
+            for agent, reward in zip(step.decisions.agent_ids.tolist(), step.decisions.total_rewards.tolist()):
                 key = (name, agent)
                 if key not in running and key not in uncounted:
                     begin(key)

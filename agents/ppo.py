@@ -153,7 +153,7 @@ class BehaviourLearner:
         terminals = step.terminals
         if len(terminals):
             slots = self.buffer.slots_of(terminals.agent_ids)
-            self.buffer.credit(slots, terminals.rewards)
+            self.buffer.credit(slots, terminals.total_rewards)
             bootstrap = np.zeros(len(terminals), np.float32)
             if terminals.truncated.any():
                 cut = terminals.truncated
@@ -168,7 +168,7 @@ class BehaviourLearner:
                 self.memory.forget(step.lost)
         decisions = step.decisions
         if len(decisions):
-            self.buffer.credit(self.buffer.slots_of(decisions.agent_ids), decisions.rewards)
+            self.buffer.credit(self.buffer.slots_of(decisions.agent_ids), decisions.total_rewards)
         if self.reward_scaler is not None:
             self.reward_scaler.observe_step(step, self.buffer.slots_of)
 

@@ -37,11 +37,11 @@ class RewardScaler:
         """Everything one env step says of the behaviour's rewards: episodes that ended, agents lost, and the
         rewards of agents deciding again. ``slots_of`` maps agent ids to the learner's dense slots."""
         if len(step.terminals):
-            self.observe(slots_of(step.terminals.agent_ids), step.terminals.rewards, ended=True)
+            self.observe(slots_of(step.terminals.agent_ids), step.terminals.total_rewards, ended=True)
         if len(step.lost):
             self.forget(slots_of(step.lost))
         if len(step.decisions):
-            self.observe(slots_of(step.decisions.agent_ids), step.decisions.rewards)
+            self.observe(slots_of(step.decisions.agent_ids), step.decisions.total_rewards)
 
     def observe(self, slots: np.ndarray, rewards: np.ndarray, ended: bool = False) -> None:
         """Rewards just earned by the agents in ``slots``; ``ended``: their episodes are over (or lost)."""

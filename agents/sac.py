@@ -354,7 +354,7 @@ class BehaviourSAC:
             slots = open_.slots_of(terminals.agent_ids)
             final = self._flat(terminals.obs)
             # A terminated episode has no future value; a truncated one bootstraps from its final observation.
-            open_.close(slots, terminals.rewards, final, terminals.truncated.astype(np.float32), None, self.replay)
+            open_.close(slots, terminals.total_rewards, final, terminals.truncated.astype(np.float32), None, self.replay)
             self.episodes.add(open_.end_episodes(slots), terminals.truncated)
             self._forget(terminals.agent_ids)
         if len(step.lost):
@@ -363,7 +363,7 @@ class BehaviourSAC:
         decisions = step.decisions
         if len(decisions):
             self._decision_obs = self._flat(decisions.obs)
-            open_.close(open_.slots_of(decisions.agent_ids), decisions.rewards, self._decision_obs,
+            open_.close(open_.slots_of(decisions.agent_ids), decisions.total_rewards, self._decision_obs,
                         np.ones(len(decisions), np.float32), decisions.action_mask, self.replay)
         if self.reward_scaler is not None:
             self.reward_scaler.observe_step(step, open_.slots_of)

@@ -18,6 +18,15 @@ agents (ML-Agents' DecisionSteps/TerminalSteps):
 - An agent in :class:`TerminalSteps` has ended an episode. If the same agent id
   is also in the same result's :class:`DecisionSteps`, that decision is the first
   of its next episode. Envs reset themselves: training code calls ``reset`` once.
+- Agents that share rewards form *groups* (ML-Agents' ``SimpleMultiAgentGroup``):
+  ``group_ids`` gives each agent's group (0: none) and ``group_rewards`` what its
+  group earned since the agent's previous decision, reported to every member like
+  ``rewards``. A group's members belong to one behaviour; an agent leaves its
+  group by ending its episode while the others play on (DungeonEscape's agent
+  that sacrifices itself), and the group's later rewards reach it only through
+  learners that value the group (MA-POCA). Independent learners train on
+  :attr:`DecisionSteps.total_rewards`, individual plus group reward, as
+  ML-Agents' PPO and SAC do.
 - Agent ids are ``int64`` and unique within a behaviour at any moment. Agents
   may request decisions at different rates, and join or leave at any step. An
   agent that leaves mid-episode (its game crashed) is listed in
@@ -37,8 +46,34 @@ import numpy as np
 from sparring.spec import Batch, BehaviourSpec, Obs, batch_len, batch_take, empty_obs
 
 
+class _Grouped:
+    """Group membership and group rewards of a batch of agents (see the module docstring).
+
+    Sources without groups leave both ``None``; they then read as no group and no group reward.
+    """
+
+    agent_ids: np.ndarray
+    rewards: np.ndarray
+    group_ids: np.ndarray | None
+    group_rewards: np.ndarray | None
+
+    def __post_init__(self) -> None:
+        if self.group_ids is None:
+            self.group_ids = np.zeros(len(self.agent_ids), np.int64)
+        if self.group_rewards is None:
+            self.group_rewards = np.zeros(len(self.agent_ids), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.agent_ids)
+
+    @property
+    def total_rewards(self) -> np.ndarray:
+        """Individual plus group reward: what an independent learner (PPO, SAC) trains on."""
+        return self.rewards + self.group_rewards
+
+
 @dataclass
-class DecisionSteps:
+class DecisionSteps(_Grouped):
     """Agents of one behaviour that request an action now.
 
     Attributes:
@@ -47,20 +82,22 @@ class DecisionSteps:
         rewards: ``float32 (n,)``, earned since each agent's previous decision.
         action_mask: ``bool (n, spec.mask_size)``, ``True`` = allowed; ``None``
             when the source declares no masks (everything allowed).
+        group_ids: ``int64 (n,)``, each agent's group, 0 for none.
+        group_rewards: ``float32 (n,)``, earned by each agent's group since its previous decision.
     """
 
     agent_ids: np.ndarray
     obs: Obs
     rewards: np.ndarray
     action_mask: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.agent_ids)
+    group_ids: np.ndarray | None = None
+    group_rewards: np.ndarray | None = None
 
     def take(self, rows: np.ndarray) -> DecisionSteps:
         """The agents at ``rows`` (an index or boolean array)."""
         return DecisionSteps(self.agent_ids[rows], batch_take(self.obs, rows), self.rewards[rows],
-                             None if self.action_mask is None else self.action_mask[rows])
+                             None if self.action_mask is None else self.action_mask[rows],
+                             self.group_ids[rows], self.group_rewards[rows])
 
     @classmethod
     def empty(cls, spec: BehaviourSpec) -> DecisionSteps:
@@ -68,7 +105,7 @@ class DecisionSteps:
 
 
 @dataclass
-class TerminalSteps:
+class TerminalSteps(_Grouped):
     """Agents of one behaviour whose episode ended since the last call.
 
     Attributes:
@@ -78,15 +115,15 @@ class TerminalSteps:
         truncated: ``bool (n,)``. ``True`` when the episode was cut short (a time
             limit, an interrupted game) rather than reaching a terminal state:
             learners bootstrap from the final observation's value only then.
+        group_ids, group_rewards: as in :class:`DecisionSteps`.
     """
 
     agent_ids: np.ndarray
     obs: Obs
     rewards: np.ndarray
     truncated: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.agent_ids)
+    group_ids: np.ndarray | None = None
+    group_rewards: np.ndarray | None = None
 
     @property
     def terminated(self) -> np.ndarray:
@@ -94,7 +131,8 @@ class TerminalSteps:
 
     def take(self, rows: np.ndarray) -> TerminalSteps:
         """The agents at ``rows`` (an index or boolean array)."""
-        return TerminalSteps(self.agent_ids[rows], batch_take(self.obs, rows), self.rewards[rows], self.truncated[rows])
+        return TerminalSteps(self.agent_ids[rows], batch_take(self.obs, rows), self.rewards[rows], self.truncated[rows],
+                             self.group_ids[rows], self.group_rewards[rows])
 
     @classmethod
     def empty(cls, spec: BehaviourSpec) -> TerminalSteps:
@@ -132,6 +170,22 @@ class BehaviourStep:
 StepResult = dict[str, BehaviourStep]
 Actions = Mapping[str, Batch]  # per behaviour, one action row per deciding agent
 
+STAT_AGGREGATIONS = ("average", "most_recent", "sum", "histogram")
+"""How a game statistic's values within one summary period become one figure (ML-Agents'
+``StatsAggregationMethod``; a histogram is summarised by its mean and also logged whole)."""
+
+GameStats = dict[str, list[tuple[float, str]]]
+"""Statistics a game recorded under names it chose: per name, ``(value, aggregation)`` pairs in order."""
+
+
+def merge_stats(parts: list[GameStats]) -> GameStats:
+    """Several sources' statistics as one, each name's values in source order."""
+    merged: GameStats = {}
+    for part in parts:
+        for name, values in part.items():
+            merged.setdefault(name, []).extend(values)
+    return merged
+
 
 class MultiAgentEnv(ABC):
     """A batched multi-agent environment (see the module docstring for the contract)."""
@@ -145,6 +199,14 @@ class MultiAgentEnv(ABC):
     @abstractmethod
     def step(self, actions: Actions) -> StepResult:
         """Apply one action per decision agent and advance to the next decisions."""
+
+    def drain_stats(self) -> GameStats:
+        """The statistics the game recorded since the last call (ML-Agents' ``StatsRecorder``), then forgets them.
+
+        Sources without game statistics return nothing; the trainer logs these to TensorBoard under the
+        names the game gave.
+        """
+        return {}
 
     def close(self) -> None:
         """Release processes, sockets or windows the env holds."""
@@ -177,6 +239,12 @@ def check_step_result(specs: Mapping[str, BehaviourSpec], result: StepResult) ->
                 raise ValueError(f"{where}.agent_ids: duplicate agent ids {part.agent_ids.tolist()}")
             if part.rewards.shape != (n,) or part.rewards.dtype != np.float32:
                 raise ValueError(f"{where}.rewards: expected float32 ({n},), got {part.rewards.dtype} {part.rewards.shape}")
+            if part.group_ids.shape != (n,) or part.group_ids.dtype != np.int64:
+                raise ValueError(f"{where}.group_ids: expected int64 ({n},), got {part.group_ids.dtype} {part.group_ids.shape}")
+            if part.group_rewards.shape != (n,) or part.group_rewards.dtype != np.float32:
+                raise ValueError(
+                    f"{where}.group_rewards: expected float32 ({n},), got {part.group_rewards.dtype} {part.group_rewards.shape}"
+                )
             if batch_len(part.obs) != n:
                 raise ValueError(f"{where}.obs: {batch_len(part.obs)} rows for {n} agents")
             _check_obs(where, spec, part.obs)

@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
+from sparring.envs.base import (
+    Actions, BehaviourStep, DecisionSteps, GameStats, MultiAgentEnv, StepResult, TerminalSteps, merge_stats,
+)
 from sparring.spec import BehaviourSpec, batch_concat, batch_len, batch_take
 
 ID_STRIDE = 2**32
@@ -135,12 +137,16 @@ class VectorEnv(MultiAgentEnv):
                     batch_concat([d.obs for d in decisions]),
                     batch_concat([d.rewards for d in decisions]),
                     _merged_masks(decisions, spec),
+                    self._merged_groups(name, "decisions", [d.group_ids for d in decisions]),
+                    batch_concat([d.group_rewards for d in decisions]),
                 ),
                 TerminalSteps(
                     self._merged_ids(name, "terminals", [t.agent_ids for t in terminals]),
                     batch_concat([t.obs for t in terminals]),
                     batch_concat([t.rewards for t in terminals]),
                     batch_concat([t.truncated for t in terminals]),
+                    self._merged_groups(name, "terminals", [t.group_ids for t in terminals]),
+                    batch_concat([t.group_rewards for t in terminals]),
                 ),
                 self._merged_ids(name, "lost", [s.lost for s in steps]),
             )
@@ -170,6 +176,12 @@ class VectorEnv(MultiAgentEnv):
                 f"merged across copies, got {parts[bad].min()}..{parts[bad].max()}"
             )
         return local + offsets
+
+
+    def _merged_groups(self, name: str, kind: str, parts: list[np.ndarray]) -> np.ndarray:
+        """Group ids made distinct across copies as agent ids are; 0 (no group) stays 0."""
+        ids = self._merged_ids(name, f"{kind} group", parts)
+        return np.where(ids % ID_STRIDE == 0, 0, ids)
 
 
 def _agreed_specs(copy_specs: Sequence[Mapping[str, BehaviourSpec]]) -> dict[str, BehaviourSpec]:
@@ -229,6 +241,9 @@ class SerialVectorEnv(VectorEnv):
 
     def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
         return [getattr(env, method)(arg) for env, arg in zip(self.envs, args)]
+
+    def drain_stats(self) -> GameStats:
+        return merge_stats([env.drain_stats() for env in self.envs])
 
     def close(self) -> None:
         self._closed = True
@@ -313,6 +328,9 @@ class SubprocVectorEnv(VectorEnv):
             # out of step with this process: none of them can be trusted again.
             self.close()
             raise
+
+    def drain_stats(self) -> GameStats:
+        return merge_stats(self._run_copies("drain_stats", [None] * self.num_envs))
 
     def _gather(self, what: str) -> list[Any]:
         """Await every worker's answer to ``what``; raise on the first failure."""
@@ -440,7 +458,7 @@ def _worker(conn: Connection, env_fn_payload: bytes) -> None:
             if method == "close":
                 return
             try:
-                conn.send(("ok", getattr(env, method)(arg)))
+                conn.send(("ok", env.drain_stats() if method == "drain_stats" else getattr(env, method)(arg)))
             except Exception as exc:
                 conn.send(("error", _describe(exc)))
     except (EOFError, BrokenPipeError, ConnectionResetError):

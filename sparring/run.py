@@ -27,6 +27,7 @@ from sparring.agents.episodes import UpdateReport
 from sparring.agents.ppo import PPO
 from sparring.agents.sac import SAC
 from sparring.config import RunConfig
+from sparring.envs.base import GameStats, merge_stats
 
 _CHECKPOINT = re.compile(r"step_(\d+)\.pt$")
 
@@ -89,6 +90,7 @@ class RunLogger:
         self._metrics_file = run.metrics.open("a")
         self._episodes: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in model.specs}
         self._stats: dict[str, list[dict[str, float]]] = {name: [] for name in model.specs}
+        self._game_stats: list[GameStats] = []
         self._next_summary = _next_multiple(model.num_steps, self.trainer.summary_freq)
         self._next_checkpoint = _next_multiple(model.num_steps, self.trainer.checkpoint_interval)
         self._last_time, self._last_step = time.perf_counter(), model.num_steps
@@ -114,6 +116,7 @@ class RunLogger:
                 (behaviour.episode_returns, behaviour.episode_lengths, behaviour.episode_truncated))
             if behaviour.stats:
                 self._stats[name].append(behaviour.stats)
+        self._game_stats.append(model.env.drain_stats())
         if self._progress is not None:
             self._progress.update(self._task, completed=report.step)
         if report.step >= self._next_summary or report.step >= self.trainer.max_steps:
@@ -128,12 +131,19 @@ class RunLogger:
         rate = (report.step - self._last_step) / max(now - self._last_time, 1e-9)
         self._last_time, self._last_step = now, report.step
         lines = []
+        game_values = merge_stats(self._game_stats)
+        self._game_stats.clear()
+        game_stats = summarise_game_stats(game_values)
         for name in report.behaviours:
             returns, lengths, truncated = (np.concatenate(column) for column in zip(*self._episodes[name]))
             self._episodes[name].clear()
             metrics = _means(self._stats[name])
             self._stats[name].clear()
             metrics.update(episode_metrics(returns, lengths, truncated))
+            metrics.update(game_stats)  # as ML-Agents does, every behaviour's summary carries the game's statistics
+            for tag, values in game_values.items():
+                if values[-1][1] == "histogram":
+                    self.writers[name].add_histogram(tag, np.array([v for v, _ in values]), report.step)
             recorded = model.learners[name].recorded_obs
             if len(recorded):  # the newest raw observations the learner saw
                 metrics["Diagnostics/Observation Max RMS"] = float(recorded.square().mean(0).sqrt().max())
@@ -194,6 +204,16 @@ def episode_metrics(returns: np.ndarray, lengths: np.ndarray, truncated: np.ndar
     if truncated.any():
         metrics["Diagnostics/Truncated Reward Per Step"] = float(rates[truncated].mean())
     return metrics
+
+
+def summarise_game_stats(stats: GameStats) -> dict[str, float]:
+    """One figure per statistic of the summary period, by the aggregation the game asked for (its last value's)."""
+    out = {}
+    for name, values in stats.items():
+        numbers = np.array([v for v, _ in values], np.float64)
+        how = values[-1][1]
+        out[name] = float(numbers[-1] if how == "most_recent" else numbers.sum() if how == "sum" else numbers.mean())
+    return out
 
 
 def _means(reports: list[dict[str, float]]) -> dict[str, float]:

@@ -264,7 +264,7 @@ class SelfPlay(PPO):
                     part.lost[lost & (lost_role == role)]))
                 games = finished & ~terminals.truncated
                 faced = self._opponent_of(name, terminals.agent_ids[games])
-                for opponent, score in zip(faced.tolist(), game_score(terminals.rewards[games]).tolist()):
+                for opponent, score in zip(faced.tolist(), game_score(terminals.total_rewards[games]).tolist()):
                     self.league.record(group, opponent, score, self.num_steps, role=self.roles[role])
 
     def _learner_decisions(self, name: str, role: int = 0) -> DecisionSteps:
