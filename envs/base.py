@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparring.envs.parameters import ParameterValue
 from sparring.spec import Batch, BehaviourSpec, Obs, batch_len, batch_take, empty_obs
 
 
@@ -199,6 +200,14 @@ class MultiAgentEnv(ABC):
     @abstractmethod
     def step(self, actions: Actions) -> StepResult:
         """Apply one action per decision agent and advance to the next decisions."""
+
+    def set_parameters(self, parameters: Mapping[str, ParameterValue]) -> None:
+        """Environment parameters (a curriculum's lesson, samplers) the game reads from its next episodes on.
+
+        Values stay until set again; a name not given keeps its previous value. Sources that cannot
+        carry parameters refuse, naming themselves.
+        """
+        raise NotImplementedError(f"{type(self).__name__} takes no environment parameters")
 
     def drain_stats(self) -> GameStats:
         """The statistics the game recorded since the last call (ML-Agents' ``StatsRecorder``), then forgets them.

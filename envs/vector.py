@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from sparring.envs.parameters import ParameterValue
 from sparring.envs.base import (
     Actions, BehaviourStep, DecisionSteps, GameStats, MultiAgentEnv, StepResult, TerminalSteps, merge_stats,
 )
@@ -97,6 +98,10 @@ class VectorEnv(MultiAgentEnv):
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed (by close() or after a worker failed); make a new one")
         return self._merge(self._run_copies(method, args))
+
+    def set_parameters(self, parameters: Mapping[str, ParameterValue]) -> None:
+        """Every copy gets the same parameters (each copy draws its own samples)."""
+        self._run_copies("set_parameters", [dict(parameters)] * self.num_envs)
 
     def _split_actions(self, actions: Actions) -> list[dict[str, np.ndarray]]:
         if self._split_points is None:
