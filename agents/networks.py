@@ -210,36 +210,24 @@ class ImageEncoder(nn.Module):
 # -- entity lists ---------------------------------------------------------------------
 
 
-class EntityEncoder(nn.Module):
-    """A variable number of entities (rank 2: max entities x features) -> ``size`` features.
+class ResidualSelfAttention(nn.Module):
+    """Embedded entities ``(n, count, size)`` -> ``(n, size)``: multi-head self-attention over the present ones,
+    a residual connection and layer norm, then the mean over the present ones (ML-Agents' ``ResidualSelfAttention``).
 
-    ML-Agents' buffer-sensor encoding: each entity, with the agent's own vector observation
-    beside it (so "how far is it from me" can be learned), embedded by a linear layer; multi-head
-    self-attention over the present entities with a residual connection and layer norm; then the
-    mean over the present entities. An entity whose features' squares sum below 0.01 is padding
-    (ML-Agents' rule; a buffer sensor pads with zeros): neither attended to nor averaged. A list
-    with no entities encodes to zeros.
+    ``present`` (``(n, count)``, 1 or 0) says which entities exist; absent ones are neither attended to
+    nor averaged, and a row with none encodes to zeros.
     """
 
-    def __init__(self, shape: tuple[int, int], size: int, self_size: int = 0) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
-        self.shape = shape
         self.size = size
-        self.out_size = size
         self.heads = ATTENTION_HEADS if size % ATTENTION_HEADS == 0 else 1
-        self.self_size = self_size
-        self.embed = nn.Linear(shape[1] + self_size, size)
         self.qkv = nn.Linear(size, 3 * size)
         self.out = nn.Linear(size, size)
         self.norm = nn.LayerNorm(size)
 
-    def forward(self, x: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
-        count, head_size = self.shape[0], self.size // self.heads
-        entities = x.reshape(-1, *self.shape)
-        present = (entities.square().sum(-1) >= PADDING_THRESHOLD).float()  # (n, entities)
-        if self.self_size:
-            entities = torch.cat([entities, own.unsqueeze(1).expand(-1, count, -1)], -1)
-        h = swish(self.embed(entities))
+    def forward(self, h: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        count, head_size = h.shape[1], self.size // self.heads
         qkv = self.qkv(h).reshape(-1, count, 3, self.heads, head_size).permute(2, 0, 3, 1, 4)
         scores = qkv[0] @ qkv[1].transpose(-1, -2) * (1 / math.sqrt(head_size))  # (n, heads, entities, entities)
         scores = scores + (1 - present[:, None, None, :]) * PADDING_LOGIT
@@ -247,6 +235,31 @@ class EntityEncoder(nn.Module):
         h = self.norm(h + self.out(attended))
         weights = present / present.sum(-1, keepdim=True).clamp_min(1)
         return (h * weights.unsqueeze(-1)).sum(1)
+
+
+class EntityEncoder(nn.Module):
+    """A variable number of entities (rank 2: max entities x features) -> ``size`` features.
+
+    ML-Agents' buffer-sensor encoding: each entity, with the agent's own vector observation
+    beside it (so "how far is it from me" can be learned), embedded by a linear layer, then
+    :class:`ResidualSelfAttention` over the present entities. An entity whose features' squares
+    sum below 0.01 is padding (ML-Agents' rule; a buffer sensor pads with zeros).
+    """
+
+    def __init__(self, shape: tuple[int, int], size: int, self_size: int = 0) -> None:
+        super().__init__()
+        self.shape = shape
+        self.out_size = size
+        self.self_size = self_size
+        self.embed = nn.Linear(shape[1] + self_size, size)
+        self.attention = ResidualSelfAttention(size)
+
+    def forward(self, x: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
+        entities = x.reshape(-1, *self.shape)
+        present = (entities.square().sum(-1) >= PADDING_THRESHOLD).float()  # (n, entities)
+        if self.self_size:
+            entities = torch.cat([entities, own.unsqueeze(1).expand(-1, self.shape[0], -1)], -1)
+        return self.attention(swish(self.embed(entities)), present)
 
 
 class ObservationEncoder(nn.Module):

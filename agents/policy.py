@@ -40,11 +40,17 @@ def flat_obs(obs: Obs, keys: Sequence[str]) -> np.ndarray:
     The result is always writeable: torch may not wrap a read-only array (a game's frame, a shared constant).
     """
     if isinstance(obs, dict):
-        parts = [np.asarray(obs[k]).reshape(len(obs[k]), -1) for k in keys]
+        parts = [_rows(obs[k]) for k in keys]
         flat = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     else:
-        flat = np.asarray(obs).reshape(len(obs), -1)
+        flat = _rows(obs)
     return np.require(flat, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
+
+
+def _rows(part: np.ndarray) -> np.ndarray:
+    """One component as ``(n, features)``, zero agents included."""
+    part = np.asarray(part)
+    return part.reshape(len(part), int(np.prod(part.shape[1:])))
 
 
 def check_finite(flat: np.ndarray, behaviour: str) -> None:
@@ -98,21 +104,21 @@ class RunningNorm(nn.Module):
 
 
 class TwinMLP(nn.Module):
-    """Two equally shaped MLPs (actor trunk, critic trunk) evaluated together.
+    """Two equally shaped MLPs (actor trunk, critic trunk) evaluated together, or the actor's alone (``copies=1``).
 
-    Activations are ``(2, batch, width)``: index 0 is the actor's, index 1 the critic's.
+    Activations are ``(copies, batch, width)``: index 0 is the actor's, index 1 the critic's.
     """
 
-    def __init__(self, in_size: int, hidden: Sequence[int], activation: str) -> None:
+    def __init__(self, in_size: int, hidden: Sequence[int], activation: str, copies: int = 2) -> None:
         super().__init__()
         sizes = [in_size, *hidden]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             # Orthogonal init with gain sqrt(2), per network, as SB3 and CleanRL do.
-            w = torch.stack([nn.init.orthogonal_(torch.empty(fan_out, fan_in), math.sqrt(2)).T for _ in range(2)])
+            w = torch.stack([nn.init.orthogonal_(torch.empty(fan_out, fan_in), math.sqrt(2)).T for _ in range(copies)])
             self.weights.append(nn.Parameter(w.contiguous()))
-            self.biases.append(nn.Parameter(torch.zeros(2, 1, fan_out)))
+            self.biases.append(nn.Parameter(torch.zeros(copies, 1, fan_out)))
         self.activation = activation
         self._act = ACTIVATIONS[activation]
         # The same Parameter objects as plain tuples: indexing a ParameterList costs more than the matmul it feeds
@@ -120,7 +126,7 @@ class TwinMLP(nn.Module):
         self._layers = tuple(zip(self.weights, self.biases))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.unsqueeze(0).expand(2, *x.shape)
+        h = x.unsqueeze(0).expand(len(self.biases[0]), *x.shape)
         for w, b in self._layers:
             h = self._act(torch.baddbmm(b, h, w))
         return h
@@ -281,6 +287,8 @@ class BehaviourPolicy(ObservingPolicy):
         normalize: keep running statistics of the vector observations and normalise them.
         vis_encode_type: the CNN for images (see :func:`~sparring.agents.networks.observation_layout`).
         memory: an LSTM between encoder and trunk, shared by actor and critic.
+        critic: False for an actor alone, whose learner values states elsewhere (MA-POCA's group critic):
+            ``value`` is then unavailable and ``sample``/``evaluate`` return ``None`` values.
 
     With memory, every method takes the agents' recurrent ``state`` (``(n, memory_size)``, zeros at
     an episode's start) and those that act return the state after the step. ``evaluate`` also takes
@@ -295,17 +303,18 @@ class BehaviourPolicy(ObservingPolicy):
         normalize: bool = False,
         vis_encode_type: VisEncodeType = "auto",
         memory: MemorySettings | None = None,
+        critic: bool = True,
     ) -> None:
         super().__init__(spec, hidden_sizes[0], normalize, vis_encode_type, memory)
         self.branches = spec.action_branches
         box = spec.continuous_space
         self.continuous_size = 0 if box is None else int(np.prod(box.shape))
-        self.trunk = TwinMLP(self.features_size, hidden_sizes, activation)
+        self.trunk = TwinMLP(self.features_size, hidden_sizes, activation, copies=2 if critic else 1)
         width = hidden_sizes[-1]
         self.actor_head = _linear_head(width, self.continuous_size + sum(self.branches), 0.01)
         if self.continuous_size:
             self.log_std = nn.Parameter(torch.zeros(self.continuous_size))
-        self.critic_head = _linear_head(width, 1, 1.0)
+        self.critic_head = _linear_head(width, 1, 1.0) if critic else None
 
     @property
     def action_shape(self) -> tuple[int, ...]:
@@ -324,9 +333,11 @@ class BehaviourPolicy(ObservingPolicy):
         h = self.core_sequences(x.reshape(len(state), -1, x.shape[-1]), state)
         return self._heads(self.trunk(h.reshape(len(x), -1)))
 
-    def _heads(self, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _heads(self, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(actor output, value) from the trunk's stacked last activations (one addmm each, no Module call)."""
         out = torch.addmm(self.actor_head.bias, top[0], self.actor_head.weight.T)
+        if self.critic_head is None:
+            return out, None
         value = torch.addmm(self.critic_head.bias, top[1], self.critic_head.weight.T).squeeze(-1)
         return out, value
 

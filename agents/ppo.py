@@ -37,7 +37,7 @@ from sparring.agents.networks import NetworkSettings
 from sparring.agents.policy import BehaviourPolicy, check_finite
 from sparring.agents.reward_scaling import RewardScaler
 from sparring.agents.rollout import AgentMemory, RolloutBuffer
-from sparring.envs.base import BehaviourStep, DecisionSteps
+from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps
 from sparring.spec import Batch, BehaviourSpec, Obs, batch_take
 
 RECORDED_OBS = 256  # raw observations kept per behaviour, saved with checkpoints for export verification
@@ -96,6 +96,11 @@ class PPOSettings(NetworkSettings):
     activation: Literal["tanh", "relu", "swish"] = "tanh"
 
 
+def adam(params, settings: PPOSettings) -> torch.optim.Adam:
+    """The optimiser of an on-policy learner's parameters."""
+    return torch.optim.Adam(params, lr=settings.learning_rate, eps=1e-5, fused=True)
+
+
 def _schedule(start: float, kind: str, progress: float, end: float) -> float:
     """``start``, or with ``kind`` linear, on the line from ``start`` to ``end`` at ``progress`` (ML-Agents'
     ``polynomial_decay`` with power 1)."""
@@ -105,19 +110,25 @@ def _schedule(start: float, kind: str, progress: float, end: float) -> float:
 class BehaviourLearner:
     """Policy, optimiser and rollout storage of one behaviour."""
 
+    policy_has_critic = True  # False where the learner values states with a critic of its own (MA-POCA)
+    buffer_type = RolloutBuffer
+
     def __init__(self, spec: BehaviourSpec, settings: PPOSettings) -> None:
         self.spec = spec
         self.settings = settings
         self.policy = BehaviourPolicy(spec, settings.hidden_sizes, settings.activation, settings.normalize_obs,
-                                      settings.vis_encode_type, settings.memory)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.learning_rate, eps=1e-5, fused=True)
+                                      settings.vis_encode_type, settings.memory, critic=self.policy_has_critic)
+        self.optimizer = adam(self._trained_parameters(), settings)
         action_dtype = np.float32 if self.policy.continuous_size else np.int64
-        self.buffer = RolloutBuffer(self.policy.obs_size, self.policy.action_shape, action_dtype, spec.mask_size,
+        self.buffer = self.buffer_type(self.policy.obs_size, self.policy.action_shape, action_dtype, spec.mask_size,
                                     self.policy.memory_size)
         self.memory = None if settings.memory is None else AgentMemory(self.policy.memory_size)
         self.episodes = EpisodeLog()
         self.recorded_obs = torch.zeros(0, self.policy.obs_size)
         self.reward_scaler = RewardScaler(settings.gamma) if settings.normalize_reward else None
+
+    def _trained_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.policy.parameters())
 
     def inputs(self, obs: Obs, update_stats: bool) -> torch.Tensor:
         """Normalised policy inputs; a NaN or infinite observation is refused, naming the behaviour."""
@@ -154,11 +165,7 @@ class BehaviourLearner:
         if len(terminals):
             slots = self.buffer.slots_of(terminals.agent_ids)
             self.buffer.credit(slots, terminals.total_rewards)
-            bootstrap = np.zeros(len(terminals), np.float32)
-            if terminals.truncated.any():
-                cut = terminals.truncated
-                x = self.inputs(batch_take(terminals.obs, cut), False)
-                bootstrap[cut] = self.policy.value(x, self._memory_of(terminals.agent_ids[cut])).numpy()
+            bootstrap = self._terminal_values(step)
             self.episodes.add(self.buffer.end_episodes(slots, bootstrap), terminals.truncated)
             if self.memory is not None:
                 self.memory.forget(terminals.agent_ids)
@@ -172,6 +179,20 @@ class BehaviourLearner:
         if self.reward_scaler is not None:
             self.reward_scaler.observe_step(step, self.buffer.slots_of)
 
+    def _terminal_values(self, step: BehaviourStep) -> np.ndarray:
+        """What each ended episode's last decision bootstraps from: V(final obs) where it was truncated, else 0."""
+        terminals = step.terminals
+        bootstrap = np.zeros(len(terminals), np.float32)
+        if terminals.truncated.any():
+            cut = terminals.truncated
+            x = self.inputs(batch_take(terminals.obs, cut), False)
+            bootstrap[cut] = self._values(x, terminals.take(cut)).numpy()
+        return bootstrap
+
+    def _values(self, x: torch.Tensor, agents: DecisionSteps | TerminalSteps) -> torch.Tensor:
+        """State values of ``agents`` at their normalised observations ``x``."""
+        return self.policy.value(x, self._memory_of(agents.agent_ids))
+
     def update(self, decisions: DecisionSteps, progress: float, generator: torch.Generator) -> BehaviourReport:
         """GAE over the rollout, then ``n_epochs`` of minibatch PPO steps."""
         s = self.settings
@@ -182,7 +203,7 @@ class BehaviourLearner:
                 raw = self.policy.flatten_obs(decisions.obs)
                 # Real observations to verify exports against, taken once per rollout (off the hot path).
                 self.recorded_obs = torch.cat([self.recorded_obs, raw])[-RECORDED_OBS:]
-                bootstrap = self.policy.value(self._normalized(raw, False), self._memory_of(decisions.agent_ids)).numpy()
+                bootstrap = self._values(self._normalized(raw, False), decisions).numpy()
         if self.reward_scaler is not None:  # the whole rollout at one scale: today's statistics
             self.buffer.rewards[: self.buffer.size] = self.reward_scaler(self.buffer.rewards[: self.buffer.size])
         advantages, returns = self.buffer.finish(slots, bootstrap.astype(np.float32), s.gamma, s.gae_lambda)
@@ -197,14 +218,13 @@ class BehaviourLearner:
         # started from the memory stored with its first row, padding and rows of lost agents weighted 0.
         recurrent = self.policy.memory is not None
         kept = slice(0, buf.size) if recurrent else rows
-        columns = tuple(None if column is None else torch.from_numpy(column[kept]) for column in (
-            buf.obs, buf.actions, buf.masks if buf.has_masks else None, buf.log_probs, advantages, returns, buf.values))
+        columns = self._training_columns(kept, advantages, returns)
         if recurrent:
             sequences = torch.from_numpy(buf.sequences(s.memory.sequence_length))
             memories, weights = torch.from_numpy(buf.memories[: buf.size]), torch.from_numpy(valid.astype(np.float32))
             units, per_batch = len(sequences), max(1, s.batch_size // s.memory.sequence_length)
         else:
-            units, per_batch = len(columns[0]), s.batch_size
+            units, per_batch = len(columns["obs"]), s.batch_size
         lr = _schedule(s.learning_rate, s.lr_schedule, progress, s.learning_rate_end)
         clip = _schedule(s.clip_range, s.clip_schedule, progress, s.clip_range_end)
         ent_coef = _schedule(s.ent_coef, s.ent_schedule, progress, s.ent_coef_end)
@@ -221,8 +241,8 @@ class BehaviourLearner:
                     flat = chosen.reshape(-1)
                     idx, state = flat.clamp_min(0), memories[chosen[:, 0]]
                     weight = weights[idx] * (flat >= 0)
-                batch = columns if idx is None else tuple(None if c is None else c[idx] for c in columns)
-                stats = self._gradient_step(*batch, clip, ent_coef, state, weight, diagnose=last_epoch)
+                batch = columns if idx is None else {k: None if c is None else c[idx] for k, c in columns.items()}
+                stats = self._gradient_step(batch, clip, ent_coef, state, weight, diagnose=last_epoch)
                 clip_grad_norm(params, s.max_grad_norm)
                 self.optimizer.step()
                 if stats is not None:
@@ -232,11 +252,7 @@ class BehaviourLearner:
         var_ret = float(np.var(returns))
         explained = float("nan") if var_ret == 0 else 1.0 - float(np.var(returns - values)) / var_ret
         report.stats = {
-            "Losses/Policy Loss": means[0],
-            "Losses/Value Loss": means[1],
-            "Policy/Entropy": means[2],
-            "Policy/Approx KL": means[3],
-            "Policy/Clip Fraction": means[4],
+            **dict(zip(self.DIAGNOSTICS, means)),
             "Policy/Explained Variance": explained,
             "Policy/Learning Rate": lr,
             "Policy/Epsilon": clip,
@@ -248,15 +264,21 @@ class BehaviourLearner:
         self.buffer.clear()
         return report
 
+    def _training_columns(self, rows: slice | np.ndarray, advantages: np.ndarray, returns: np.ndarray
+                          ) -> dict[str, torch.Tensor | None]:
+        """The rollout's ``rows`` as the tensors minibatches are cut from."""
+        buf = self.buffer
+        columns = {"obs": buf.obs, "actions": buf.actions, "masks": buf.masks if buf.has_masks else None,
+                   "log_probs": buf.log_probs, "advantages": advantages, "returns": returns, "values": buf.values}
+        return {k: None if c is None else torch.from_numpy(c[rows]) for k, c in columns.items()}
+
+    DIAGNOSTICS = ("Losses/Policy Loss", "Losses/Value Loss", "Policy/Entropy", "Policy/Approx KL",
+                   "Policy/Clip Fraction")
+    """What :meth:`_gradient_step` reports with ``diagnose``, in order."""
+
     def _gradient_step(
         self,
-        x: torch.Tensor,
-        actions: torch.Tensor,
-        mask: torch.Tensor | None,
-        old_logp: torch.Tensor,
-        adv: torch.Tensor,
-        returns: torch.Tensor,
-        old_values: torch.Tensor,
+        batch: dict[str, torch.Tensor | None],
         clip: float,
         ent_coef: float,
         state: torch.Tensor | None = None,
@@ -268,26 +290,23 @@ class BehaviourLearner:
 
         A recurrent policy's minibatch is ``len(state)`` sequences one after another, and every mean is
         over the rows of ``weight`` 1 (the rest is padding, or rows of agents lost mid-transition).
-        With ``diagnose``, returns ``[policy loss, value loss, entropy, approx KL, clip fraction]``.
+        With ``diagnose``, returns the :attr:`DIAGNOSTICS`.
         """
         s = self.settings
-        logp, entropy, values = self.policy.evaluate(x, actions, mask, state)
 
         def mean(v: torch.Tensor) -> torch.Tensor:
             return v.mean() if weight is None else (v * weight).sum() / weight.sum().clamp_min(1)
 
+        logp, entropy, values = self.policy.evaluate(batch["obs"], batch["actions"], batch["masks"], state)
+        critic_loss, critic_stats = self._critic_loss(batch, values, mean)
+        adv = batch["advantages"]
         counted = adv if weight is None else adv[weight > 0]
         if s.normalize_advantage and len(counted) > 1:
             adv = (adv - counted.mean()) / (counted.std() + 1e-8)
-        log_ratio = logp - old_logp
+        log_ratio = logp - batch["log_probs"]
         ratio = log_ratio.exp()
         policy_loss = mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)))
-        if s.clip_range_vf is None:
-            value_loss = mean((values - returns).square())
-        else:  # the larger of the two losses, V clipped to within clip_range_vf of the rollout's value (CleanRL, ML-Agents)
-            clipped = old_values + (values - old_values).clamp(-s.clip_range_vf, s.clip_range_vf)
-            value_loss = mean(torch.max((values - returns).square(), (clipped - returns).square()))
-        loss = policy_loss + s.vf_coef * value_loss - ent_coef * mean(entropy)
+        loss = policy_loss + s.vf_coef * critic_loss - ent_coef * mean(entropy)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if not diagnose:
@@ -295,7 +314,22 @@ class BehaviourLearner:
         with torch.no_grad():
             approx_kl = mean((ratio - 1) - log_ratio)
             clip_fraction = mean(((ratio - 1).abs() > clip).float())
-            return torch.stack([policy_loss, value_loss, mean(entropy), approx_kl, clip_fraction])
+            return torch.stack([policy_loss, *critic_stats, mean(entropy), approx_kl, clip_fraction])
+
+    def _critic_loss(self, batch: dict[str, torch.Tensor | None], values: torch.Tensor, mean: Callable
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The critic's loss for the policy's ``values`` of the minibatch, and its diagnostics (the value loss)."""
+        value_loss = self._regression_loss(values, batch["values"], batch["returns"], mean)
+        return value_loss, [value_loss]
+
+    def _regression_loss(self, estimates: torch.Tensor, old: torch.Tensor, targets: torch.Tensor, mean: Callable
+                         ) -> torch.Tensor:
+        """Squared error of ``estimates`` against ``targets``; with ``clip_range_vf``, the larger of it and the
+        error of the estimates clipped to within ``clip_range_vf`` of the rollout's (CleanRL, ML-Agents)."""
+        if self.settings.clip_range_vf is None:
+            return mean((estimates - targets).square())
+        clipped = old + (estimates - old).clamp(-self.settings.clip_range_vf, self.settings.clip_range_vf)
+        return mean(torch.max((estimates - targets).square(), (clipped - targets).square()))
 
     def state_dict(self) -> dict:
         """Weights, optimiser, recorded observations and reward statistics: what resuming this learner needs."""

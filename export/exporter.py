@@ -260,6 +260,9 @@ def build_graph(policy: Policy, fmt: str, with_value: bool = False) -> ExportGra
     if with_value and isinstance(policy, SACActor):
         raise ExportError(f"behaviour {policy.spec.name!r}: a SAC policy has no state value to export (its critics "
                           "value state-action pairs); export it without values")
+    if with_value and getattr(policy, "critic_head", None) is None:
+        raise ExportError(f"behaviour {policy.spec.name!r}: a MA-POCA policy has no state value of its own (its "
+                          "critic values the whole group); export it without values")
     if fmt == "native":
         return NativeGraph(policy, with_value)
     if fmt == "godot":

@@ -52,6 +52,12 @@ def sb3_loss(learner, x, actions, mask, old_logp, adv, returns, old_values, clip
     return policy_loss + s.vf_coef * value_loss - s.ent_coef * entropy.mean()
 
 
+def as_batch(x, actions, mask, old_logp, adv, returns, old_values) -> dict:
+    """A minibatch as the learner's update cuts it from the rollout."""
+    return {"obs": x, "actions": actions, "masks": mask, "log_probs": old_logp, "advantages": adv,
+            "returns": returns, "values": old_values}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_the_update_takes_the_gradients_of_the_loss_as_sb3_writes_it(case):
     action_space, overrides = CASES[case]
@@ -75,7 +81,7 @@ def test_the_update_takes_the_gradients_of_the_loss_as_sb3_writes_it(case):
 
     params = list(policy.parameters())
     expected = torch.autograd.grad(sb3_loss(learner, *args), params)
-    stats = learner._gradient_step(*args, learner.settings.ent_coef)
+    stats = learner._gradient_step(as_batch(*args[:-1]), 0.2, learner.settings.ent_coef)
     for name, p, want in zip([name for name, _ in policy.named_parameters()], params, expected):
         torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-6, msg=lambda m: f"{case}: {name}: {m}")
     s = learner.settings
@@ -109,8 +115,8 @@ def test_a_recurrent_update_is_the_loss_of_each_sequence_run_on_its_own_with_pad
     expected = sb3_loss(learner, args[0], args[1], None, *args[2:], 0.2, outputs=outputs)
     params = list(policy.parameters())
     want = torch.autograd.grad(expected, params)
-    learner._gradient_step(x, actions, None, old_logp, adv, returns, old_values, 0.2, learner.settings.ent_coef,
-                           state, weight)
+    learner._gradient_step(as_batch(x, actions, None, old_logp, adv, returns, old_values), 0.2,
+                           learner.settings.ent_coef, state, weight)
     for (name, p), w in zip(policy.named_parameters(), want):
         torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
 

@@ -310,3 +310,108 @@ class CueRecall(gym.Env):
 
 
 gym.register("CueRecall-v0", entry_point=CueRecall)
+
+
+class Dungeon(MultiAgentEnv):
+    """A cooperative escape where one agent must give itself up for the others (ML-Agents' DungeonEscape, distilled).
+
+    ``areas`` dungeons play at once, each with a group of ``group_size`` agents of the behaviour ``"escaper"``
+    (agent ids ``area * group_size + k``, group id ``area + 1``). Observation (9 floats): the agent's index one-hot
+    (3), whether the dragon lives, the door's code one-hot (4, zeros while the dragon lives), time used. Actions:
+    0 wait, 1 fight the dragon, 2..5 open the door with code 0..3. All agents act at once:
+
+    - while the dragon lives, every agent that fights kills it and dies: its episode ends (terminated, nothing
+      earned) while the others play on, and the code appears;
+    - once the dragon is dead, a door opened with the right code lets the group out (group reward +1 to every
+      member left, all terminate); the wrong code springs a trap (all terminate, nothing earned);
+    - after ``max_steps`` steps, or when nobody is left, the group's episode ends unrewarded (interrupted, or
+      terminated when the last agent died fighting); the next starts in the same result with every agent back.
+
+    Only the group reward exists, and the agent that fights never sees it: independent learners learn that
+    fighting never pays. ``drain_stats`` reports ``Dungeon/Escaped`` (average) per group episode.
+    """
+
+    OBS_SIZE = 9
+
+    def __init__(self, areas: int = 16, group_size: int = 3, max_steps: int = 6) -> None:
+        if not 1 <= group_size <= 3:
+            raise ValueError(f"group_size must be 1..3, got {group_size}")
+        self.areas, self.group_size, self.max_steps = areas, group_size, max_steps
+        self.specs = {"escaper": BehaviourSpec("escaper", spaces.Box(0.0, 1.0, (self.OBS_SIZE,), np.float32),
+                                               spaces.Discrete(6))}
+        self.agent_ids = np.arange(areas * group_size, dtype=np.int64)
+        self.group_ids = 1 + self.agent_ids // group_size
+        self._escaped: list[tuple[float, str]] = []
+
+    def reset(self, seed: int | None = None) -> StepResult:
+        self.rng = np.random.default_rng(seed)
+        self.alive = np.ones((self.areas, self.group_size), bool)
+        self.dragon = np.ones(self.areas, bool)
+        self.code = self.rng.integers(4, size=self.areas)
+        self.t = np.zeros(self.areas, np.int64)
+        return self._result(TerminalSteps.empty(self.specs["escaper"]))
+
+    def step(self, actions: Actions) -> StepResult:
+        deciding = self.alive.reshape(-1)
+        act = np.zeros(len(deciding), np.int64)
+        act[deciding] = np.asarray(actions["escaper"])
+        act = act.reshape(self.areas, self.group_size)
+        fights = self.alive & (act == 1) & self.dragon[:, None]
+        doors = self.alive & (act >= 2) & ~self.dragon[:, None]
+        right = (doors & (act - 2 == self.code[:, None])).any(1)
+        escaped, trapped = right, doors.any(1) & ~right
+        killed = fights.any(1)
+        self.dragon &= ~killed
+        self.t += 1
+        wiped = killed & ~(self.alive & ~fights).any(1)
+        timeout = (self.t >= self.max_steps) & ~(escaped | trapped | wiped)
+        over = escaped | trapped | wiped | timeout
+        # who ends now: fighters, and every member left in a group whose episode is over
+        ending = fights | (self.alive & over[:, None])
+        ended = ending.reshape(-1)
+        group_reward = np.where(escaped[:, None] & ending & ~fights, 1.0, 0.0).astype(np.float32).reshape(-1)[ended]
+        truncated = np.broadcast_to(timeout[:, None], ending.shape).reshape(-1)[ended]
+        self.alive &= ~ending
+        ended_rows = np.flatnonzero(ended)
+        final_obs = self._obs(ended_rows)  # before the over areas restart
+        self._escaped += [(1.0, "average")] * int(escaped.sum()) + [(0.0, "average")] * int((over & ~escaped).sum())
+        self.alive[over] = True
+        self.dragon[over] = True
+        self.t[over] = 0
+        self.code[over] = self.rng.integers(4, size=int(over.sum()))
+        return self._result(TerminalSteps(self.agent_ids[ended_rows], final_obs, np.zeros(len(ended_rows), np.float32),
+                                          truncated, self.group_ids[ended_rows], group_reward))
+
+    def _obs(self, rows: np.ndarray) -> np.ndarray:
+        area, index = np.divmod(rows, self.group_size)
+        obs = np.zeros((len(rows), self.OBS_SIZE), np.float32)
+        obs[np.arange(len(rows)), index] = 1.0
+        obs[:, 3] = self.dragon[area]
+        dead = ~self.dragon[area]
+        obs[np.flatnonzero(dead), 4 + self.code[area[dead]]] = 1.0
+        obs[:, 8] = self.t[area] / self.max_steps
+        return obs
+
+    def _result(self, terminals: TerminalSteps) -> StepResult:
+        deciding = np.flatnonzero(self.alive.reshape(-1))
+        decisions = DecisionSteps(self.agent_ids[deciding], self._obs(deciding), np.zeros(len(deciding), np.float32),
+                                  group_ids=self.group_ids[deciding])
+        return {"escaper": BehaviourStep(decisions, terminals)}
+
+    def drain_stats(self) -> dict:
+        stats, self._escaped = {"Dungeon/Escaped": self._escaped} if self._escaped else {}, []
+        return stats
+
+
+DUNGEON_SETTINGS = dict(n_steps=32, batch_size=256, n_epochs=4, learning_rate=1e-3, ent_coef=0.01, ent_schedule="linear")
+"""PPO and MA-POCA on :class:`Dungeon` (32 areas): ML-Agents' entropy schedule, otherwise sparring's defaults."""
+
+
+def escape_rate(model, seed: int, deterministic: bool = True, areas: int = 64, steps: int = 200) -> float:
+    """The fraction of group episodes ``model``'s escapers get out of, over ``steps`` steps of fresh dungeons."""
+    env = Dungeon(areas=areas)
+    result = env.reset(seed=seed)
+    for _ in range(steps):
+        decisions = result["escaper"].decisions
+        result = env.step({"escaper": model.predict(decisions.obs, "escaper", deterministic=deterministic)})
+    return float(np.mean([value for value, _ in env.drain_stats()["Dungeon/Escaped"]]))
