@@ -65,6 +65,14 @@ class PPOSettings(NetworkSettings):
     n_epochs: int = Field(10, ge=1, description="Passes over each rollout.")
     gamma: float = Field(0.99, ge=0, le=1, description="Discount per decision.")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE bias/variance trade-off.")
+    time_horizon: int | None = Field(
+        None, ge=1,
+        description=(
+            "Decisions of an agent's episode after which its trajectory is cut: returns beyond the cut are "
+            "bootstrapped from the value estimate there (ML-Agents' time_horizon). None: follow every agent to "
+            "the end of its episode or of the rollout."
+        ),
+    )
     clip_range: float = Field(0.2, gt=0, description="PPO ratio clip (epsilon).")
     clip_schedule: Literal["linear", "constant"] = Field(
         "constant", description="'linear' decays clip_range to clip_range_end at total_steps."
@@ -121,7 +129,7 @@ class BehaviourLearner:
         self.optimizer = adam(self._trained_parameters(), settings)
         action_dtype = np.float32 if self.policy.continuous_size else np.int64
         self.buffer = self.buffer_type(self.policy.obs_size, self.policy.action_shape, action_dtype, spec.mask_size,
-                                    self.policy.memory_size)
+                                       self.policy.memory_size, settings.time_horizon)
         self.memory = None if settings.memory is None else AgentMemory(self.policy.memory_size)
         self.episodes = EpisodeLog()
         self.recorded_obs = torch.zeros(0, self.policy.obs_size)

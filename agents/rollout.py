@@ -88,13 +88,17 @@ class RolloutBuffer:
         action_dtype: ``int64`` or ``float32``.
         mask_size: width of the action mask, 0 if the behaviour has none.
         memory_size: width of a recurrent policy's state, kept for each row as it was before the decision.
+        time_horizon: cut each agent's trajectory after this many decisions of an episode (ML-Agents'
+            ``time_horizon``): the cut's last row bootstraps from the value estimated at the next decision
+            instead of following the agent on, and a recurrent policy's sequences end there. None: no cuts.
     """
 
     _COLUMNS = ("obs", "actions", "log_probs", "values", "rewards", "next_row", "next_value", "masks", "valid",
                 "memories")
 
     def __init__(self, obs_size: int, action_shape: tuple[int, ...], action_dtype: type, mask_size: int,
-                 memory_size: int = 0) -> None:
+                 memory_size: int = 0, time_horizon: int | None = None) -> None:
+        self.time_horizon = time_horizon
         capacity = 256
         self.obs = np.zeros((capacity, obs_size), np.float32)
         self.memories = np.zeros((capacity, memory_size), np.float32)
@@ -178,6 +182,10 @@ class RolloutBuffer:
         rows = np.arange(start, end)
         prev = self.pending[slots]
         has = prev >= 0
+        if self.time_horizon is not None:  # a trajectory of time_horizon decisions ends at prev
+            cut = has & (self.episode_length[slots] % self.time_horizon == 0)
+            self.next_value[prev[cut]] = values[cut]
+            has &= ~cut
         self.next_row[prev[has]] = rows[has]
         self.obs[start:end] = obs
         self.actions[start:end] = actions

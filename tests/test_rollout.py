@@ -58,6 +58,30 @@ def test_gae_matches_reference_for_interleaved_agents(gamma, lam):
     np.testing.assert_allclose(returns, advantages + values.reshape(-1), rtol=1e-6)
 
 
+def test_time_horizon_cuts_each_trajectory_and_bootstraps_from_the_value_at_the_cut():
+    """ML-Agents' time_horizon 3 on one agent's 8 decisions (its episode ending after the 7th, the 8th
+    starting the next): GAE within pieces of at most 3 decisions per episode, each piece's last decision
+    bootstrapped from the value estimated at the decision after it, the episode's end from 0."""
+    gamma, lam, horizon = 0.9, 0.8, 3
+    rng = np.random.default_rng(1)
+    rewards, values = rng.normal(size=(2, 8)).astype(np.float32)
+    last_value = np.float32(0.7)
+    buf = RolloutBuffer(obs_size=1, action_shape=(), action_dtype=np.int64, mask_size=0, time_horizon=horizon)
+    slots = buf.slots_of(np.array([5], np.int64))
+    for t in range(8):
+        buf.add(slots, np.zeros((1, 1)), np.zeros(1, np.int64), np.zeros(1), values[t : t + 1], None)
+        buf.credit(slots, rewards[t : t + 1])
+        if t == 6:
+            buf.end_episodes(slots, np.zeros(1, np.float32))
+    advantages, _ = buf.finish(slots, np.array([last_value]), gamma, lam)
+    expected = np.concatenate([
+        reference_gae(rewards[a:b], values[a:b], [0.0] * (b - a - 1) + [done], after, gamma, lam)
+        for a, b, done, after in [(0, 3, 0.0, values[3]), (3, 6, 0.0, values[6]), (6, 7, 1.0, 0.0),
+                                  (7, 8, 0.0, last_value)]
+    ])
+    np.testing.assert_allclose(advantages, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_agents_deciding_at_different_rates_keep_their_own_trajectories():
     buf = make_buffer()
     gamma, lam = 0.9, 0.8
