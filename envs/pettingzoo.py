@@ -8,6 +8,11 @@ Turn-based (AEC) games yield one decision per step: the agent whose turn it
 is. Rewards are accumulated per agent from ``env.rewards`` after every AEC
 step and handed over once, in that agent's next decision or terminal row.
 
+Cooperative envs declare ``groups`` (agent name -> group name): agents of one group
+share their rewards' fate, and a group-aware learner (MA-POCA) values them together.
+PettingZoo gives each agent its own reward, which stays an individual reward here;
+group rewards are 0.
+
 With ``opponent`` set, the learner plays one seat per episode and the source
 plays every other seat itself, so a single-policy trainer can learn a
 two-player game against scripted play.
@@ -81,6 +86,9 @@ class PettingZooEnv(MultiAgentEnv):
         learner_seat: with an opponent, which agent the learner plays:
             ``"rotate"`` (episode ``k`` after ``reset`` uses ``possible_agents[k % n]``)
             or ``"random"`` (drawn from the same seeded generator).
+        groups: agent name -> group name, for agents that cooperate (those not named are in no
+            group); a group's agents must share a behaviour. Group ids are 1, 2, ... in the order
+            of the groups' names.
 
     Attributes:
         agent_names: ``possible_agents``; agent id ``i`` is ``agent_names[i]``.
@@ -93,6 +101,7 @@ class PettingZooEnv(MultiAgentEnv):
         behaviours: Mapping[str, str] | None = None,
         opponent: Literal["random"] | OpponentPolicy | None = None,
         learner_seat: Literal["rotate", "random"] = "rotate",
+        groups: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(env, AECEnv):
             self._aec = True
@@ -115,6 +124,7 @@ class PettingZooEnv(MultiAgentEnv):
             )
         self.behaviour_of: dict[str, str] = {a: overrides.get(a, default_behaviour(a)) for a in self.agent_names}
         self._index = {name: i for i, name in enumerate(self.agent_names)}
+        self._group_of = self._group_ids(dict(groups or {}))
         self._opponent = opponent
         self._learner_seat = learner_seat
 
@@ -165,13 +175,26 @@ class PettingZooEnv(MultiAgentEnv):
         self._pending: dict[str, list[str]] = {}  # behaviour -> agents of the last decisions, in order
         self._opponent_obs: dict[str, tuple[Any, np.ndarray | None]] = {}  # Parallel: opponent seats to act
 
+    def _group_ids(self, groups: dict[str, str]) -> np.ndarray:
+        """Each agent's group id by agent id (0: none), after checking ``groups`` names real agents of one behaviour each."""
+        unknown = sorted(set(groups) - set(self.agent_names))
+        if unknown:
+            raise ValueError(f"groups names agents {unknown} that are not in possible_agents {list(self.agent_names)}")
+        names = sorted(set(groups.values()))
+        for name in names:
+            behaviours = {self.behaviour_of[a] for a, g in groups.items() if g == name}
+            if len(behaviours) > 1:
+                raise ValueError(f"group {name!r} mixes behaviours {sorted(behaviours)}; a group's agents must share one")
+        number = {name: i + 1 for i, name in enumerate(names)}
+        return np.array([number.get(groups.get(a), 0) for a in self.agent_names], np.int64)
+
     def reset(self, seed: int | None = None) -> StepResult:
         """Episode ``k`` after this reset uses seed ``seed + k``, so whole runs repeat."""
         self._started = True
         self._seed = seed
         self._episode = 0
         self._rng = np.random.default_rng(seed)
-        rows = _Rows(self.specs)
+        rows = _Rows(self.specs, self._group_of)
         self._begin_episode(rows)
         return self._advance_aec(rows) if self._aec else rows.result()
 
@@ -192,7 +215,7 @@ class PettingZooEnv(MultiAgentEnv):
             (agent,) = chosen
             self.env.step(chosen[agent])
             self._collect_aec_rewards()
-            return self._advance_aec(_Rows(self.specs))
+            return self._advance_aec(_Rows(self.specs, self._group_of))
         return self._step_parallel(chosen)
 
     def close(self) -> None:
@@ -250,7 +273,7 @@ class PettingZooEnv(MultiAgentEnv):
         obs, rewards, terminations, truncations, infos = self.env.step(chosen)
         for agent, reward in rewards.items():
             self._acc[self._index[agent]] += reward
-        rows = _Rows(self.specs)
+        rows = _Rows(self.specs, self._group_of)
         done = set()
         for agent in dict.fromkeys([*terminations, *truncations]):  # ordered, so runs repeat
             terminated, truncated = terminations.get(agent, False), truncations.get(agent, False)
@@ -309,8 +332,9 @@ class PettingZooEnv(MultiAgentEnv):
 class _Rows:
     """One result's rows per behaviour, gathered agent by agent, batched at the end."""
 
-    def __init__(self, specs: Mapping[str, BehaviourSpec]) -> None:
+    def __init__(self, specs: Mapping[str, BehaviourSpec], group_of: np.ndarray) -> None:
         self.specs = specs
+        self.group_of = group_of
         self.decisions: dict[str, list[tuple[int, Any, float, np.ndarray | None]]] = {b: [] for b in specs}
         self.terminals: dict[str, list[tuple[int, Any, float, bool]]] = {b: [] for b in specs}
 
@@ -332,21 +356,15 @@ class _Rows:
                     for row, m in enumerate(masks):
                         if m is not None:
                             action_mask[row] = m
-                decisions = DecisionSteps(
-                    np.array(ids, np.int64),
-                    _batch(spec.observation_space, obs),
-                    np.array(rewards, np.float32),
-                    action_mask,
-                )
+                ids = np.array(ids, np.int64)
+                decisions = DecisionSteps(ids, _batch(spec.observation_space, obs), np.array(rewards, np.float32),
+                                          action_mask, self.group_of[ids])
             terminals = TerminalSteps.empty(spec)
             if self.terminals[name]:
                 ids, obs, rewards, truncated = zip(*self.terminals[name])
-                terminals = TerminalSteps(
-                    np.array(ids, np.int64),
-                    _batch(spec.observation_space, obs),
-                    np.array(rewards, np.float32),
-                    np.array(truncated, bool),
-                )
+                ids = np.array(ids, np.int64)
+                terminals = TerminalSteps(ids, _batch(spec.observation_space, obs), np.array(rewards, np.float32),
+                                          np.array(truncated, bool), self.group_of[ids])
             out[name] = BehaviourStep(decisions, terminals)
         return out
 

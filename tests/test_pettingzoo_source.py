@@ -154,6 +154,28 @@ def test_behaviours_mapping_overrides_the_name_grouping():
     assert env.behaviour_of["scout_0"] == "scout"
 
 
+def test_declared_groups_reach_every_decision_and_terminal_of_their_agents():
+    env = PettingZooEnv(Skirmish(), groups={"scout_0": "red", "scout_1": "red"})
+    result = env.reset(seed=0)
+    assert result["scout"].decisions.group_ids.tolist() == [1, 1]
+    assert result["tank"].decisions.group_ids.tolist() == [0]
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        result = env.step(legal_random_actions(result, rng))
+        for step in result.values():
+            for part in (step.decisions, step.terminals):
+                assert part.group_ids.tolist() == [1 if agent < 2 else 0 for agent in part.agent_ids]
+                assert not part.group_rewards.any()  # PettingZoo's rewards are the agents' own
+    check_env(PettingZooEnv(Skirmish(), groups={"scout_0": "red", "scout_1": "red"}), steps=20)
+
+
+def test_a_group_must_name_real_agents_of_one_behaviour():
+    with pytest.raises(ValueError, match="not in possible_agents"):
+        PettingZooEnv(Skirmish(), groups={"scout_7": "red"})
+    with pytest.raises(ValueError, match="mixes behaviours"):
+        PettingZooEnv(Skirmish(), groups={"scout_0": "red", "tank_0": "red"})
+
+
 def test_parallel_agents_decide_at_their_own_rate_and_keep_their_rewards():
     env = PettingZooEnv(Skirmish())
     result = env.reset(seed=0)
