@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -11,7 +12,7 @@ import torch
 from pydantic import BaseModel
 
 from sparring.agents.rollout import AgentMemory
-from sparring.envs.base import MultiAgentEnv, StepResult
+from sparring.envs.base import BehaviourStep, MultiAgentEnv, StepResult
 from sparring.spec import BehaviourSpec, group_of
 
 T = TypeVar("T", bound="Checkpointed")
@@ -75,6 +76,24 @@ class Checkpointed:
             return type(self).override_settings(self.settings, overrides)
         except ValueError as exc:
             raise ValueError(f"behaviour {behaviour!r}: {exc}") from None
+
+    def restart_episodes(self) -> None:
+        """Reset the env mid-training (a curriculum lesson that requires it): the episodes in progress are given
+        up as a lost agent's are (their unfinished transitions dropped, not bootstrapped from a made-up state),
+        and every learner observes the fresh start. Agents waiting between two decisions are not known here and
+        keep their open transitions. Before ``learn`` starts there is nothing to restart."""
+        if self._current is None:
+            return
+        env = self._env_to_learn_in()
+        self._observe({name: replace(BehaviourStep.empty(env.specs[name]), lost=part.decisions.agent_ids)
+                       for name, part in self._current.items()})
+        self._current = env.reset(seed=self.seed + self.num_steps)
+        self._observe(self._current)
+
+    def _observe(self, result: StepResult) -> None:
+        """Hand each learner its behaviour's part of ``result`` (self-play routes rows to learners its own way)."""
+        for name, learner in self.learners.items():
+            learner.observe(result[name])
 
     def _env_to_learn_in(self) -> MultiAgentEnv:
         if self.env is None:

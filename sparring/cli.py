@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sparring.config import RunConfig
+    from sparring.curriculum import Curriculum
 
 USAGE_ERROR = 2
 
@@ -146,6 +147,7 @@ def _train(args: argparse.Namespace) -> int:
 
     import torch
 
+    from sparring.curriculum import Curriculum
     from sparring.envs.factory import make_env
     from sparring.run import RunLogger
 
@@ -157,15 +159,21 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.config}: env: cannot start {config.env.label!r}: {type(exc).__name__}: {exc}") from None
     with env:
         model = _trainer(config, env, run.path / "league")
-        if checkpoint is not None:
-            model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
-            print(f"resuming {run_id} from {checkpoint} at step {model.num_steps}", file=sys.stderr)
+        curriculum = Curriculum(config.environment_parameters, config.seed)
+        try:
+            if checkpoint is not None:
+                model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
+                _resume_curriculum(curriculum, run.curriculum_state(checkpoint))
+                print(f"resuming {run_id} from {checkpoint} at step {model.num_steps}", file=sys.stderr)
+            curriculum.start(env)
+        except ValueError as exc:  # the config's parameters do not fit this env, or this run
+            raise UsageError(f"{args.config}: {exc}") from None
         run.write_config(config)
-        logger = RunLogger(run, config, model)
+        logger = RunLogger(run, config, model, curriculum)
         try:
             model.learn(config.trainer.max_steps, callback=logger)
         except KeyboardInterrupt:
-            path = run.save_checkpoint(model, config.trainer.keep_checkpoints)
+            path = run.save_checkpoint(model, config.trainer.keep_checkpoints, curriculum)
             logger.close()
             print(f"interrupted at step {model.num_steps}; saved {path} (continue with --resume)", file=sys.stderr)
             return 1
@@ -176,7 +184,7 @@ def _train(args: argparse.Namespace) -> int:
             print(f"sparring: training stopped at step {model.num_steps}: {exc}{kept}", file=sys.stderr)
             return 1
         logger.close()
-        run.save_checkpoint(model, config.trainer.keep_checkpoints)
+        run.save_checkpoint(model, config.trainer.keep_checkpoints, curriculum)
         model.save(run.final)
     _print_summary(run, logger.last_summary, model.num_steps)
     from sparring.export.exporter import ExportError, export_run
@@ -188,6 +196,17 @@ def _train(args: argparse.Namespace) -> int:
         print(f"sparring: export failed: {exc}; the trained model is kept in {run.final}", file=sys.stderr)
         return 1
     return 0
+
+
+def _resume_curriculum(curriculum: Curriculum, state: Path) -> None:
+    """Continue the curricula where the checkpoint left them (from their first lessons if it kept none)."""
+    import json
+
+    if state.is_file():
+        curriculum.load_state_dict(json.loads(state.read_text()))
+    elif curriculum.lessons:
+        print(f"sparring: note: {state} is missing; the environment parameters start from their first lessons",
+              file=sys.stderr)
 
 
 @contextmanager

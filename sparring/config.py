@@ -12,6 +12,8 @@ Example::
       hyperparameters:
         learning_rate: 0.001
         n_steps: 32
+    environment_parameters:      # optional: numbers, samplers, curricula (see sparring.curriculum)
+      gravity: 9.81
     seed: 0
 
 Unknown keys are errors, not silently ignored: a typo in a hyperparameter name
@@ -35,6 +37,7 @@ from sparring.agents import ppo, sac
 from sparring.agents.ppo import PPOSettings
 from sparring.agents.sac import SACSettings
 from sparring.agents.selfplay.league import LeagueSettings
+from sparring.curriculum import CURRICULUM, NUMBER, SAMPLER, SAMPLER_TYPES, EnvironmentParameter
 from sparring.env_config import EnvConfig, _Strict
 
 __all__ = ["ConfigError", "EnvConfig", "LoadedConfig", "RunConfig", "TrainerConfig", "load_config", "load_run_config"]
@@ -133,6 +136,10 @@ class RunConfig(_Strict):
 
     env: EnvConfig
     trainer: TrainerConfig
+    environment_parameters: dict[str, EnvironmentParameter] = Field(
+        default_factory=dict,
+        description="Parameters the game reads: a number, a sampler or a curriculum each (see sparring.curriculum).",
+    )
     seed: int = Field(0, description="Seeds the networks, sampling and env resets.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's default).")
 
@@ -191,14 +198,16 @@ def describe_validation_error(
     """
     parts = []
     for err in exc.errors():
-        # drop the union tag pydantic puts in paths ("env.pettingzoo.id" -> "env.id")
-        loc = [p for i, p in enumerate(err["loc"]) if not (i == 1 and err["loc"][0] == "env" and p in _SOURCES)]
-        key = prefix + (".".join(str(p) for p in loc) or "(top level)")
+        loc = _without_union_tags(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        key = prefix + key if key else prefix.rstrip(".") or "(top level)"
         if err["type"] == "extra_forbidden":
             note = unknown_key_note(str(loc[-1])) if unknown_key_note and loc else ""
             parts.append(f"{key}: unknown key{note}")
         elif err["type"] == "union_tag_invalid":
-            parts.append(f"{key}.source: must be one of {', '.join(_SOURCES)} (got {err['input'].get('source')!r})")
+            ctx = err["ctx"]  # pydantic quotes the names: "'source'", "'gymnasium', 'pettingzoo', ..."
+            discriminator, expected = ctx["discriminator"].strip("'"), ctx["expected_tags"].replace("'", "")
+            parts.append(f"{key}.{discriminator}: must be one of {expected} (got {ctx['tag']!r})")
         elif err["type"] == "union_tag_not_found":
             parts.append(f"{key}.source: required key is missing (one of {', '.join(_SOURCES)})")
         elif err["type"] == "missing":
@@ -208,3 +217,15 @@ def describe_validation_error(
         else:
             parts.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(parts)
+
+
+def _without_union_tags(loc: tuple[int | str, ...]) -> list[int | str]:
+    """An error's location without the tags pydantic puts in it for a union: an env's source ("env.pettingzoo.id"
+    is "env.id"), an environment parameter's kind, and a sampler's type after it."""
+    kept = []
+    for i, part in enumerate(loc):
+        source = i == 1 and loc[0] == "env" and part in _SOURCES
+        sampler_type = i > 0 and loc[i - 1] == SAMPLER and part in SAMPLER_TYPES
+        if not (source or sampler_type or part in (NUMBER, SAMPLER, CURRICULUM)):
+            kept.append(part)
+    return kept

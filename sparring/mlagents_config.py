@@ -44,14 +44,16 @@ merged under every behaviour first, as ML-Agents does)::
     env_settings.max_lifetime_restarts            env.max_restarts (-1, unlimited, is reported; 10 is used)
     env_settings.seed                             seed (ML-Agents' -1, "random", becomes 0: runs repeat)
     engine_settings.*                             env: the same names
-    environment_parameters.NAME: 1.5              env.environment_parameters.NAME (constants only; a
-                                                  sampler_type: constant counts; other samplers and
-                                                  curricula are reported)
+    environment_parameters.NAME                   environment_parameters.NAME (see sparring.curriculum): a
+                                                  number; a sampler with its sampler_parameters as sampler
+                                                  fields (ML-Agents' defaults where absent; constant: its
+                                                  value); a curriculum's lessons as they are (8)
     checkpoint_settings.run_id, resume, force,    what ``sparring train``'s flags of the same names do
       results_dir                                   (the flags win), see :func:`run_options`
     B.self_play.save_steps, swap_steps,           trainer.self_play: the same names (a self-play league,
       team_change, window, initial_elo,             snapshots drawn uniformly from the window as ML-Agents
-      play_against_latest_model_ratio               does; PFSP and roles are sparring's own keys; PPO only)
+      play_against_latest_model_ratio               does; PFSP and roles are sparring's own keys; PPO only;
+                                                    ML-Agents' defaults where absent: team_change 5 * save_steps)
 
     With ``trainer_type: sac`` (the network, reward signal and run keys map as above):
 
@@ -61,9 +63,11 @@ merged under every behaviour first, as ML-Agents does)::
       buffer_size, buffer_init_steps, tau,
       steps_per_update, init_entcoef,
       save_replay_buffer
-      .reward_signal_steps_per_update             reported where it differs from steps_per_update (6)
+      .reward_signal_steps_per_update             reported where it differs from steps_per_update and the
+                                                  behaviour has a learned reward signal (6)
 
-    (6) sparring learns from the extrinsic reward only, so nothing else is updated on a schedule.
+    (6) sparring learns from the extrinsic reward only, so nothing else is updated on a schedule (nor is in
+        ML-Agents where the extrinsic signal is the only one).
     (7) ML-Agents tunes one temperature per discrete branch towards 0.2 * log(branch size) each;
         sparring tunes one temperature towards SACSettings.target_entropy.
 
@@ -77,6 +81,8 @@ merged under every behaviour first, as ML-Agents does)::
         ``simple`` for images of at least 20x20, and a smaller grid (which ``simple`` refuses) flattened
         into the vector observation.
     (5) ML-Agents counts max_steps per behaviour, sparring counts decisions over all behaviours.
+    (8) A last lesson's completion_criteria, which ML-Agents ignores with a warning, is reported. A
+        curriculum's progress measure is the run's (see sparring.curriculum).
 
 Per-behaviour values: a setting every behaviour in the file shares goes into
 ``trainer.hyperparameters``; where they differ, ``trainer.hyperparameters`` holds the
@@ -106,9 +112,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from sparring.config import ConfigError, RunConfig, describe_validation_error
+from sparring.curriculum import SAMPLER_TYPES, EnvironmentParameter
 
 Schedule = Literal["linear", "constant"]
 
@@ -193,12 +200,18 @@ class _RewardSignals(_Section):
 
 
 class _SelfPlay(_Section):
-    save_steps: int | None = None
-    team_change: int | None = None
-    swap_steps: int | None = None
-    window: int | None = None
-    play_against_latest_model_ratio: float | None = None
-    initial_elo: float | None = None
+    save_steps: int = 20_000
+    team_change: int | None = None  # None: 5 * save_steps, as ML-Agents' SelfPlaySettings
+    swap_steps: int = 2000
+    window: int = 10
+    play_against_latest_model_ratio: float = 0.5
+    initial_elo: float = 1200.0
+
+    @model_validator(mode="after")
+    def _team_change_follows_save_steps(self) -> _SelfPlay:
+        if self.team_change is None:
+            self.team_change = 5 * self.save_steps
+        return self
 
 
 class _BehavioralCloning(_Section):
@@ -417,9 +430,10 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
         hyperparameters = {**shared, "buffer_size": buffer_size}
     else:
         ignored += [f"{prefix}hyperparameters.reward_signal_steps_per_update"
-                    for prefix, b in [("default_settings.", file.default_settings),
-                                      *((f"behaviors.{name}.", b) for name, b in file.behaviors.items())]
-                    if b is not None and _reward_signal_updates_differ(b)]
+                    for prefix, written, merged in [("default_settings.", file.default_settings, base),
+                                                    *((f"behaviors.{name}.", b, named[name])
+                                                      for name, b in file.behaviors.items())]
+                    if written is not None and _reward_signal_updates_differ(written) and _learns_rewards(merged)]
     counted = list(named.values()) or [base]
     trainer = {
         "algorithm": algorithm,
@@ -446,10 +460,10 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
         "timeout_wait": env.timeout_wait,
         "max_restarts": env.max_lifetime_restarts if env.max_lifetime_restarts >= 0 else 10,
         **engine.model_dump(exclude={"no_graphics_monitor"}),
-        "environment_parameters": parameters,
     }
     try:
-        config = RunConfig.model_validate({"env": unity, "trainer": trainer, "seed": max(env.seed, 0)})
+        config = RunConfig.model_validate({"env": unity, "trainer": trainer, "environment_parameters": parameters,
+                                           "seed": max(env.seed, 0)})
     except ValidationError as exc:  # the checks above should have caught it; say what it became
         raise ConfigError(f"{source}: translated to sparring's config: {describe_validation_error(exc)}") from None
     return config, ignored + ignored_parameters
@@ -457,7 +471,7 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
 
 def _self_play(named: Mapping[str, _Behaviour]) -> tuple[dict[str, Any] | None, list[str]]:
     """The league's settings from the behaviours' ``self_play`` sections (one league: they must agree)."""
-    sections = {name: b.self_play.model_dump(exclude_none=True) for name, b in named.items() if b.self_play is not None}
+    sections = {name: b.self_play.model_dump() for name, b in named.items() if b.self_play is not None}
     if not sections:
         return None, []
     first_name, first = next(iter(sections.items()))
@@ -556,6 +570,12 @@ def _vis_encode_type(net: _NetworkSettings) -> str:
     return net.vis_encode_type if "vis_encode_type" in net.model_fields_set else "auto"
 
 
+def _learns_rewards(behaviour: _Behaviour) -> bool:
+    """Whether a behaviour has a reward signal with a network of its own (curiosity, gail, rnd) to update."""
+    signals = behaviour.reward_signals
+    return any(signal is not None for signal in (signals.curiosity, signals.gail, signals.rnd))
+
+
 def _reward_signal_updates_differ(written: _Behaviour) -> bool:
     """Whether a SAC section asks for reward-signal updates at another rate than policy updates (not supported)."""
     h = written.hyperparameters
@@ -572,21 +592,66 @@ def _differences(settings: Mapping[str, Any], shared: Mapping[str, Any]) -> dict
     return {key: value for key, value in settings.items() if value != shared[key]}
 
 
-def _environment_parameters(parameters: Mapping[str, Any], source: str) -> tuple[dict[str, float], list[str]]:
-    """Constant parameters as floats, and the paths of the sampled or curriculum ones (not supported yet)."""
-    constants, ignored = {}, []
+def _environment_parameters(parameters: Mapping[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    """The file's environment parameters in sparring's form (:mod:`sparring.curriculum`), and the paths of the
+    settings left out: a last lesson's completion_criteria, which ML-Agents ignores too (with a warning)."""
+    translated: dict[str, Any] = {}
+    ignored = []
     for name, value in parameters.items():
         path = f"environment_parameters.{name}"
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            constants[name] = float(value)
-        elif isinstance(value, Mapping) and value.get("sampler_type") == "constant":
-            constant = (value.get("sampler_parameters") or {}).get("value", 0.0)
-            if isinstance(constant, bool) or not isinstance(constant, (int, float)):
-                raise ConfigError(f"{source}: {path}.sampler_parameters.value: expected a number (got {constant!r})")
-            constants[name] = float(constant)
-        elif isinstance(value, Mapping) and ("sampler_type" in value or "curriculum" in value):
-            ignored.append(path)
-        else:
-            raise ConfigError(f"{source}: {path}: expected a number, a sampler (sampler_type, sampler_parameters) "
-                              f"or a curriculum (got {value!r})")
-    return constants, ignored
+        if not (isinstance(value, Mapping) and "curriculum" in value):
+            translated[name] = _parameter_value(value, path, source)
+            continue
+        lessons = value["curriculum"]
+        if not isinstance(lessons, list) or not lessons or not all(isinstance(lesson, Mapping) for lesson in lessons):
+            raise ConfigError(f"{source}: {path}.curriculum: expected a list of lessons (name, value, "
+                              f"completion_criteria), got {lessons!r}")
+        lessons = [{**lesson, "value": _parameter_value(lesson.get("value"), f"{path}.curriculum.{i}.value", source)}
+                   for i, lesson in enumerate(lessons)]
+        if lessons[-1].pop("completion_criteria", None) is not None:
+            ignored.append(f"{path}.curriculum.{len(lessons) - 1}.completion_criteria (the last lesson)")
+        translated[name] = {**value, "curriculum": lessons}
+    try:
+        _PARAMETERS.validate_python(translated)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, prefix='environment_parameters.')}") from None
+    return translated, ignored
+
+
+_PARAMETERS = TypeAdapter(dict[str, EnvironmentParameter])
+"""How sparring's run config checks ``environment_parameters`` (here, to name the file's keys in errors)."""
+
+SAMPLER_DEFAULTS = {"uniform": {"min_value": 0.0, "max_value": 1.0}, "gaussian": {"mean": 1.0, "st_dev": 1.0},
+                    "multirangeuniform": {"intervals": [(0.0, 1.0)]}}
+"""ML-Agents' values for the sampler_parameters a file leaves out (settings.py: UniformSettings, GaussianSettings,
+MultiRangeUniformSettings)."""
+
+
+def _parameter_value(value: Any, path: str, source: str) -> Any:
+    """A number, or a sampler (``sampler_type``, ``sampler_parameters``) as sparring's: a constant is its number, the
+    others are checked here so that errors name the file's keys."""
+    if not isinstance(value, Mapping) or "sampler_type" not in value:
+        return value  # a number, or an error the schema names
+    unknown = sorted(set(value) - {"sampler_type", "sampler_parameters"})
+    if unknown:
+        raise ConfigError(f"{source}: {path}.{unknown[0]}: unknown key (a sampler has sampler_type and "
+                          "sampler_parameters)")
+    kind, parameters = value["sampler_type"], value.get("sampler_parameters")
+    if not isinstance(parameters, Mapping):  # ML-Agents requires the section, even for its defaults
+        raise ConfigError(f"{source}: {path}.sampler_parameters: expected a mapping of the sampler's parameters "
+                          f"(got {parameters!r})")
+    if kind == "constant":
+        unknown = sorted(set(parameters) - {"value", "seed"})
+        if unknown:
+            raise ConfigError(f"{source}: {path}.sampler_parameters.{unknown[0]}: unknown key (a constant has value)")
+        constant = parameters.get("value", 0.0)
+        if isinstance(constant, bool) or not isinstance(constant, (int, float)):
+            raise ConfigError(f"{source}: {path}.sampler_parameters.value: expected a number (got {constant!r})")
+        return float(constant)
+    if kind not in SAMPLER_TYPES:
+        raise ConfigError(f"{source}: {path}.sampler_type: must be one of constant, {', '.join(SAMPLER_TYPES)} "
+                          f"(got {kind!r})")
+    try:
+        return SAMPLER_TYPES[kind].model_validate({**SAMPLER_DEFAULTS[kind], **parameters}).model_dump()
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, prefix=f'{path}.sampler_parameters.')}") from None

@@ -4,6 +4,7 @@ Layout of ``results/<run-id>/``, following ML-Agents' conventions::
 
     configuration.yaml        the resolved config the run was started with
     checkpoints/step_N.pt     the newest ``keep_checkpoints`` full trainer states
+    checkpoints/step_N.curriculum.json   where the environment parameters' curricula stood then
     metrics.jsonl             one JSON object per summary and behaviour
     tensorboard/<Behaviour>/  TensorBoard event files, ML-Agents tag names
     final.pt                  the trainer state at the end of training
@@ -27,6 +28,7 @@ from sparring.agents.episodes import UpdateReport
 from sparring.agents.ppo import PPO
 from sparring.agents.sac import SAC
 from sparring.config import RunConfig
+from sparring.curriculum import Curriculum
 from sparring.envs.base import GameStats, merge_stats
 
 _CHECKPOINT = re.compile(r"step_(\d+)\.pt$")
@@ -56,30 +58,44 @@ class RunDirectory:
         files = self.checkpoint_files()
         return files[-1] if files else None
 
-    def save_checkpoint(self, model: PPO | SAC, keep: int) -> Path:
+    def curriculum_state(self, checkpoint: Path) -> Path:
+        """Where the curricula's state as of ``checkpoint`` is kept (beside it)."""
+        return checkpoint.with_suffix(".curriculum.json")
+
+    def save_checkpoint(self, model: PPO | SAC, keep: int, curriculum: Curriculum) -> Path:
         path = self.checkpoints / f"step_{model.num_steps}.pt"
+        if curriculum.lessons:  # written first: a checkpoint never lacks its curricula
+            state = self.curriculum_state(path)
+            state.parent.mkdir(parents=True, exist_ok=True)
+            tmp = state.with_suffix(".tmp")
+            tmp.write_text(json.dumps(curriculum.state_dict()))
+            tmp.replace(state)
         model.save(path)
         league = getattr(model, "league", None)
         if league is not None:  # self-play: league.json for `sparring league`, as of this checkpoint
             league.save()
         for old in self.checkpoint_files()[:-keep]:
             old.unlink()
+            self.curriculum_state(old).unlink(missing_ok=True)
         return path
 
 
 class RunLogger:
-    """The ``learn`` callback of a CLI run: summaries, checkpoints and a progress display.
+    """The ``learn`` callback of a CLI run: the curricula's lessons, summaries, checkpoints and a progress display.
 
     Episodes finished between summaries are pooled, so ``Environment/Cumulative
     Reward`` is the mean over every episode that ended in the interval; the
     trainer's statistics (losses, entropy, ...) are averaged over the updates
     reported in it, as ML-Agents' summaries are (SAC reports after every env step).
+    Every summary carries each environment parameter's lesson number.
     """
 
-    def __init__(self, run: RunDirectory, config: RunConfig, model: PPO | SAC, console: Console | None = None) -> None:
+    def __init__(self, run: RunDirectory, config: RunConfig, model: PPO | SAC, curriculum: Curriculum,
+                 console: Console | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when a run logs
 
         self.run = run
+        self.curriculum = curriculum
         # Counters a fleet of game instances keeps (restarts, crashes, timeouts, lost agents), logged as Engines/...
         self._env_counters = getattr(model.env, "metrics", None)
         self._env_writer = SummaryWriter(str(run.tensorboard / "Engines")) if self._env_counters is not None else None
@@ -111,6 +127,9 @@ class RunLogger:
             self._progress.start()
 
     def __call__(self, model: PPO | SAC, report: UpdateReport) -> None:
+        for parameter in self.curriculum(model, report):
+            self.console.print(f"step {report.step}: {self.curriculum.describe(parameter)}", highlight=False,
+                               soft_wrap=True)
         for name, behaviour in report.behaviours.items():
             self._episodes[name].append(
                 (behaviour.episode_returns, behaviour.episode_lengths, behaviour.episode_truncated))
@@ -123,7 +142,7 @@ class RunLogger:
             self._summarise(model, report)
             self._next_summary = _next_multiple(report.step, self.trainer.summary_freq)
         if report.step >= self._next_checkpoint:
-            self.run.save_checkpoint(model, self.trainer.keep_checkpoints)
+            self.run.save_checkpoint(model, self.trainer.keep_checkpoints, self.curriculum)
             self._next_checkpoint = _next_multiple(report.step, self.trainer.checkpoint_interval)
 
     def _summarise(self, model: PPO | SAC, report: UpdateReport) -> None:
@@ -148,6 +167,7 @@ class RunLogger:
             if len(recorded):  # the newest raw observations the learner saw
                 metrics["Diagnostics/Observation Max RMS"] = float(recorded.square().mean(0).sqrt().max())
             metrics["Environment/Episodes"] = float(len(returns))
+            metrics.update(self.curriculum.lesson_metrics())
             metrics["Performance/Steps per Second"] = rate
             if self._league is not None:
                 metrics["Self-play/ELO"] = self._league.learner_rating(name)

@@ -258,6 +258,9 @@ TRANSLATED = [
     ("engine_settings.no_graphics", True),
     ("environment_parameters.difficulty", 2.0),
     ("environment_parameters.size", {"sampler_type": "constant", "sampler_parameters": {"value": 3.0}}),
+    ("environment_parameters.mass", {"sampler_type": "uniform", "sampler_parameters": {"min_value": 1}}),
+    ("environment_parameters.wall", {"curriculum": [{"name": "low", "value": 0.0}]}),
+    ("behaviors.A.self_play", {"save_steps": 1000}),
 ]
 
 REPORTED = [
@@ -283,8 +286,6 @@ REPORTED = [
     ("checkpoint_settings.inference", True),
     ("torch_settings.device", "cuda"),
     ("debug", True),
-    ("environment_parameters.size", {"sampler_type": "uniform", "sampler_parameters": {"min_value": 1}}),
-    ("environment_parameters.wall", {"curriculum": [{"name": "low", "value": 0.0}]}),
 ]
 
 
@@ -411,8 +412,18 @@ def test_sac_trainer_type_and_keys_come_from_default_settings_too():
     assert config.trainer.behaviours == {"A": {"save_replay_buffer": True}}
 
 
+def test_reward_signal_updates_at_their_own_rate_are_reported_only_where_a_signal_learns():
+    """ML-Agents' SAC updates curiosity, GAIL and RND networks every reward_signal_steps_per_update; the extrinsic
+    signal has nothing to update (config/sac/WallJump.yaml sets 10 against 20 with extrinsic alone)."""
+    slower = _with(WALKER, "behaviors.Walker.hyperparameters.reward_signal_steps_per_update", 10.0)
+    assert translate(slower, "f.yaml")[1] == ["behaviors.Walker.time_horizon"]
+    curious = _with(slower, "behaviors.Walker.reward_signals.curiosity", {"strength": 0.02})
+    assert translate(curious, "f.yaml")[1] == ["behaviors.Walker.reward_signals.curiosity",
+                                               "behaviors.Walker.time_horizon",
+                                               "behaviors.Walker.hyperparameters.reward_signal_steps_per_update"]
+
+
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"Walker.hyperparameters.reward_signal_steps_per_update": 10.0}, None),
     ({"Walker.hyperparameters.beta": 0.01}, "behaviors.Walker.hyperparameters.beta: unknown key for trainer_type sac"),
     ({"Walker.self_play": {"window": 5}}, "behaviors.Walker.self_play: self-play trains with trainer_type ppo"),
     ({"Other": {"trainer_type": "ppo"}}, "trainer_type differs (Walker: sac, Other: ppo)"),
@@ -421,10 +432,6 @@ def test_sac_keys_sparring_does_not_honour_are_reported_or_refused(changes, mess
     data = copy.deepcopy(WALKER)
     for path, value in changes.items():
         data = _with(data, f"behaviors.{path}", value)
-    if message is None:
-        assert translate(data, "f.yaml")[1] == ["behaviors.Walker.time_horizon",
-                                                "behaviors.Walker.hyperparameters.reward_signal_steps_per_update"]
-        return
     with pytest.raises(ConfigError) as error:
         translate(data, "f.yaml")
     assert message in str(error.value)
@@ -533,3 +540,100 @@ def test_numbers_written_as_ml_agents_files_write_them_are_numbers(tmp_path):
     h = loaded.config.trainer.hyperparameters
     assert (h.buffer_size, h.learning_rate, h.ent_coef) == (500_000, 3e-4, 0.01)
     assert loaded.unsupported == []
+
+
+# -- environment parameters ----------------------------------------------------------------------
+
+CORPUS = Path(__file__).resolve().parent / "data" / "mlagents"
+
+
+def _parameter(value) -> object:
+    config, unsupported = translate(_with(BASE, "environment_parameters.p", value), "f.yaml")
+    assert unsupported == []
+    return config.environment_parameters["p"]
+
+
+@pytest.mark.parametrize(("sampler_type", "written", "fields"), [
+    ("uniform", {}, {"min_value": 0.0, "max_value": 1.0}),
+    ("uniform", {"max_value": 4}, {"min_value": 0.0, "max_value": 4.0}),
+    ("gaussian", {}, {"mean": 1.0, "st_dev": 1.0}),
+    ("gaussian", {"mean": 0, "st_dev": 0.5, "seed": 7}, {"mean": 0.0, "st_dev": 0.5, "seed": 7}),
+    ("multirangeuniform", {}, {"intervals": [(0.0, 1.0)]}),
+    ("multirangeuniform", {"intervals": [[1, 2], [5, 9]]}, {"intervals": [(1.0, 2.0), (5.0, 9.0)]}),
+])
+def test_a_sampler_takes_mlagents_values_for_the_parameters_it_leaves_out(sampler_type, written, fields):
+    """settings.py: UniformSettings(0, 1), GaussianSettings(1, 1), MultiRangeUniformSettings([[0, 1]]), seed -1."""
+    sampler = _parameter({"sampler_type": sampler_type, "sampler_parameters": written})
+    assert sampler.model_dump() == {"seed": -1, "sampler_type": sampler_type, **fields}
+
+
+def test_a_constant_sampler_is_its_number():
+    assert _parameter({"sampler_type": "constant", "sampler_parameters": {}}) == 0.0
+    assert _parameter({"sampler_type": "constant", "sampler_parameters": {"value": 2, "seed": 4}}) == 2.0
+
+
+def test_wall_jump_curriculum_translates_lesson_by_lesson():
+    """ML-Agents' config/ppo/WallJump_curriculum.yaml: a sampler per lesson of one wall, numbers for the other."""
+    config = load_config(CORPUS / "ppo" / "WallJump_curriculum.yaml")
+    big = config.environment_parameters["big_wall_height"].curriculum
+    assert [lesson.name for lesson in big] == ["Lesson0", "Lesson1", "Lesson2", "Lesson3"]
+    assert [(lesson.value.min_value, lesson.value.max_value) for lesson in big[:3]] == [(0, 4), (4, 7), (6, 8)]
+    assert big[3].value == 8.0 and big[3].completion_criteria is None
+    criteria = big[1].completion_criteria
+    assert criteria.model_dump() == {"behavior": "BigWallJump", "measure": "progress", "threshold": 0.3,
+                                     "min_lesson_length": 100, "signal_smoothing": True, "require_reset": False}
+    small = config.environment_parameters["small_wall_height"].curriculum
+    assert [lesson.value for lesson in small] == [1.5, 2.0, 2.5, 4.0]
+
+
+def test_a_last_lessons_completion_criteria_is_reported_as_mlagents_warns_of_it():
+    lessons = [{"name": "low", "value": 1.0, "completion_criteria": {"behavior": "A", "threshold": 0.5}},
+               {"name": "high", "value": 2.0, "completion_criteria": {"behavior": "A", "threshold": 0.9}}]
+    config, unsupported = translate(_with(BASE, "environment_parameters.wall", {"curriculum": lessons}), "f.yaml")
+    assert unsupported == ["environment_parameters.wall.curriculum.1.completion_criteria (the last lesson)"]
+    assert config.environment_parameters["wall"].curriculum[1].completion_criteria is None
+
+
+LESSON = {"name": "low", "value": 1.0, "completion_criteria": {"behavior": "A", "threshold": 0.5}}
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ({"sampler_type": "uniform"}, "environment_parameters.p.sampler_parameters: expected a mapping"),
+    ({"sampler_type": "beta", "sampler_parameters": {}},
+     "environment_parameters.p.sampler_type: must be one of constant, uniform, gaussian, multirangeuniform"),
+    ({"sampler_type": "uniform", "sampler_parameters": {"min_value": 5, "max_value": 1}},
+     "environment_parameters.p.sampler_parameters.min_value 5.0 is above max_value 1.0"),
+    ({"sampler_type": "uniform", "sampler_parameters": {"min": 0}},
+     "environment_parameters.p.sampler_parameters.min: unknown key"),
+    ({"sampler_type": "gaussian", "sampler_parameters": {"st_dev": -1}},
+     "environment_parameters.p.sampler_parameters.st_dev: Input should be greater than or equal to 0"),
+    ({"sampler_type": "uniform", "sampler_parameters": {}, "resampling-interval": 5},
+     "environment_parameters.p.resampling-interval: unknown key"),
+    ({"sampler_type": "constant", "sampler_parameters": {"value": "high"}},
+     "environment_parameters.p.sampler_parameters.value: expected a number"),
+    ({"curriculum": {"low": 1}}, "environment_parameters.p.curriculum: expected a list of lessons"),
+    ({"curriculum": [{"value": 1.0}]}, "environment_parameters.p.curriculum.0.name: required key is missing"),
+    ({"curriculum": [{**LESSON, "value": {"sampler_type": "uniform", "sampler_parameters": {"max_value": -1}}},
+                     LESSON]},
+     "environment_parameters.p.curriculum.0.value.sampler_parameters.min_value 0.0 is above max_value -1.0"),
+    ({"curriculum": [{**LESSON, "completion_criteria": {"behavior": "A", "measure": "progres"}}, {**LESSON}]},
+     "environment_parameters.p.curriculum.0.completion_criteria.measure: Input should be 'reward' or 'progress'"),
+    ({"curriculum": [{**LESSON, "completion_criteria": {"measure": "progress"}}, LESSON]},
+     "environment_parameters.p.curriculum.0.completion_criteria.behavior: required key is missing"),
+    ({"curriculum": [{**LESSON, "completion_criteria": {"behavior": "A", "measure": "progress", "threshold": 2}},
+                     LESSON]},
+     "environment_parameters.p.curriculum.0.completion_criteria.threshold: with measure progress it is a fraction"),
+    ({"curriculum": [{"name": "low", "value": 1.0}, LESSON]},
+     "environment_parameters.p.curriculum.0.completion_criteria: lesson 'low' needs one"),
+])
+def test_environment_parameter_errors_name_the_files_keys(value, message):
+    with pytest.raises(ConfigError, match="^f.yaml: ") as error:
+        translate(_with(BASE, "environment_parameters.p", value), "f.yaml")
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_self_play_takes_mlagents_defaults_team_change_five_save_steps():
+    """SelfPlaySettings: save_steps 20000, team_change 5 * save_steps, swap_steps 2000, window 10, ratio 0.5."""
+    league = translate(_with(BASE, "behaviors.A.self_play", {"save_steps": 30_000}), "f.yaml")[0].trainer.self_play
+    assert (league.save_steps, league.team_change, league.swap_steps, league.window) == (30_000, 150_000, 2000, 10)
+    assert (league.play_against_latest_model_ratio, league.initial_elo) == (0.5, 1200.0)
