@@ -14,11 +14,12 @@ from pettingzoo import ParallelEnv
 
 from sparring.agents.evaluation import evaluate
 from sparring.agents.selfplay.league import LATEST, League, LeagueSettings
-from sparring.agents.selfplay.trainer import SelfPlay, game_score
+from sparring.agents.selfplay.trainer import POCASelfPlay, SelfPlay, game_score
 from sparring.envs.base import DecisionSteps
 from sparring.envs.pettingzoo import PettingZooEnv
 from sparring.envs.vector import SerialVectorEnv
 from sparring.spec import group_of
+from toy_envs import TugOfWar, tug_results
 
 TTT = dict(n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, ent_coef=0.1, hidden_sizes=[128, 128],
            activation="relu")
@@ -328,3 +329,18 @@ def test_the_self_play_example_beats_a_random_player_it_never_met(tmp_path, lear
     win, loss = float((returns > 0).mean()), float((returns < 0).mean())
     measured(win=win, loss=loss)
     assert win > 0.9 and loss < 0.01, f"win rate {win:.3f}, loss rate {loss:.3f}"
+
+
+def test_poca_teams_learn_by_self_play_and_beat_a_random_team(tmp_path, learning_seed, measured, one_torch_thread):
+    """Tug of war, two against two, group rewards only: MA-POCA learners take turns at learning each side against
+    the other side's snapshots. 20k decisions. Seeds 0-9: the greedy team 0 beats a team pulling at random in
+    400 of 400 games (1.000 on all ten; the untrained greedy team wins 0.72 of them)."""
+    league = League(LeagueSettings(save_steps=2_000, swap_steps=1_000, team_change=4_000), tmp_path, seed=learning_seed)
+    model = POCASelfPlay(TugOfWar(areas=16), league, seed=learning_seed, n_steps=16, batch_size=128, n_epochs=4,
+                         learning_rate=1e-3, ent_coef=0.01, ent_schedule="linear").learn(20_000)
+    snapshot = next(iter(league.players))
+    assert not any(key.startswith("critic_head") for key in league.snapshot_weights(snapshot))  # actors only
+    assert {p.group for p in league.players.values()} == {"puller"}
+    scores = tug_results(model, seed=100 + learning_seed)
+    measured(win_rate=float(np.mean(scores > 0)))
+    assert np.mean(scores > 0) >= 0.95

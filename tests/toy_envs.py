@@ -14,7 +14,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps
+from sparring.envs.base import (
+    Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps, random_actions,
+)
 from sparring.spec import BehaviourSpec
 
 RUNNER_FIRST_ID = 10
@@ -415,3 +417,84 @@ def escape_rate(model, seed: int, deterministic: bool = True, areas: int = 64, s
         decisions = result["escaper"].decisions
         result = env.step({"escaper": model.predict(decisions.obs, "escaper", deterministic=deterministic)})
     return float(np.mean([value for value, _ in env.drain_stats()["Dungeon/Escaped"]]))
+
+
+class TugOfWar(MultiAgentEnv):
+    """Two teams of two pull a rope, team against team (``"puller?team=0"`` and ``"puller?team=1"``, one policy).
+
+    ``areas`` games at once. Every step shows each agent a beat (0 or 1, the same for the whole game);
+    an agent that pulls on the beat (action ``beat + 1``) adds 1 to its team's pull, any other action
+    (0 rests) adds nothing. The rope moves by the difference; the first team to drag it ``win_distance``
+    earns group reward +1, the other -1, and the game ends for all four (terminated). After ``max_steps``
+    the game is interrupted with nothing earned. Observation (5 floats): the agent's index in its team
+    one-hot (2), the beat one-hot (2), the rope's position from the team's side over ``win_distance``.
+    Groups: each team of each game (id ``2 * area + team + 1``).
+    """
+
+    def __init__(self, areas: int = 16, win_distance: int = 3, max_steps: int = 10) -> None:
+        self.areas, self.win_distance, self.max_steps = areas, win_distance, max_steps
+        space = spaces.Box(-1.0, 1.0, (5,), np.float32)
+        self.specs = {f"puller?team={team}": BehaviourSpec(f"puller?team={team}", space, spaces.Discrete(3), team)
+                      for team in (0, 1)}
+        self.ids = [np.arange(areas)[:, None] * 4 + 2 * team + np.arange(2) for team in (0, 1)]  # (areas, 2) each
+
+    def reset(self, seed: int | None = None) -> StepResult:
+        self.rng = np.random.default_rng(seed)
+        self.rope = np.zeros(self.areas, np.int64)
+        self.t = np.zeros(self.areas, np.int64)
+        self.beat = self.rng.integers(2, size=self.areas)
+        return self._result(np.zeros(self.areas, bool), np.zeros(self.areas), np.zeros(self.areas, bool))
+
+    def step(self, actions: Actions) -> StepResult:
+        pulls = [(np.asarray(actions[f"puller?team={team}"]).reshape(self.areas, 2) == self.beat[:, None] + 1).sum(1)
+                 for team in (0, 1)]
+        self.rope += pulls[0] - pulls[1]
+        self.t += 1
+        won = np.abs(self.rope) >= self.win_distance
+        timeout = ~won & (self.t >= self.max_steps)
+        score = np.where(won, np.sign(self.rope), 0).astype(np.float32)  # +1: team 0 won
+        result = self._result(won | timeout, score, timeout)
+        over = won | timeout
+        self.rope[over], self.t[over] = 0, 0
+        self.beat = self.rng.integers(2, size=self.areas)
+        for name, step in result.items():  # the next games' first decisions, in the same result
+            step.decisions = self._decisions(name, np.ones(self.areas, bool))
+        return result
+
+    def _obs(self, team: int, rows: np.ndarray) -> np.ndarray:
+        obs = np.zeros((len(rows), 2, 5), np.float32)
+        obs[:, 0, 0] = obs[:, 1, 1] = 1.0
+        obs[np.arange(len(rows)), :, 2 + self.beat[rows]] = 1.0
+        obs[:, :, 4] = ((1 - 2 * team) * self.rope[rows] / self.win_distance)[:, None]
+        return obs.reshape(-1, 5)
+
+    def _decisions(self, name: str, playing: np.ndarray) -> DecisionSteps:
+        team = self.specs[name].team_id
+        rows = np.flatnonzero(playing)
+        return DecisionSteps(self.ids[team][rows].reshape(-1), self._obs(team, rows), np.zeros(2 * len(rows), np.float32),
+                             group_ids=np.repeat(2 * rows + team + 1, 2))
+
+    def _result(self, over: np.ndarray, score: np.ndarray, truncated: np.ndarray) -> StepResult:
+        result = {}
+        rows = np.flatnonzero(over)
+        for name, spec in self.specs.items():
+            team = spec.team_id
+            terminals = TerminalSteps(
+                self.ids[team][rows].reshape(-1), self._obs(team, rows), np.zeros(2 * len(rows), np.float32),
+                np.repeat(truncated[rows], 2), np.repeat(2 * rows + team + 1, 2),
+                np.repeat((1 - 2 * team) * score[rows], 2).astype(np.float32))
+            result[name] = BehaviourStep(self._decisions(name, ~over), terminals)
+        return result
+
+
+def tug_results(model, seed: int, games: int = 400) -> np.ndarray:
+    """Scores (+1 won, -1 lost, 0 interrupted) of ``model``'s greedy team 0 against a team pulling at random."""
+    env = TugOfWar(areas=64)
+    result, rng, scores = env.reset(seed=seed), np.random.default_rng(seed), []
+    rival = env.specs["puller?team=1"]
+    while len(scores) < games:
+        ours, theirs = result["puller?team=0"].decisions, result["puller?team=1"].decisions
+        result = env.step({"puller?team=0": model.predict(ours.obs, "puller"),  # self-play names policies by group
+                           "puller?team=1": random_actions(rival, len(theirs), None, rng)})
+        scores += result["puller?team=0"].terminals.group_rewards[::2].tolist()  # one per game
+    return np.array(scores[:games])

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from sparring.agents.policy import BehaviourPolicy
+from sparring.agents.poca import POCALearner, POCASettings
 from sparring.agents.ppo import PPO, BehaviourLearner
 from sparring.agents.selfplay.league import LATEST, League, role_kind
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
@@ -118,7 +119,7 @@ class SelfPlay(PPO):
                              f"their own, but the env has {copies}; use at least {len(self.roles)} env copies "
                              "(num_envs, or Unity builds), or fewer exploiters")
         # per role, per group: the exploiters (each side of an asymmetric game has its own)
-        self.exploiters = {role: {group: BehaviourLearner(spec, self.settings_of(group)) for group, spec in groups.items()}
+        self.exploiters = {role: {group: self.learner_type(spec, self.settings_of(group)) for group, spec in groups.items()}
                            for role in exploiters}
         self._initial_weights = {role: {group: _weights(learner.policy) for group, learner in by_group.items()}
                                  for role, by_group in self.exploiters.items()}
@@ -179,8 +180,7 @@ class SelfPlay(PPO):
             return self.learners[group].policy
         policy = self._opponent_policies.get(opponent)
         if policy is None:
-            s = self.settings_of(group)
-            policy = BehaviourPolicy(self.specs[group], s.hidden_sizes, s.activation, s.normalize_obs)
+            policy = copy.deepcopy(self.learners[group].policy)  # the learner's architecture, the snapshot's weights
             policy.load_state_dict(self.league.snapshot_weights(opponent))
             self._opponent_policies[opponent] = policy
         return policy
@@ -342,3 +342,15 @@ class SelfPlay(PPO):
         self.copy_opponents = list(saved["copy_opponents"])
         self.marks = dict(saved["marks"])
         self._opponent_policies.clear()
+
+
+class POCASelfPlay(SelfPlay):
+    """Team against team: every side's group of agents learns with MA-POCA (SoccerTwos, StrikersVsGoalie).
+
+    Routing, league, snapshots and ratings are :class:`SelfPlay`'s; the learners are
+    :class:`~sparring.agents.poca.POCALearner`, and the snapshots hold their actors.
+    """
+
+    algorithm = "poca"
+    settings_type = POCASettings
+    learner_type = POCALearner
