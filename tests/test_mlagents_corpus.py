@@ -36,3 +36,10 @@ def test_every_mlagents_example_config_translates_ignoring_only_reward_signals(p
     assert ignored == []
     assert loaded.config.trainer.algorithm == path.parent.name
     Curriculum(loaded.config.environment_parameters, loaded.config.seed)  # its curricula can be followed
+
+
+@pytest.mark.xfail(strict=True, reason="time_horizon: translated once PPO and SAC take it (in progress); then remove "
+                                       "BEING_WIRED and this test")
+def test_time_horizon_is_translated():
+    assert not [key for path in FILES if path.parent.name != "poca" for key in load_run_config(path).unsupported
+                if key.endswith(BEING_WIRED)]
