@@ -19,8 +19,9 @@ import numpy as np
 
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 
-PROTOCOL_VERSION = 1
-"""``Hello.protocol_version`` and ``Welcome.protocol_version``: additions made within sparring.v1."""
+PROTOCOL_VERSION = 2
+"""``Hello.protocol_version`` and ``Welcome.protocol_version``: additions made within sparring.v1 (2: groups,
+game statistics, environment parameters in Actions). A trainer speaks every version from 1 up to its own."""
 MAX_AGENT_ID = 2**32 - 1
 """Agent ids lie in [0, MAX_AGENT_ID] (the trainer folds several engines' ids into one int64 each)."""
 DEFAULT_GRPC_PORT = 5105
@@ -29,6 +30,11 @@ DEFAULT_TCP_PORT = 5106
 """The port an engine tries over framed TCP when it is not told one."""
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20
 """The largest message either side sends or accepts unless configured otherwise (``max_message_bytes``)."""
+
+STAT_AGGREGATIONS: dict[str, int] = {
+    value.name.lower(): value.number for value in pb.StatAggregation.DESCRIPTOR.values}
+"""A game statistic's aggregation by name (``"average"``, ``"most_recent"``, ``"sum"``, ``"histogram"``) -> its
+``StatAggregation`` number; the names are the env API's (``sparring.envs.base.STAT_AGGREGATIONS``)."""
 
 FRAME_HEADER = struct.Struct("<I")
 """A TCP frame's length prefix: 4 bytes, little-endian unsigned."""

@@ -8,8 +8,11 @@ both); a second Reset in the middle of episodes; more steps; Close; and, for a
 launched engine, a clean exit. Along the way the report names what it saw of
 the cases engines most often get wrong: episode ends, truncation, action masks,
 agents that join after the first decisions, and steps where a behaviour has no
-deciding agent. Every check prints one line; the first failure names the
-message field at fault, and the command exits 1.
+deciding agent; and of what protocol version 2 added: groups and group rewards,
+game statistics, and an environment parameter sent with an Actions in the middle
+of episodes (every message is validated as the trainer validates it). Every
+check prints one line; the first failure names the message field at fault, and
+the command exits 1.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from gymnasium import spaces
 
-from sparring.envs.base import StepResult, check_step_result, random_actions
+from sparring.envs.base import GameStats, StepResult, check_step_result, random_actions
 from sparring.envs.bridge.codec import ProtocolError
 from sparring.envs.bridge.env import BridgeEnv
 from sparring.envs.bridge.launcher import GameLauncher, describe_exit, new_token
@@ -103,7 +106,8 @@ def check_engine(
             exit_note = f"; the engine {describe_exit(process.poll())}, log {process.log_path}" if process else ""
             say("failed", f"handshake: {exc}{exit_note}")
             return report
-        say("passed", f"hello: engine {session.engine_name!r} declared {len(session.specs)} behaviour(s)")
+        say("passed", f"hello: engine {session.engine_name!r} (protocol version {session.protocol_version}) declared "
+                      f"{len(session.specs)} behaviour(s)")
         for name, spec in session.specs.items():
             say("note", describe_spec(spec, name in session.masked))
         _play(BridgeEnv(session, step_timeout=timeout), steps, seed, say)
@@ -150,9 +154,15 @@ class _Seen:
     idle_steps: int = 0  # behaviour-steps with no deciding agent
     empty_entries: int = 0  # of those, answered with an empty action entry (the rest: the entry left out)
     known: dict[str, set[int]] = field(default_factory=dict)
+    grouped_rows: int = 0  # decision and terminal rows of agents in a group
+    group_rewards: int = 0  # of those, rows with a group reward
+    groups: set[tuple[str, int]] = field(default_factory=set)
+    left_groups: int = 0  # agents whose episode ended in a group whose other members played on
+    stats: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (aggregation, values)
 
     def add(self, result: StepResult, first: bool = False) -> None:
         for name, part in result.items():
+            self._add_groups(name, part)
             ids = set(part.decisions.agent_ids.tolist())
             known = self.known.setdefault(name, set())
             if not first:
@@ -163,12 +173,32 @@ class _Seen:
             self.truncated += int(part.terminals.truncated.sum())
             self.masked += len(part.decisions) if part.decisions.action_mask is not None else 0
 
+    def _add_groups(self, name: str, part) -> None:
+        for rows in (part.decisions, part.terminals):
+            grouped = rows.group_ids != 0
+            self.grouped_rows += int(grouped.sum())
+            self.group_rewards += int((rows.group_rewards != 0).sum())
+            self.groups.update((name, int(g)) for g in np.unique(rows.group_ids[grouped]))
+        ended = part.terminals.group_ids[part.terminals.group_ids != 0]
+        playing_on = part.decisions.group_ids[~np.isin(part.decisions.agent_ids, part.terminals.agent_ids)]
+        self.left_groups += int(np.isin(ended, playing_on).sum())
+
+    def add_stats(self, stats: GameStats) -> None:
+        for key, values in stats.items():
+            aggregation, count = self.stats.get(key, (values[0][1], 0))
+            self.stats[key] = (aggregation, count + len(values))
+
+
+PROBE_PARAMETER = "sparring_check_engine"
+"""The environment parameter check-engine sends with an Actions mid-episode (a game ignores names it does not read)."""
+
 
 def _play(env: BridgeEnv, steps: int, seed: int, say: Callable[[str, str], None]) -> None:
     """The session's stages, each reported by name; a failure ends the check there."""
     rng = np.random.default_rng(seed)
     seen = _Seen()
     stage = "reset"
+    probe_step = steps // 2 + 1
     try:
         result = env.reset(seed=seed)
         check_step_result(env.specs, result)
@@ -176,11 +206,15 @@ def _play(env: BridgeEnv, steps: int, seed: int, say: Callable[[str, str], None]
         say("passed", "reset: step 0, observations match the declared specs, no terminals")
         for i in range(steps):
             stage = f"step {i + 1}"
+            if i + 1 == probe_step:
+                env.set_parameters({PROBE_PARAMETER: 1.0})
             result = env.step(_random_actions(env, result, rng, seen))
             check_step_result(env.specs, result)
             seen.add(result)
         say("passed", f"{steps} steps with random valid actions: {seen.decisions} decisions, "
                       f"{seen.terminals} episode ends")
+        say("passed", f"environment parameters: {PROBE_PARAMETER!r} sent with the Actions of step {probe_step}, "
+                      "the engine stepped on")
         stage = "second reset (in the middle of episodes)"
         result = env.reset(seed=seed + 1)
         check_step_result(env.specs, result)
@@ -194,6 +228,7 @@ def _play(env: BridgeEnv, steps: int, seed: int, say: Callable[[str, str], None]
     except (ProtocolError, SessionError, ValueError) as exc:
         say("failed", f"{stage}: {exc}")
         return
+    seen.add_stats(env.drain_stats())
     _report_cases(env, seen, steps, say)
 
 
@@ -228,6 +263,12 @@ def _report_cases(env: BridgeEnv, seen: _Seen, steps: int, say: Callable[[str, s
     say("note", f"behaviours with no deciding agent: {seen.idle_steps} times; {seen.empty_entries} answered with an "
                 f"empty action entry, {seen.idle_steps - seen.empty_entries} with the entry left out, both accepted"
         if seen.idle_steps else "behaviours with no deciding agent: not seen (every behaviour decided every step)")
+    say("note", f"groups: {seen.grouped_rows} rows of agents in {len(seen.groups)} groups, {seen.group_rewards} with a "
+                f"group reward; {seen.left_groups} agents ended their episode while their group played on"
+        if seen.groups else "groups: none (fine if no agents share rewards)")
+    say("note", "statistics: " + ", ".join(f"{key} ({aggregation}, {count} values)"
+                                           for key, (aggregation, count) in seen.stats.items())
+        if seen.stats else "statistics: none recorded")
 
 
 def run(options) -> int:

@@ -105,8 +105,9 @@ class GodotSession:
         self.send(reset=pb.Reset(seed=seed, environment_parameters=parameters))
         return self.observations()
 
-    def step(self, step: int, actions: dict[str, np.ndarray]) -> pb.Observations:
-        self.send(actions=pb.Actions(step=step, behaviours=[
+    def step(self, step: int, actions: dict[str, np.ndarray], **parameters: float) -> pb.Observations:
+        """Send Actions (``parameters``: new environment parameter values they carry) and read the answer."""
+        self.send(actions=pb.Actions(step=step, environment_parameters=parameters, behaviours=[
             pb.BehaviourActions(behaviour=name, actions=make_tensor(batch)) for name, batch in actions.items()]))
         return self.observations()
 

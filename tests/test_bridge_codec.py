@@ -7,10 +7,13 @@ from gymnasium import spaces
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sparring.envs.base import STAT_AGGREGATIONS as BASE_STAT_AGGREGATIONS
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps, check_step_result
-from sparring.envs.bridge.codec import ProtocolError, decode_observations, encode_actions, serialize_actions, specs_from_hello
+from sparring.envs.bridge.codec import (
+    ProtocolError, decode_observations, decode_stats, encode_actions, serialize_actions, specs_from_hello,
+)
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.protos.wire import DTYPES, decode_tensor, encode_tensor, expect, fill_tensor, read_tensor
+from sparring.protos.wire import STAT_AGGREGATIONS, DTYPES, decode_tensor, encode_tensor, expect, fill_tensor, read_tensor
 from sparring_engine import decode_actions, encode_observations, serialize_observations, spec_to_proto
 from sparring.spec import BehaviourSpec, hybrid_space
 
@@ -77,6 +80,29 @@ def test_observations_round_trip_meet_the_env_contract():
     assert decoded["Guard"].terminals.truncated.tolist() == [True]
 
 
+def test_groups_and_statistics_round_trip():
+    result = sample_result(np.random.default_rng(0))
+    guard = result["Guard"]
+    guard.decisions.group_ids, guard.decisions.group_rewards = np.array([0, 7]), np.array([0, 1.5], np.float32)
+    guard.terminals.group_ids, guard.terminals.group_rewards = np.array([7]), np.array([-2], np.float32)
+    stats = [pb.GameStat(key="Guard/Hits", value=2, aggregation=pb.SUM), pb.GameStat(key="Guard/Hits", value=1,
+                                                                                    aggregation=pb.SUM)]
+    msg = encode_observations(1, SPECS, result, stats)
+    assert not msg.behaviours[1].HasField("decision_group_ids")  # no Scout is in a group: no group columns
+    decoded = decode_observations(msg, SPECS, MASKED)
+    check_step_result(SPECS, decoded)
+    assert decoded["Guard"].decisions.group_ids.tolist() == [0, 7]
+    assert decoded["Guard"].decisions.total_rewards.tolist() == [0.5, 0.5]
+    assert decoded["Guard"].terminals.group_rewards.tolist() == [-2]
+    assert decoded["Scout"].decisions.group_ids.tolist() == [0] and decoded["Scout"].decisions.group_rewards.tolist() == [0]
+    known = {}
+    assert decode_stats(msg, known) == {"Guard/Hits": [(2.0, "sum"), (1.0, "sum")]} and known == {"Guard/Hits": "sum"}
+
+
+def test_the_wire_names_the_env_apis_stat_aggregations():
+    assert tuple(STAT_AGGREGATIONS) == BASE_STAT_AGGREGATIONS
+
+
 def test_missing_behaviours_are_empty():
     result = sample_result(np.random.default_rng(0))
     msg = encode_observations(0, SPECS, {"Guard": result["Guard"]})
@@ -109,9 +135,16 @@ def corrupt(mutate):
          "observations.behaviours[0].decision_ids"),
         (lambda m: setattr(m.behaviours[0].terminal_obs[0], "data", b"\x00" * 5), "observations.behaviours[0].terminal_obs[0].data"),
         (lambda m: m.behaviours.add().CopyFrom(m.behaviours[0]), "observations.behaviours[2].behaviour"),
+        (lambda m: m.behaviours[0].terminal_group_ids.CopyFrom(encode_tensor(np.array([2**32], np.int64))),
+         "observations.behaviours[0].terminal_group_ids"),
+        (lambda m: m.behaviours[0].terminal_group_rewards.CopyFrom(encode_tensor(np.array([np.inf], np.float32))),
+         "observations.behaviours[0].terminal_group_rewards"),
+        (lambda m: m.behaviours[0].decision_group_rewards.CopyFrom(encode_tensor(np.ones(3, np.float32))),
+         "observations.behaviours[0].decision_group_rewards"),
     ],
     ids=["unknown-behaviour", "wrong-shape", "duplicate-ids", "nan-obs", "reward-dtype", "missing-mask",
-         "mask-blocks-branch", "missing-component", "negative-id", "truncated-data", "behaviour-twice"],
+         "mask-blocks-branch", "missing-component", "negative-id", "truncated-data", "behaviour-twice",
+         "group-id-too-large", "inf-group-reward", "group-rewards-length"],
 )
 def test_malformed_observations_name_the_field(mutate, field):
     with pytest.raises(ProtocolError) as info:
@@ -210,7 +243,7 @@ def test_bool_tensors_hold_only_zero_or_one():
 # -- the step messages, serialized by reference ------------------------------------------------------------------------
 
 
-def _as_protobuf_writes_it(step: int, specs, result) -> bytes:
+def _as_protobuf_writes_it(step: int, specs, result, stats=()) -> bytes:
     """The reference: the same EngineMessage built with protobuf's own classes and serialized by them."""
     message = pb.EngineMessage()
     message.observations.step = step
@@ -224,10 +257,14 @@ def _as_protobuf_writes_it(step: int, specs, result) -> bytes:
             for key in specs[name].observation_components:
                 fill_tensor(getattr(entry, f"{prefix}_obs").add(), obs[key])
             fill_tensor(getattr(entry, f"{prefix}_rewards"), np.asarray(steps.rewards, np.float32))
+            if steps.group_ids.any() or steps.group_rewards.any():
+                fill_tensor(getattr(entry, f"{prefix}_group_ids"), steps.group_ids)
+                fill_tensor(getattr(entry, f"{prefix}_group_rewards"), steps.group_rewards)
         if part.decisions.action_mask is not None:
             fill_tensor(entry.action_mask, part.decisions.action_mask)
         if len(part.terminals.agent_ids):
             fill_tensor(entry.terminal_truncated, part.terminals.truncated)
+    message.observations.stats.extend(stats)
     return message.SerializeToString()
 
 
@@ -251,16 +288,23 @@ def test_step_messages_serialized_by_reference_are_the_bytes_protobuf_writes(dat
         mask = rng.random((n, spec.mask_size)) < 0.7 if name in MASKED else None
         final = {key: np.zeros((m, *box.shape), box.dtype) for key, box in spec.observation_components.items()}
         final = final if isinstance(spec.observation_space, spaces.Dict) else final["obs"]
-        result[name] = BehaviourStep(DecisionSteps(ids, obs, rng.normal(size=n).astype(np.float32), mask),
+        grouped = data.draw(st.booleans())  # some agents in groups: group columns travel
+        groups = [(rng.integers(0, 3, k) * grouped, rng.normal(size=k).astype(np.float32) * grouped) for k in (n, m)]
+        result[name] = BehaviourStep(DecisionSteps(ids, obs, rng.normal(size=n).astype(np.float32), mask, *groups[0]),
                                      TerminalSteps(np.arange(m, dtype=np.int64) + 100, final,
-                                                   np.ones(m, np.float32), rng.random(m) < 0.5))
-    assert serialize_observations(step, SPECS, result).tobytes() == _as_protobuf_writes_it(step, SPECS, result)
+                                                   np.ones(m, np.float32), rng.random(m) < 0.5, *groups[1]))
+    stats = [pb.GameStat(key=f"k{i}", value=float(v), aggregation=i % 4)
+             for i, v in enumerate(rng.normal(size=data.draw(st.integers(0, 3))))]
+    assert (serialize_observations(step, SPECS, result, stats).tobytes() ==
+            _as_protobuf_writes_it(step, SPECS, result, stats))
     actions = {name: np.asarray(rng.integers(0, 2, (3, 2))) for name in SPECS}
     reference = pb.TrainerMessage()
     reference.actions.step = step
     for name, batch in actions.items():
         fill_tensor(reference.actions.behaviours.add(behaviour=name).actions, batch)
-    serialized = serialize_actions(step, actions)
+    parameters = data.draw(st.sampled_from([{}, {"speed": 2.5}, {"speed": -1.0, "gravity": 9.8}]))
+    reference.actions.environment_parameters.update(parameters)
+    serialized = serialize_actions(step, actions, parameters)
     assert serialized.tobytes() == reference.SerializeToString() and serialized.size == reference.ByteSize()
 
 

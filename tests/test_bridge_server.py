@@ -25,6 +25,7 @@ from sparring.envs.bridge.server import (
     UnexpectedMessage,
 )
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
+from sparring.protos.wire import PROTOCOL_VERSION
 from sparring.spec import BehaviourSpec
 
 import sparring_engine as se
@@ -134,7 +135,7 @@ def test_handshake_hands_the_trainer_a_session_with_the_declared_specs(transport
         with se.EngineConnection(options) as conn:
             welcome = conn.hello(TinyGame.specs, action_masks=(), engine_name="tiny")
             session = server.accept(timeout=5)
-            assert welcome.protocol_version == 1 and welcome.seed == 7
+            assert welcome.protocol_version == PROTOCOL_VERSION == 2 and welcome.seed == 7
             assert dict(welcome.environment_parameters) == {"gravity": pytest.approx(9.8)}
             assert session.transport == transport and session.engine_name == "tiny"
             assert session.specs == {"Walker": SPEC} and session.masked == frozenset()
@@ -169,12 +170,32 @@ def test_wrong_or_missing_token_is_refused_without_echoing_it(transport):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_unknown_protocol_version_is_refused(server, transport):
+@pytest.mark.parametrize("version", [0, 3])
+def test_unknown_protocol_version_is_refused(server, transport, version):
     with se.EngineConnection(se.BridgeOptions(port_of(server, transport), transport=transport)) as conn:
-        conn.send(pb.EngineMessage(hello=pb.Hello(protocol_version=2)))
+        conn.send(pb.EngineMessage(hello=pb.Hello(protocol_version=version)))
         answer = conn.receive()
-    assert answer.refusal.reason == "unsupported protocol version 2; this trainer speaks 1"
+    assert answer.refusal.reason == f"unsupported protocol version {version}; this trainer speaks 1 to 2"
     assert_still_serving(server, transport)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_version_1_engine_is_welcomed_with_version_1_and_steps(server, transport):
+    """Version 2 only added fields: an engine written for version 1 still trains, and is told the session's version."""
+    with se.EngineConnection(se.BridgeOptions(port_of(server, transport), transport=transport)) as conn:
+        hello = se.hello_message(TinyGame.specs, engine_name="old")
+        hello.protocol_version = 1
+        conn.send(pb.EngineMessage(hello=hello))
+        assert conn.receive().welcome.protocol_version == 1
+        env = BridgeEnv(server.accept(timeout=5), step_timeout=10, environment_parameters={"speed": 2.0})
+        assert env.session.protocol_version == 1
+        game = TinyGame()
+        env.send_reset(seed=1)
+        assert dict(conn.receive().reset.environment_parameters) == {"speed": 2.0}
+        conn.send(se.serialize_observations(0, TinyGame.specs, game.reset(1)))
+        result = env.receive()
+        assert result["Walker"].decisions.group_ids.tolist() == [0, 0, 0] and env.drain_stats() == {}
+        env.close()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

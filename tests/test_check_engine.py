@@ -11,6 +11,7 @@ from sparring.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 ARENA = str(ROOT / "engines" / "python" / "examples" / "arena.py")
 FAULTY = str(ROOT / "tests" / "engines" / "faulty_game.py")
+SQUADS = str(ROOT / "tests" / "engines" / "squad_game.py")
 
 
 @pytest.mark.timeout(120)
@@ -31,6 +32,8 @@ def test_the_example_arena_conforms(transport, capsys):
       "observations.behaviours[0].terminal_ids: the answer to a Reset has no terminals"),
      ("empty-entry", "step 2", "reported an error: RuntimeError in the game: no watcher decided, yet an action "
                                "entry for it came"),
+     ("nan-group-reward", "step 3", "observations.behaviours[0].decision_group_rewards: non-finite rewards in rows [1]"),
+     ("short-group-ids", "step 3", "observations.behaviours[0].decision_group_ids: expected int64 (2), got int64 [1]"),
      ],
 )
 def test_a_faulty_engine_is_reported_field_by_field(fault, stage, message, capsys):
@@ -58,6 +61,19 @@ def test_the_report_names_every_case_it_exercised(capsys):
         assert case in out, out
 
 
+@pytest.mark.timeout(120)
+def test_groups_statistics_and_parameters_are_checked_and_reported(capsys):
+    assert main(["check-engine", "--transport", "grpc", "--steps", "60", SQUADS]) == 0
+    out = capsys.readouterr().out
+    for case in ("PASS  hello: engine 'squads' (protocol version 2)",
+                 "PASS  environment parameters: 'sparring_check_engine' sent with the Actions of step 31",
+                 "groups: ", " rows of agents in 2 groups, ", "ended their episode while their group played on",
+                 "statistics: Squads/Earned (sum, 80 values), Squads/Speed (most_recent, 80 values), "
+                 "Squads/Action (histogram, 320 values)"):
+        assert case in out, out
+    assert "FAIL" not in out
+
+
 @pytest.mark.timeout(60)
 def test_an_engine_that_exits_before_its_handshake_is_reported_at_once(capsys):
     import time
@@ -77,7 +93,8 @@ def test_an_engine_that_never_connects_is_reported(capsys):
 @pytest.mark.godot
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(shutil.which("godot3-server") is None, reason="godot3-server is not installed")
-def test_the_example_godot_game_conforms(capsys):
+@pytest.mark.parametrize("scene", [[], ["res://checks/teams.tscn"]], ids=["seekers", "teams"])
+def test_the_example_godot_games_conform(scene, capsys):
     args = ["check-engine", "--transport", "tcp", "--steps", "200", "godot3-server", "--path",
-            str(ROOT / "engines" / "godot" / "example")]
+            str(ROOT / "engines" / "godot" / "example"), *scene]
     assert main(args) == 0, capsys.readouterr().out

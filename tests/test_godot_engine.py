@@ -43,7 +43,7 @@ def by_name(obs: pb.Observations) -> dict[str, pb.BehaviourObservations]:
 def test_hello_declares_the_example_seekers():
     with GodotSession(token="s3cret") as game:
         hello = game.handshake()
-    assert (hello.protocol_version, hello.engine_name, hello.auth_token) == (1, "godot", "s3cret")
+    assert (hello.protocol_version, hello.engine_name, hello.auth_token) == (2, "godot", "s3cret")
     [spec] = hello.behaviours
     assert spec.name == "seeker"
     assert [(c.name, list(c.space.shape), c.space.dtype) for c in spec.observations] == [("obs", [SEEKER_OBS], pb.FLOAT32)]
@@ -282,10 +282,20 @@ def codec_cases() -> dict[str, tuple[str, bytes, object]]:
         terminal_rewards=make_tensor(np.zeros(0, np.float32)), terminal_truncated=make_tensor(np.zeros(0, bool)))]))
     actions = pb.TrainerMessage(actions=pb.Actions(step=3, behaviours=[
         pb.BehaviourActions(behaviour="a", actions=make_tensor(np.array([[1, 2], [3, 4]], np.int64))),
-        pb.BehaviourActions(behaviour="c", actions=make_tensor(np.ones((1, 300), np.float32)))]))
+        pb.BehaviourActions(behaviour="c", actions=make_tensor(np.ones((1, 300), np.float32)))],
+        environment_parameters={"speed": 2.5}))
+    grouped = pb.EngineMessage(observations=pb.Observations(step=1, behaviours=[pb.BehaviourObservations(
+        behaviour="a", decision_ids=make_tensor(np.array([0, 1], np.int64)),
+        decision_group_ids=make_tensor(np.array([0, 2**32 - 1], np.int64)),
+        decision_group_rewards=make_tensor(np.array([0, -0.5], np.float32)),
+        terminal_ids=make_tensor(np.array([1], np.int64)), terminal_group_ids=make_tensor(np.array([3], np.int64)),
+        terminal_group_rewards=make_tensor(np.array([2], np.float32)))], stats=[
+        pb.GameStat(key="Teams/Earned", value=3.0, aggregation=pb.SUM), pb.GameStat(key="ø", value=-1e-300),
+        pb.GameStat(key="h", aggregation=pb.HISTOGRAM)]))
     messages = {
         "hello": ("EngineMessage", hello),
         "observations": ("EngineMessage", observations),
+        "grouped_observations": ("EngineMessage", grouped),
         "engine_error": ("EngineMessage", pb.EngineMessage(error=pb.Error(message="bad", field="behaviours[0].decision_obs[1]"))),
         "engine_close": ("EngineMessage", pb.EngineMessage(close=pb.Close(reason="quit"))),
         "welcome": ("TrainerMessage", pb.TrainerMessage(welcome=pb.Welcome(
@@ -334,7 +344,7 @@ def test_the_gdscript_codec_reads_and_writes_every_bridge_message_as_protobuf_do
         echoed = type(expected)()
         echoed.ParseFromString(out.read_bytes())
         assert echoed == expected, name
-        if name not in ("welcome", "reset"):  # map entries may come in any order; everything else is canonical
+        if name not in ("welcome", "reset", "actions"):  # map entries may come in any order; the rest is canonical
             assert out.read_bytes() == expected.SerializeToString(), name
     for name, (kind, _) in BROKEN.items():
         assert (tmp_path / f"{name}.{kind}.err").read_text(), name
@@ -469,6 +479,7 @@ def test_group_rejects_bad_actions_naming_the_field(kind, bad, words):
 
 @pytest.mark.parametrize("scene, args", [
     (GROUP, ["--agents", "6", "--limit", "5", "--mask"]),
+    (GROUP, ["--agents", "6", "--limit", "5", "--teams"]),
     (GROUP, ["--agents", "3", "--kind", "multi", "--limit", "4"]),
     (GROUP, ["--agents", "3", "--kind", "continuous", "--limit", "3"]),
     ("res://checks/throughput.tscn", ["--agents", "64", "--obs-size", "8"]),
@@ -484,3 +495,149 @@ def test_group_scenes_pass_check_env_through_the_trainer(tmp_path, scene, args):
         assert env.restarts == 0
     logs = "".join(path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file())
     assert "SCRIPT ERROR" not in logs, logs[-2000:]
+
+
+# -- SparringMultiAgentGroup, record_stat and environment parameters (protocol version 2) ----------
+
+TEAMS = "res://checks/teams.tscn"  # checks/team_agent.gd: mates 0, 1 in one group, 2, 3 in another
+NOTHING, EARN, LEAVE, END_GROUP, INTERRUPT_GROUP = range(5)
+
+
+def mates(obs: pb.Observations) -> pb.BehaviourObservations:
+    assert [b.behaviour for b in obs.behaviours] == ["mate"]
+    return obs.behaviours[0]
+
+
+def group_rows(part: pb.BehaviourObservations, kind: str) -> tuple[list, list, list]:
+    return (tensor(getattr(part, f"{kind}_ids")).tolist(), tensor(getattr(part, f"{kind}_group_ids")).tolist(),
+            tensor(getattr(part, f"{kind}_group_rewards")).tolist())
+
+
+def test_members_of_a_multi_agent_group_report_its_id():
+    with GodotSession(TEAMS) as game:
+        game.handshake()
+        ids, groups, rewards = group_rows(mates(game.reset()), "decision")
+    assert ids == [0, 1, 2, 3] and rewards == [0, 0, 0, 0]
+    assert groups[0] == groups[1] != groups[2] == groups[3] and 0 < min(groups) and max(groups) < 2**32
+
+
+def test_a_group_reward_reaches_every_member_once():
+    with GodotSession(TEAMS) as game:
+        game.handshake()
+        _, groups, _ = group_rows(mates(game.reset()), "decision")
+        part = mates(game.step(1, {"mate": np.array([EARN, NOTHING, EARN, EARN])}))
+        assert group_rows(part, "decision") == ([0, 1, 2, 3], groups, [1, 1, 2, 2])
+        assert tensor(part.decision_rewards).tolist() == [0] * 4
+        part = mates(game.step(2, {"mate": np.array([NOTHING] * 4)}))
+        assert group_rows(part, "decision")[2] == [0] * 4
+
+
+def test_a_member_that_leaves_mid_episode_reports_its_group_once_more_while_the_others_play_on():
+    with GodotSession(TEAMS) as game:
+        game.handshake()
+        _, groups, _ = group_rows(mates(game.reset()), "decision")
+        part = mates(game.step(1, {"mate": np.array([EARN, LEAVE, NOTHING, NOTHING])}))
+        assert group_rows(part, "terminal") == ([1], [groups[1]], [1])  # what it earned before it left
+        assert tensor(part.terminal_truncated).tolist() == [False]
+        assert group_rows(part, "decision") == ([0, 1, 2, 3], [groups[0], 0, *groups[2:]], [1, 0, 0, 0])
+        part = mates(game.step(2, {"mate": np.array([EARN, EARN, NOTHING, NOTHING])}))  # mate 1 earns nothing now
+        assert group_rows(part, "decision") == ([0, 1, 2, 3], [groups[0], 0, *groups[2:]], [1, 0, 0, 0])
+        assert not part.HasField("terminal_group_ids")  # no terminal rows, no group columns for them
+        _, again, _ = group_rows(mates(game.reset(seed=1)), "decision")
+    assert again == groups  # the Reset put mate 1 back in its team
+
+
+@pytest.mark.parametrize("action, truncated", [(END_GROUP, False), (INTERRUPT_GROUP, True)])
+def test_a_group_episode_ends_every_member(action, truncated):
+    with GodotSession(TEAMS) as game:
+        game.handshake()
+        _, groups, _ = group_rows(mates(game.reset()), "decision")
+        part = mates(game.step(1, {"mate": np.array([NOTHING, NOTHING, EARN, action])}))
+    assert group_rows(part, "terminal") == ([2, 3], groups[2:], [1, 1])
+    assert tensor(part.terminal_truncated).tolist() == [truncated] * 2
+    assert group_rows(part, "decision") == ([0, 1, 2, 3], groups, [0, 0, 0, 0])  # the next group episode
+
+
+def test_record_stat_sends_statistics_with_the_next_decisions():
+    with GodotSession(TEAMS) as game:
+        game.handshake()
+        game.reset()
+        obs = game.step(1, {"mate": np.array([EARN, NOTHING, NOTHING, NOTHING])})
+        assert [(s.key, s.value, s.aggregation) for s in obs.stats] == [
+            ("Teams/Action", 1, pb.HISTOGRAM), ("Teams/Speed", 0, pb.MOST_RECENT), ("Teams/Earned", 1, pb.SUM),
+            *[("Teams/Action", 0, pb.HISTOGRAM), ("Teams/Speed", 0, pb.MOST_RECENT)] * 3]
+        assert len(game.step(2, {"mate": np.array([NOTHING] * 4)}).stats) == 8  # each value is sent once
+
+
+def test_parameters_in_actions_reach_the_episodes_that_start_after_them():
+    with GodotSession(TEAMS) as game:
+        game.handshake()
+        assert tensor(mates(game.reset(speed=2.0)).decision_obs[0])[:, 1].tolist() == [2.0] * 4
+        part = mates(game.step(1, {"mate": np.array([NOTHING, NOTHING, NOTHING, END_GROUP])}, speed=5.0))
+        assert tensor(part.decision_obs[0])[:, 1].tolist() == [2.0, 2.0, 5.0, 5.0]  # group 2 started afresh
+        obs = game.step(2, {"mate": np.array([NOTHING] * 4)})
+        assert [s.value for s in obs.stats if s.key == "Teams/Speed"] == [5.0] * 4  # the values held now
+        assert tensor(mates(game.reset(seed=1)).decision_obs[0])[:, 1].tolist() == [5.0] * 4  # kept over the Reset
+
+
+def test_teams_train_through_the_trainer_with_groups_statistics_and_sampled_parameters(tmp_path):
+    from sparring.envs.base import check_step_result, random_actions
+    from sparring.envs.bridge.env import MultiEngineEnv
+    from sparring.envs.parameters import UniformSampler
+
+    rng = np.random.default_rng(0)
+    with MultiEngineEnv.launch("godot3-server", 1, ["--path", str(PROJECT), TEAMS], transport="tcp",
+                               log_dir=tmp_path, step_timeout=30) as env:
+        env.set_parameters({"speed": UniformSampler(min_value=10.0, max_value=20.0)})
+        result = env.reset(seed=0)
+        starts = set(result["mate"].decisions.obs[:, 1].tolist())
+        grouped = 0
+        for _ in range(60):
+            actions = {"mate": random_actions(env.specs["mate"], 4, None, rng)}
+            result = env.step(actions)
+            check_step_result(env.specs, result)
+            part = result["mate"]
+            grouped += int((part.decisions.group_ids != 0).sum())
+            fresh = part.decisions.obs[:, 2] == 0  # the first decision of an episode
+            starts |= set(part.decisions.obs[fresh, 1].tolist())
+        stats = env.drain_stats()
+        assert env.restarts == 0
+    logs = "".join(path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file())
+    assert "SCRIPT ERROR" not in logs, logs[-2000:]
+    assert grouped > 0
+    assert all(10.0 <= s < 20.0 for s in starts) and len(starts) > 3  # a new draw for new episodes
+    assert {key: values[0][1] for key, values in stats.items()} == {
+        "Teams/Action": "histogram", "Teams/Speed": "most_recent", "Teams/Earned": "sum"}
+    assert len(stats["Teams/Action"]) == 4 * 60
+
+
+def test_crowd_rows_share_group_rewards_and_a_row_leaves_its_group_mid_episode():
+    """SparringAgentGroup's reward groups (checks/group_game.gd --teams): rows 0, 1 are group 1, rows 2, 3 group 2;
+    action 2 earns the row's group 1, action 1 ends its group's episode, action 0 ends the row's episode and group."""
+    with GodotSession(GROUP, args=("--agents", "4", "--teams")) as game:
+        game.handshake()
+        assert group_rows(crowd(game.reset()), "decision") == ([0, 1, 2, 3], [1, 1, 2, 2], [0, 0, 0, 0])
+        part = crowd(game.step(1, {"crowd": np.array([2, 2, 2, 1], np.int64)}))  # group 2's episode ends, too
+        assert group_rows(part, "terminal") == ([2, 3], [2, 2], [1, 1])
+        assert group_rows(part, "decision") == ([0, 1, 2, 3], [1, 1, 2, 2], [2, 2, 0, 0])
+        part = crowd(game.step(2, {"crowd": np.array([0, 2, 2, 2], np.int64)}))  # row 0 leaves as it ends
+        assert group_rows(part, "terminal") == ([0], [1], [0])  # it left before row 1 earned
+        assert group_rows(part, "decision") == ([0, 1, 2, 3], [0, 1, 2, 2], [0, 1, 2, 2])
+        part = crowd(game.step(3, {"crowd": np.array([2, 2, 0, 0], np.int64)}))
+        assert group_rows(part, "decision") == ([0, 1, 2, 3], [0, 1, 0, 0], [0, 1, 0, 0])
+        assert group_rows(part, "terminal") == ([2, 3], [2, 2], [0, 0])
+        part = crowd(game.step(4, {"crowd": np.array([2, 2, 2, 2], np.int64)}))
+        assert group_rows(part, "decision") == ([0, 1, 2, 3], [0, 1, 0, 0], [0, 1, 0, 0])
+        part = crowd(game.step(5, {"crowd": np.array([0, 0, 2, 2], np.int64)}))  # the last member leaves
+        assert group_rows(part, "terminal") == ([0, 1], [0, 1], [0, 0])
+        assert not part.HasField("decision_group_ids")  # nobody is in a group: no group columns
+        assert group_rows(crowd(game.reset(seed=1)), "decision") == ([0, 1, 2, 3], [1, 1, 2, 2], [0, 0, 0, 0])
+
+
+def test_a_crowd_without_groups_sends_no_group_columns():
+    with GodotSession(GROUP, args=("--agents", "3")) as game:
+        game.handshake()
+        part = crowd(game.reset())
+        assert not part.HasField("decision_group_ids") and not part.HasField("decision_group_rewards")
+        part = crowd(game.step(1, {"crowd": np.array([0, 1, 2], np.int64)}))
+        assert not part.HasField("terminal_group_ids") and not part.HasField("decision_group_ids")

@@ -1,4 +1,5 @@
-"""The trainer's side of the bridge messages: declared specs, observations and actions, strictly validated.
+"""The trainer's side of the bridge messages: declared specs, observations, game statistics and actions, strictly
+validated.
 
 Everything an engine sends is untrusted (DESIGN section 4). Decoding checks it
 against the declared spec and raises :class:`ProtocolError` naming the field,
@@ -19,14 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
-from sparring.envs.base import BehaviourStep, DecisionSteps, StepResult, TerminalSteps
+from sparring.envs.base import BehaviourStep, DecisionSteps, GameStats, StepResult, TerminalSteps
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
-from sparring.protos.wire import DTYPES, MAX_AGENT_ID, PROTOCOL_VERSION, ProtocolError, Serialized, decode_tensor, read_tensor
+from sparring.protos.wire import (
+    DTYPES, MAX_AGENT_ID, PROTOCOL_VERSION, STAT_AGGREGATIONS, ProtocolError, Serialized, decode_tensor, read_tensor,
+)
 from sparring.spec import BehaviourSpec, Obs
 
 __all__ = [
-    "DEFAULT_LIMITS", "PROTOCOL_VERSION", "ProtocolError", "SpecLimits", "decode_observations", "encode_actions",
-    "serialize_actions", "spec_difference", "spec_from_proto", "specs_from_hello",
+    "DEFAULT_LIMITS", "PROTOCOL_VERSION", "ProtocolError", "SpecLimits", "decode_observations", "decode_stats",
+    "encode_actions", "serialize_actions", "spec_difference", "spec_from_proto", "specs_from_hello",
 ]
 
 
@@ -292,7 +295,7 @@ def _decode_decisions(entry: pb.BehaviourObservations, spec: BehaviourSpec, mask
         mask = read_tensor(entry.action_mask, f"{where}.action_mask", np.dtype("?"), (n, spec.mask_size))
         if n and not _every_branch_allows_something(mask, spec.action_branches):
             raise ProtocolError(f"{where}.action_mask", "a row masks out every action of a branch")
-    return DecisionSteps(ids, obs, rewards, mask)
+    return DecisionSteps(ids, obs, rewards, mask, *_decode_groups(entry, "decision", n, where))
 
 
 def _decode_terminals(entry: pb.BehaviourObservations, spec: BehaviourSpec, where: str) -> TerminalSteps:
@@ -301,7 +304,58 @@ def _decode_terminals(entry: pb.BehaviourObservations, spec: BehaviourSpec, wher
     obs = _decode_obs(spec, entry.terminal_obs, m, f"{where}.terminal_obs")
     rewards = _decode_rewards(entry.terminal_rewards, m, f"{where}.terminal_rewards")
     truncated = read_tensor(entry.terminal_truncated, f"{where}.terminal_truncated", np.dtype("?"), (m,))
-    return TerminalSteps(ids, obs, rewards, truncated)
+    return TerminalSteps(ids, obs, rewards, truncated, *_decode_groups(entry, "terminal", m, where))
+
+
+def _decode_groups(
+    entry: pb.BehaviourObservations, kind: str, n: int, where: str
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(group ids, group rewards)`` of the ``kind`` rows ("decision" or "terminal"); ``None`` where the engine
+    sent none (no group, nothing earned). A group reward needs a group: rewards for group 0 are refused, as they
+    would be an engine's bookkeeping bug that learners would silently train on."""
+    ids_field, rewards_field = f"{kind}_group_ids", f"{kind}_group_rewards"
+    ids = rewards = None
+    if entry.HasField(ids_field):
+        ids = read_tensor(getattr(entry, ids_field), f"{where}.{ids_field}", np.dtype("<i8"), (n,))
+        if n and (ids.min() < 0 or ids.max() > MAX_AGENT_ID):
+            raise ProtocolError(f"{where}.{ids_field}", f"group ids must lie in [0, {MAX_AGENT_ID}] (0: no group), "
+                                                        f"got {ids.min()}..{ids.max()}")
+    if entry.HasField(rewards_field):
+        rewards = _decode_rewards(getattr(entry, rewards_field), n, f"{where}.{rewards_field}")
+        ungrouped = rewards != 0 if ids is None else (rewards != 0) & (ids == 0)
+        if ungrouped.any():
+            raise ProtocolError(f"{where}.{rewards_field}", f"group rewards for agents in no group (group id 0) in "
+                                                            f"rows {np.flatnonzero(ungrouped).tolist()}; send "
+                                                            f"{ids_field} with each agent's group")
+    return ids, rewards
+
+
+def decode_stats(msg: pb.Observations, aggregations: dict[str, str]) -> GameStats:
+    """An Observations message's game statistics, per key in order, checked: a name the trainer can log under, a
+    finite value, a known aggregation, and the same aggregation as the key's earlier values (``aggregations``,
+    the session's keys so far, which this extends)."""
+    stats: GameStats = {}
+    for i, stat in enumerate(msg.stats):
+        where = f"observations.stats[{i}]"
+        key = stat.key
+        if not key or len(key) > DEFAULT_LIMITS.max_name_length or any(ord(c) < 32 for c in key):
+            raise ProtocolError(f"{where}.key", f"a statistic needs a name of 1 to {DEFAULT_LIMITS.max_name_length} "
+                                                f"characters without control characters, got {key!r}")
+        if not math.isfinite(stat.value):
+            raise ProtocolError(f"{where}.value", f"statistic {key!r}: non-finite value {stat.value}")
+        aggregation = _AGGREGATION_NAMES.get(stat.aggregation)
+        if aggregation is None:
+            raise ProtocolError(f"{where}.aggregation", f"statistic {key!r}: unknown aggregation {stat.aggregation}; "
+                                                        f"one of {dict(STAT_AGGREGATIONS)}")
+        first = aggregations.setdefault(key, aggregation)
+        if first != aggregation:
+            raise ProtocolError(f"{where}.aggregation", f"statistic {key!r} was recorded with aggregation {first!r}, "
+                                                        f"now {aggregation!r}; a key keeps its aggregation")
+        stats.setdefault(key, []).append((stat.value, aggregation))
+    return stats
+
+
+_AGGREGATION_NAMES = {number: name for name, number in STAT_AGGREGATIONS.items()}
 
 
 def _every_branch_allows_something(mask: np.ndarray, branches: tuple[int, ...]) -> bool:
@@ -312,9 +366,12 @@ def _every_branch_allows_something(mask: np.ndarray, branches: tuple[int, ...]) 
 # -- actions -----------------------------------------------------------------
 
 
-def serialize_actions(step: int, actions: Mapping[str, np.ndarray]) -> Serialized:
-    """Trainer side: the ``TrainerMessage`` carrying the batch of actions for the last decisions, serialized by
-    reference (the arrays are not copied until the kernel gathers them)."""
+def serialize_actions(
+    step: int, actions: Mapping[str, np.ndarray], parameters: Mapping[str, float] | None = None
+) -> Serialized:
+    """Trainer side: the ``TrainerMessage`` carrying the batch of actions for the last decisions, and any
+    environment parameters that changed, serialized by reference (the arrays are not copied until the kernel
+    gathers them)."""
     body = Serialized()
     body.uint(1, step)
     for name, batch in actions.items():
@@ -322,11 +379,15 @@ def serialize_actions(step: int, actions: Mapping[str, np.ndarray]) -> Serialize
         entry.string(1, name)
         entry.tensor(2, batch)
         body.message(2, entry)
+    if parameters:  # field 3, after the behaviours: protobuf's own bytes for the map
+        body.raw(pb.Actions(environment_parameters=parameters).SerializeToString())
     message = Serialized()
     message.message(4, body)  # TrainerMessage.actions
     return message
 
 
-def encode_actions(step: int, actions: Mapping[str, np.ndarray]) -> pb.Actions:
+def encode_actions(
+    step: int, actions: Mapping[str, np.ndarray], parameters: Mapping[str, float] | None = None
+) -> pb.Actions:
     """The Actions message :func:`serialize_actions` sends, parsed back."""
-    return pb.TrainerMessage.FromString(serialize_actions(step, actions).tobytes()).actions
+    return pb.TrainerMessage.FromString(serialize_actions(step, actions, parameters).tobytes()).actions

@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from sparring.envs.base import Actions, BehaviourStep, MultiAgentEnv, StepResult
+from sparring.envs.base import Actions, BehaviourStep, GameStats, MultiAgentEnv, StepResult, merge_stats
 from sparring.envs.bridge import codec
 from sparring.envs.bridge.codec import ProtocolError
 from sparring.envs.bridge.launcher import GameLauncher, GameProcess, new_token
+from sparring.envs.bridge.parameters import EngineParameters, checked_parameters
 from sparring.envs.bridge.server import (
     BridgeServer,
     EngineError,
@@ -47,6 +48,7 @@ from sparring.envs.bridge.server import (
     SessionTimeout,
     host_port,
 )
+from sparring.envs.parameters import ParameterValue
 from sparring.envs.supervision import EngineFailure, LiveAgents, RestartBudget, lost_result
 from sparring.envs.vector import VectorEnv
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
@@ -66,12 +68,17 @@ class BridgeEnv(MultiAgentEnv):
         session: a session from :meth:`BridgeServer.accept`.
         step_timeout: seconds the engine has to answer one Actions.
         reset_timeout: seconds it has to answer a Reset (levels load); default ``step_timeout``.
-        environment_parameters: sent with every Reset.
+        environment_parameters: numbers or samplers, until :meth:`set_parameters` changes them.
 
     ``reset``/``step`` are ``send_*`` followed by :meth:`receive`; calling the halves
     separately lets a caller keep many engines busy at once. Step numbers: the
     Observations answering a Reset carry step 0; Actions carry the step of the
     Observations they answer, and the reply carries that step + 1.
+
+    Environment parameters travel in every Reset, and in the next Actions whenever one
+    changed: set anew, or a sampler drawn again once episodes started with its last draw
+    (:class:`~sparring.envs.bridge.parameters.EngineParameters`). The game statistics of
+    every reply wait in :meth:`drain_stats`.
     """
 
     def __init__(
@@ -79,13 +86,15 @@ class BridgeEnv(MultiAgentEnv):
         session: EngineSession,
         step_timeout: float = 60.0,
         reset_timeout: float | None = None,
-        environment_parameters: Mapping[str, float] | None = None,
+        environment_parameters: Mapping[str, ParameterValue] | None = None,
     ) -> None:
         self.session = session
         self.specs: dict[str, BehaviourSpec] = dict(session.specs)
         self.step_timeout = step_timeout
         self.reset_timeout = reset_timeout if reset_timeout is not None else step_timeout
-        self.environment_parameters = dict(environment_parameters or {})
+        self.parameters = EngineParameters(environment_parameters)
+        self._stats: GameStats = {}
+        self._aggregations: dict[str, str] = {}  # each statistic's aggregation, fixed by its first value
         self._step: int | None = None  # step number of the last Observations; None before the first reset
         self._expected: int | None = None  # step number the pending reply must carry
         self._deadline = 0.0
@@ -114,7 +123,7 @@ class BridgeEnv(MultiAgentEnv):
         """Send Reset; ``seed=None`` draws a fresh one (the protocol always carries a seed)."""
         if seed is None:
             seed = secrets.randbits(62)
-        message = pb.TrainerMessage(reset=pb.Reset(seed=seed, environment_parameters=self.environment_parameters))
+        message = pb.TrainerMessage(reset=pb.Reset(seed=seed, environment_parameters=self.parameters.at_reset(seed)))
         self.session.send(message, self.reset_timeout)
         self._expected = 0
         self._deadline = time.monotonic() + self.reset_timeout
@@ -148,7 +157,7 @@ class BridgeEnv(MultiAgentEnv):
         """Send Actions for the last decisions (``checked``: already passed through :meth:`check_actions`)."""
         if not checked:
             actions = self.check_actions(actions)
-        self.session.send(codec.serialize_actions(self._step, actions), self.step_timeout)
+        self.session.send(codec.serialize_actions(self._step, actions, self.parameters.changes()), self.step_timeout)
         self._expected = self._step + 1
         self._deadline = time.monotonic() + self.step_timeout
 
@@ -171,6 +180,7 @@ class BridgeEnv(MultiAgentEnv):
             result = codec.decode_observations(observations, self.specs, self.session.masked)
             if expected == 0:
                 _check_no_terminals(observations)
+            stats = codec.decode_stats(observations, self._aggregations)
         except ProtocolError as exc:
             self.session.fail(str(exc), exc.field)
             detail = str(exc).removeprefix(f"{exc.field}: ")
@@ -178,7 +188,19 @@ class BridgeEnv(MultiAgentEnv):
         self._step = expected
         self._live.update(result, fresh=expected == 0)
         self._counts = {name: len(part.decisions) for name, part in result.items()}
+        if expected == 0 or any(len(part.terminals) for part in result.values()):
+            self.parameters.episodes_started()
+        for key, values in stats.items():
+            self._stats.setdefault(key, []).extend(values)
         return result
+
+    def set_parameters(self, parameters: Mapping[str, ParameterValue]) -> None:
+        """New parameter values (numbers or samplers), sent with the next Actions or Reset."""
+        self.parameters.set(parameters)
+
+    def drain_stats(self) -> GameStats:
+        stats, self._stats = self._stats, {}
+        return stats
 
     def close(self) -> None:
         self.session.close("the env was closed")
@@ -251,7 +273,8 @@ class MultiEngineEnv(VectorEnv):
         max_restarts: relaunches allowed per slot over the env's life; one more failure raises.
         restart_backoff: seconds before the first relaunch of a slot; doubles with each
             further relaunch of that slot, up to ``max_backoff``.
-        environment_parameters: sent with every Reset.
+        environment_parameters: numbers or samplers every engine starts from, until :meth:`set_parameters`
+            changes them (each engine draws its own samples).
         owns_server: close ``server`` with this env.
 
     Attributes:
@@ -274,7 +297,7 @@ class MultiEngineEnv(VectorEnv):
         max_restarts: int = 5,
         restart_backoff: float = 0.5,
         max_backoff: float = 30.0,
-        environment_parameters: Mapping[str, float] | None = None,
+        environment_parameters: Mapping[str, ParameterValue] | None = None,
         owns_server: bool = False,
         close_timeout: float = 3.0,
     ) -> None:
@@ -291,8 +314,9 @@ class MultiEngineEnv(VectorEnv):
         self.step_timeout = step_timeout
         self.reset_timeout = reset_timeout
         self.connect_timeout = connect_timeout
-        self.environment_parameters = dict(environment_parameters or {})
+        self.environment_parameters = checked_parameters(environment_parameters or {})
         self.close_timeout = close_timeout
+        self._stats_of_failed: list[GameStats] = []  # recorded by sessions that ended since the last drain
         self._owns_server = owns_server
         self.budget = RestartBudget(
             num_engines, ("crashes", "disconnects", "timeouts", "invalid_messages", "engine_errors", "connect_failures"),
@@ -392,6 +416,20 @@ class MultiEngineEnv(VectorEnv):
     def engines_up(self) -> int:
         """Slots currently stepping."""
         return sum(slot.state == "up" for slot in self.slots)
+
+    def set_parameters(self, parameters: Mapping[str, ParameterValue]) -> None:
+        """Every engine, and every engine that connects later, gets the new values (samplers drawn per engine)."""
+        parameters = checked_parameters(parameters)
+        self.environment_parameters.update(parameters)
+        for slot in self.slots:
+            if slot.env is not None:
+                slot.env.set_parameters(parameters)
+
+    def drain_stats(self) -> GameStats:
+        """Every engine's statistics since the last call, those of sessions that ended meanwhile included."""
+        stats = merge_stats([*self._stats_of_failed, *(slot.env.drain_stats() for slot in self.slots if slot.env)])
+        self._stats_of_failed.clear()
+        return stats
 
     def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
         if method == "step":
@@ -511,6 +549,7 @@ class MultiEngineEnv(VectorEnv):
             process.kill()
         if slot.env is not None:
             slot.env.session.close("the trainer dropped this engine")
+            self._stats_of_failed.append(slot.env.drain_stats())
         if slot.token is not None:
             self.server.remove_launch_token(slot.token)
         self.budget.record(slot.index, kind, reason, lost)

@@ -95,6 +95,8 @@ class EngineSession:
         specs: the behaviour specs the engine declared, by name.
         masked: names of the behaviours whose decisions carry action masks.
         engine_name: what the engine called itself in its Hello.
+        protocol_version: the version this session speaks, the engine's (1: no groups, statistics or
+            parameters in Actions, which the engine would skip).
         transport: ``"grpc"`` or ``"tcp"``.
         peer: the engine's address, for messages.
         failure: why the session ended, once it has (``""`` while open).
@@ -106,6 +108,7 @@ class EngineSession:
         self.specs = specs
         self.masked = frozenset(masked)
         self.engine_name = hello.engine_name or "engine"
+        self.protocol_version = hello.protocol_version
         self.peer = peer
         self.failure = ""
         self._closed = False
@@ -515,7 +518,7 @@ class BridgeServer:
             session = _TcpSession(conn, self.max_message_bytes, hello, specs, masked, peer)
             try:
                 conn.settimeout(self.handshake_timeout)
-                write_frame(conn, self._welcome())
+                write_frame(conn, self._welcome(hello))
             except OSError as exc:
                 log.info("bridge: %s left during its handshake (%s)", peer, exc)
                 return
@@ -551,9 +554,9 @@ class BridgeServer:
         if kind != "hello":
             raise _Refused(f"the first message must be Hello, got {kind or 'an empty EngineMessage'}")
         hello = message.hello
-        if hello.protocol_version != codec.PROTOCOL_VERSION:
+        if not 1 <= hello.protocol_version <= codec.PROTOCOL_VERSION:
             raise _Refused(f"unsupported protocol version {hello.protocol_version}; "
-                           f"this trainer speaks {codec.PROTOCOL_VERSION}")
+                           f"this trainer speaks 1 to {codec.PROTOCOL_VERSION}")
         key = self._authenticate(hello.auth_token)
         try:
             specs, masked = codec.specs_from_hello(hello, self.limits)
@@ -586,9 +589,9 @@ class BridgeServer:
             raise _Refused("missing auth token: this trainer requires one (pass --sparring-token)")
         raise _Refused("wrong auth token")
 
-    def _welcome(self) -> pb.TrainerMessage:
+    def _welcome(self, hello: pb.Hello) -> pb.TrainerMessage:
         return pb.TrainerMessage(welcome=pb.Welcome(
-            protocol_version=codec.PROTOCOL_VERSION,
+            protocol_version=hello.protocol_version,  # the trainer speaks every version up to its own
             seed=self.seed + next(self._counter),
             environment_parameters=self.environment_parameters,
         ))
@@ -725,7 +728,7 @@ class _Servicer:
             return
         session = _GrpcSession(requests, context, hello, specs, masked, peer)
         context.add_callback(session.on_rpc_done)
-        yield server._welcome()
+        yield server._welcome(hello)
         if not server._hand_over(session, key):
             yield pb.TrainerMessage(close=pb.Close(reason="this engine's launch was withdrawn"))
             return

@@ -19,7 +19,9 @@ class Faulty:
 
     - ``short-obs``, ``nan-obs``: from step 3 on, a wrong observation shape, or a NaN;
     - ``terminals-at-reset``: a Reset after the first reports the episodes it cut off as terminals;
-    - ``empty-entry``: the game cannot take an empty action entry for the watcher when it has no decision.
+    - ``empty-entry``: the game cannot take an empty action entry for the watcher when it has no decision;
+    - ``nan-group-reward``, ``short-group-ids``: from step 3 on, the walkers (group 1) report a NaN group
+      reward, or one group id for the two of them.
     """
 
     specs = {"Walker": SPEC, "Watcher": WATCHER}
@@ -38,7 +40,12 @@ class Faulty:
         ids = np.arange(n, dtype=np.int64)
         terminals = se.TerminalSteps(ids, np.zeros((n, 3), np.float32), np.ones(n, np.float32), np.zeros(n, bool)) \
             if ended else se.TerminalSteps.empty(SPEC)
-        decisions = se.DecisionSteps(ids, obs, np.zeros(n, np.float32) if ended else np.ones(n, np.float32))
+        decisions = se.DecisionSteps(ids, obs, np.zeros(n, np.float32) if ended else np.ones(n, np.float32),
+                                     group_ids=np.ones(n, np.int64), group_rewards=np.zeros(n, np.float32))
+        if self.t >= 3 and self.fault == "nan-group-reward":
+            decisions.group_rewards[1] = np.nan
+        if self.t >= 3 and self.fault == "short-group-ids":
+            decisions.group_ids = np.ones(n - 1, np.int64)
         watching = np.arange(1 if self.t % 2 == 0 else 0, dtype=np.int64)
         watcher = se.DecisionSteps(watching, np.zeros((len(watching), 1), np.float32), np.zeros(len(watching), np.float32))
         return {"Walker": se.BehaviourStep(decisions, terminals), "Watcher": se.BehaviourStep(watcher, se.TerminalSteps.empty(WATCHER))}

@@ -18,6 +18,10 @@ of the sparring env API, and :func:`run` does the rest::
     if __name__ == "__main__":
         se.run(Chase(), se.from_command_line())   # reads --sparring-host/-port/-transport/-token
 
+Optional: ``groups = {"Chaser": se.AgentGroups()}`` for agents that share rewards (ML-Agents'
+SimpleMultiAgentGroup), ``stats = se.StatsRecorder()`` for statistics the trainer logs, and
+``configure(parameters)`` to receive the environment parameters (see :class:`Game`).
+
 The package needs numpy, grpcio, protobuf and the bridge's wire format
 (``sparring-protocol``), nothing of the trainer. Gymnasium's spaces are accepted
 in place of :class:`Box`, :class:`Discrete` and :class:`MultiDiscrete`. The
@@ -35,7 +39,9 @@ from sparring_engine.client import (
     from_command_line,
     run,
 )
+from sparring_engine.groups import AgentGroups
 from sparring_engine.messages import decode_actions, encode_observations, hello_message, serialize_observations, spec_to_proto
+from sparring_engine.stats import StatsRecorder
 from sparring_engine.types import (
     BehaviourSpec,
     BehaviourStep,
@@ -48,8 +54,9 @@ from sparring_engine.types import (
 )
 
 __all__ = [
-    "BehaviourSpec", "BehaviourStep", "Box", "BridgeOptions", "DecisionSteps", "Discrete", "EngineConnection", "Game",
-    "MultiDiscrete", "ProtocolError", "StepResult", "TerminalSteps", "TrainerError", "TrainerRefused",
+    "AgentGroups", "BehaviourSpec", "BehaviourStep", "Box", "BridgeOptions", "DecisionSteps", "Discrete",
+    "EngineConnection", "Game", "MultiDiscrete", "ProtocolError", "StatsRecorder", "StepResult", "TerminalSteps",
+    "TrainerError", "TrainerRefused",
     "decode_actions", "encode_observations", "from_command_line", "hello_message", "run", "serialize_observations",
     "spec_to_proto",
 ]

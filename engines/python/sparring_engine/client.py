@@ -38,6 +38,14 @@ class Game(Protocol):
     Attributes:
         specs: behaviour name -> :class:`~sparring_engine.BehaviourSpec`, fixed for the game's life.
         action_masks: (optional) names of behaviours whose decisions carry ``action_mask``.
+        groups: (optional) behaviour name -> :class:`~sparring_engine.AgentGroups`, the groups its agents
+            play in; each step's ``group_ids`` and ``group_rewards`` of those behaviours are filled from them.
+        stats: (optional) a :class:`~sparring_engine.StatsRecorder`; what it recorded goes out with each step.
+
+    A game may also define ``configure(parameters)``: it is given every environment parameter's current
+    value (a dict of floats) whenever new values arrive from the trainer (the Welcome, a Reset, an
+    Actions), before the game's next ``reset`` or ``step``. Values that arrive with Actions are for the
+    episodes that start from then on; those that arrive with a Reset, for every episode it starts.
     """
 
     specs: Mapping[str, BehaviourSpec]
@@ -233,7 +241,7 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
     masks = set(getattr(game, "action_masks", ()))
     with EngineConnection(options) as conn:
         welcome = conn.hello(specs, masks, engine_name or type(game).__name__)
-        _configure(game, welcome.environment_parameters)
+        parameters = _Parameters(game, welcome.environment_parameters)
         step: int | None = None
         counts: dict[str, int] = {}
         while True:
@@ -241,7 +249,8 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
             kind = message.WhichOneof("message")
             try:
                 if kind == "reset":
-                    _configure(game, message.reset.environment_parameters)
+                    parameters.update(message.reset.environment_parameters)
+                    _discard_group_rewards(game)
                     result, step = game.reset(message.reset.seed), 0
                 elif kind == "actions":
                     if step is None:
@@ -249,7 +258,9 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                     if message.actions.step != step:
                         raise ProtocolError("actions.step", f"expected {step} (the step of the last "
                                                   f"Observations), got {message.actions.step}")
-                    result = game.step(decode_actions(message.actions, specs, counts))
+                    actions = decode_actions(message.actions, specs, counts)
+                    parameters.update(message.actions.environment_parameters)
+                    result = game.step(actions)
                     step += 1
                 elif kind == "close":
                     return
@@ -258,6 +269,7 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                                        f"{message.error.message}", message.error.field)
                 else:
                     raise ProtocolError("message", f"unexpected {kind or 'empty message'} from the trainer")
+                result = _labelled(game, result)
             except ProtocolError as exc:
                 conn.send_error(str(exc), exc.field)
                 raise TrainerError(f"the trainer sent an invalid message: {exc}", exc.field) from None
@@ -267,9 +279,39 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                 conn.send_error(f"{type(exc).__name__} in the game: {exc}")
                 raise
             counts = {name: len(part.decisions) for name, part in result.items()}
-            conn.send(serialize_observations(step, specs, result))
+            conn.send(serialize_observations(step, specs, result, _recorded_stats(game)))
 
 
-def _configure(game: Game, parameters: Mapping[str, float]) -> None:
-    if parameters and hasattr(game, "configure"):
-        game.configure(dict(parameters))
+class _Parameters:
+    """The environment parameters' current values (the Welcome's, then merged with each Reset's and Actions'),
+    handed to the game's ``configure`` whenever new ones arrive."""
+
+    def __init__(self, game: Game, welcome: Mapping[str, float]) -> None:
+        self._configure = getattr(game, "configure", None)
+        self._values: dict[str, float] = {}
+        self.update(welcome)
+
+    def update(self, parameters: Mapping[str, float]) -> None:
+        if not parameters:
+            return
+        self._values.update(parameters)
+        if self._configure is not None:
+            self._configure(dict(self._values))
+
+
+def _labelled(game: Game, result: StepResult) -> StepResult:
+    """``result`` with the group columns of the behaviours the game keeps groups for filled in."""
+    groups = getattr(game, "groups", None)
+    if not groups:
+        return result
+    return {name: groups[name].label(part) if name in groups else part for name, part in result.items()}
+
+
+def _discard_group_rewards(game: Game) -> None:
+    for groups in getattr(game, "groups", {}).values():
+        groups.discard_rewards()
+
+
+def _recorded_stats(game: Game) -> list[pb.GameStat]:
+    recorder = getattr(game, "stats", None)
+    return recorder.drain() if recorder is not None else []

@@ -1,4 +1,5 @@
-"""The engine's side of the bridge messages: its Hello, its Observations, and the trainer's Actions read back.
+"""The engine's side of the bridge messages: its Hello, its Observations (with groups and statistics), and the trainer's
+Actions read back.
 
 The counterpart of the trainer's ``sparring.envs.bridge.codec``; both build on the
 shared wire format, ``sparring.protos.wire``.
@@ -6,7 +7,7 @@ shared wire format, ``sparring.protos.wire``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -62,10 +63,13 @@ def _observation_tensors(out: Serialized, number: int, spec: BehaviourSpec, obs)
         out.tensor(number, part)
 
 
-def serialize_observations(step: int, specs: Mapping[str, BehaviourSpec], result: StepResult) -> Serialized:
-    """A step result as the serialized ``EngineMessage`` that carries it, the arrays referenced, not copied.
+def serialize_observations(step: int, specs: Mapping[str, BehaviourSpec], result: StepResult,
+                           stats: Sequence[pb.GameStat] = ()) -> Serialized:
+    """A step result, and the game statistics recorded since the last one, as the serialized ``EngineMessage``
+    that carries them, the arrays referenced, not copied.
 
-    This is what :func:`run` sends each step: the kernel gathers the arrays into the frame.
+    This is what :func:`run` sends each step: the kernel gathers the arrays into the frame. Group columns
+    travel only for rows where some agent is in a group (or, wrongly, earns a group reward).
     """
     observations = Serialized()
     observations.uint(1, step)
@@ -78,20 +82,36 @@ def serialize_observations(step: int, specs: Mapping[str, BehaviourSpec], result
         entry.tensor(4, np.asarray(d.rewards).astype(np.float32, copy=False))
         if d.action_mask is not None:
             entry.tensor(5, np.asarray(d.action_mask).astype(bool, copy=False))
-        if len(t.agent_ids):
+        ended = len(t.agent_ids) > 0
+        if ended:
             entry.tensor(6, np.asarray(t.agent_ids).astype(np.int64, copy=False))
             _observation_tensors(entry, 7, specs[name], t.obs)
             entry.tensor(8, np.asarray(t.rewards).astype(np.float32, copy=False))
             entry.tensor(9, np.asarray(t.truncated).astype(bool, copy=False))
+        _group_tensors(entry, 10, d)
+        if ended:
+            _group_tensors(entry, 12, t)
         observations.message(2, entry)
+    if stats:  # field 3, after the behaviours: protobuf's own bytes for them
+        observations.raw(pb.Observations(stats=stats).SerializeToString())
     message = Serialized()
     message.message(2, observations)  # EngineMessage.observations
     return message
 
 
-def encode_observations(step: int, specs: Mapping[str, BehaviourSpec], result: StepResult) -> pb.Observations:
+def _group_tensors(out: Serialized, number: int, rows) -> None:
+    """Group ids and group rewards of ``rows`` as fields ``number`` and ``number + 1``, unless nobody is grouped."""
+    group_ids = np.asarray(rows.group_ids).astype(np.int64, copy=False)
+    group_rewards = np.asarray(rows.group_rewards).astype(np.float32, copy=False)
+    if group_ids.any() or group_rewards.any():
+        out.tensor(number, group_ids)
+        out.tensor(number + 1, group_rewards)
+
+
+def encode_observations(step: int, specs: Mapping[str, BehaviourSpec], result: StepResult,
+                        stats: Sequence[pb.GameStat] = ()) -> pb.Observations:
     """A step result as an Observations message: what :func:`serialize_observations` sends, parsed back."""
-    return pb.EngineMessage.FromString(serialize_observations(step, specs, result).tobytes()).observations
+    return pb.EngineMessage.FromString(serialize_observations(step, specs, result, stats).tobytes()).observations
 
 
 def decode_actions(msg: pb.Actions, specs: Mapping[str, BehaviourSpec], counts: Mapping[str, int]) -> dict[str, np.ndarray]:

@@ -113,8 +113,36 @@ class BehaviourSpec:
         return observation_components(self.observation_space)
 
 
+class _Grouped:
+    """Group membership and group rewards of a batch of agents, as in the trainer's env API.
+
+    ``group_ids`` (int64, 0 for no group) and ``group_rewards`` (float32, what each agent's group earned since
+    its previous decision) default to zeros: agents in no group. :class:`~sparring_engine.AgentGroups` fills them
+    for games that keep their groups there.
+    """
+
+    agent_ids: np.ndarray
+    rewards: np.ndarray
+    group_ids: np.ndarray | None
+    group_rewards: np.ndarray | None
+
+    def __post_init__(self) -> None:
+        if self.group_ids is None:
+            self.group_ids = np.zeros(len(self.agent_ids), np.int64)
+        if self.group_rewards is None:
+            self.group_rewards = np.zeros(len(self.agent_ids), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.agent_ids)
+
+    @property
+    def total_rewards(self) -> np.ndarray:
+        """Individual plus group reward: what an independent learner trains on."""
+        return self.rewards + self.group_rewards
+
+
 @dataclass
-class DecisionSteps:
+class DecisionSteps(_Grouped):
     """The agents of one behaviour that request an action now (arrays along the first axis).
 
     ``obs`` is an array, or a dict of arrays keyed like the observation components; ``action_mask`` is
@@ -125,9 +153,8 @@ class DecisionSteps:
     obs: Any
     rewards: np.ndarray
     action_mask: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.agent_ids)
+    group_ids: np.ndarray | None = None
+    group_rewards: np.ndarray | None = None
 
     @classmethod
     def empty(cls, spec: BehaviourSpec) -> DecisionSteps:
@@ -135,7 +162,7 @@ class DecisionSteps:
 
 
 @dataclass
-class TerminalSteps:
+class TerminalSteps(_Grouped):
     """The agents of one behaviour whose episode ended since the last step: final observation, last rewards,
     and ``truncated`` (True when a time limit cut the episode short rather than the game ending it)."""
 
@@ -143,9 +170,8 @@ class TerminalSteps:
     obs: Any
     rewards: np.ndarray
     truncated: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.agent_ids)
+    group_ids: np.ndarray | None = None
+    group_rewards: np.ndarray | None = None
 
     @classmethod
     def empty(cls, spec: BehaviourSpec) -> TerminalSteps:

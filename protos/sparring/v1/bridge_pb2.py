@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sparring/v1/bridge.proto\x12\x0bsparring.v1\"H\n\x06Tensor\x12!\n\x05\x64type\x18\x01 \x01(\x0e\x32\x12.sparring.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x81\x01\n\x08\x42oxSpace\x12\r\n\x05shape\x18\x01 \x03(\x03\x12!\n\x05\x64type\x18\x02 \x01(\x0e\x32\x12.sparring.v1.DType\x12 \n\x03low\x18\x03 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12!\n\x04high\x18\x04 \x01(\x0b\x32\x13.sparring.v1.Tensor\"\x1a\n\rDiscreteSpace\x12\t\n\x01n\x18\x01 \x01(\x03\"\"\n\x12MultiDiscreteSpace\x12\x0c\n\x04nvec\x18\x01 \x03(\x03\"J\n\x14ObservationComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05space\x18\x02 \x01(\x0b\x32\x15.sparring.v1.BoxSpace\"\xb4\x02\n\rBehaviourSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x37\n\x0cobservations\x18\x02 \x03(\x0b\x32!.sparring.v1.ObservationComponent\x12.\n\x08\x64iscrete\x18\x03 \x01(\x0b\x32\x1a.sparring.v1.DiscreteSpaceH\x00\x12\x39\n\x0emulti_discrete\x18\x04 \x01(\x0b\x32\x1f.sparring.v1.MultiDiscreteSpaceH\x00\x12+\n\ncontinuous\x18\x05 \x01(\x0b\x32\x15.sparring.v1.BoxSpaceH\x00\x12\x10\n\x08has_team\x18\x06 \x01(\x08\x12\x0f\n\x07team_id\x18\x07 \x01(\x05\x12\x17\n\x0fhas_action_mask\x18\x08 \x01(\x08\x42\x08\n\x06\x61\x63tion\"z\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nauth_token\x18\x02 \x01(\t\x12\x13\n\x0b\x65ngine_name\x18\x03 \x01(\t\x12.\n\nbehaviours\x18\x04 \x03(\x0b\x32\x1a.sparring.v1.BehaviourSpec\"\xc0\x01\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12O\n\x16\x65nvironment_parameters\x18\x03 \x03(\x0b\x32/.sparring.v1.Welcome.EnvironmentParametersEntry\x1a<\n\x1a\x45nvironmentParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x19\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x8f\x03\n\x15\x42\x65haviourObservations\x12\x11\n\tbehaviour\x18\x01 \x01(\t\x12)\n\x0c\x64\x65\x63ision_ids\x18\x02 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12)\n\x0c\x64\x65\x63ision_obs\x18\x03 \x03(\x0b\x32\x13.sparring.v1.Tensor\x12-\n\x10\x64\x65\x63ision_rewards\x18\x04 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12(\n\x0b\x61\x63tion_mask\x18\x05 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12)\n\x0cterminal_ids\x18\x06 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12)\n\x0cterminal_obs\x18\x07 \x03(\x0b\x32\x13.sparring.v1.Tensor\x12-\n\x10terminal_rewards\x18\x08 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12/\n\x12terminal_truncated\x18\t \x01(\x0b\x32\x13.sparring.v1.Tensor\"T\n\x0cObservations\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x36\n\nbehaviours\x18\x02 \x03(\x0b\x32\".sparring.v1.BehaviourObservations\"K\n\x10\x42\x65haviourActions\x12\x11\n\tbehaviour\x18\x01 \x01(\t\x12$\n\x07\x61\x63tions\x18\x02 \x01(\x0b\x32\x13.sparring.v1.Tensor\"J\n\x07\x41\x63tions\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x31\n\nbehaviours\x18\x02 \x03(\x0b\x32\x1d.sparring.v1.BehaviourActions\"\xa2\x01\n\x05Reset\x12\x0c\n\x04seed\x18\x01 \x01(\x03\x12M\n\x16\x65nvironment_parameters\x18\x02 \x03(\x0b\x32-.sparring.v1.Reset.EnvironmentParametersEntry\x1a<\n\x1a\x45nvironmentParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x17\n\x05\x43lose\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\'\n\x05\x45rror\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\"\xbc\x01\n\rEngineMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.sparring.v1.HelloH\x00\x12\x31\n\x0cobservations\x18\x02 \x01(\x0b\x32\x19.sparring.v1.ObservationsH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.sparring.v1.ErrorH\x00\x12#\n\x05\x63lose\x18\x04 \x01(\x0b\x32\x12.sparring.v1.CloseH\x00\x42\t\n\x07message\"\x85\x02\n\x0eTrainerMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.sparring.v1.WelcomeH\x00\x12\'\n\x07refusal\x18\x02 \x01(\x0b\x32\x14.sparring.v1.RefusalH\x00\x12#\n\x05reset\x18\x03 \x01(\x0b\x32\x12.sparring.v1.ResetH\x00\x12\'\n\x07\x61\x63tions\x18\x04 \x01(\x0b\x32\x14.sparring.v1.ActionsH\x00\x12#\n\x05\x63lose\x18\x05 \x01(\x0b\x32\x12.sparring.v1.CloseH\x00\x12#\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.sparring.v1.ErrorH\x00\x42\t\n\x07message*m\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\x08\n\x04INT8\x10\x03\x12\t\n\x05UINT8\x10\x04\x12\t\n\x05INT32\x10\x05\x12\t\n\x05INT64\x10\x06\x12\x08\n\x04\x42OOL\x10\x07\x32P\n\x06\x42ridge\x12\x46\n\x07Session\x12\x1a.sparring.v1.EngineMessage\x1a\x1b.sparring.v1.TrainerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sparring/v1/bridge.proto\x12\x0bsparring.v1\"H\n\x06Tensor\x12!\n\x05\x64type\x18\x01 \x01(\x0e\x32\x12.sparring.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x81\x01\n\x08\x42oxSpace\x12\r\n\x05shape\x18\x01 \x03(\x03\x12!\n\x05\x64type\x18\x02 \x01(\x0e\x32\x12.sparring.v1.DType\x12 \n\x03low\x18\x03 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12!\n\x04high\x18\x04 \x01(\x0b\x32\x13.sparring.v1.Tensor\"\x1a\n\rDiscreteSpace\x12\t\n\x01n\x18\x01 \x01(\x03\"\"\n\x12MultiDiscreteSpace\x12\x0c\n\x04nvec\x18\x01 \x03(\x03\"J\n\x14ObservationComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05space\x18\x02 \x01(\x0b\x32\x15.sparring.v1.BoxSpace\"\xb4\x02\n\rBehaviourSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x37\n\x0cobservations\x18\x02 \x03(\x0b\x32!.sparring.v1.ObservationComponent\x12.\n\x08\x64iscrete\x18\x03 \x01(\x0b\x32\x1a.sparring.v1.DiscreteSpaceH\x00\x12\x39\n\x0emulti_discrete\x18\x04 \x01(\x0b\x32\x1f.sparring.v1.MultiDiscreteSpaceH\x00\x12+\n\ncontinuous\x18\x05 \x01(\x0b\x32\x15.sparring.v1.BoxSpaceH\x00\x12\x10\n\x08has_team\x18\x06 \x01(\x08\x12\x0f\n\x07team_id\x18\x07 \x01(\x05\x12\x17\n\x0fhas_action_mask\x18\x08 \x01(\x08\x42\x08\n\x06\x61\x63tion\"z\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nauth_token\x18\x02 \x01(\t\x12\x13\n\x0b\x65ngine_name\x18\x03 \x01(\t\x12.\n\nbehaviours\x18\x04 \x03(\x0b\x32\x1a.sparring.v1.BehaviourSpec\"\xc0\x01\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12O\n\x16\x65nvironment_parameters\x18\x03 \x03(\x0b\x32/.sparring.v1.Welcome.EnvironmentParametersEntry\x1a<\n\x1a\x45nvironmentParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x19\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xdb\x04\n\x15\x42\x65haviourObservations\x12\x11\n\tbehaviour\x18\x01 \x01(\t\x12)\n\x0c\x64\x65\x63ision_ids\x18\x02 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12)\n\x0c\x64\x65\x63ision_obs\x18\x03 \x03(\x0b\x32\x13.sparring.v1.Tensor\x12-\n\x10\x64\x65\x63ision_rewards\x18\x04 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12(\n\x0b\x61\x63tion_mask\x18\x05 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12)\n\x0cterminal_ids\x18\x06 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12)\n\x0cterminal_obs\x18\x07 \x03(\x0b\x32\x13.sparring.v1.Tensor\x12-\n\x10terminal_rewards\x18\x08 \x01(\x0b\x32\x13.sparring.v1.Tensor\x12/\n\x12terminal_truncated\x18\t \x01(\x0b\x32\x13.sparring.v1.Tensor\x12/\n\x12\x64\x65\x63ision_group_ids\x18\n \x01(\x0b\x32\x13.sparring.v1.Tensor\x12\x33\n\x16\x64\x65\x63ision_group_rewards\x18\x0b \x01(\x0b\x32\x13.sparring.v1.Tensor\x12/\n\x12terminal_group_ids\x18\x0c \x01(\x0b\x32\x13.sparring.v1.Tensor\x12\x33\n\x16terminal_group_rewards\x18\r \x01(\x0b\x32\x13.sparring.v1.Tensor\"Y\n\x08GameStat\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x31\n\x0b\x61ggregation\x18\x03 \x01(\x0e\x32\x1c.sparring.v1.StatAggregation\"z\n\x0cObservations\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x36\n\nbehaviours\x18\x02 \x03(\x0b\x32\".sparring.v1.BehaviourObservations\x12$\n\x05stats\x18\x03 \x03(\x0b\x32\x15.sparring.v1.GameStat\"K\n\x10\x42\x65haviourActions\x12\x11\n\tbehaviour\x18\x01 \x01(\t\x12$\n\x07\x61\x63tions\x18\x02 \x01(\x0b\x32\x13.sparring.v1.Tensor\"\xd9\x01\n\x07\x41\x63tions\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x31\n\nbehaviours\x18\x02 \x03(\x0b\x32\x1d.sparring.v1.BehaviourActions\x12O\n\x16\x65nvironment_parameters\x18\x03 \x03(\x0b\x32/.sparring.v1.Actions.EnvironmentParametersEntry\x1a<\n\x1a\x45nvironmentParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa2\x01\n\x05Reset\x12\x0c\n\x04seed\x18\x01 \x01(\x03\x12M\n\x16\x65nvironment_parameters\x18\x02 \x03(\x0b\x32-.sparring.v1.Reset.EnvironmentParametersEntry\x1a<\n\x1a\x45nvironmentParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x17\n\x05\x43lose\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\'\n\x05\x45rror\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\"\xbc\x01\n\rEngineMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.sparring.v1.HelloH\x00\x12\x31\n\x0cobservations\x18\x02 \x01(\x0b\x32\x19.sparring.v1.ObservationsH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.sparring.v1.ErrorH\x00\x12#\n\x05\x63lose\x18\x04 \x01(\x0b\x32\x12.sparring.v1.CloseH\x00\x42\t\n\x07message\"\x85\x02\n\x0eTrainerMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.sparring.v1.WelcomeH\x00\x12\'\n\x07refusal\x18\x02 \x01(\x0b\x32\x14.sparring.v1.RefusalH\x00\x12#\n\x05reset\x18\x03 \x01(\x0b\x32\x12.sparring.v1.ResetH\x00\x12\'\n\x07\x61\x63tions\x18\x04 \x01(\x0b\x32\x14.sparring.v1.ActionsH\x00\x12#\n\x05\x63lose\x18\x05 \x01(\x0b\x32\x12.sparring.v1.CloseH\x00\x12#\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.sparring.v1.ErrorH\x00\x42\t\n\x07message*m\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\x08\n\x04INT8\x10\x03\x12\t\n\x05UINT8\x10\x04\x12\t\n\x05INT32\x10\x05\x12\t\n\x05INT64\x10\x06\x12\x08\n\x04\x42OOL\x10\x07*G\n\x0fStatAggregation\x12\x0b\n\x07\x41VERAGE\x10\x00\x12\x0f\n\x0bMOST_RECENT\x10\x01\x12\x07\n\x03SUM\x10\x02\x12\r\n\tHISTOGRAM\x10\x03\x32P\n\x06\x42ridge\x12\x46\n\x07Session\x12\x1a.sparring.v1.EngineMessage\x1a\x1b.sparring.v1.TrainerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WELCOME_ENVIRONMENTPARAMETERSENTRY']._loaded_options = None
   _globals['_WELCOME_ENVIRONMENTPARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_ACTIONS_ENVIRONMENTPARAMETERSENTRY']._loaded_options = None
+  _globals['_ACTIONS_ENVIRONMENTPARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_RESET_ENVIRONMENTPARAMETERSENTRY']._loaded_options = None
   _globals['_RESET_ENVIRONMENTPARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=2371
-  _globals['_DTYPE']._serialized_end=2480
+  _globals['_DTYPE']._serialized_start=2848
+  _globals['_DTYPE']._serialized_end=2957
+  _globals['_STATAGGREGATION']._serialized_start=2959
+  _globals['_STATAGGREGATION']._serialized_end=3030
   _globals['_TENSOR']._serialized_start=41
   _globals['_TENSOR']._serialized_end=113
   _globals['_BOXSPACE']._serialized_start=116
@@ -58,25 +62,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFUSAL']._serialized_start=1017
   _globals['_REFUSAL']._serialized_end=1042
   _globals['_BEHAVIOUROBSERVATIONS']._serialized_start=1045
-  _globals['_BEHAVIOUROBSERVATIONS']._serialized_end=1444
-  _globals['_OBSERVATIONS']._serialized_start=1446
-  _globals['_OBSERVATIONS']._serialized_end=1530
-  _globals['_BEHAVIOURACTIONS']._serialized_start=1532
-  _globals['_BEHAVIOURACTIONS']._serialized_end=1607
-  _globals['_ACTIONS']._serialized_start=1609
-  _globals['_ACTIONS']._serialized_end=1683
-  _globals['_RESET']._serialized_start=1686
-  _globals['_RESET']._serialized_end=1848
+  _globals['_BEHAVIOUROBSERVATIONS']._serialized_end=1648
+  _globals['_GAMESTAT']._serialized_start=1650
+  _globals['_GAMESTAT']._serialized_end=1739
+  _globals['_OBSERVATIONS']._serialized_start=1741
+  _globals['_OBSERVATIONS']._serialized_end=1863
+  _globals['_BEHAVIOURACTIONS']._serialized_start=1865
+  _globals['_BEHAVIOURACTIONS']._serialized_end=1940
+  _globals['_ACTIONS']._serialized_start=1943
+  _globals['_ACTIONS']._serialized_end=2160
+  _globals['_ACTIONS_ENVIRONMENTPARAMETERSENTRY']._serialized_start=955
+  _globals['_ACTIONS_ENVIRONMENTPARAMETERSENTRY']._serialized_end=1015
+  _globals['_RESET']._serialized_start=2163
+  _globals['_RESET']._serialized_end=2325
   _globals['_RESET_ENVIRONMENTPARAMETERSENTRY']._serialized_start=955
   _globals['_RESET_ENVIRONMENTPARAMETERSENTRY']._serialized_end=1015
-  _globals['_CLOSE']._serialized_start=1850
-  _globals['_CLOSE']._serialized_end=1873
-  _globals['_ERROR']._serialized_start=1875
-  _globals['_ERROR']._serialized_end=1914
-  _globals['_ENGINEMESSAGE']._serialized_start=1917
-  _globals['_ENGINEMESSAGE']._serialized_end=2105
-  _globals['_TRAINERMESSAGE']._serialized_start=2108
-  _globals['_TRAINERMESSAGE']._serialized_end=2369
-  _globals['_BRIDGE']._serialized_start=2482
-  _globals['_BRIDGE']._serialized_end=2562
+  _globals['_CLOSE']._serialized_start=2327
+  _globals['_CLOSE']._serialized_end=2350
+  _globals['_ERROR']._serialized_start=2352
+  _globals['_ERROR']._serialized_end=2391
+  _globals['_ENGINEMESSAGE']._serialized_start=2394
+  _globals['_ENGINEMESSAGE']._serialized_end=2582
+  _globals['_TRAINERMESSAGE']._serialized_start=2585
+  _globals['_TRAINERMESSAGE']._serialized_end=2846
+  _globals['_BRIDGE']._serialized_start=3032
+  _globals['_BRIDGE']._serialized_end=3112
 # @@protoc_insertion_point(module_scope)

@@ -17,6 +17,13 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INT32: _ClassVar[DType]
     INT64: _ClassVar[DType]
     BOOL: _ClassVar[DType]
+
+class StatAggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AVERAGE: _ClassVar[StatAggregation]
+    MOST_RECENT: _ClassVar[StatAggregation]
+    SUM: _ClassVar[StatAggregation]
+    HISTOGRAM: _ClassVar[StatAggregation]
 DTYPE_UNSPECIFIED: DType
 FLOAT32: DType
 FLOAT64: DType
@@ -25,6 +32,10 @@ UINT8: DType
 INT32: DType
 INT64: DType
 BOOL: DType
+AVERAGE: StatAggregation
+MOST_RECENT: StatAggregation
+SUM: StatAggregation
+HISTOGRAM: StatAggregation
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -124,7 +135,7 @@ class Refusal(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class BehaviourObservations(_message.Message):
-    __slots__ = ("behaviour", "decision_ids", "decision_obs", "decision_rewards", "action_mask", "terminal_ids", "terminal_obs", "terminal_rewards", "terminal_truncated")
+    __slots__ = ("behaviour", "decision_ids", "decision_obs", "decision_rewards", "action_mask", "terminal_ids", "terminal_obs", "terminal_rewards", "terminal_truncated", "decision_group_ids", "decision_group_rewards", "terminal_group_ids", "terminal_group_rewards")
     BEHAVIOUR_FIELD_NUMBER: _ClassVar[int]
     DECISION_IDS_FIELD_NUMBER: _ClassVar[int]
     DECISION_OBS_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +145,10 @@ class BehaviourObservations(_message.Message):
     TERMINAL_OBS_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_REWARDS_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    DECISION_GROUP_IDS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_GROUP_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_GROUP_IDS_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_GROUP_REWARDS_FIELD_NUMBER: _ClassVar[int]
     behaviour: str
     decision_ids: Tensor
     decision_obs: _containers.RepeatedCompositeFieldContainer[Tensor]
@@ -143,15 +158,31 @@ class BehaviourObservations(_message.Message):
     terminal_obs: _containers.RepeatedCompositeFieldContainer[Tensor]
     terminal_rewards: Tensor
     terminal_truncated: Tensor
-    def __init__(self, behaviour: _Optional[str] = ..., decision_ids: _Optional[_Union[Tensor, _Mapping]] = ..., decision_obs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., decision_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., action_mask: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_ids: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_obs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., terminal_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_truncated: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    decision_group_ids: Tensor
+    decision_group_rewards: Tensor
+    terminal_group_ids: Tensor
+    terminal_group_rewards: Tensor
+    def __init__(self, behaviour: _Optional[str] = ..., decision_ids: _Optional[_Union[Tensor, _Mapping]] = ..., decision_obs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., decision_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., action_mask: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_ids: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_obs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., terminal_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_truncated: _Optional[_Union[Tensor, _Mapping]] = ..., decision_group_ids: _Optional[_Union[Tensor, _Mapping]] = ..., decision_group_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_group_ids: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_group_rewards: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class GameStat(_message.Message):
+    __slots__ = ("key", "value", "aggregation")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: float
+    aggregation: StatAggregation
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ..., aggregation: _Optional[_Union[StatAggregation, str]] = ...) -> None: ...
 
 class Observations(_message.Message):
-    __slots__ = ("step", "behaviours")
+    __slots__ = ("step", "behaviours", "stats")
     STEP_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOURS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
     step: int
     behaviours: _containers.RepeatedCompositeFieldContainer[BehaviourObservations]
-    def __init__(self, step: _Optional[int] = ..., behaviours: _Optional[_Iterable[_Union[BehaviourObservations, _Mapping]]] = ...) -> None: ...
+    stats: _containers.RepeatedCompositeFieldContainer[GameStat]
+    def __init__(self, step: _Optional[int] = ..., behaviours: _Optional[_Iterable[_Union[BehaviourObservations, _Mapping]]] = ..., stats: _Optional[_Iterable[_Union[GameStat, _Mapping]]] = ...) -> None: ...
 
 class BehaviourActions(_message.Message):
     __slots__ = ("behaviour", "actions")
@@ -162,12 +193,21 @@ class BehaviourActions(_message.Message):
     def __init__(self, behaviour: _Optional[str] = ..., actions: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class Actions(_message.Message):
-    __slots__ = ("step", "behaviours")
+    __slots__ = ("step", "behaviours", "environment_parameters")
+    class EnvironmentParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     STEP_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOURS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     step: int
     behaviours: _containers.RepeatedCompositeFieldContainer[BehaviourActions]
-    def __init__(self, step: _Optional[int] = ..., behaviours: _Optional[_Iterable[_Union[BehaviourActions, _Mapping]]] = ...) -> None: ...
+    environment_parameters: _containers.ScalarMap[str, float]
+    def __init__(self, step: _Optional[int] = ..., behaviours: _Optional[_Iterable[_Union[BehaviourActions, _Mapping]]] = ..., environment_parameters: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Reset(_message.Message):
     __slots__ = ("seed", "environment_parameters")

@@ -8,6 +8,7 @@
 #   add_reward(1.0)          # any number of times between decisions
 #   end_episode()            # reached a terminal state (won, lost, died)
 #   end_episode(true)        # cut short: not a terminal state (time limit, level ended around it)
+# Agents that share rewards play in a SparringMultiAgentGroup (multi_agent_group.gd).
 #
 # The agent joins the session when it enters the scene tree. SparringSync asks every
 # agent for a decision every `frames_per_step` physics frames; an agent whose episode
@@ -32,10 +33,18 @@ var reward := 0.0  # earned since the last decision
 var episode_done := false
 var episode_truncated := false
 var episode_steps := 0  # decisions acted on in this episode
+var multi_agent_group = null  # the SparringMultiAgentGroup the agent plays in, if any
+var group_id := 0  # the group its next row reports: its group's, or the one it left since its last row
+var group_reward := 0.0  # earned by its group since the last decision
 
 
 func _enter_tree() -> void:
 	add_to_group(GROUP)
+
+
+func _exit_tree() -> void:
+	if multi_agent_group != null:
+		multi_agent_group.unregister_agent(self)
 
 
 # -- for the game to override -----------------------------------------------------
@@ -108,8 +117,20 @@ func episode_over() -> bool:
 	return episode_done or (max_episode_steps > 0 and episode_steps >= max_episode_steps)
 
 
+# [group id, group reward] of the row being reported; the reward is spent, and a group left is forgotten.
+func report_group() -> Array:
+	var row := [group_id, group_reward]
+	group_reward = 0.0
+	if multi_agent_group == null:
+		group_id = 0
+	return row
+
+
 func start_episode() -> void:
 	reward = 0.0
+	group_reward = 0.0
+	if multi_agent_group == null:
+		group_id = 0
 	episode_done = false
 	episode_truncated = false
 	episode_steps = 0

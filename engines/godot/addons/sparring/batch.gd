@@ -15,6 +15,34 @@ class Column:
 		data.append_array(values)
 
 
+# The group ids and group rewards of a set of rows. Only rows in a group (or with a group reward) are
+# added, so a game without groups pays nothing per agent; the columns travel only if there are some.
+class GroupColumns:
+	var _grouped := []  # [row, group id, group reward], rows ascending
+
+	func add(row: int, group: Array) -> void:
+		_grouped.append([row, group[0], group[1]])
+
+	# Adds the group fields of `rows` rows to `msg` ("decision" or "terminal"), if some row is in a group.
+	func write(msg: Dictionary, kind: String, rows: int) -> void:
+		if _grouped.empty():
+			return
+		var ids := StreamPeerBuffer.new()
+		var rewards := PoolRealArray()
+		var row := 0
+		for entry in _grouped + [[rows, 0, 0.0]]:
+			while row < entry[0]:
+				ids.put_64(0)
+				rewards.append(0.0)
+				row += 1
+			if row < rows:
+				ids.put_64(entry[1])
+				rewards.append(entry[2])
+				row += 1
+		msg[kind + "_group_ids"] = Tensor.make(Tensor.INT64, [rows], ids.data_array)
+		msg[kind + "_group_rewards"] = Tensor.make(Tensor.FLOAT32, [rows], Tensor.float32_bytes(rewards))
+
+
 var name := ""
 var spec := {}  # the BehaviourSpec message
 var spec_text := ""  # to check that every agent of the behaviour declares the same spec
@@ -34,6 +62,8 @@ var _terminal_ids: StreamPeerBuffer
 var _terminal_obs := []
 var _terminal_rewards: PoolRealArray
 var _truncated: PoolByteArray
+var _groups: GroupColumns
+var _terminal_groups: GroupColumns
 
 
 # The BehaviourSpec message `agent` (a SparringAgent or a SparringAgentGroup) declares,
@@ -135,6 +165,8 @@ func begin() -> void:
 	_terminal_obs = _columns()
 	_terminal_rewards = PoolRealArray()
 	_truncated = PoolByteArray()
+	_groups = GroupColumns.new()
+	_terminal_groups = GroupColumns.new()
 
 
 # Add the agent to the message: first as a terminal step if its episode ended (then
@@ -147,6 +179,8 @@ func add(agent: Agent) -> String:
 		_terminal_ids.put_64(agent.agent_id)
 		_terminal_rewards.append(agent.reward)
 		_truncated.append(1 if agent.episode_truncated or not agent.episode_done else 0)
+		if agent.group_id != 0 or agent.group_reward != 0.0:
+			_terminal_groups.add(_truncated.size() - 1, agent.report_group())
 		agent.start_episode()
 	var why := _add_observation(_obs, agent)
 	if why != "":
@@ -154,6 +188,8 @@ func add(agent: Agent) -> String:
 	_ids.put_64(agent.agent_id)
 	_rewards.append(agent.reward)
 	agent.reward = 0.0
+	if agent.group_id != 0 or agent.group_reward != 0.0:
+		_groups.add(deciders.size(), agent.report_group())
 	if masked:
 		var mask: PoolByteArray = agent.get_action_mask()
 		if mask.size() != mask_width:
@@ -180,6 +216,8 @@ func message() -> Dictionary:
 	}
 	if masked:
 		msg["action_mask"] = Tensor.make(Tensor.BOOL, [n, mask_width], _mask)
+	_groups.write(msg, "decision", n)
+	_terminal_groups.write(msg, "terminal", m)
 	return msg
 
 

@@ -7,6 +7,9 @@
 # and, from the game's own logic, either per agent:
 #   add_reward(i, 1.0)        end_episode(i)        end_episode(i, true)  # truncated
 # or whole arrays at once (the members `rewards` and `dones`, below).
+# Rows that share rewards (ML-Agents' SimpleMultiAgentGroup; not to be confused with this crowd):
+#   set_group(i, 7)   add_group_reward(7, 1.0)   end_group_episode(7)   group_episode_interrupted(7)
+#   leave_group(i)    # row i leaves its group, usually as its episode ends
 #
 # Where SparringAgent costs GDScript calls on every agent at every decision, a group
 # costs a few calls per decision whatever its size: the addon builds the tensors from
@@ -18,6 +21,7 @@ extends "behaviour.gd"
 
 const GROUP := "sparring_agent_groups"
 const Tensor = preload("tensor.gd")
+const Batch = preload("batch.gd")
 
 # One group per behaviour name; it may not be shared with SparringAgent nodes or other groups.
 export var behaviour_name := "group"
@@ -28,6 +32,7 @@ export var agent_count := 1
 # puts fresh zeros in their place. Assigning a whole new array of agent_count values is fine.
 var rewards := PoolRealArray()  # earned since the last decision
 var dones := PoolByteArray()  # 0 running, 1 terminated, 2 truncated (a PoolIntArray is accepted too)
+var group_rewards := PoolRealArray()  # earned by each row's group since its last decision (add_group_reward)
 
 var decision_count := 0  # rows of the last Observations (SparringSync checks the Actions against it)
 var _ids := PoolIntArray()  # session-wide id of each row
@@ -35,6 +40,11 @@ var _id_bytes := PoolByteArray()  # _ids as int64 little-endian, rebuilt only wh
 var _zero_rewards := PoolRealArray()
 var _zero_dones := PoolByteArray()
 var _all := PoolIntArray()  # 0 .. agent_count - 1
+var _group_of := PoolIntArray()  # each row's reward group, 0 for none (set_group)
+var _group_bytes := PoolByteArray()  # _group_of as int64 little-endian, rebuilt when it changes
+var _groups_changed := true
+var _any_group := false  # some row is in a group: group columns travel
+var _leaving := []  # rows reported once more with their group, then in none
 var _width := 0  # action mask width
 var _float32_ok := var2bytes(PoolRealArray([0.0])).size() == 12
 
@@ -106,6 +116,39 @@ func end_episode(index: int, truncated := false) -> void:
 		dones[index] = 2 if truncated else 1
 
 
+# Row `index` plays in reward group `group_id` (1 to 2^31 - 1; 0: none) from now on.
+func set_group(index: int, group_id: int) -> void:
+	_group_of[index] = group_id
+	_leaving.erase(index)
+	_groups_changed = true
+
+
+func get_group(index: int) -> int:
+	return _group_of[index]
+
+
+# Row `index` leaves its group: its next row still reports the group and what it earned there, then none.
+func leave_group(index: int) -> void:
+	if _group_of[index] != 0 and not index in _leaving:
+		_leaving.append(index)
+
+
+# Every row in group `group_id` (not those leaving it) earns `value` (ML-Agents' AddGroupReward).
+func add_group_reward(group_id: int, value: float) -> void:
+	for i in _members(group_id):
+		group_rewards[i] += value
+
+
+func end_group_episode(group_id: int) -> void:
+	for i in _members(group_id):
+		end_episode(i)
+
+
+func group_episode_interrupted(group_id: int) -> void:
+	for i in _members(group_id):
+		end_episode(i, true)
+
+
 # -- used by SparringSync ---------------------------------------------------------------
 
 # Give rows without an id one (from next_id on); returns the next free id.
@@ -130,6 +173,8 @@ func start_all() -> void:
 	_resize()
 	rewards = _zero_rewards
 	dones = _zero_dones
+	group_rewards = _zero_rewards
+	_leave(_leaving)
 	reset_agents(_all)
 
 
@@ -144,12 +189,15 @@ func message() -> Dictionary:
 		return {"error": "group %s: rewards has %d values for %d agents" % [get_path(), rewards.size(), n]}
 	if dones.size() != n:
 		return {"error": "group %s: dones has %d values for %d agents" % [get_path(), dones.size(), n]}
+	if group_rewards.size() != n:
+		return {"error": "group %s: group_rewards has %d values for %d agents" % [get_path(), group_rewards.size(), n]}
 	var obs = get_observations()
 	var why := _check_obs(obs)
 	if why != "":
 		return {"error": why}
 	var obs_bytes := _float32(obs)
 	var decision_rewards := rewards
+	var decision_group_rewards := group_rewards
 	var ended := []
 	var flags := []
 	if n > 0:
@@ -168,6 +216,7 @@ func message() -> Dictionary:
 	var terminal_obs := PoolByteArray()
 	var terminal_rewards := PoolRealArray()
 	var truncated := PoolByteArray()
+	var terminal_groups = Batch.GroupColumns.new()
 	var row := observation_size * 4
 	for i in ended:
 		terminal_ids.put_64(_ids[i])
@@ -175,8 +224,17 @@ func message() -> Dictionary:
 		terminal_rewards.append(decision_rewards[i])
 		truncated.append(1 if flags[i] == 2 else 0)
 		decision_rewards[i] = 0.0
+		if _group_of[i] != 0 or decision_group_rewards[i] != 0.0:
+			terminal_groups.add(truncated.size() - 1, [_group_of[i], decision_group_rewards[i]])
+		decision_group_rewards[i] = 0.0
 	rewards = _zero_rewards
 	dones = _zero_dones
+	group_rewards = _zero_rewards
+	var left_ended := []
+	for i in _leaving:
+		if i in ended:
+			left_ended.append(i)
+	_leave(left_ended)  # their next episodes start in no group (reset_agents may register them again)
 	if m > 0:
 		reset_agents(PoolIntArray(ended))
 		obs = get_observations()
@@ -201,6 +259,12 @@ func message() -> Dictionary:
 			return {"error": "group %s: get_action_masks() must give a PoolByteArray of %d (%d agents x %d)" % [
 				get_path(), n * width, n, width]}
 		msg["action_mask"] = Tensor.make(Tensor.BOOL, [n, width], mask)
+	terminal_groups.write(msg, "terminal", m)
+	_refresh_groups()
+	if _any_group:
+		msg["decision_group_ids"] = Tensor.make(Tensor.INT64, [n], _group_bytes)
+		msg["decision_group_rewards"] = Tensor.make(Tensor.FLOAT32, [n], _float32(decision_group_rewards))
+	_leave(_leaving)
 	decision_count = n
 	return msg
 
@@ -265,6 +329,8 @@ func play_alone() -> void:
 			reset_agents(ended)
 	rewards = _zero_rewards
 	dones = _zero_dones
+	group_rewards = _zero_rewards
+	_leave(_leaving)
 	apply_actions(heuristic_actions())
 
 
@@ -290,7 +356,54 @@ func _resize() -> void:
 		dones = _zero_dones
 		for i in range(min(kept.size(), n)):
 			dones[i] = kept[i]
+	if group_rewards.size() != n:
+		var kept := group_rewards
+		group_rewards = _zero_rewards
+		for i in range(min(kept.size(), n)):
+			group_rewards[i] = kept[i]
+	if _group_of.size() != n:
+		var before := _group_of.size()
+		_group_of.resize(n)
+		for i in range(before, n):
+			_group_of[i] = 0
+		_groups_changed = true
+		for i in _leaving.duplicate():
+			if i >= n:
+				_leaving.erase(i)
 	_width = _mask_width()
+
+
+# Rows of group `group_id` that are not leaving it.
+func _members(group_id: int) -> Array:
+	var rows := []
+	var groups := Array(_group_of)
+	var i := groups.find(group_id)
+	while i >= 0:
+		if not i in _leaving:
+			rows.append(i)
+		i = groups.find(group_id, i + 1)
+	return rows
+
+
+# These rows are in no group from now on.
+func _leave(rows: Array) -> void:
+	for i in rows.duplicate():  # rows may be _leaving itself
+		_group_of[i] = 0
+		_leaving.erase(i)
+		_groups_changed = true
+
+
+# After a row changed group: whether any row is in one, and the group ids as int64 bytes.
+func _refresh_groups() -> void:
+	if not _groups_changed:
+		return
+	_groups_changed = false
+	var groups := Array(_group_of)
+	_any_group = groups.size() > 0 and (groups.max() != 0 or groups.min() != 0)
+	var out := StreamPeerBuffer.new()
+	for g in groups:
+		out.put_64(g)
+	_group_bytes = out.data_array
 
 
 func _mask_width() -> int:

@@ -8,6 +8,9 @@
 # Without --sparring-port the game runs on its own, at normal speed, and each agent
 # acts on its heuristic().
 #
+# For the game: environment_parameters (or get_parameter()) holds the values the trainer set,
+# to read as episodes start; record_stat() sends a statistic the trainer logs to TensorBoard.
+#
 # Command line (after the engine's own arguments):
 #   --sparring-port N      the trainer's TCP port
 #   --sparring-token T     the token the trainer expects in the Hello
@@ -26,9 +29,11 @@ const Group = preload("group.gd")
 const Proto = preload("proto.gd")
 const Transport = preload("transport.gd")
 
-const PROTOCOL_VERSION := 1
+const PROTOCOL_VERSION := 2
 const EXIT_ERROR := 1
 const EXIT_REFUSED := 2
+# record_stat() aggregations: StatAggregation in bridge.proto (ML-Agents' StatsAggregationMethod).
+const STAT_AGGREGATIONS := {"average": 0, "most_recent": 1, "sum": 2, "histogram": 3}
 
 # Physics frames between two decisions.
 export var frames_per_step := 1
@@ -39,7 +44,7 @@ export var connect_timeout_s := 10.0
 
 var training := false  # a trainer is connected
 var seed_value := 0  # from the Welcome, then from each Reset
-var environment_parameters := {}  # from the Welcome, updated by each Reset
+var environment_parameters := {}  # from the Welcome, updated by each Reset and by Actions that carry new values
 var step := 0  # of the last Observations sent: 0 after a Reset, then +1 per Actions
 
 enum State { STARTING, RUNNING, ENDED }
@@ -51,6 +56,8 @@ var _behaviours := {}  # name -> Batch (SparringAgent nodes)
 var _groups := {}  # name -> SparringAgentGroup node
 var _next_id := 0
 var _has_reset := false
+var _stats := []  # GameStat messages recorded since the last Observations
+var _stat_aggregations := {}  # key -> the aggregation it was first recorded with
 
 
 # The value that follows `name` on the command line (`name value` or `name=value`).
@@ -104,6 +111,37 @@ func _exit_tree() -> void:
 	if training and _state == State.RUNNING:
 		_send({"close": {"reason": "the game quit"}})
 		_end(0, "")
+
+
+# -- for the game ---------------------------------------------------------------------
+
+# An environment parameter's current value (ML-Agents' EnvironmentParameters.GetWithDefault). Read it
+# when an episode starts (in reset_agent()): new values arrive between decisions, for the episodes
+# that start from then on.
+func get_parameter(name: String, default := 0.0) -> float:
+	return float(environment_parameters.get(name, default))
+
+
+# Record one value of a statistic for the trainer's TensorBoard (ML-Agents' StatsRecorder.Add);
+# aggregation: "average", "most_recent", "sum" or "histogram", the same for every value of a key.
+# It goes out with the next decision; without a trainer it is dropped.
+func record_stat(key: String, value: float, aggregation := "average") -> void:
+	var why := ""
+	if not STAT_AGGREGATIONS.has(aggregation):
+		why = "aggregation '%s' is not one of %s" % [aggregation, str(STAT_AGGREGATIONS.keys())]
+	elif key == "" or is_nan(value) or is_inf(value):
+		why = "a statistic needs a name and a finite value"
+	elif _stat_aggregations.get(key, aggregation) != aggregation:
+		why = "it was recorded with aggregation '%s' before" % _stat_aggregations[key]
+	if why != "":
+		if training:
+			_fail("observations.stats", "record_stat('%s', %s, '%s'): %s" % [key, value, aggregation, why])
+		else:
+			push_error("sparring: record_stat('%s'): %s" % [key, why])
+		return
+	_stat_aggregations[key] = aggregation
+	if training:
+		_stats.append({"key": key, "value": value, "aggregation": STAT_AGGREGATIONS[aggregation]})
 
 
 # -- session --------------------------------------------------------------------
@@ -175,6 +213,7 @@ func _await_actions() -> void:
 			if not _has_reset:
 				_fail("", "Actions before the first Reset")
 			else:
+				_merge_parameters(msg["actions"]["environment_parameters"])
 				_apply_actions(msg["actions"])
 			return
 		elif msg.has("close"):
@@ -189,9 +228,7 @@ func _await_actions() -> void:
 func _reset(reset: Dictionary) -> void:
 	seed_value = reset["seed"]
 	seed(seed_value)
-	var parameters: Dictionary = reset["environment_parameters"]
-	for key in parameters:
-		environment_parameters[key] = parameters[key]
+	_merge_parameters(reset["environment_parameters"])
 	emit_signal("reset_requested", seed_value, environment_parameters)
 	for agent in get_tree().get_nodes_in_group(Agent.GROUP):
 		agent.start_episode()
@@ -199,6 +236,11 @@ func _reset(reset: Dictionary) -> void:
 		group.start_all()
 	step = 0
 	_has_reset = true
+
+
+func _merge_parameters(parameters: Dictionary) -> void:
+	for key in parameters:
+		environment_parameters[key] = parameters[key]
 
 
 func _send_observations() -> bool:
@@ -225,7 +267,9 @@ func _send_observations() -> bool:
 			_fail("observations.behaviours", part["error"])
 			return false
 		behaviours.append(part)
-	return _send({"observations": {"step": step, "behaviours": behaviours}})
+	var stats := _stats
+	_stats = []
+	return _send({"observations": {"step": step, "behaviours": behaviours, "stats": stats}})
 
 
 func _apply_actions(actions: Dictionary) -> void:
@@ -291,6 +335,7 @@ func _play_alone() -> void:
 		if agent.episode_over():
 			agent.start_episode()
 		agent.reward = 0.0
+		agent.report_group()
 		agent.episode_steps += 1
 		agent.apply_action(agent.heuristic())
 	for group in get_tree().get_nodes_in_group(Group.GROUP):

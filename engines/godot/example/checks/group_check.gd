@@ -1,6 +1,7 @@
 # One SparringAgentGroup (group_game.gd) set up from the command line:
 #   --agents N (default 4)  --kind discrete|multi|continuous (default discrete)
 #   --limit L (decisions before truncation; default 0: none)  --mask (discrete only)
+#   --teams (agents 2k and 2k + 1 share rewards: group_game.gd)
 extends Node
 
 const GroupGame = preload("res://checks/group_game.gd")
@@ -26,4 +27,5 @@ func _ready() -> void:
 	else:
 		group.discrete_actions = 3
 	group.use_action_mask = "--mask" in OS.get_cmdline_args()
+	group.teams = "--teams" in OS.get_cmdline_args()
 	add_child(group)
