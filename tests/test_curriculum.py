@@ -359,3 +359,23 @@ def test_a_criterion_on_a_behaviour_the_env_lacks_is_refused_at_start(tmp_path, 
     assert ("environment_parameters.speed: lesson 'slow' is measured on behavior 'Runner', which the env does not "
             "have (it has Walker)") in capsys.readouterr().err
     assert game[-1].events == []
+
+
+def test_a_bridge_engine_plays_each_lesson(tmp_path):
+    """The squad game (a real engine process on the bridge) reports the speed it holds as Squads/Speed: 1 in
+    the first lesson, a draw from [5, 6) once the lesson ends past half the run (the update at step 144)."""
+    data = {
+        "env": {"source": "bridge", "executable": str(Path(__file__).parent / "engines" / "squad_game.py"),
+                "args": ["--squads", "1"], "transport": "tcp"},
+        "trainer": {"max_steps": 256, "summary_freq": 32, "checkpoint_interval": 1000,
+                    "hyperparameters": {"n_steps": 8, "batch_size": 16, "n_epochs": 1, "hidden_sizes": [8]}},
+        "environment_parameters": {"speed": {"curriculum": [
+            {"name": "slow", "value": 1.0,
+             "completion_criteria": {"behavior": "Mate", "measure": "progress", "threshold": 0.5}},
+            {"name": "fast", "value": {"sampler_type": "uniform", "min_value": 5.0, "max_value": 6.0}}]}},
+    }
+    assert train(tmp_path, data) == 0
+    rows = [row for row in metrics(tmp_path) if row["behaviour"] == "Mate"]
+    held = {row["step"]: (row["Environment/Lesson Number/speed"], row["Squads/Speed"]) for row in rows}
+    assert [held[step] for step in (32, 64, 96, 128)] == [(0, 1.0)] * 4
+    assert all(lesson == 1 and 5.0 <= speed < 6.0 for lesson, speed in (held[step] for step in (160, 192, 224, 256)))
