@@ -20,17 +20,22 @@ both (hybrid actions)                        ``hybrid_space(Box(-1, 1), Discrete
 ``action_mask``, ``True`` = forbidden         ``action_mask``, ``True`` = allowed
 ``TerminalSteps.interrupted``                ``TerminalSteps.truncated``
 a new episode id after every episode         a new agent id per episode (allowed by the API)
+``group_id``, ``group_reward`` (int32 list)  ``group_ids`` (int64), ``group_rewards``
+``StatsRecorder.Add`` (stats side channel)   ``drain_stats()``, ``"average"``, ``"sum"``, ...
+environment parameters side channel          ``set_parameters``: numbers, and samplers the
+                                             build draws from at every read
 ===========================================  =============================================
 
 - :class:`UnityEnv` is one build (or the Editor, ``file_name=None``). Engine settings
-  (time scale, resolution, frame rates) and environment parameters travel through
-  ML-Agents' side channels; ``additional_args`` (``--env-args``) reach the build's
-  command line.
+  (time scale, resolution, frame rates), environment parameters and the game's
+  statistics travel through ML-Agents' side channels; ``additional_args``
+  (``--env-args``) reach the build's command line.
 - :class:`MultiUnityEnv` is what the trainer uses: ``num_envs`` builds (worker ids
   ``0..n-1``, ports ``base_port + i``) stepped concurrently as one env. A build that
   crashes, hangs past ``timeout_wait`` or sends unusable data has its agents reported
   lost and is relaunched with backoff while the others keep stepping (see
-  :mod:`sparring.envs.supervision`).
+  :mod:`sparring.envs.supervision`); a relaunched build gets the environment
+  parameters set so far.
 """
 
 from __future__ import annotations
@@ -40,10 +45,12 @@ import os
 import threading
 import time
 import weakref
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -61,8 +68,14 @@ from mlagents_envs.environment import UnityEnvironment  # noqa: E402
 from mlagents_envs.exception import UnityException, UnityTimeOutException  # noqa: E402
 from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel  # noqa: E402
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel  # noqa: E402
+from mlagents_envs.side_channel.stats_side_channel import StatsAggregationMethod, StatsSideChannel  # noqa: E402
 
-from sparring.envs.base import Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps  # noqa: E402
+from sparring.envs.base import (  # noqa: E402
+    Actions, BehaviourStep, DecisionSteps, GameStats, MultiAgentEnv, StepResult, TerminalSteps, merge_stats,
+)
+from sparring.envs.parameters import (  # noqa: E402
+    GaussianSampler, MultiRangeUniformSampler, ParameterValue, UniformSampler,
+)
 from sparring.envs.supervision import LiveAgents, RestartBudget, lost_result  # noqa: E402
 from sparring.envs.vector import VectorEnv  # noqa: E402
 from sparring.spec import Batch, BehaviourSpec, hybrid_space, team_of  # noqa: E402
@@ -86,6 +99,14 @@ def _close_open_builds() -> None:
 
 
 threading._register_atexit(_close_open_builds)  # the hook concurrent.futures uses for the same reason
+
+_AGGREGATIONS = {
+    StatsAggregationMethod.AVERAGE: "average",
+    StatsAggregationMethod.MOST_RECENT: "most_recent",
+    StatsAggregationMethod.SUM: "sum",
+    StatsAggregationMethod.HISTOGRAM: "histogram",
+}
+"""ML-Agents' ``StatsAggregationMethod`` by the names :data:`sparring.envs.base.STAT_AGGREGATIONS` gives them."""
 
 BUILD_FAILURES = (UnityException, RuntimeError)
 """What a build can do wrong: crash, hang, break the protocol, send NaN (``mlagents_envs`` raises RuntimeError)."""
@@ -156,12 +177,16 @@ class UnityEnv(MultiAgentEnv):
         timeout_wait: seconds the build may take to start, and to answer each step.
         additional_args: more command-line arguments for the build (mlagents-learn's ``--env-args``).
         engine_settings: time scale, resolution, frame rates.
-        environment_parameters: float parameters the game reads (``Academy.Instance.EnvironmentParameters``).
+        environment_parameters: parameters the game reads (``Academy.Instance.EnvironmentParameters``)
+            from its first episodes on: numbers or samplers, as :meth:`set_parameters` takes them.
         log_folder: where the build writes its Player log (absolute path).
 
     The build is launched and reset at construction: ML-Agents announces behaviours
     with their first agents, and the sparring API needs the specs before ``reset``.
     ``reset(seed)`` cannot reseed a running build (Unity takes its seed at launch).
+
+    Attributes:
+        parameters: the environment parameters sent to the build so far, by name.
     """
 
     def __init__(
@@ -175,21 +200,23 @@ class UnityEnv(MultiAgentEnv):
         timeout_wait: float = 60.0,
         additional_args: Sequence[str] = (),
         engine_settings: EngineSettings = EngineSettings(),
-        environment_parameters: Mapping[str, float] | None = None,
+        environment_parameters: Mapping[str, ParameterValue] | None = None,
         log_folder: str | None = None,
     ) -> None:
         self.name = file_name or "the Unity Editor"
+        self.seed, self.worker_id = seed, worker_id
         if log_folder is not None:
             os.makedirs(log_folder, exist_ok=True)
         engine_channel = EngineConfigurationChannel()
         engine_channel.set_configuration_parameters(**vars(engine_settings))
-        parameters = EnvironmentParametersChannel()
-        for key, value in (environment_parameters or {}).items():
-            parameters.set_float_parameter(key, float(value))
+        self._parameter_channel = EnvironmentParametersChannel()
+        self._stats_channel = StatsSideChannel()
+        self.parameters: dict[str, ParameterValue] = {}
+        self.set_parameters(environment_parameters or {})  # queued: they travel with the first reset
         self.unity = UnityEnvironment(
             file_name, worker_id=worker_id, base_port=base_port, seed=seed, no_graphics=no_graphics,
             timeout_wait=timeout_wait, additional_args=list(additional_args),
-            side_channels=[engine_channel, parameters], log_folder=log_folder)
+            side_channels=[engine_channel, self._parameter_channel, self._stats_channel], log_folder=log_folder)
         try:
             self.unity.reset()
             self.specs = {name: behaviour_spec(name, spec) for name, spec in self.unity.behavior_specs.items()}
@@ -245,9 +272,59 @@ class UnityEnv(MultiAgentEnv):
         self._live.update(result, fresh)
         return result
 
+    def set_parameters(self, parameters: Mapping[str, ParameterValue]) -> None:
+        """Send parameters over ML-Agents' environment-parameters channel; they travel with the next reset or step.
+
+        Samplers go as samplers, so the build draws a value each time the game reads the parameter, as
+        under ``mlagents-learn``; one with seed -1 gets a seed derived from this build's seed, its worker
+        index and the parameter's name, so builds and parameters draw differently and a run draws the
+        same again. A value equal to the one the build already has is not sent again, so a curriculum
+        that re-sends every parameter at a lesson change leaves the unchanged samplers drawing on rather
+        than replaying their first values. Parameters set before the first ``reset`` make it a real
+        reset, so the first episodes handed out already read them (as ``mlagents-learn`` sets them first).
+        """
+        _check_parameters(parameters)
+        changed = {key: value for key, value in parameters.items() if self.parameters.get(key) != value}
+        for key, value in changed.items():
+            _send_parameter(self._parameter_channel, key, value, self._sampler_seed(key, value))
+        self.parameters = {**self.parameters, **parameters}
+        if changed:
+            self._fresh_reset = False  # the construction's episodes began without them
+
+    def _sampler_seed(self, key: str, value: ParameterValue) -> int:
+        """A sampler's own seed, or for seed -1 (and numbers, which ignore it) the derived one."""
+        own = getattr(value, "seed", -1)
+        return own if own != -1 else zlib.crc32(f"{self.seed}/{self.worker_id}/{key}".encode()) >> 1  # an int32
+
+    def drain_stats(self) -> GameStats:
+        """What the game recorded with ``StatsRecorder.Add`` since the last call, under sparring's aggregation names."""
+        return {key: [(value, _AGGREGATIONS[method]) for value, method in values]
+                for key, values in self._stats_channel.get_and_reset_stats().items()}
+
     def close(self) -> None:
         _OPEN.discard(self)
         self.unity.close()
+
+
+def _check_parameters(parameters: Mapping[str, ParameterValue]) -> None:
+    """Refuse, naming it, a parameter that is neither a number nor a sampler, before anything is sent."""
+    for key, value in parameters.items():
+        if isinstance(value, bool) or not isinstance(value, (Real, UniformSampler, GaussianSampler,
+                                                             MultiRangeUniformSampler)):
+            raise TypeError(f"environment parameter {key!r}: expected a number or a sampler "
+                            f"(sparring.envs.parameters), got {value!r}")
+
+
+def _send_parameter(channel: EnvironmentParametersChannel, key: str, value: ParameterValue, seed: int) -> None:
+    """Queue one parameter on the channel: a number, or a sampler with the seed the build draws it with."""
+    if isinstance(value, UniformSampler):
+        channel.set_uniform_sampler_parameters(key, value.min_value, value.max_value, seed)
+    elif isinstance(value, GaussianSampler):
+        channel.set_gaussian_sampler_parameters(key, value.mean, value.st_dev, seed)
+    elif isinstance(value, MultiRangeUniformSampler):
+        channel.set_multirangeuniform_sampler_parameters(key, value.intervals, seed)
+    else:
+        channel.set_float_parameter(key, float(value))
 
 
 class _Converter:
@@ -270,9 +347,9 @@ class _Converter:
             mask = ~np.concatenate(decisions.action_mask, axis=1)
         return BehaviourStep(
             DecisionSteps(decisions.agent_id.astype(np.int64), self.observations(decisions.obs),
-                          decisions.reward, mask),
+                          decisions.reward, mask, *_groups(decisions)),
             TerminalSteps(terminals.agent_id.astype(np.int64), self.observations(terminals.obs),
-                          terminals.reward, terminals.interrupted.astype(bool)),
+                          terminals.reward, terminals.interrupted.astype(bool), *_groups(terminals)),
         )
 
     def action_tuple(self, actions: Batch) -> ActionTuple:
@@ -285,6 +362,12 @@ class _Converter:
             continuous=_rows(parts.get("continuous"), self.deciding, np.float32),
             discrete=_rows(parts.get("discrete"), self.deciding, np.int32),
         )
+
+
+def _groups(steps: UnityDecisions | UnityTerminals) -> tuple[np.ndarray, np.ndarray]:
+    """Group ids and group rewards as the sparring API types them (``mlagents_envs`` gives the ids as a list of
+    int32, the rewards as float32)."""
+    return np.asarray(steps.group_id, np.int64), np.asarray(steps.group_reward, np.float32)
 
 
 def _rows(part: np.ndarray | None, n: int, dtype: type) -> np.ndarray | None:
@@ -301,6 +384,7 @@ class _Slot:
     launch: Future | None = None
     retry_at: float = 0.0
     last_failure: str = ""
+    stats: GameStats = field(default_factory=dict)  # what its failed builds had sent and nobody had drained
 
 
 class MultiUnityEnv(VectorEnv):
@@ -316,6 +400,8 @@ class MultiUnityEnv(VectorEnv):
         **options: the rest of :class:`UnityEnv`'s arguments, for every build.
 
     Attributes:
+        parameters: the environment parameters every build gets (``environment_parameters``, then
+            :meth:`set_parameters`); a relaunched build is launched with them.
         metrics: ``restarts``, ``crashes`` (the process died), ``timeouts``, ``invalid_messages``,
             ``launch_failures``, ``lost_agents``.
         failures: the most recent failure descriptions.
@@ -338,6 +424,7 @@ class MultiUnityEnv(VectorEnv):
             raise ValueError("the Unity Editor is one environment: num_envs must be 1 without a build")
         self.file_name = file_name
         self.seed = seed
+        self.parameters: dict[str, ParameterValue] = dict(options.pop("environment_parameters", None) or {})
         self.options = options
         self.budget = RestartBudget(num_envs, ("crashes", "timeouts", "invalid_messages", "launch_failures"),
                                     max_restarts, restart_backoff, max_backoff, log)
@@ -367,7 +454,26 @@ class MultiUnityEnv(VectorEnv):
 
     def _launch(self, index: int) -> UnityEnv:
         seed = self.seed + index + len(self.slots) * self.budget.restarts[index]
-        return UnityEnv(self.file_name, worker_id=index, seed=seed, **self.options)
+        return UnityEnv(self.file_name, worker_id=index, seed=seed, environment_parameters=self.parameters,
+                        **self.options)
+
+    def set_parameters(self, parameters: Mapping[str, ParameterValue]) -> None:
+        """Every build gets the parameters now (each draws its own samples); builds launched later, with them."""
+        _check_parameters(parameters)
+        self.parameters = {**self.parameters, **parameters}  # replaced, not changed: launch threads read it
+        for slot in self.slots:
+            if slot.env is not None:
+                slot.env.set_parameters(parameters)
+
+    def drain_stats(self) -> GameStats:
+        """Every build's statistics, build by build; a build that failed loses only what it never sent."""
+        parts = []
+        for slot in self.slots:
+            parts.append(slot.stats)
+            slot.stats = {}
+            if slot.env is not None:
+                parts.append(slot.env.drain_stats())
+        return merge_stats(parts)
 
     def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
         try:
@@ -407,6 +513,7 @@ class MultiUnityEnv(VectorEnv):
                             env.close()
                             raise ValueError(f"relaunched build has behaviours {sorted(env.specs)} with different "
                                              f"specs from the first launch's {sorted(self.specs)}")
+                        env.set_parameters(self.parameters)  # any set while it was launching
                         results[slot.index] = env.reset()
                         slot.env = env
                         wait = False
@@ -430,6 +537,7 @@ class MultiUnityEnv(VectorEnv):
         self.budget.record(slot.index, kind, reason, lost)
         slot.last_failure = reason
         if env is not None:
+            slot.stats = merge_stats([slot.stats, env.drain_stats()])  # what it sent before failing stays readable
             self._pool.submit(_close_quietly, env)  # a hung build takes timeout_wait to be killed: not here
         slot.retry_at = time.monotonic() + self.budget.next_delay(slot.index, reason)
         return lost_result(self.specs, lost)

@@ -23,7 +23,8 @@ The game inside is small and quickly learnable: Seekers walk a grid to a target
 point to a target on a line (one continuous action); with ``--hybrid``, Parkers
 drive and park (a continuous and a discrete action together); with ``--visual``, Spotters
 look at a camera and a buffer sensor sent as ML-Agents 3.x+ sends them; with ``--memory``,
-Recallers must remember a cue. See engines/unity/README.md.
+Recallers must remember a cue; with ``--group``, Escapers play a cooperative group game
+(group ids and rewards, a game statistic, a sampled environment parameter). See engines/unity/README.md.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import struct
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -69,6 +70,7 @@ from mlagents_envs.communicator_objects.unity_rl_input_pb2 import UnityRLInputPr
 from mlagents_envs.communicator_objects.unity_rl_output_pb2 import UnityRLOutputProto  # noqa: E402
 from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import UnityToExternalProtoStub  # noqa: E402
 from mlagents_envs.side_channel.incoming_message import IncomingMessage  # noqa: E402
+from mlagents_envs.side_channel.outgoing_message import OutgoingMessage  # noqa: E402
 
 log = logging.getLogger("standin")
 
@@ -89,7 +91,10 @@ ENGINE_SETTINGS = {  # EngineConfigurationChannel.ConfigurationType -> the value
     3: (("target_frame_rate", "int32"),),
     4: (("capture_frame_rate", "int32"),),
 }
-FLOAT_PARAMETER = 0  # EnvironmentParametersChannel.EnvironmentDataTypes.FLOAT (SAMPLER is 1)
+STATS_CHANNEL = uuid.UUID("a1d8f7b7-cec8-50f9-b78b-d3e165a78520")
+FLOAT_PARAMETER, SAMPLER_PARAMETER = 0, 1  # EnvironmentParametersChannel.EnvironmentDataTypes
+UNIFORM_SAMPLER, GAUSSIAN_SAMPLER, MULTIRANGE_UNIFORM_SAMPLER = 0, 1, 2  # its SamplerType
+STATS_AVERAGE = 0  # StatsAggregationMethod.Average (MostRecent 1, Sum 2, Histogram 3)
 
 # ObservationSpec.DimensionProperty values, as Unity's vector and grid sensors declare them.
 DIMENSION_NONE, DIMENSION_TRANSLATIONAL, DIMENSION_VARIABLE_SIZE = 1, 2, 4
@@ -114,15 +119,111 @@ def split_side_channel(data: bytes) -> Iterator[tuple[uuid.UUID, bytes]]:
         offset += length
 
 
+def pack_side_channel(channel: uuid.UUID, payload: bytes) -> bytes:
+    """One message for ``rl_output.side_channel``, in the format :func:`split_side_channel` reads."""
+    return channel.bytes_le + struct.pack("<i", len(payload)) + payload
+
+
+def uniform_sampler(low: float, high: float, seed: int) -> Callable[[], float]:
+    """Unity's ``SamplerFactory.CreateUniformSampler``: its own generator, seeded once, drawn at every read."""
+    rng = random.Random(seed)
+    return lambda: low + rng.random() * (high - low)
+
+
+def gaussian_sampler(mean: float, st_dev: float, seed: int) -> Callable[[], float]:
+    """Unity's ``SamplerFactory.CreateGaussianSampler``."""
+    rng = random.Random(seed)
+    return lambda: rng.gauss(mean, st_dev)
+
+
+def multirange_sampler(bounds: Sequence[float], seed: int) -> Callable[[], float]:
+    """Unity's ``SamplerFactory.CreateMultiRangeUniformSampler``: ``bounds`` is ``[min0, max0, min1, max1, ...]``;
+    an interval is picked in proportion to its length (by a second generator seeded ``seed + 1``, as Unity's)."""
+    intervals = list(zip(bounds[0::2], bounds[1::2]))
+    lengths = [high - low for low, high in intervals]
+    values, picks = random.Random(seed), random.Random(seed + 1)
+
+    def draw() -> float:
+        low, high = picks.choices(intervals, weights=lengths if sum(lengths) > 0 else None)[0]
+        return low + values.random() * (high - low)
+
+    return draw
+
+
+def read_sampler(kind: int, message: IncomingMessage, seed: int) -> Callable[[], float] | None:
+    """A sampler's definition as the parameters channel sends it (two floats, or a float list), or None if unknown."""
+    if kind == UNIFORM_SAMPLER:
+        return uniform_sampler(message.read_float32(), message.read_float32(), seed)
+    if kind == GAUSSIAN_SAMPLER:
+        return gaussian_sampler(message.read_float32(), message.read_float32(), seed)
+    if kind == MULTIRANGE_UNIFORM_SAMPLER:
+        return multirange_sampler(message.read_float32_list(), seed)
+    return None
+
+
+class EnvironmentParameters:
+    """``Academy.Instance.EnvironmentParameters``: what the trainer set, read by the game with a default.
+
+    As Unity's ``EnvironmentParametersChannel`` keeps them: a number is returned as sent; a sampler
+    (uniform, gaussian, multirangeuniform, with the trainer's seed) draws a fresh value at every read.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, Callable[[], float]] = {}
+
+    def get(self, key: str, default: float) -> float:
+        """``GetWithDefault``: the parameter's value now, or ``default`` if the trainer never set it."""
+        value = self._values.get(key)
+        return default if value is None else value()
+
+    def read_message(self, message: IncomingMessage) -> None:
+        """One channel message: key, data type (0 float, 1 sampler), then the float or the sampler's definition."""
+        key, data_type = message.read_string(), message.read_int32()
+        if data_type == FLOAT_PARAMETER:
+            number = message.read_float32()
+            self._values[key] = lambda: number
+            log.info("environment parameter %s = %s", key, number)
+        elif data_type == SAMPLER_PARAMETER:
+            seed, kind = message.read_int32(), message.read_int32()
+            sampler = read_sampler(kind, message, seed)
+            if sampler is None:
+                log.warning("environment parameter %s: unknown sampler type %d", key, kind)
+                return
+            self._values[key] = sampler
+            log.info("environment parameter %s: sampler type %d, seed %d", key, kind, seed)
+        else:
+            log.warning("environment parameter %s: unknown data type %d", key, data_type)
+
+
+class StatsRecorder:
+    """``Academy.Instance.StatsRecorder``: statistics the game records, sent with its next output."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def add(self, key: str, value: float, aggregation: int = STATS_AVERAGE) -> None:
+        """``Add(key, value, aggregationMethod)``: a stats channel message of key, float32 value and int32 method."""
+        message = OutgoingMessage()
+        message.write_string(key)
+        message.write_float32(value)
+        message.write_int32(aggregation)
+        self._pending += pack_side_channel(STATS_CHANNEL, bytes(message.buffer))
+
+    def flush(self) -> bytes:
+        """The messages recorded since the previous output, for ``rl_output.side_channel``; then none are pending."""
+        pending, self._pending = bytes(self._pending), bytearray()
+        return pending
+
+
 @dataclass
 class Settings:
     """What the trainer configured through side channels; Unity keeps these across resets."""
 
     engine: dict[str, float] = field(default_factory=dict)
-    parameters: dict[str, float] = field(default_factory=dict)
+    parameters: EnvironmentParameters = field(default_factory=EnvironmentParameters)
 
     def read_side_channel(self, data: bytes) -> None:
-        """Apply the engine configuration and float environment parameters; ignore other channels as Unity does."""
+        """Apply the engine configuration and environment parameters; ignore other channels as Unity does."""
         for channel, payload in split_side_channel(data):
             message = IncomingMessage(payload)
             if channel == ENGINE_CONFIGURATION_CHANNEL:
@@ -130,12 +231,7 @@ class Settings:
                     self.engine[name] = message.read_int32() if kind == "int32" else message.read_float32()
                 log.info("engine configuration: %s", self.engine)
             elif channel == ENVIRONMENT_PARAMETERS_CHANNEL:
-                key, data_type = message.read_string(), message.read_int32()
-                if data_type == FLOAT_PARAMETER:
-                    self.parameters[key] = message.read_float32()
-                    log.info("environment parameter %s = %s", key, self.parameters[key])
-                else:
-                    log.warning("environment parameter %s: samplers are not supported by the stand-in", key)
+                self.parameters.read_message(message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,12 +289,12 @@ class Behaviour:
     def brain_parameters(self) -> BrainParametersProto:
         return BrainParametersProto(brain_name=self.name, is_training=True, action_spec=self.action_spec)
 
-    def reset(self, parameters: dict[str, float]) -> list[AgentInfoProto]:
+    def reset(self, parameters: EnvironmentParameters) -> list[AgentInfoProto]:
         """New episodes for every agent (a RESET command): the old ones are dropped, not reported done."""
         self.episodes = [self.start(next(self.episode_ids), parameters) for _ in range(self.num_agents)]
         return [self.info(episode, 0.0) for episode in self.episodes]
 
-    def step(self, actions: Sequence[AgentActionProto], parameters: dict[str, float]) -> list[AgentInfoProto]:
+    def step(self, actions: Sequence[AgentActionProto], parameters: EnvironmentParameters) -> list[AgentInfoProto]:
         """Apply one action per agent (in the order of the previous decisions) and report the next decisions.
 
         An agent the trainer sent no action for does nothing, as Unity agents do with an empty action.
@@ -214,12 +310,13 @@ class Behaviour:
             infos.append(self.info(episode, reward))
         return infos
 
-    def info(self, episode: Episode, reward: float, done: bool = False, max_step_reached: bool = False
-             ) -> AgentInfoProto:
+    def info(self, episode: Episode | Escaper, reward: float, done: bool = False, max_step_reached: bool = False,
+             group_id: int = 0, group_reward: float = 0.0) -> AgentInfoProto:
         return AgentInfoProto(id=episode.id, reward=reward, done=done, max_step_reached=max_step_reached,
-                              observations=self.observe(episode), action_mask=self.mask(episode))
+                              observations=self.observe(episode), action_mask=self.mask(episode),
+                              group_id=group_id, group_reward=group_reward)
 
-    def start(self, episode_id: int, parameters: dict[str, float]) -> Episode:
+    def start(self, episode_id: int, parameters: EnvironmentParameters) -> Episode:
         raise NotImplementedError
 
     def act(self, episode: Episode, action: AgentActionProto) -> tuple[float, bool]:
@@ -253,7 +350,7 @@ class Seekers(Behaviour):
         super().__init__(num_agents, rng, episode_ids)
         self.grid_size = grid_size
 
-    def start(self, episode_id: int, parameters: dict[str, float]) -> SeekerEpisode:
+    def start(self, episode_id: int, parameters: EnvironmentParameters) -> SeekerEpisode:
         cells = self.grid_size * self.grid_size
         start, target = self.rng.sample(range(cells), 2)  # never the same cell
         max_steps = max(1, int(parameters.get("seeker_max_steps", self.DEFAULT_MAX_STEPS)))
@@ -305,7 +402,7 @@ class Movers(Behaviour):
     MAX_STEPS = 20
     SPEED, DISTANCE_PENALTY = 0.2, 0.1
 
-    def start(self, episode_id: int, parameters: dict[str, float]) -> MoverEpisode:
+    def start(self, episode_id: int, parameters: EnvironmentParameters) -> MoverEpisode:
         return MoverEpisode(id=episode_id, max_steps=self.MAX_STEPS,
                             position=self.rng.uniform(-1.0, 1.0), target=self.rng.uniform(-1.0, 1.0))
 
@@ -340,7 +437,7 @@ class Parkers(Behaviour):
     SPEED, PARK_DISTANCE = 0.25, 0.15
     PARK_REWARD, MISPARK_REWARD, STEP_REWARD = 1.0, -0.1, -0.01
 
-    def start(self, episode_id: int, parameters: dict[str, float]) -> ParkerEpisode:
+    def start(self, episode_id: int, parameters: EnvironmentParameters) -> ParkerEpisode:
         return ParkerEpisode(id=episode_id, max_steps=self.MAX_STEPS,
                              position=self.rng.uniform(-1.0, 1.0), target=self.rng.uniform(-1.0, 1.0))
 
@@ -382,7 +479,7 @@ class Spotters(Behaviour):
     HEIGHT, WIDTH, SQUARE, GREEN = 24, 20, 4, 51  # green 51/255 = 0.2
     MAX_ENTITIES, ENTITY_SIZE = 4, 3
 
-    def start(self, episode_id: int, parameters: dict[str, float]) -> SpotterEpisode:
+    def start(self, episode_id: int, parameters: EnvironmentParameters) -> SpotterEpisode:
         count = self.rng.randint(0, self.MAX_ENTITIES)
         entities = [(self.rng.uniform(0.1, 1), self.rng.uniform(0.1, 1), 1.0) for _ in range(count)]
         return SpotterEpisode(id=episode_id, max_steps=1, top=self.rng.randrange(self.HEIGHT - self.SQUARE + 1),
@@ -433,7 +530,7 @@ class Recallers(Behaviour):
     action_spec = ActionSpecProto(num_discrete_actions=1, discrete_branch_sizes=[2])
     LENGTH = 6
 
-    def start(self, episode_id: int, parameters: dict[str, float]) -> RecallerEpisode:
+    def start(self, episode_id: int, parameters: EnvironmentParameters) -> RecallerEpisode:
         return RecallerEpisode(id=episode_id, max_steps=self.LENGTH, cue=self.rng.randrange(2))
 
     def act(self, episode: RecallerEpisode, action: AgentActionProto) -> tuple[float, bool]:
@@ -447,8 +544,125 @@ class Recallers(Behaviour):
         return [vector_observation("RecallerVector", [*cue, float(episode.steps == self.LENGTH - 1)])]
 
 
+@dataclass
+class Dungeon:
+    """One training area's group episode (``SimpleMultiAgentGroup``): the dragon, the door, the clock, who is in."""
+
+    group_id: int
+    code: int
+    max_steps: int
+    members: list[Escaper] = field(default_factory=list)  # the agents still in the group episode
+    dragon: bool = True
+    steps: int = 0
+
+
+@dataclass
+class Escaper:
+    """One escaper's episode: its place in its group (0..2) and its dungeon."""
+
+    id: int
+    index: int
+    dungeon: Dungeon
+
+
+class Escapers(Behaviour):
+    """A cooperative escape where one agent must give itself up for the others (ML-Agents' DungeonEscape).
+
+    The rules of tests/toy_envs.py's ``Dungeon``, sent as a Unity group game sends them: each dungeon
+    holds a group of 3 (group ids 1, 2, ... as Unity's ``MultiAgentGroupIdCounter`` hands them out),
+    whose agents report their ``group_id`` and ``group_reward`` in every AgentInfoProto; every episode
+    is a fresh agent id. Observation ``EscaperVector`` (9): the agent's place one-hot (3), whether the
+    dragon lives, the door's code one-hot (4, zeros while the dragon lives), steps used / time limit.
+    Actions, one branch of 6: wait, fight the dragon, open the door with code 0..3. All act at once:
+
+    - while the dragon lives, an agent that fights kills it and dies: its episode ends (done, nothing
+      earned) and it leaves the group, while the others play on;
+    - once the dragon is dead, a door opened with the right code lets the group out (group reward +1
+      to every member left, then ``EndGroupEpisode``); only wrong codes spring a trap (``EndGroupEpisode``);
+    - after ``escaper_max_steps`` steps (an environment parameter read as each group episode starts,
+      default 6) ``GroupEpisodeInterrupted``; when nobody is left, the group episode ends too. Every
+      member comes back under a fresh id in the same output.
+
+    Each group episode records ``Dungeon/Escaped`` (1 or 0, average) with the StatsRecorder. Added with ``--group``.
+    One departure from the toy: an agent that dies fighting is done (a real end, not an interruption) even
+    on the time limit's step, where the toy marks it truncated with its group.
+    """
+
+    name = "Escaper"
+    action_spec = ActionSpecProto(num_discrete_actions=1, discrete_branch_sizes=[6])
+    GROUP_SIZE, CODES, DEFAULT_MAX_STEPS = 3, 4, 6
+    FIGHT, FIRST_DOOR = 1, 2
+    GROUP_REWARD = 1.0
+
+    def __init__(self, dungeons: int, rng: random.Random, episode_ids: Iterator[int], stats: StatsRecorder) -> None:
+        super().__init__(dungeons * self.GROUP_SIZE, rng, episode_ids)
+        self.group_ids = range(1, dungeons + 1)
+        self.stats = stats
+        self.dungeons: list[Dungeon] = []
+
+    def reset(self, parameters: EnvironmentParameters) -> list[AgentInfoProto]:
+        """New group episodes in every dungeon (a RESET command): the old ones are dropped, not reported done."""
+        self.dungeons = [self.open(group_id, parameters) for group_id in self.group_ids]
+        return [info for dungeon in self.dungeons for info in self.decisions(dungeon)]
+
+    def step(self, actions: Sequence[AgentActionProto], parameters: EnvironmentParameters) -> list[AgentInfoProto]:
+        """Play one step in every dungeon; actions come in the order of the previous decisions (dungeon by dungeon)."""
+        moves = iter(actions)
+        infos = []
+        for number, dungeon in enumerate(self.dungeons):
+            choices = [self.choice(next(moves, AgentActionProto())) for _ in dungeon.members]
+            infos += self.play(dungeon, choices)
+            if not dungeon.members:
+                self.dungeons[number] = dungeon = self.open(dungeon.group_id, parameters)
+            infos += self.decisions(dungeon)
+        return infos
+
+    def open(self, group_id: int, parameters: EnvironmentParameters) -> Dungeon:
+        """A new group episode: the dragon back, a new code, the time limit read now, every member under a fresh id."""
+        max_steps = max(1, int(parameters.get("escaper_max_steps", self.DEFAULT_MAX_STEPS)))
+        dungeon = Dungeon(group_id=group_id, code=self.rng.randrange(self.CODES), max_steps=max_steps)
+        dungeon.members = [Escaper(next(self.episode_ids), index, dungeon) for index in range(self.GROUP_SIZE)]
+        return dungeon
+
+    @staticmethod
+    def choice(action: AgentActionProto) -> int:
+        return action.discrete_actions[0] if action.discrete_actions else 0
+
+    def play(self, dungeon: Dungeon, choices: list[int]) -> list[AgentInfoProto]:
+        """Apply one choice per member; the infos of the agents whose episode ends (the group's, if it is over)."""
+        fighting = [dungeon.dragon and choice == self.FIGHT for choice in choices]
+        fighters = [member for member, fights in zip(dungeon.members, fighting) if fights]
+        codes = {choice - self.FIRST_DOOR for choice in choices if not dungeon.dragon and choice >= self.FIRST_DOOR}
+        escaped, trapped = dungeon.code in codes, bool(codes) and dungeon.code not in codes
+        dungeon.dragon = dungeon.dragon and not fighters
+        dungeon.steps += 1
+        dungeon.members = [member for member in dungeon.members if member not in fighters]
+        ended = [self.info(fighter, 0.0, done=True, group_id=dungeon.group_id) for fighter in fighters]
+        if escaped or trapped or not dungeon.members or dungeon.steps >= dungeon.max_steps:
+            interrupted = not (escaped or trapped or not dungeon.members)
+            group_reward = self.GROUP_REWARD if escaped else 0.0
+            ended += [self.info(member, 0.0, done=True, max_step_reached=interrupted, group_id=dungeon.group_id,
+                                group_reward=group_reward) for member in dungeon.members]
+            dungeon.members = []
+            self.stats.add("Dungeon/Escaped", float(escaped))
+        return ended
+
+    def decisions(self, dungeon: Dungeon) -> list[AgentInfoProto]:
+        return [self.info(member, 0.0, group_id=dungeon.group_id) for member in dungeon.members]
+
+    def observe(self, episode: Escaper) -> list[ObservationProto]:
+        dungeon = episode.dungeon
+        values = [0.0] * 9
+        values[episode.index] = 1.0
+        values[3] = float(dungeon.dragon)
+        if not dungeon.dragon:
+            values[4 + dungeon.code] = 1.0
+        values[8] = dungeon.steps / dungeon.max_steps
+        return [vector_observation("EscaperVector", values)]
+
+
 class Game:
-    """The scene: every behaviour's agents, one RNG seeded by the trainer, and the side-channel settings."""
+    """The scene: every behaviour's agents, one RNG seeded by the trainer, the side-channel settings and statistics."""
 
     def __init__(self, options: argparse.Namespace, init: UnityRLInitializationInputProto) -> None:
         log.info("connected: trainer communication %s, package %s, seed %d, %d area(s)",
@@ -464,6 +678,9 @@ class Game:
             self.behaviours.append(Spotters(agents, rng, episode_ids))
         if options.memory:
             self.behaviours.append(Recallers(agents, rng, episode_ids))
+        self.stats = StatsRecorder()
+        if options.group:
+            self.behaviours.append(Escapers(agents, rng, episode_ids, self.stats))  # --agents dungeons of 3
         self.settings = Settings()
         self.announced: set[str] = set()
         self.started = False
@@ -478,7 +695,8 @@ class Game:
         else:
             infos = {b.name: b.step(rl_input.agent_actions[b.name].value, parameters) for b in self.behaviours}
         output = UnityOutputProto(rl_output=UnityRLOutputProto(
-            agentInfos={name: UnityRLOutputProto.ListAgentInfoProto(value=value) for name, value in infos.items()}))
+            agentInfos={name: UnityRLOutputProto.ListAgentInfoProto(value=value) for name, value in infos.items()},
+            side_channel=self.stats.flush()))
         for behaviour in self.behaviours:
             if behaviour.name not in self.announced:  # Unity announces each behaviour with its first agent infos
                 output.rl_initialization_output.brain_parameters.append(behaviour.brain_parameters())
@@ -615,6 +833,8 @@ def parse_options(argv: Sequence[str]) -> argparse.Namespace:
                         help="game scene: add the Spotter behaviour (a 3.x-style camera and a buffer sensor)")
     parser.add_argument("--memory", action="store_true",
                         help="game scene: add the Recaller behaviour (needs a policy with memory)")
+    parser.add_argument("--group", action="store_true",
+                        help="game scene: add the Escaper behaviour (groups of 3, group rewards, a statistic)")
     parser.add_argument("--communication-version", default=COMMUNICATION_VERSION,
                         help="the communication API version announced to the trainer")
     parser.add_argument("--crash-after-steps", type=int, default=sys.maxsize,
