@@ -379,3 +379,42 @@ def test_a_bridge_engine_plays_each_lesson(tmp_path):
     held = {row["step"]: (row["Environment/Lesson Number/speed"], row["Squads/Speed"]) for row in rows}
     assert [held[step] for step in (32, 64, 96, 128)] == [(0, 1.0)] * 4
     assert all(lesson == 1 and 5.0 <= speed < 6.0 for lesson, speed in (held[step] for step in (160, 192, 224, 256)))
+
+
+UNITY_RUN = """
+behaviors:
+  Seeker: &small
+    trainer_type: ppo
+    hyperparameters: {batch_size: 32, buffer_size: 64, num_epoch: 1}
+    network_settings: {hidden_units: 16, num_layers: 1}
+    max_steps: 400
+    summary_freq: 64
+  Mover: *small
+environment_parameters:
+  seeker_max_steps:
+    curriculum:
+      - name: short
+        value: 2
+        completion_criteria: {behavior: Seeker, measure: progress, threshold: 0.5}
+      - name: long
+        value: {sampler_type: uniform, sampler_parameters: {min_value: 40, max_value: 41}}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_unity_build_plays_each_lesson_of_an_mlagents_curriculum(tmp_path):
+    """The stand-in build's Seekers are interrupted after seeker_max_steps, which the build reads as each episode
+    begins: 2 decisions while the first lesson lasts, 40 once the lesson ends past half the run (step 512 of 800);
+    the file is an ML-Agents config, the build launched as mlagents-learn launches one."""
+    from unity_harness import build_player, free_ports
+
+    player = build_player(tmp_path / "standin")
+    path = tmp_path / "run.yaml"
+    path.write_text(UNITY_RUN)
+    assert main(["train", str(path), "--results-dir", str(tmp_path / "results"), "--run-id", "r", "--env", player,
+                 "--base-port", str(free_ports()), "--no-graphics", "--env-args", "--agents", "2"]) == 0
+    seekers = [(row["Environment/Lesson Number/seeker_max_steps"], row["Environment/Episode Length"])
+               for row in metrics(tmp_path) if row["behaviour"] == "Seeker?team=0"]
+    assert [lesson for lesson, _ in seekers] == [0, 0, 0, 1, 1, 1, 1]
+    assert all(length <= 2 for lesson, length in seekers if lesson == 0)
+    assert seekers[-1][1] > 20  # the first episodes after the change had begun with the old limit
