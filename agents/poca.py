@@ -101,7 +101,7 @@ class GroupCritic(nn.Module):
 
     def _embed(self, x: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
         """``(n, k, obs)`` members (with ``(n, k, action features)``) -> ``(n, k, width)``."""
-        encoded = self.encoder(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1)
+        encoded = self.encoder(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], self.encoder.out_size)
         if actions is None:
             return swish(self.observation_embed(encoded))
         return swish(self.observation_action_embed(torch.cat([encoded, actions], -1)))

@@ -391,7 +391,7 @@ def override_settings(base: PPOSettings, overrides: Mapping[str, object]) -> PPO
     shared = sorted(set(overrides) & set(ROLLOUT_SETTINGS))
     if shared:
         raise ValueError(f"{', '.join(shared)} can only be set for the whole trainer (every behaviour shares the rollout)")
-    return PPOSettings(**{**base.model_dump(), **overrides})
+    return type(base)(**{**base.model_dump(), **overrides})
 
 
 class PPO(Checkpointed):

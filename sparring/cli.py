@@ -231,19 +231,22 @@ def _sigterm_as_interrupt():
 
 
 def _trainer(config: RunConfig, env, league_dir: Path):
-    """The config's algorithm (PPO or SAC); PPO by self-play against a league in ``league_dir`` with ``self_play``."""
-    from sparring.agents import PPO, SAC
+    """The config's algorithm (PPO, MA-POCA or SAC); PPO or MA-POCA by self-play against a league in ``league_dir``
+    with ``self_play``."""
+    from sparring.agents import POCA, PPO, SAC
 
     options = dict(seed=config.seed, behaviour_settings=config.trainer.behaviours,
                    **config.trainer.hyperparameters.model_dump())
-    if config.trainer.algorithm == "sac":
+    algorithm = config.trainer.algorithm
+    if algorithm == "sac":
         return SAC(env, **options)
     if config.trainer.self_play is None:
-        return PPO(env, **options)
+        return (POCA if algorithm == "poca" else PPO)(env, **options)
     from sparring.agents.selfplay import League
-    from sparring.agents.selfplay.trainer import SelfPlay
+    from sparring.agents.selfplay.trainer import POCASelfPlay, SelfPlay
 
-    return SelfPlay(env, League(config.trainer.self_play, league_dir, seed=config.seed), **options)
+    trainer = POCASelfPlay if algorithm == "poca" else SelfPlay
+    return trainer(env, League(config.trainer.self_play, league_dir, seed=config.seed), **options)
 
 
 def apply_env_flags(config: RunConfig, flags: dict[str, Any], source: Path) -> RunConfig:

@@ -7,7 +7,7 @@ Example::
       id: CartPole-v1
       num_envs: 8
     trainer:
-      algorithm: ppo             # ppo | sac; hyperparameters are checked against its settings
+      algorithm: ppo             # ppo | sac | poca; hyperparameters are checked against its settings
       max_steps: 100000
       hyperparameters:
         learning_rate: 0.001
@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sparring.agents import ppo, sac
+from sparring.agents.poca import POCASettings
 from sparring.agents.ppo import PPOSettings
 from sparring.agents.sac import SACSettings
 from sparring.agents.selfplay.league import LeagueSettings
@@ -65,20 +66,21 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message is one line naming file and key."""
 
 
-ALGORITHMS = {"ppo": (PPOSettings, ppo.override_settings), "sac": (SACSettings, sac.override_settings)}
+ALGORITHMS = {"ppo": (PPOSettings, ppo.override_settings), "sac": (SACSettings, sac.override_settings),
+              "poca": (POCASettings, ppo.override_settings)}
 """``trainer.algorithm`` -> its hyperparameter settings and how one behaviour's overrides apply to them."""
 
 
 class TrainerConfig(_Strict):
     """How to learn (names follow ML-Agents' trainer config where the meaning matches)."""
 
-    algorithm: Literal["ppo", "sac"] = "ppo"
+    algorithm: Literal["ppo", "sac", "poca"] = "ppo"
     max_steps: int = Field(ge=1, description="Agent decisions to train for.")
     summary_freq: int = Field(10_000, ge=1, description="Steps between metric summaries.")
     checkpoint_interval: int = Field(50_000, ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(5, ge=1, description="Newest checkpoints kept on disk.")
-    hyperparameters: PPOSettings | SACSettings = Field(
-        default_factory=PPOSettings, description="The algorithm's settings (PPOSettings or SACSettings)."
+    hyperparameters: POCASettings | PPOSettings | SACSettings = Field(
+        default_factory=PPOSettings, description="The algorithm's settings (PPOSettings, SACSettings or POCASettings)."
     )
     self_play: LeagueSettings | None = Field(
         None, description="Train by self-play against a league of snapshots (ML-Agents' self_play keys, plus ours)."
@@ -106,9 +108,8 @@ class TrainerConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_behaviour_overrides(self) -> TrainerConfig:
-        if self.algorithm != "ppo" and self.self_play is not None:
-            raise ValueError(f"self_play: self-play trains with algorithm ppo; {self.algorithm} self-play is not "
-                             "available yet")
+        if self.algorithm == "sac" and self.self_play is not None:
+            raise ValueError("self_play: self-play trains with algorithm ppo or poca; sac self-play is not available yet")
         _, override = ALGORITHMS[self.algorithm]
         for name, overrides in self.behaviours.items():
             try:

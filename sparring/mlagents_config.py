@@ -12,16 +12,15 @@ setting sparring does not support yet, and ``sparring train`` names them all in 
 warning. A setting at a value that asks for nothing sparring doesn't do
 (``memory: null``, ``threaded: false``, ``strength: 1.0``) is not reported, so the
 ``configuration.yaml`` mlagents-learn writes for a run (every key spelled out)
-translates cleanly too. ``trainer_type: poca`` is an error, and so are behaviours
-with different trainer types: training something else than asked is worse than not
-training.
+translates cleanly too. Behaviours with different trainer types are an error: training
+something else than asked is worse than not training.
 
 How it maps (``B``: a behaviour under ``behaviors:``; ``default_settings:`` is
 merged under every behaviour first, as ML-Agents does)::
 
     ML-Agents                                     sparring
     --------------------------------------------  ------------------------------------------------
-    B.trainer_type: ppo                           trainer.algorithm: ppo
+    B.trainer_type: ppo | poca                    trainer.algorithm: ppo | poca (MA-POCA: PPO's keys)
     B.hyperparameters.learning_rate               hyperparameters.learning_rate
       .learning_rate_schedule                     hyperparameters.lr_schedule (to 1e-10: learning_rate_end)
       .batch_size / .num_epoch                    hyperparameters.batch_size / n_epochs
@@ -30,6 +29,7 @@ merged under every behaviour first, as ML-Agents does)::
       .epsilon / .epsilon_schedule                hyperparameters.clip_range / clip_schedule (3),
                                                   and clip_range_vf: ML-Agents clips the value loss too
       .lambd                                      hyperparameters.gae_lambda
+    B.time_horizon                                hyperparameters.time_horizon (SAC: see 9)
     B.network_settings.hidden_units, num_layers   hyperparameters.hidden_sizes: [hidden_units] * num_layers
       .normalize                                  hyperparameters.normalize_obs
       .vis_encode_type                            hyperparameters.vis_encode_type (4)
@@ -52,7 +52,7 @@ merged under every behaviour first, as ML-Agents does)::
       results_dir                                   (the flags win), see :func:`run_options`
     B.self_play.save_steps, swap_steps,           trainer.self_play: the same names (a self-play league,
       team_change, window, initial_elo,             snapshots drawn uniformly from the window as ML-Agents
-      play_against_latest_model_ratio               does; PFSP and roles are sparring's own keys; PPO only;
+      play_against_latest_model_ratio               does; PFSP and roles are sparring's own keys; PPO, POCA;
                                                     ML-Agents' defaults where absent: team_change 5 * save_steps)
 
     With ``trainer_type: sac`` (the network, reward signal and run keys map as above):
@@ -83,6 +83,8 @@ merged under every behaviour first, as ML-Agents does)::
     (5) ML-Agents counts max_steps per behaviour, sparring counts decisions over all behaviours.
     (8) A last lesson's completion_criteria, which ML-Agents ignores with a warning, is reported. A
         curriculum's progress measure is the run's (see sparring.curriculum).
+    (9) SAC learns from one-step targets, so a trajectory's length changes nothing it computes (ML-Agents' SAC
+        uses time_horizon only to hand experience to its replay buffer in pieces): it is taken as it is.
 
 Per-behaviour values: a setting every behaviour in the file shares goes into
 ``trainer.hyperparameters``; where they differ, ``trainer.hyperparameters`` holds the
@@ -90,9 +92,7 @@ Per-behaviour values: a setting every behaviour in the file shares goes into
 it in ``trainer.behaviours``. Behaviours of the game the file does not name train with
 ``trainer.hyperparameters``.
 
-Reported when set (beyond the notes above): ``time_horizon`` (sparring never cuts a
-trajectory: GAE bootstraps from the value at the end of each rollout instead),
-``hyperparameters.shared_critic``, ``network_settings.deterministic``, reward signals other than
+Reported when set (beyond the notes above): ``hyperparameters.shared_critic``, ``network_settings.deterministic``, reward signals other than
 extrinsic, ``extrinsic.strength`` other than 1, ``self_play`` sections that differ
 between behaviours (one league serves them all: the first behaviour's is used),
 ``behavioral_cloning``, ``init_path``, ``threaded: true``, ``even_checkpoints: true``,
@@ -157,7 +157,7 @@ class _SACHyperparameters(_Section):
     reward_signal_steps_per_update: float | None = Field(None, gt=0)  # None: as steps_per_update
 
 
-_HYPERPARAMETERS = {"ppo": _Hyperparameters, "sac": _SACHyperparameters}
+_HYPERPARAMETERS = {"ppo": _Hyperparameters, "sac": _SACHyperparameters, "poca": _Hyperparameters}
 
 
 class _Memory(_Section):
@@ -223,11 +223,8 @@ class _BehavioralCloning(_Section):
     batch_size: int | None = None
 
 
-_NOT_YET = {"poca": "POCA (cooperative multi-agent training)"}
-
-
 class _Behaviour(_Section):
-    trainer_type: Literal["ppo", "sac"] = "ppo"
+    trainer_type: Literal["ppo", "sac", "poca"] = "ppo"
     hyperparameters: _Hyperparameters | _SACHyperparameters = Field(default_factory=_Hyperparameters)
     network_settings: _NetworkSettings = Field(default_factory=_NetworkSettings)
     reward_signals: _RewardSignals = Field(default_factory=_RewardSignals)
@@ -249,9 +246,6 @@ class _Behaviour(_Section):
         if not isinstance(data, Mapping):
             return data
         kind = data.get("trainer_type", "ppo")
-        if kind in _NOT_YET:
-            raise ValueError(f"trainer_type: {_NOT_YET[kind]} is not available in this version of sparring yet "
-                             "(use trainer_type: ppo or sac)")
         section = _HYPERPARAMETERS.get(kind)
         if section is None:
             return data  # the trainer_type field reports it
@@ -346,7 +340,6 @@ _HONOURED_IN_BEHAVIOUR: dict[str, Callable[[Any], bool]] = {
     "reward_signals.curiosity": _off,
     "reward_signals.gail": _off,
     "reward_signals.rnd": _off,
-    "time_horizon": _never,
     "even_checkpoints": _off,
     "threaded": _off,
     "init_path": _off,
@@ -410,11 +403,11 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
         raise ConfigError(f"{source}: behaviors: trainer_type differs ({listed}); sparring trains all the behaviours "
                           "of a run with one algorithm")
     algorithm = next(iter(kinds.values()), base.trainer_type)
-    if algorithm != "ppo":
+    if algorithm == "sac":
         playing = [name for name, b in named.items() if b.self_play is not None]
         if playing:
-            raise ConfigError(f"{source}: behaviors.{playing[0]}.self_play: self-play trains with trainer_type ppo; "
-                              f"{algorithm} self-play is not available in this version of sparring yet")
+            raise ConfigError(f"{source}: behaviors.{playing[0]}.self_play: self-play trains with trainer_type ppo or "
+                              "poca; sac self-play is not available in this version of sparring yet")
     if base.trainer_type != algorithm:  # default_settings name another trainer than every behaviour does
         base = _Behaviour.model_validate({**defaults, "trainer_type": algorithm})
     to_settings = _sac_settings if algorithm == "sac" else _ppo_settings
@@ -422,7 +415,7 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
     fallback = to_settings(base)
     shared = {key: _agreed([s[key] for s in settings.values()], value) for key, value in fallback.items()}
     hyperparameters = shared
-    if algorithm == "ppo":
+    if algorithm != "sac":
         buffer_sizes = {name: b.hyperparameters.buffer_size for name, b in named.items()}
         buffer_size = max(buffer_sizes.values(), default=base.hyperparameters.buffer_size)
         ignored += [f"behaviors.{name}.hyperparameters.buffer_size (all behaviours share the largest, {buffer_size})"
@@ -527,6 +520,7 @@ def _ppo_settings(behaviour: _Behaviour) -> dict[str, Any]:
         "n_epochs": h.num_epoch,
         "gamma": (extrinsic or _RewardSignal()).gamma,
         "gae_lambda": h.lambd,
+        "time_horizon": behaviour.time_horizon,
         "clip_range": h.epsilon,
         "clip_schedule": h.epsilon_schedule or h.learning_rate_schedule,
         "clip_range_end": PPO_SCHEDULE_ENDS["epsilon"],

@@ -101,7 +101,8 @@ def test_3dball_trains_a_unity_env_with_its_own_hyperparameters():
     assert (h.hidden_sizes, h.normalize_obs, h.gamma, h.activation) == ([128, 128], True, 0.99, "swish")
     assert (config.trainer.max_steps, config.trainer.summary_freq) == (500_000, 12_000)
     assert config.trainer.behaviours == {}
-    assert unsupported == ["behaviors.3DBall.time_horizon"]
+    assert unsupported == []
+    assert h.time_horizon == 1000
 
 
 def test_absent_keys_take_mlagents_defaults_not_sparrings():
@@ -181,9 +182,7 @@ def test_differing_buffer_sizes_share_the_largest_and_say_so():
 def test_self_play_file_becomes_a_league_and_reports_exactly_the_unsupported_keys():
     """SOCCER's Goalie swaps every 1000 steps, its Striker every 4000: one league takes the first's settings."""
     config, unsupported = translate(SOCCER, "f.yaml")
-    assert sorted(unsupported) == ["behaviors.Goalie.time_horizon",
-                                   "behaviors.Striker.self_play (the league uses behaviors.Goalie.self_play)",
-                                   "behaviors.Striker.time_horizon"]
+    assert sorted(unsupported) == ["behaviors.Striker.self_play (the league uses behaviors.Goalie.self_play)"]
     assert config.trainer.max_steps == 60_000_000
     assert config.trainer.hyperparameters.lr_schedule == "constant"
     league = config.trainer.self_play
@@ -215,8 +214,7 @@ def test_a_resolved_mlagents_configuration_reports_only_what_asks_for_more():
         "debug": False,
     }
     config, unsupported = translate(data, "configuration.yaml")
-    assert unsupported == ["env_settings.restarts_rate_limit_n", "env_settings.restarts_rate_limit_period_s",
-                           "behaviors.3DBall.time_horizon"]
+    assert unsupported == ["env_settings.restarts_rate_limit_n", "env_settings.restarts_rate_limit_period_s"]
     assert config.env.base_port is None  # the Editor listens on 5004 whatever base_port says, as in mlagents-learn
     assert config == translate(BALL, "3DBall.yaml")[0]
 
@@ -270,12 +268,10 @@ REPORTED = [
     ("behaviors.A.reward_signals.curiosity", {"strength": 0.02, "gamma": 0.99}),
     ("behaviors.A.reward_signals.gail", {"demo_path": "expert.demo"}),
     ("behaviors.A.reward_signals.rnd", {}),
-    ("behaviors.A.time_horizon", 128),
     ("behaviors.A.even_checkpoints", True),
     ("behaviors.A.threaded", True),
     ("behaviors.A.init_path", "results/old/A"),
     ("behaviors.A.behavioral_cloning", {"demo_path": "expert.demo"}),
-    ("default_settings.time_horizon", 128),
     ("env_settings.num_areas", 2),
     ("env_settings.max_lifetime_restarts", -1),
     ("env_settings.restarts_rate_limit_n", 5),
@@ -326,12 +322,19 @@ def test_wrong_keys_and_values_are_errors_naming_the_path(path, value, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_poca_is_a_clear_error_naming_the_behaviour():
-    data = {"behaviors": {"Walker": {"trainer_type": "poca", "hyperparameters": {"beta": 0.005}}}}
-    with pytest.raises(ConfigError) as error:
-        translate(data, "f.yaml")
-    assert "behaviors.Walker.trainer_type: POCA" in str(error.value)
-    assert "is not available in this version of sparring yet" in str(error.value)
+def test_poca_trains_with_ppo_s_keys_as_ml_agents_names_them():
+    data = {"behaviors": {"Walker": {"trainer_type": "poca", "time_horizon": 32,
+                                     "hyperparameters": {"beta": 0.005, "num_epoch": 4}}}}
+    config, unsupported = translate(data, "f.yaml")
+    h = config.trainer.hyperparameters
+    assert (config.trainer.algorithm, type(h).__name__, unsupported) == ("poca", "POCASettings", [])
+    assert (h.ent_coef, h.n_epochs, h.time_horizon, h.buffer_size) == (0.005, 4, 32, 10240)
+
+
+def test_sac_takes_time_horizon_as_it_is():
+    """One-step targets: nothing to cut (note 9); not reported."""
+    data = {"behaviors": {"Walker": {"trainer_type": "sac", "time_horizon": 32}}}
+    assert translate(data, "f.yaml")[1] == []
 
 
 # ML-Agents' config/sac/Walker.yaml
@@ -376,7 +379,7 @@ def test_sac_file_trains_sac_with_its_own_hyperparameters():
         "normalize_reward": False,
         "hidden_sizes": [256, 256, 256], "activation": "swish", "vis_encode_type": "simple", "memory": None,
     }
-    assert unsupported == ["behaviors.Walker.time_horizon"]  # reward_signal_steps_per_update equals steps_per_update
+    assert unsupported == []  # reward_signal_steps_per_update equals steps_per_update
 
 
 @pytest.mark.parametrize("written, used", [({"vis_encode_type": "resnet"}, "resnet"),
@@ -416,10 +419,9 @@ def test_reward_signal_updates_at_their_own_rate_are_reported_only_where_a_signa
     """ML-Agents' SAC updates curiosity, GAIL and RND networks every reward_signal_steps_per_update; the extrinsic
     signal has nothing to update (config/sac/WallJump.yaml sets 10 against 20 with extrinsic alone)."""
     slower = _with(WALKER, "behaviors.Walker.hyperparameters.reward_signal_steps_per_update", 10.0)
-    assert translate(slower, "f.yaml")[1] == ["behaviors.Walker.time_horizon"]
+    assert translate(slower, "f.yaml")[1] == []
     curious = _with(slower, "behaviors.Walker.reward_signals.curiosity", {"strength": 0.02})
     assert translate(curious, "f.yaml")[1] == ["behaviors.Walker.reward_signals.curiosity",
-                                               "behaviors.Walker.time_horizon",
                                                "behaviors.Walker.hyperparameters.reward_signal_steps_per_update"]
 
 
@@ -446,7 +448,7 @@ def test_load_config_translates_an_mlagents_file(tmp_path):
     path.write_text(yaml.safe_dump({**BALL, "checkpoint_settings": {"run_id": "ball"}}))
     loaded = load_run_config(path)
     assert isinstance(load_config(path), RunConfig) and load_config(path) == loaded.config
-    assert (loaded.unsupported, loaded.run_options) == (["behaviors.3DBall.time_horizon"], {"run_id": "ball"})
+    assert (loaded.unsupported, loaded.run_options) == ([], {"run_id": "ball"})
 
 
 def test_standin_example_trains_both_behaviours_alike():
@@ -455,7 +457,7 @@ def test_standin_example_trains_both_behaviours_alike():
     assert (t.max_steps, t.summary_freq, t.behaviours) == (200_000, 5000, {})
     assert (t.hyperparameters.hidden_sizes, t.hyperparameters.batch_size, t.hyperparameters.buffer_size) == (
         [64, 64], 256, 2048)
-    assert loaded.unsupported == ["behaviors.Seeker.time_horizon", "behaviors.Mover.time_horizon"]
+    assert loaded.unsupported == []
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -487,7 +489,6 @@ def test_train_warns_once_naming_every_unsupported_key(tmp_path, capsys, started
     assert main(["train", str(config), "--results-dir", str(tmp_path / "results")]) == 2
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [f"sparring: warning: {config}: ignoring ML-Agents settings sparring does not support yet: "
-                        "behaviors.Goalie.time_horizon, behaviors.Striker.time_horizon, "
                         "behaviors.Striker.self_play (the league uses behaviors.Goalie.self_play)"]
 
 

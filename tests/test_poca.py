@@ -102,3 +102,11 @@ def test_independent_learners_train_on_individual_plus_group_reward():
     learner.act(decisions, torch.Generator().manual_seed(0))
     learner.observe(BehaviourStep(decisions, TerminalSteps.empty(SPEC)))
     assert learner.buffer.rewards[:2].tolist() == [1.5, 1.0]
+
+
+def test_agents_in_no_group_are_groups_of_one():
+    """Every behaviour of an env trains under poca, grouped or not (a Unity game's other behaviours)."""
+    from toy_envs import CountingEnv
+
+    model = POCA(CountingEnv(episode_length=4), seed=0, n_steps=8, batch_size=16, n_epochs=1).learn(64)
+    assert model.num_updates >= 1

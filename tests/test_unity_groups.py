@@ -13,10 +13,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from sparring.agents import POCA
 from sparring.envs.base import StepResult, check_env, random_actions
 from sparring.envs.parameters import GaussianSampler, MultiRangeUniformSampler, UniformSampler
 from sparring.envs.unity import MultiUnityEnv
 from sparring.envs.vector import split_agent_ids
+from toy_envs import DUNGEON_SETTINGS
 from unity_harness import DISTUTILS_WARNING, build_player, free_ports
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings(DISTUTILS_WARNING)]
@@ -227,3 +229,21 @@ def test_a_crashed_build_s_statistics_received_before_the_crash_are_still_draine
             result = play(env, result, escape(result[ESCAPER].decisions.obs))
         assert env.metrics["crashes"] == 2
         assert env.drain_stats() == {"Dungeon/Escaped": [(1.0, "average")] * (2 * 2 * DUNGEONS)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_poca_learns_the_escape_from_a_unity_build(player, learning_seed, measured, one_torch_thread):
+    """MA-POCA through envs/unity.py: two builds of 16 dungeons each (and their Seekers and Movers, trained too),
+    150k decisions, then the greedy escapers for 60 steps. Seeds 0-9: ..."""
+    with MultiUnityEnv(player, 2, base_port=free_ports(2), no_graphics=True, seed=learning_seed, timeout_wait=20,
+                       additional_args=["--group", "--agents", "16"]) as env:
+        model = POCA(env, seed=learning_seed, **DUNGEON_SETTINGS).learn(150_000)
+        env.drain_stats()  # training's episodes
+        result = model._current
+        for _ in range(60):
+            result = env.step({name: model.predict(step.decisions.obs, name, step.decisions.action_mask)
+                               for name, step in result.items() if len(step.decisions)})
+        escaped = [value for value, _ in env.drain_stats()["Dungeon/Escaped"]]
+    measured(escape_rate=float(np.mean(escaped)), group_episodes=len(escaped))
+    assert np.mean(escaped) >= 0.9

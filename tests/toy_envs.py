@@ -372,7 +372,7 @@ class Dungeon(MultiAgentEnv):
         ending = fights | (self.alive & over[:, None])
         ended = ending.reshape(-1)
         group_reward = np.where(escaped[:, None] & ending & ~fights, 1.0, 0.0).astype(np.float32).reshape(-1)[ended]
-        truncated = np.broadcast_to(timeout[:, None], ending.shape).reshape(-1)[ended]
+        truncated = (timeout[:, None] & ~fights).reshape(-1)[ended]  # a fighter died, whenever it did
         self.alive &= ~ending
         ended_rows = np.flatnonzero(ended)
         final_obs = self._obs(ended_rows)  # before the over areas restart
