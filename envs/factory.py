@@ -50,7 +50,8 @@ def make_single_env(config: dict[str, Any]) -> MultiAgentEnv:
         return GymnasiumEnv(cfg.id, num_envs=1, env_kwargs=cfg.kwargs)
     from sparring.envs.pettingzoo import PettingZooEnv
 
-    return PettingZooEnv(_pettingzoo_constructor(cfg)(**cfg.kwargs), behaviours=cfg.behaviours, opponent=cfg.opponent)
+    return PettingZooEnv(_pettingzoo_constructor(cfg)(**cfg.kwargs), behaviours=cfg.behaviours, opponent=cfg.opponent,
+                         groups=cfg.groups)
 
 
 def _pettingzoo_constructor(cfg: PettingZooEnvConfig) -> Callable[..., Any]:
@@ -99,6 +100,6 @@ def _make_unity_env(config: UnityEnvConfig, log_dir: Path | None, seed: int) -> 
     return MultiUnityEnv(
         config.env_path, config.num_envs, seed=seed, max_restarts=config.max_restarts,
         base_port=config.base_port, no_graphics=config.no_graphics, timeout_wait=config.timeout_wait,
-        additional_args=config.env_args, engine_settings=engine, environment_parameters=config.environment_parameters,
+        additional_args=config.env_args, engine_settings=engine,
         log_folder=None if log_dir is None else str(log_dir.resolve()),
     )

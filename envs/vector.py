@@ -328,6 +328,8 @@ class SubprocVectorEnv(VectorEnv):
                     raise self._death_error(i, method) from None
                 self._busy[i] = True
             return self._gather(method)
+        except NotImplementedError:
+            raise  # every worker answered: they are still in step
         except BaseException:
             # A failed or interrupted (Ctrl-C) exchange leaves workers mid-command,
             # out of step with this process: none of them can be trusted again.
@@ -340,6 +342,7 @@ class SubprocVectorEnv(VectorEnv):
     def _gather(self, what: str) -> list[Any]:
         """Await every worker's answer to ``what``; raise on the first failure."""
         results: list[Any] = [None] * len(self._conns)
+        refusals: list[str] = []
         pending = {i for i, busy in enumerate(self._busy) if busy}
         deadline = time.monotonic() + self.step_timeout
         while pending:
@@ -365,9 +368,13 @@ class SubprocVectorEnv(VectorEnv):
                     raise self._death_error(i, what)
                 if status == "error":
                     raise self._raised_error(i, what, payload)
+                if status == "refused":
+                    refusals.append(payload)
                 results[i] = payload
                 self._busy[i] = False
                 pending.discard(i)
+        if refusals:
+            raise NotImplementedError(refusals[0])
         return results
 
     def _death_error(self, i: int, what: str) -> EnvWorkerError:
@@ -464,6 +471,8 @@ def _worker(conn: Connection, env_fn_payload: bytes) -> None:
                 return
             try:
                 conn.send(("ok", env.drain_stats() if method == "drain_stats" else getattr(env, method)(arg)))
+            except NotImplementedError as exc:  # a capability the source lacks: the worker stays usable
+                conn.send(("refused", str(exc)))
             except Exception as exc:
                 conn.send(("error", _describe(exc)))
     except (EOFError, BrokenPipeError, ConnectionResetError):

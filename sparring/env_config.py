@@ -48,6 +48,9 @@ class PettingZooEnvConfig(_PythonEnvConfig):
     opponent: Literal["random"] | None = Field(
         None, description="The learner plays one seat per episode, 'random' plays the others."
     )
+    groups: dict[str, str] | None = Field(
+        None, description="Agent name -> group name, for agents that cooperate (MA-POCA values each group together)."
+    )
 
 
 class BridgeEnvConfig(_Strict):
@@ -131,9 +134,6 @@ class UnityEnvConfig(_Strict):
     quality_level: int = Field(5, ge=0, description="Unity quality level.")
     target_frame_rate: int = Field(-1, description="Unity's Application.targetFrameRate (-1: unlimited).")
     capture_frame_rate: int = Field(60, ge=0, description="Unity's Time.captureFramerate.")
-    environment_parameters: dict[str, float] = Field(
-        default_factory=dict, description="Float parameters the game reads (Academy.Instance.EnvironmentParameters)."
-    )
     timeout_wait: float = Field(60.0, gt=0, description="Seconds a build may take to start or answer a step.")
     max_restarts: int = Field(5, ge=0, description="Relaunches per build before training stops.")
 

@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pytest
 import toy_envs
-from toy_envs import CountingEnv, CrashingEnv, HangingEnv, RaisingEnv, make_missing_build_env
+from toy_envs import CountingEnv, CrashingEnv, Dungeon, HangingEnv, RaisingEnv, make_missing_build_env
 
 from sparring.envs.base import BehaviourStep, DecisionSteps, StepResult, TerminalSteps, check_step_result
 from sparring.envs.vector import (
@@ -312,3 +312,30 @@ def test_ids_that_would_collide_with_the_next_copy_are_refused_naming_the_copy(c
     env = SerialVectorEnv(factories)
     with pytest.raises(ValueError, match=rf"env copy {bad_copy}, behaviour 'runner' decisions: agent ids must lie"):
         env.reset(seed=0)
+
+
+@pytest.mark.parametrize("kind", [SerialVectorEnv, SubprocVectorEnv])
+def test_copies_keep_their_groups_apart_and_pool_their_statistics(kind):
+    env = kind([functools.partial(Dungeon, areas=2)] * 2)
+    try:
+        decisions = env.reset(seed=0)["escaper"].decisions
+        copies, local = split_agent_ids(decisions.agent_ids)
+        groups = decisions.group_ids
+        assert len(set(groups.tolist())) == 4  # two dungeons in each of two copies
+        assert (groups % ID_STRIDE == 1 + local // 3).all() and (groups // ID_STRIDE == copies).all()
+        result = env.step({"escaper": np.where(local % 3 == 0, 1, 0)})  # the first of each group fights
+        env.step({"escaper": np.full(len(result["escaper"].decisions), 2)})  # the others try code 0
+        assert len(env.drain_stats()["Dungeon/Escaped"]) == 4 and env.drain_stats() == {}
+    finally:
+        env.close()
+
+
+def test_a_worker_refusing_parameters_says_why_and_keeps_stepping():
+    env = SubprocVectorEnv([functools.partial(CountingEnv, episode_length=3)] * 2)
+    try:
+        result = env.reset(seed=0)
+        with pytest.raises(NotImplementedError, match="CountingEnv takes no environment parameters"):
+            env.set_parameters({"gravity": 9.8})
+        check_step_result(env.specs, env.step(actions_for(result, 0)))
+    finally:
+        env.close()
