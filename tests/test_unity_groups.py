@@ -8,10 +8,12 @@ environment parameters channel at the start of every group episode.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
 import pytest
+import yaml
 
 from sparring.agents import POCA
 from sparring.envs.base import StepResult, check_env, random_actions
@@ -248,3 +250,39 @@ def test_poca_learns_the_escape_from_a_unity_build(player, learning_seed, measur
         escaped = [value for value, _ in env.drain_stats()["Dungeon/Escaped"]]
     measured(escape_rate=float(np.mean(escaped)), group_episodes=len(escaped))
     assert np.mean(escaped) >= 0.9
+
+
+POCA_RUN = """
+behaviors:
+  Escaper: &small
+    trainer_type: poca
+    hyperparameters: {batch_size: 64, buffer_size: 128, num_epoch: 1}
+    network_settings: {hidden_units: 16, num_layers: 1}
+    time_horizon: 4
+    max_steps: 300
+    summary_freq: 200
+  Seeker: *small
+  Mover: *small
+"""
+
+
+@pytest.mark.timeout(180)
+def test_an_mlagents_poca_file_trains_the_group_and_logs_the_game_s_statistics(player, tmp_path):
+    """`sparring train` on an ML-Agents file with trainer_type poca: the stand-in's StatsRecorder values reach
+    metrics.jsonl and TensorBoard under the game's own name, averaged over each summary period."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sparring.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(POCA_RUN)
+    assert main(["train", str(path), "--results-dir", str(tmp_path / "results"), "--run-id", "r", "--env", player,
+                 "--base-port", str(free_ports()), "--no-graphics", "--env-args", "--group", "--agents", "2"]) == 0
+    run = tmp_path / "results" / "r"
+    assert yaml.safe_load((run / "configuration.yaml").read_text())["trainer"]["algorithm"] == "poca"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    escaped = [row["Dungeon/Escaped"] for row in rows if row["behaviour"] == ESCAPER]
+    assert escaped and all(0.0 <= value <= 1.0 for value in escaped)
+    events = EventAccumulator(str(run / "tensorboard" / ESCAPER))
+    events.Reload()
+    assert [e.value for e in events.Scalars("Dungeon/Escaped")] == pytest.approx(escaped)
