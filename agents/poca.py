@@ -176,6 +176,7 @@ class POCALearner(BehaviourLearner):
         continuous_size = 0 if box is None else int(np.prod(box.shape))
         self.critic = GroupCritic(spec, continuous_size + sum(spec.action_branches), settings)
         super().__init__(spec, settings)
+        self._playing = np.zeros(0, np.int64)  # agents in the middle of an episode: they have acted in it
 
     def _trained_parameters(self) -> list[nn.Parameter]:
         return [*self.policy.parameters(), *self.critic.parameters()]
@@ -192,11 +193,18 @@ class POCALearner(BehaviourLearner):
         mates_t = torch.from_numpy(mates)
         baselines = self.critic.baseline(x, x[mates_t.clamp_min(0)], action_features(self.policy, action[mates_t.clamp_min(0)]),
                                          (mates_t >= 0).float())
+        self._playing = np.union1d(self._playing, decisions.agent_ids)
         start = self.buffer.size
         self.buffer.add(self.buffer.slots_of(decisions.agent_ids), x.numpy(), action.numpy(), logp.numpy(),
                         values.numpy(), decisions.action_mask)
         self.buffer.add_groups(start, baselines.numpy(), mates)
         return self.policy.env_actions(action)
+
+    def observe(self, step: BehaviourStep) -> None:
+        super().observe(step)
+        ended = np.concatenate([step.terminals.agent_ids, step.lost])
+        if len(ended):
+            self._playing = np.setdiff1d(self._playing, ended)
 
     def _group_values(self, x: torch.Tensor, members: np.ndarray) -> torch.Tensor:
         """``V`` of every group of ``members`` (rows of ``x``; a group with no member is worth 0)."""
@@ -212,14 +220,16 @@ class POCALearner(BehaviourLearner):
     def _terminal_values(self, step: BehaviourStep) -> np.ndarray:
         """What each ended episode bootstraps from: the value of the group it leaves behind.
 
-        That group is the mates still playing (deciding now, not ending now), joined by the agents whose
-        episodes were truncated (their final observations), the agent itself included if it was. An
-        agent that terminated while its group plays on (it gave itself up) is not part of it, and the
-        group's future is its return; a group with nobody left is worth 0.
+        That group is the mates still playing (deciding now in an episode they acted in before, not ending
+        now: a group's next episode, whose agents may come back under new ids, is not this one), joined by
+        the agents whose episodes were truncated (their final observations), the agent itself included if
+        it was. An agent that terminated while its group plays on (it gave itself up) is not part of it,
+        and the group's future is its return; a group with nobody left is worth 0.
         """
         terminals, decisions = step.terminals, step.decisions
         own = group_keys(terminals.group_ids)
-        playing = (decisions.group_ids != 0) & ~np.isin(decisions.agent_ids, terminals.agent_ids)
+        playing = ((decisions.group_ids != 0) & np.isin(decisions.agent_ids, self._playing)
+                   & ~np.isin(decisions.agent_ids, terminals.agent_ids))
         cut = terminals.truncated
         keys = np.concatenate([decisions.group_ids[playing], own[cut]])
         bootstrap = np.zeros(len(terminals), np.float32)

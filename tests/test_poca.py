@@ -38,12 +38,16 @@ def obs(*rows: float) -> np.ndarray:
 
 def test_an_agent_that_leaves_its_group_bootstraps_from_the_group_it_leaves_behind():
     """Agent 1 ends its episode (terminated) while 2 and 3 of its group play on: its last decision's
-    next value is V(group of 2 and 3 as they are now), not 0; a group that ended together is worth 0;
-    a truncated agent alone is worth V of its final observation."""
+    next value is V(group of 2 and 3 as they are now), not 0. Group 6's episode ended with agent 9, and
+    agent 7 starts the group's next episode under a new id (as Unity numbers agents): worth 0. A truncated
+    agent alone is worth V of its final observation; one that terminated alone, 0."""
     torch.manual_seed(0)
     learner = POCALearner(SPEC, POCASettings())
-    decisions = DecisionSteps(np.array([2, 3, 9, 4]), obs(0.2, 0.3, 0.9, 0.4), np.zeros(4, np.float32),
-                              group_ids=np.array([5, 5, 6, 0]))
+    before = DecisionSteps(np.array([1, 2, 3, 9, 4, 8]), obs(0.1, 0.2, 0.3, 0.9, 0.4, 0.6), np.zeros(6, np.float32),
+                           group_ids=np.array([5, 5, 5, 6, 0, 0]))
+    learner.act(before, torch.Generator().manual_seed(0))
+    decisions = DecisionSteps(np.array([2, 3, 7]), obs(0.2, 0.3, 0.95), np.zeros(3, np.float32),
+                              group_ids=np.array([5, 5, 6]))
     terminals = TerminalSteps(np.array([1, 9, 4, 8]), obs(0.1, 0.8, 0.5, 0.7), np.zeros(4, np.float32),
                               np.array([False, False, True, False]), group_ids=np.array([5, 6, 0, 0]))
     values = learner._terminal_values(BehaviourStep(decisions, terminals))
@@ -51,9 +55,10 @@ def test_an_agent_that_leaves_its_group_bootstraps_from_the_group_it_leaves_behi
         group = torch.from_numpy(obs(0.2, 0.3)).unsqueeze(0)
         left_behind = learner.critic.value(group, torch.ones(1, 2)).item()
         alone = learner.critic.value(torch.from_numpy(obs(0.5)).unsqueeze(0), torch.ones(1, 1)).item()
-    # 9 ended its group's episode (its next decision is a new episode's): nobody is left to bootstrap from
     assert values.tolist() == pytest.approx([left_behind, 0.0, alone, 0.0], abs=1e-6)
     assert left_behind != 0.0
+    learner.observe(BehaviourStep(decisions, terminals))
+    assert learner._playing.tolist() == [2, 3]  # 7 joins when it acts
 
 
 def test_each_row_reads_its_mates_of_the_same_step_and_its_advantage_is_against_its_baseline():
