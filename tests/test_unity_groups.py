@@ -237,8 +237,8 @@ def test_a_crashed_build_s_statistics_received_before_the_crash_are_still_draine
 @pytest.mark.timeout(600)
 def test_poca_learns_the_escape_from_a_unity_build(player, learning_seed, measured, one_torch_thread):
     """MA-POCA through envs/unity.py: two builds of 16 dungeons each (and their Seekers and Movers, trained too),
-    150k decisions, then the greedy escapers for 60 steps. Seeds 0-9: all 960 group episodes escaped on every
-    seed (1.000; random play: 0.30)."""
+    150k decisions, then the greedy escapers for 60 steps. Seeds 0-9: 959 to 960 of 960 group episodes escaped
+    (0.999 on seed 0, 1.000 on the others; random play: 0.30)."""
     with MultiUnityEnv(player, 2, base_port=free_ports(2), no_graphics=True, seed=learning_seed, timeout_wait=20,
                        additional_args=["--group", "--agents", "16"]) as env:
         model = POCA(env, seed=learning_seed, **DUNGEON_SETTINGS).learn(150_000)
