@@ -83,7 +83,9 @@ class TrainerConfig(_Strict):
         default_factory=PPOSettings, description="The algorithm's settings (PPOSettings, SACSettings or POCASettings)."
     )
     self_play: LeagueSettings | None = Field(
-        None, description="Train by self-play against a league of snapshots (ML-Agents' self_play keys, plus ours)."
+        None, description="Train by self-play against a league of snapshots (ML-Agents' self_play keys, plus ours; "
+        "groups: {Striker: {swap_steps: 4000}} gives a policy group its own values, as ML-Agents' sections per "
+        "behaviour do)."
     )
     behaviours: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -53,7 +53,8 @@ merged under every behaviour first, as ML-Agents does)::
     B.self_play.save_steps, swap_steps,           trainer.self_play: the same names (a self-play league,
       team_change, window, initial_elo,             snapshots drawn uniformly from the window as ML-Agents
       play_against_latest_model_ratio               does; PFSP and roles are sparring's own keys; PPO, POCA;
-                                                    ML-Agents' defaults where absent: team_change 5 * save_steps)
+                                                    ML-Agents' defaults where absent: team_change 5 * save_steps);
+                                                    where behaviours differ, trainer.self_play.groups.B (10)
 
     With ``trainer_type: sac`` (the network, reward signal and run keys map as above):
 
@@ -85,17 +86,20 @@ merged under every behaviour first, as ML-Agents does)::
         curriculum's progress measure is the run's (see sparring.curriculum).
     (9) SAC learns from one-step targets, so a trajectory's length changes nothing it computes (ML-Agents' SAC
         uses time_horizon only to hand experience to its replay buffer in pieces): it is taken as it is.
+    (10) As ML-Agents' GhostTrainer per behaviour, each policy group keeps its own schedules: save_steps and
+        team_change count its learner's steps, swap_steps its ghost steps (decisions taken for it while another
+        side learns), which is why StrikersVsGoalie gives its two Strikers and one Goalie different swap_steps.
 
 Per-behaviour values: a setting every behaviour in the file shares goes into
 ``trainer.hyperparameters``; where they differ, ``trainer.hyperparameters`` holds the
 ``default_settings`` (or ML-Agents') value and each behaviour with another value gets
 it in ``trainer.behaviours``. Behaviours of the game the file does not name train with
-``trainer.hyperparameters``.
+``trainer.hyperparameters``. ``self_play`` keys go the same way, into ``trainer.self_play``
+and ``trainer.self_play.groups``.
 
-Reported when set (beyond the notes above): ``hyperparameters.shared_critic``, ``network_settings.deterministic``, reward signals other than
-extrinsic, ``extrinsic.strength`` other than 1, ``self_play`` sections that differ
-between behaviours (one league serves them all: the first behaviour's is used),
-``behavioral_cloning``, ``init_path``, ``threaded: true``, ``even_checkpoints: true``,
+Reported when set (beyond the notes above): ``hyperparameters.shared_critic``,
+``network_settings.deterministic``, reward signals other than extrinsic, ``extrinsic.strength``
+other than 1, ``behavioral_cloning``, ``init_path``, ``threaded: true``, ``even_checkpoints: true``,
 ``env_settings.num_areas`` other than 1, restart rate limits,
 ``engine_settings.no_graphics_monitor``, ``checkpoint_settings.initialize_from``,
 ``load_model`` and ``inference``, ``torch_settings.device`` other than cpu, and ``debug``.
@@ -437,10 +441,9 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
         "hyperparameters": hyperparameters,
         "behaviours": {name: diff for name, s in settings.items() if (diff := _differences(s, shared))},
     }
-    self_play, ignored_self_play = _self_play(named)
+    self_play = _self_play(named, base)
     if self_play is not None:
         trainer["self_play"] = self_play
-    ignored += ignored_self_play
 
     env, engine = file.env_settings, file.engine_settings
     parameters, ignored_parameters = _environment_parameters(file.environment_parameters or {}, source)
@@ -462,15 +465,17 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
     return config, ignored + ignored_parameters
 
 
-def _self_play(named: Mapping[str, _Behaviour]) -> tuple[dict[str, Any] | None, list[str]]:
-    """The league's settings from the behaviours' ``self_play`` sections (one league: they must agree)."""
+def _self_play(named: Mapping[str, _Behaviour], base: _Behaviour) -> dict[str, Any] | None:
+    """The league's settings from the behaviours' ``self_play`` sections: what they agree on for every group, and
+    each behaviour's own values of the rest under ``groups`` (ML-Agents keeps a section per behaviour)."""
     sections = {name: b.self_play.model_dump() for name, b in named.items() if b.self_play is not None}
     if not sections:
-        return None, []
-    first_name, first = next(iter(sections.items()))
-    differing = [f"behaviors.{name}.self_play (the league uses behaviors.{first_name}.self_play)"
-                 for name, section in sections.items() if section != first]
-    return {"opponent_sampling": "uniform", **first}, differing  # ML-Agents draws uniformly from the window
+        return None
+    fallback = (base.self_play or _SelfPlay()).model_dump()
+    shared = {key: _agreed([s[key] for s in sections.values()], value) for key, value in fallback.items()}
+    groups = {name: diff for name, section in sections.items() if (diff := _differences(section, shared))}
+    # ML-Agents draws uniformly from the window
+    return {"opponent_sampling": "uniform", **shared, **({"groups": groups} if groups else {})}
 
 
 def run_options(data: Mapping[str, Any], source: str) -> dict[str, Any]:

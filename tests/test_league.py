@@ -295,6 +295,64 @@ def test_settings_refuse_unknown_keys_and_accept_mlagents_self_play():
         LeagueSettings.model_validate({"windw": 3})
 
 
+
+# -- each group's own settings (ML-Agents: a self_play section per behaviour) ----------------
+
+
+def test_a_groups_settings_override_the_leagues_for_that_group_only():
+    settings = LeagueSettings(swap_steps=1000, window=5, groups={"Striker": {"swap_steps": 4000}})
+    assert settings.of("Striker").swap_steps == 4000 and settings.of("Striker").window == 5
+    assert settings.of("Striker?team=1").swap_steps == 4000  # a behaviour of the group
+    assert settings.of("Goalie").swap_steps == 1000
+
+
+@pytest.mark.parametrize("group, message", [({"swap_stepz": 10}, "groups.Striker.swap_stepz"),
+                                            ({"window": 0}, "groups.Striker.window"),
+                                            ({"elo_k": 8.0}, "groups.Striker.elo_k")])  # one scale for all
+def test_a_groups_settings_name_an_unknown_key_or_a_bad_value(group, message):
+    with pytest.raises(pydantic.ValidationError, match=message.replace(".", r"\.")):
+        LeagueSettings(groups={"Striker": group})
+
+
+def test_each_group_keeps_its_own_window_latest_ratio_and_initial_elo():
+    lg = league(window=3, play_against_latest_model_ratio=0.0, opponent_sampling="uniform",
+                groups={"Goalie": {"window": 1, "play_against_latest_model_ratio": 1.0, "initial_elo": 1000.0}})
+    with_snapshots(lg, group="Striker")
+    with_snapshots(lg, group="Goalie")
+    assert sorted(lg.players) == ["Goalie@200", "Striker@0", "Striker@100", "Striker@200"]
+    assert {lg.sample_opponent("Goalie") for _ in range(20)} == {LATEST}
+    assert LATEST not in {lg.sample_opponent("Striker") for _ in range(20)}
+    assert (lg.learner_rating("Goalie"), lg.learner_rating("Striker")) == (1000.0, 1200.0)
+    assert lg.players["Goalie@200"].rating == 1000.0
+
+
+def test_each_group_draws_its_snapshots_by_its_own_sampling():
+    lg = league(opponent_sampling="latest", play_against_latest_model_ratio=0.0,
+                groups={"Goalie": {"opponent_sampling": "uniform"}})
+    with_snapshots(lg, group="Striker")
+    goalies = with_snapshots(lg, group="Goalie")
+    assert {lg.sample_opponent("Striker") for _ in range(50)} == {"Striker@200"}
+    assert {lg.sample_opponent("Goalie") for _ in range(100)} == set(goalies)
+
+
+def test_pfsp_weighs_by_the_drawn_groups_own_weighting():
+    """The guesser beat one hider snapshot and lost to the other: "variance" weighs both 0, so the draw is even."""
+    lg = league(pfsp_weighting="hard", groups={"hider": {"pfsp_weighting": "variance"}})
+    easy, hard = with_snapshots(lg, [0, 100], group="hider")
+    for opponent, score in ((easy, 1.0), (hard, 0.0)):
+        lg.record("guesser", opponent, score, step=200)
+    np.testing.assert_allclose(lg.pfsp_weights("guesser", [easy, hard]), [0.5, 0.5])
+
+
+def test_a_saved_league_keeps_each_groups_settings_as_written(tmp_path):
+    lg = league(tmp_path, groups={"Goalie": {"swap_steps": 1000}})
+    with_snapshots(lg, group="Goalie")
+    lg.save()
+    assert json.loads((tmp_path / "league" / "league.json").read_text())["settings"]["groups"] == {
+        "Goalie": {"swap_steps": 1000}}
+    assert League.load(tmp_path / "league").settings == lg.settings
+
+
 # -- OpenSkill ---------------------------------------------------------------------------
 
 

@@ -179,15 +179,25 @@ def test_differing_buffer_sizes_share_the_largest_and_say_so():
     assert "behaviors.Goalie.hyperparameters.buffer_size (all behaviours share the largest, 20480)" in unsupported
 
 
-def test_self_play_file_becomes_a_league_and_reports_exactly_the_unsupported_keys():
-    """SOCCER's Goalie swaps every 1000 steps, its Striker every 4000: one league takes the first's settings."""
+def test_self_play_file_becomes_a_league_with_each_behaviours_own_swap_steps_and_nothing_reported():
+    """SOCCER's Goalie swaps every 1000 steps, its Striker every 4000: each policy group keeps its own."""
     config, unsupported = translate(SOCCER, "f.yaml")
-    assert sorted(unsupported) == ["behaviors.Striker.self_play (the league uses behaviors.Goalie.self_play)"]
+    assert unsupported == []
     assert config.trainer.max_steps == 60_000_000
     assert config.trainer.hyperparameters.lr_schedule == "constant"
     league = config.trainer.self_play
-    assert (league.save_steps, league.swap_steps, league.team_change, league.window) == (50_000, 1000, 200_000, 10)
+    assert (league.save_steps, league.team_change, league.window) == (50_000, 200_000, 10)
     assert league.play_against_latest_model_ratio == 0.5 and league.opponent_sampling == "uniform"
+    assert league.model_dump()["groups"] == {"Goalie": {"swap_steps": 1000}, "Striker": {"swap_steps": 4000}}
+    assert (league.of("Goalie").swap_steps, league.of("Striker").swap_steps) == (1000, 4000)
+
+
+def test_a_differing_self_play_key_takes_default_settings_value_and_only_the_others_get_their_own():
+    """As hyperparameters do: the league holds default_settings' swap_steps, the Goalie's; the Striker its own."""
+    data = {**SOCCER, "default_settings": {"self_play": {"swap_steps": 1000, "window": 5}}}
+    league = translate(data, "f.yaml")[0].trainer.self_play
+    assert (league.swap_steps, league.window) == (1000, 10)  # both behaviours write window 10
+    assert league.model_dump()["groups"] == {"Striker": {"swap_steps": 4000}}
 
 
 def test_a_resolved_mlagents_configuration_reports_only_what_asks_for_more():
@@ -485,11 +495,12 @@ def started(monkeypatch) -> dict:
 
 
 def test_train_warns_once_naming_every_unsupported_key(tmp_path, capsys, started):
-    config = write(tmp_path, SOCCER)
+    data = _with(_with(SOCCER, "behaviors.Goalie.threaded", True), "behaviors.Striker.init_path", "x")
+    config = write(tmp_path, data)
     assert main(["train", str(config), "--results-dir", str(tmp_path / "results")]) == 2
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [f"sparring: warning: {config}: ignoring ML-Agents settings sparring does not support yet: "
-                        "behaviors.Striker.self_play (the league uses behaviors.Goalie.self_play)"]
+                        "behaviors.Goalie.threaded, behaviors.Striker.init_path"]
 
 
 def test_mlagents_learn_flags_override_the_file(tmp_path, started):

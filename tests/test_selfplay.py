@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from pathlib import Path
@@ -14,7 +15,7 @@ from pettingzoo import ParallelEnv
 
 from sparring.agents.evaluation import evaluate
 from sparring.agents.selfplay.league import LATEST, League, LeagueSettings
-from sparring.agents.selfplay.trainer import POCASelfPlay, SelfPlay, game_score
+from sparring.agents.selfplay.trainer import GroupClock, POCASelfPlay, SelfPlay, game_score
 from sparring.envs.base import DecisionSteps
 from sparring.envs.pettingzoo import PettingZooEnv
 from sparring.envs.vector import SerialVectorEnv
@@ -132,7 +133,8 @@ def test_exploiters_learn_against_their_own_opponents_and_join_the_league(tmp_pa
     resets = []
 
     def after_update(m, report):
-        if m.marks["snapshot"] == m.num_steps:  # a snapshot was just taken: the main exploiter starts over
+        clock = m.clocks["player"]
+        if clock.snapshot == clock.learned:  # a snapshot was just taken: the main exploiter starts over
             weights = m.exploiters["main_exploiter0"]["player"].policy.state_dict()
             resets.append(all(torch.equal(weights[k], initial[k]) for k in initial))
 
@@ -240,13 +242,73 @@ def test_exploiters_of_each_side_learn_when_their_side_does():
         assert league.payoff[f"{group}/league_exploiter0"]
 
 
+def group_events(model: SelfPlay) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Lists that fill as ``model`` learns: per draw of who plays a group, the group and its opponent steps then;
+    per snapshot of a group, the group and its learner steps then."""
+    draws, snapshots = [], []
+    sample, add = model.league.sample_opponent, model.league.add_snapshot
+
+    def drawing(group, role="main", learner_group=None):
+        draws.append((group, model.clocks[group].played))
+        return sample(group, role, learner_group)
+
+    def adding(group, role, step, weights):
+        snapshots.append((group, model.clocks[group].learned))
+        return add(group, role, step, weights)
+
+    model.league.sample_opponent, model.league.add_snapshot = drawing, adding
+    return draws, snapshots
+
+
+def gaps(events: list[tuple[str, int]], group: str) -> set[int]:
+    """The steps between one event of ``group`` and its next (0, two draws at once at a change of side, left out)."""
+    steps = [step for g, step in events if g == group]
+    return {b - a for a, b in zip(steps, steps[1:])} - {0}
+
+
+# Every update each side takes 64 decisions (4 copies x n_steps 16); team_change 768 is a multiple of every
+# schedule below, so the draws of both groups when the learning side changes fall on their schedules too.
+
+
+def test_each_group_draws_who_plays_it_every_swap_steps_of_its_own_opponent_steps():
+    """ML-Agents' StrikersVsGoalie gives each side its own swap_steps, counted in its ghost steps."""
+    model = hide_and_guess(4, swap_steps=256, team_change=768, groups={"hider": {"swap_steps": 64}})
+    draws, _ = group_events(model)
+    model.learn(3_200)
+    assert gaps(draws, "hider") == {64} and gaps(draws, "guesser") == {256}
+    assert {group for group, _ in draws} == {"hider", "guesser"}
+
+
+def test_each_group_is_snapshotted_every_save_steps_of_its_own_learner_steps():
+    model = hide_and_guess(4, save_steps=256, team_change=768, groups={"guesser": {"save_steps": 128}})
+    _, snapshots = group_events(model)
+    model.learn(3_200)
+    assert gaps(snapshots, "guesser") == {128} and gaps(snapshots, "hider") == {256}
+    assert sorted(snapshots[:2]) == [("guesser", 0), ("hider", 0)]  # the step-0 snapshots
+
+
+def test_each_side_learns_for_its_own_groups_team_change():
+    """As ML-Agents' GhostController: the learning team's own team_change says when the next team learns."""
+    model = hide_and_guess(4, team_change=768, groups={"hider": {"team_change": 384}})
+    learning = [model.learning_group]  # the side that learns in each update
+    model.learn(3_500, callback=lambda m, report: learning.append(m.learning_group))
+    runs = [(group, len(list(updates))) for group, updates in itertools.groupby(learning[:-1])]
+    assert runs[:4] == [("guesser", 12), ("hider", 6), ("guesser", 12), ("hider", 6)]
+
+
+def test_settings_for_a_group_the_env_lacks_are_refused_at_start():
+    with pytest.raises(ValueError, match=r"self_play.groups.seeker: the env has no policy group 'seeker'; its "
+                                         r"groups are guesser, hider"):
+        hide_and_guess(2, groups={"seeker": {"swap_steps": 10}})
+
+
 def test_exploiters_need_a_game_copy_per_role():
     with pytest.raises(ValueError, match=r"3 roles \(main, main_exploiter0, league_exploiter0\).*the env has 2"):
         hide_and_guess(2, main_exploiters=1, league_exploiters=1)
 
 
-def test_asymmetric_resume_with_exploiters_continues_exactly(tmp_path):
-    league = dict(main_exploiters=1, league_exploiters=1)
+def test_asymmetric_resume_with_exploiters_and_group_schedules_continues_exactly(tmp_path):
+    league = dict(main_exploiters=1, league_exploiters=1, groups={"hider": {"swap_steps": 50, "save_steps": 150}})
     first = hide_and_guess(3, tmp_path / "league", **league)
     first.learn(700)
     first.save(tmp_path / "checkpoint.pt")
@@ -254,15 +316,31 @@ def test_asymmetric_resume_with_exploiters_continues_exactly(tmp_path):
     for _ in range(2):
         resumed = hide_and_guess(3, tmp_path / "league", **league)
         resumed.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=False))
+        assert resumed.clocks == first.clocks  # each group's counts and the marks of its schedules
         runs.append(resumed.learn(1_600))
     a, b = runs
     assert a.num_steps == b.num_steps and a.opponents == b.opponents and a.learning_side == b.learning_side
+    assert a.clocks == b.clocks
     assert a.league.state_dict()["history"] == b.league.state_dict()["history"]
     for role in a.exploiters:
         for group in a.exploiters[role]:
             for pa, pb in zip(a.exploiters[role][group].policy.parameters(),
                               b.exploiters[role][group].policy.parameters()):
                 torch.testing.assert_close(pa, pb)
+
+
+def test_a_checkpoint_from_before_group_schedules_resumes_each_group_from_its_global_marks():
+    """Such a checkpoint counted every schedule in num_steps: each group's counts start there."""
+    first = hide_and_guess(3)
+    first.learn(700)
+    state = first.state_dict()
+    del state["self_play"]["clocks"]
+    state["self_play"]["marks"] = {"snapshot": 600, "swap": 650, "team_change": 0}
+    resumed = hide_and_guess(3)
+    resumed.load_state_dict(state)
+    step = first.num_steps
+    assert resumed.clocks == {group: GroupClock(step, step, 600, 650, 0) for group in ("guesser", "hider")}
+    assert resumed.learn(1_200).num_steps >= 1_200
 
 
 def test_unity_team_behaviours_play_self_play_through_the_real_protocol(tmp_path):

@@ -5,9 +5,10 @@ A *learner* is a policy being trained, named by its policy group and role
 a learner, kept while it is among the newest ``window`` of its (group, role).
 Learners face either themselves (:data:`LATEST`) or a player of their group,
 drawn as ML-Agents' ``self_play`` settings and AlphaStar's prioritized fictitious
-self-play (PFSP) say. Every finished game updates the payoff table (the learner's
-wins, draws and losses against each opponent) and the Elo ratings of both sides;
-games of more than two teams update OpenSkill ratings instead.
+self-play (PFSP) say, each group by its own (:meth:`LeagueSettings.of`). Every
+finished game updates the payoff table (the learner's wins, draws and losses
+against each opponent) and the Elo ratings of both sides; games of more than two
+teams update OpenSkill ratings instead.
 
 On disk (``directory``, a run's ``league/`` folder)::
 
@@ -29,11 +30,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from openskill.models import PlackettLuce
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, create_model, model_serializer
+from pydantic.fields import FieldInfo
 
 from sparring.spec import group_of
 
@@ -48,22 +50,31 @@ _ROLE = re.compile(r"(main|main_exploiter|league_exploiter)\d*")
 _SCORE_COLUMN = {1.0: 0, 0.5: 1, 0.0: 2}  # payoff row: [wins, draws, losses]
 
 
-class LeagueSettings(BaseModel):
-    """Self-play settings; the YAML ``self_play:`` section is validated against this (ML-Agents' keys, and ours)."""
+class GroupSettings(BaseModel):
+    """The self-play keys each policy group has a value of its own for, as each behaviour's GhostTrainer does in
+    ML-Agents: an asymmetric game's sides differ in numbers (two Strikers against one Goalie), so they count steps
+    at different rates and need their own schedules."""
 
     model_config = ConfigDict(extra="forbid")
 
-    save_steps: int = Field(20000, ge=1, description="Learner steps between snapshots (ML-Agents).")
-    swap_steps: int = Field(2000, ge=1, description="Steps between opponent swaps (ML-Agents).")
-    team_change: int = Field(100000, ge=1, description="Steps before the learning team changes (ML-Agents).")
+    save_steps: int = Field(20000, ge=1, description="The group's learner steps between its snapshots (ML-Agents).")
+    swap_steps: int = Field(
+        2000, ge=1,
+        description="The group's opponent steps (ML-Agents' ghost steps: decisions taken for it by whoever plays it "
+        "against the main learner, a snapshot or its learner itself) between draws of who plays it (ML-Agents).",
+    )
+    team_change: int = Field(
+        100000, ge=1,
+        description="The group's learner steps before the learning side changes: each side learns for its own group's "
+        "team_change (ML-Agents).",
+    )
     window: int = Field(
         10, ge=1, description="Snapshots kept per (group, role); older ones leave sampling and the disk (ML-Agents)."
     )
     play_against_latest_model_ratio: float = Field(
-        0.5, ge=0, le=1, description="Probability of facing the current learner itself (ML-Agents)."
+        0.5, ge=0, le=1, description="Probability that the group is played by its current learner itself (ML-Agents)."
     )
-    initial_elo: float = Field(1200.0, description="Every learner's starting Elo rating (ML-Agents).")
-    elo_k: float = Field(16.0, gt=0, description="Elo K-factor: the largest rating change one game makes.")
+    initial_elo: float = Field(1200.0, description="The starting Elo rating of the group's learners (ML-Agents).")
     opponent_sampling: Literal["uniform", "pfsp", "latest"] = Field(
         "pfsp", description="How a snapshot is drawn from the window: uniformly, by PFSP weight, or the newest."
     )
@@ -78,8 +89,52 @@ class LeagueSettings(BaseModel):
         "actions) instead of by its policy: the learner meets positions that its own play and its snapshots' "
         "never reach, as AlphaZero's root noise does.",
     )
+
+
+class _Written(BaseModel):
+    """A partial settings section: it holds, and writes back, only the keys given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+def _optional(field: FieldInfo) -> tuple[Any, FieldInfo]:
+    """``field`` as a key that may be left out (None), checked as the field checks it when given."""
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return annotation | None, Field(None, description=field.description)
+
+
+GroupOverrides = create_model(
+    "GroupOverrides", __base__=_Written, __doc__="The :class:`GroupSettings` keys one policy group sets otherwise.",
+    **{name: _optional(field) for name, field in GroupSettings.model_fields.items()},
+)
+
+
+class LeagueSettings(GroupSettings):
+    """Self-play settings; the YAML ``self_play:`` section is validated against this (ML-Agents' keys, and ours).
+
+    The :class:`GroupSettings` keys hold for every policy group; ``groups`` sets them otherwise for some
+    (``groups: {Striker: {swap_steps: 4000}}``), as ML-Agents' per-behaviour ``self_play`` sections do.
+    """
+
+    elo_k: float = Field(16.0, gt=0, description="Elo K-factor: the largest rating change one game makes.")
     main_exploiters: int = Field(0, ge=0, description="AlphaStar main exploiters: play the newest main, reset when frozen (each needs its own env copies).")
     league_exploiters: int = Field(0, ge=0, description="AlphaStar league exploiters: play the whole league (each needs its own env copies).")
+    groups: dict[str, GroupOverrides] = Field(
+        default_factory=dict,
+        description="Per policy group (a behaviour name without its ?team= suffix), the keys above it sets otherwise.",
+    )
+
+    def of(self, group: str) -> GroupSettings:
+        """The settings policy group ``group`` (or a behaviour of it) plays by: these, with its ``groups`` entry."""
+        overrides = self.groups.get(group_of(group))
+        if overrides is None:
+            return self
+        own = self.model_dump(include=set(GroupSettings.model_fields))
+        return GroupSettings.model_validate({**own, **overrides.model_dump()})
 
 
 @dataclass
@@ -131,7 +186,7 @@ class League:
     """Snapshots, opponent sampling, payoff table and ratings of a self-play run.
 
     Args:
-        settings: the run's ``self_play`` settings.
+        settings: the run's ``self_play`` settings (each group's are ``settings.of(group)``).
         directory: the run's ``league/`` folder for league.json and snapshot files; None keeps snapshots in memory
             (and in :meth:`state_dict`).
         seed: seeds the opponent sampler.
@@ -160,7 +215,7 @@ class League:
         snapshot that is gone.
         """
         group, step = group_of(group), int(step)
-        learner = self._learner(learner_key(group, role))
+        learner = self._learner(group, role)
         player_id = f"{group}@{step}" if role == "main" else f"{group}/{role}@{step}"
         if player_id in self.players or player_id in self.retired:
             raise ValueError(f"league already has a snapshot {player_id!r}; one snapshot per (group, role, step)")
@@ -178,7 +233,7 @@ class League:
         self.players[player_id] = player
         self.history.append({"step": step, "player": player_id, "rating": player.rating})
         same = [p for p in self.players.values() if p.group == group and p.role == role]
-        for old in same[: max(0, len(same) - self.settings.window)]:
+        for old in same[: max(0, len(same) - self.settings.of(group).window)]:
             self.retired[old.id] = self.players.pop(old.id)
             if self.directory is None:
                 del self._weights[old.id]
@@ -204,32 +259,35 @@ class League:
 
         A main exploiter always faces the newest main snapshot (LATEST before there is one). Other roles face
         LATEST with probability ``play_against_latest_model_ratio`` (always while the group has no snapshot),
-        otherwise a snapshot of any role of the group, drawn by ``opponent_sampling``. PFSP weighs the
+        otherwise a snapshot of any role of the group, drawn by ``opponent_sampling``; both are ``group``'s own
+        settings, as each GhostTrainer of ML-Agents draws its own snapshots. PFSP weighs the
         snapshots by the results of the learner ``learner_group``/``role`` against them; ``learner_group``
         is ``group`` itself in symmetric games, the learning side's group in games with sides.
         """
         if role_kind(role) == "main_exploiter":
             mains = self._snapshots(group, role="main")
             return mains[-1].id if mains else LATEST
+        settings = self.settings.of(group)
         candidates = self._snapshots(group)
-        if not candidates or self.rng.random() < self.settings.play_against_latest_model_ratio:
+        if not candidates or self.rng.random() < settings.play_against_latest_model_ratio:
             return LATEST
         ids = [p.id for p in candidates]
-        if self.settings.opponent_sampling == "latest":
+        if settings.opponent_sampling == "latest":
             return ids[-1]
-        if self.settings.opponent_sampling == "uniform":
+        if settings.opponent_sampling == "uniform":
             return ids[self.rng.integers(len(ids))]
         return ids[self.rng.choice(len(ids), p=self.pfsp_weights(learner_group or group, ids, role))]
 
     def pfsp_weights(self, group: str, candidates: list[str], role: str = "main") -> np.ndarray:
         """PFSP sampling probabilities of ``candidates`` for a learner: f(p) normalised, p its win rate against each.
 
-        A snapshot never played counts as p = 0.5; if every weight is 0 (say, the learner beats them all under
-        "hard"), the draw is uniform.
+        ``candidates`` are snapshots of one group, whose ``pfsp_weighting`` is f. A snapshot never played counts
+        as p = 0.5; if every weight is 0 (say, the learner beats them all under "hard"), the draw is uniform.
         """
         p = np.array([self.win_rate(group, c, role) for c in candidates], dtype=np.float64)
         p = np.where(np.isnan(p), 0.5, p)
-        f = (1.0 - p) ** 2 if self.settings.pfsp_weighting == "hard" else p * (1.0 - p)
+        hard = not candidates or self.settings.of(self._player(candidates[0]).group).pfsp_weighting == "hard"
+        f = (1.0 - p) ** 2 if hard else p * (1.0 - p)
         if f.sum() == 0:
             f = np.ones_like(f)
         return f / f.sum()
@@ -241,9 +299,9 @@ class League:
     # -- results --------------------------------------------------------------------
 
     def learner_rating(self, group: str, role: str = "main") -> float:
-        """The learner's own Elo (ML-Agents' Self-play/ELO); ``initial_elo`` before its first game."""
+        """The learner's own Elo (ML-Agents' Self-play/ELO); its group's ``initial_elo`` before its first game."""
         learner = self.learners.get(learner_key(group, role))
-        return learner.rating if learner is not None else self.settings.initial_elo
+        return learner.rating if learner is not None else self.settings.of(group).initial_elo
 
     def record(self, group: str, opponent_id: str, score: float, step: int, role: str = "main") -> None:
         """One finished game of a learner: ``score`` 1 win, 0.5 draw, 0 loss against a player id or LATEST.
@@ -256,7 +314,7 @@ class League:
         score, step = float(score), int(step)  # numpy scalars would not go into league.json
         key = learner_key(group, role)
         opponent = None if opponent_id == LATEST else self._player(opponent_id)
-        learner = self._learner(key)
+        learner = self._learner(group, role)
         self.payoff.setdefault(key, {}).setdefault(opponent_id, [0, 0, 0])[_SCORE_COLUMN[score]] += 1
         learner.games += 1
         if opponent is None:
@@ -283,7 +341,7 @@ class League:
                 group, _, role = participant.rpartition("/")
                 if not group:
                     raise KeyError(f"{participant!r} is neither a player of the league nor a learner '<group>/<role>'")
-                self._learner(learner_key(group, role))
+                self._learner(group, role)
         model = self._openskill_model
         teams = [[model.rating(**self.openskill.get(p, {}))] for p in participants]
         for participant, (rating,) in zip(participants, model.rate(teams, ranks=list(ranks))):
@@ -365,8 +423,8 @@ class League:
             raise KeyError(f"no player {player_id!r} in the league (players are '<group>@<step>' ids, or {LATEST!r})")
         return player
 
-    def _learner(self, key: str) -> Learner:
-        return self.learners.setdefault(key, Learner(self.settings.initial_elo))
+    def _learner(self, group: str, role: str) -> Learner:
+        return self.learners.setdefault(learner_key(group, role), Learner(self.settings.of(group).initial_elo))
 
     def _snapshot_path(self, player_id: str) -> Path:
         """``snapshots/<id>.pt``, the id made file-safe; a hash of the id keeps altered names unique."""

@@ -9,7 +9,7 @@ acting but never trained on). Which rows are the learner's depends on the game:
   episode, rotating every episode; the other seats play the current opponent.
 - **Sides** (behaviours with team ids, ``"Striker?team=1"``, or several behaviour
   groups: asymmetric games). One side learns at a time and the learning side
-  changes every ``team_change`` learner steps, as ML-Agents' ``team_change``; every
+  changes after ``team_change`` steps of its learner, as ML-Agents' ``team_change``; every
   other side plays an opponent of its own group. Behaviours that differ only by
   their team suffix share one policy (their *group*), as in ML-Agents.
 
@@ -25,11 +25,19 @@ learn while the main learner of that side does, and change sides with it. Their
 snapshots join the league, so the main learner meets the weaknesses they found.
 ``num_steps`` counts the main learner's decisions only.
 
-Every ``save_steps`` learner steps the learning group's policy is frozen into the
-league (and every exploiter's); every ``swap_steps`` opponents are drawn again
+Each policy group keeps its own schedules, by its own settings
+(``league.settings.of(group)``), as each behaviour's GhostTrainer does in ML-Agents:
+its learner steps (the decisions its main learner takes) and its opponent steps
+(ML-Agents' ghost steps: the decisions taken for it in the main learner's games
+while another side learns) are counted apart. Every ``save_steps`` learner steps
+the group's policy is frozen into the league (and every exploiter's of it); every
+``swap_steps`` opponent steps who plays the group is drawn again
 (:meth:`League.sample_opponent`: the latest policy, uniform over the window, or
-prioritized fictitious self-play). In symmetric games every game copy draws its
-own, so each update learns from a mixture of opponents rather than overfitting
+prioritized fictitious self-play), and every group's when the learning side
+changes; the learning side changes after ``team_change`` learner steps of its own
+group. So two Strikers and one Goalie, which take their steps at different rates,
+each swap on a schedule of their own. In symmetric games every game copy draws its
+own opponent, so each update learns from a mixture of opponents rather than overfitting
 to one; in games with sides, each role draws one per group. A learner episode that ends (not truncated)
 is a game: its final reward's sign is the result (win, draw, loss, as in
 ML-Agents), which updates the payoff table and Elo ratings.
@@ -42,7 +50,8 @@ resumed run continues exactly; its policies are keyed by group, so
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -50,7 +59,7 @@ import torch
 from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.poca import POCALearner, POCASettings
 from sparring.agents.ppo import PPO, BehaviourLearner
-from sparring.agents.selfplay.league import LATEST, League, role_kind
+from sparring.agents.selfplay.league import LATEST, League, LeagueSettings, role_kind
 from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
 from sparring.envs.vector import ID_STRIDE, VectorEnv
 from sparring.spec import Batch, BehaviourSpec, batch_put, empty_actions, group_of
@@ -66,6 +75,26 @@ def game_score(final_rewards: np.ndarray) -> np.ndarray:
     return 0.5 + 0.5 * np.sign(final_rewards)
 
 
+@dataclass
+class GroupClock:
+    """One policy group's step counts, and what they were at its schedules' last events (ML-Agents' GhostTrainer
+    keeps the same per behaviour: get_step, ghost_step, last_save, last_swap, last_team_change)."""
+
+    learned: int = 0  # decisions of its main learner: what save_steps and team_change count
+    played: int = 0  # decisions taken for it in the main learner's games while another side learns: swap_steps
+    snapshot: int = 0  # learned at its last snapshot
+    swap: int = 0  # played at its last draw of who plays it
+    team_change: int = 0  # learned when it last stopped learning
+
+
+def _check_groups(settings: LeagueSettings, groups: Iterable[str]) -> None:
+    """A group's own settings for a group the env does not have are a mistake in the config: say so at start."""
+    unknown = sorted(set(settings.groups) - set(groups))
+    if unknown:
+        raise ValueError(f"self_play.groups.{unknown[0]}: the env has no policy group {unknown[0]!r}; its groups are "
+                         f"{', '.join(sorted(groups))} (behaviour names without ?team=)")
+
+
 class SelfPlay(PPO):
     """PPO that learns by self-play against a :class:`League` (see the module docstring).
 
@@ -73,7 +102,7 @@ class SelfPlay(PPO):
         env: a two-or-more-sided game: one behaviour with ``seats`` seats per game copy,
             or behaviours with team ids / several behaviour groups.
         league: where snapshots, ratings and results are kept (its settings are ML-Agents'
-            ``self_play`` keys plus ours).
+            ``self_play`` keys plus ours, each group's ``league.settings.of(group)``).
         seats: seats per game copy for symmetric games (agent ids ``copy * 2**32 + seat``).
         seed, behaviour_settings, **settings: as :class:`PPO` (behaviour settings by group name).
     """
@@ -95,6 +124,7 @@ class SelfPlay(PPO):
             if (first.observation_space, first.action_space) != (spec.observation_space, spec.action_space):
                 raise ValueError(f"behaviours of group {group!r} must share spaces to share a policy; "
                                  f"{name!r} differs")
+        _check_groups(league.settings, groups)
         super().__init__(None, seed=seed, specs=groups, behaviour_settings=behaviour_settings, **settings)
         recurrent = sorted(name for name, learner in self.learners.items() if learner.policy.memory is not None)
         if recurrent:
@@ -129,7 +159,7 @@ class SelfPlay(PPO):
         # games with sides: per role, per group, the opponent that plays the group while another side learns
         self.opponents = {} if self.symmetric else {role: {group: LATEST for group in groups} for role in self.roles}
         self._opponent_policies: dict[str, BehaviourPolicy] = {}  # snapshot id -> its policy, until the next swap
-        self.marks = {"snapshot": 0, "swap": 0, "team_change": 0}  # learner step of each schedule's last event
+        self.clocks = {group: GroupClock() for group in groups}
 
     # -- routing ----------------------------------------------------------------
 
@@ -185,17 +215,20 @@ class SelfPlay(PPO):
             self._opponent_policies[opponent] = policy
         return policy
 
-    def _draw_opponents(self, evicted_only: bool = False) -> None:
-        """Draw every game's opponent again (each copy by its role's rule), or only those that left the league."""
-        def keep(opponent: str) -> bool:
-            return evicted_only and (opponent == LATEST or opponent in self.league.players)
+    def _draw_opponents(self, groups: Iterable[str], evicted_only: bool = False) -> None:
+        """Draw again who plays ``groups`` in every game (each copy by its role's rule), or only those that left the
+        league."""
+        groups = set(groups)
+
+        def keep(group: str, opponent: str) -> bool:
+            return group not in groups or evicted_only and (opponent == LATEST or opponent in self.league.players)
 
         learning = self.learning_group
         if self.symmetric:
-            self.copy_opponents = [o if keep(o) else self.league.sample_opponent(learning, self.roles[c % len(self.roles)])
-                                   for c, o in enumerate(self.copy_opponents)]
+            self.copy_opponents = [o if keep(learning, o) else self.league.sample_opponent(
+                learning, self.roles[c % len(self.roles)]) for c, o in enumerate(self.copy_opponents)]
         else:
-            self.opponents = {role: {g: o if keep(o) else self.league.sample_opponent(g, role, learning)
+            self.opponents = {role: {g: o if keep(g, o) else self.league.sample_opponent(g, role, learning)
                                      for g, o in by_group.items()} for role, by_group in self.opponents.items()}
 
     # -- the rollout --------------------------------------------------------------
@@ -216,10 +249,12 @@ class SelfPlay(PPO):
                         batch_put(out, mine, self._learner(group, role).act(decisions.take(mine), self.generator))
                         if role == 0:
                             self.num_steps += int(mine.sum())
+                            self.clocks[group].learned += int(mine.sum())
                 theirs = ~learning
                 if theirs.any():
                     opponents = self._opponent_of(name, decisions.agent_ids[theirs])
                     batch_put(out, theirs, self._opponent_act(group, opponents, decisions.take(theirs)))
+                    self.clocks[group].played += int((theirs & (roles == 0)).sum())
                 actions[name] = out
             self._current = self.env.step(actions)
             self._observe(self._current)
@@ -235,7 +270,7 @@ class SelfPlay(PPO):
             x = policy.normalize(policy.flatten_obs(part.obs))
             mask = None if part.action_mask is None else torch.from_numpy(part.action_mask)
             action = policy.sample(x, mask, self.generator)[0]
-            exploration = self.league.settings.opponent_exploration
+            exploration = self.league.settings.of(group).opponent_exploration
             if exploration:
                 explore = torch.rand(len(action), generator=self.generator) < exploration
                 if explore.any():  # the action space's uninformed draw: uniform over the allowed discrete actions
@@ -288,30 +323,47 @@ class SelfPlay(PPO):
         return super().learn(total_steps, callback)
 
     def _after_update(self) -> None:
-        s, step, group = self.league.settings, self.num_steps, self.learning_group
-        progress = step / max(self.total_steps, 1)
+        group = self.learning_group
+        progress = self.num_steps / max(self.total_steps, 1)
         exploiters = {role: by_group[group] for role, by_group in self.exploiters.items()}  # the learning side's
         for role, learner in exploiters.items():
             learner.update(self._learner_decisions(group, self.roles.index(role)), progress, self.generator)
-        if step - self.marks["snapshot"] >= s.save_steps:
-            self.league.add_snapshot(group, "main", step, _weights(self.learners[group].policy))
-            for role, learner in exploiters.items():
-                self.league.add_snapshot(group, role, step, _weights(learner.policy))
-                if role_kind(role) == "main_exploiter":  # AlphaStar: start over, to find new weaknesses
-                    learner.policy.load_state_dict(self._initial_weights[role][group])
-                    learner.optimizer.state.clear()
-            self._draw_opponents(evicted_only=True)  # a snapshot that left the window plays no more games
-            self.marks["snapshot"] = step
-        if not self.symmetric and step - self.marks["team_change"] >= s.team_change:
-            # the rows the old side collected were trained on just now; its open episodes are not the learners' any more
-            for learner in (self.learners[group], *exploiters.values()):
-                learner.buffer.drop(np.arange(len(learner.buffer.pending)))
-            self.learning_side = (self.learning_side + 1) % len(self.sides)
-            self.marks["team_change"] = step
-        if step - self.marks["swap"] >= s.swap_steps:
-            self._draw_opponents()
-            self._opponent_policies.clear()
-            self.marks["swap"] = step
+        settings, clock = self.league.settings.of(group), self.clocks[group]
+        if clock.learned - clock.snapshot >= settings.save_steps:
+            self._take_snapshots(group, exploiters)
+        if not self.symmetric and clock.learned - clock.team_change >= settings.team_change:
+            self._change_learning_side(group, exploiters)
+        due = [g for g, c in self.clocks.items() if c.played - c.swap >= self.league.settings.of(g).swap_steps]
+        if due:
+            self._swap(due)
+
+    def _take_snapshots(self, group: str, exploiters: Mapping[str, BehaviourLearner]) -> None:
+        """Freeze the learners of ``group`` into the league; AlphaStar's main exploiters start over."""
+        self.league.add_snapshot(group, "main", self.num_steps, _weights(self.learners[group].policy))
+        for role, learner in exploiters.items():
+            self.league.add_snapshot(group, role, self.num_steps, _weights(learner.policy))
+            if role_kind(role) == "main_exploiter":  # to find new weaknesses
+                learner.policy.load_state_dict(self._initial_weights[role][group])
+                learner.optimizer.state.clear()
+        self._draw_opponents([group], evicted_only=True)  # a snapshot that left the window plays no more games
+        self.clocks[group].snapshot = self.clocks[group].learned
+
+    def _change_learning_side(self, group: str, exploiters: Mapping[str, BehaviourLearner]) -> None:
+        """The next side learns; every group's opponents are drawn again, as ML-Agents swaps them at a team change."""
+        # the rows the old side collected were trained on just now; its open episodes are not the learners' any more
+        for learner in (self.learners[group], *exploiters.values()):
+            learner.buffer.drop(np.arange(len(learner.buffer.pending)))
+        self.learning_side = (self.learning_side + 1) % len(self.sides)
+        self.clocks[group].team_change = self.clocks[group].learned
+        self._swap(self.clocks)
+
+    def _swap(self, groups: Iterable[str]) -> None:
+        """Draw again who plays ``groups``, and start their swap schedules over."""
+        groups = list(groups)
+        self._draw_opponents(groups)
+        self._opponent_policies.clear()
+        for group in groups:
+            self.clocks[group].swap = self.clocks[group].played
 
     # -- persistence ------------------------------------------------------------------
 
@@ -325,7 +377,7 @@ class SelfPlay(PPO):
             "learning_side": self.learning_side,
             "learner_seat": self.learner_seat.copy(),
             "opponents": copy.deepcopy(self.opponents),
-            "marks": dict(self.marks),
+            "clocks": {group: asdict(clock) for group, clock in self.clocks.items()},
         }
         return state
 
@@ -340,8 +392,17 @@ class SelfPlay(PPO):
             for group, learner in by_group.items():
                 learner.load_state_dict(saved["exploiters"][role][group])
         self.copy_opponents = list(saved["copy_opponents"])
-        self.marks = dict(saved["marks"])
+        self.clocks = self._saved_clocks(saved)
         self._opponent_policies.clear()
+
+    def _saved_clocks(self, saved: dict) -> dict[str, GroupClock]:
+        """The groups' clocks of a checkpoint. One from before per-group schedules counted all of them in the main
+        learner's decisions over all groups: each group's counts start there, its last events where they were."""
+        if "clocks" in saved:
+            return {group: GroupClock(**clock) for group, clock in saved["clocks"].items()}
+        marks, step = saved["marks"], self.num_steps
+        return {group: GroupClock(step, step, marks["snapshot"], marks["swap"], marks["team_change"])
+                for group in self.clocks}
 
 
 class POCASelfPlay(SelfPlay):
