@@ -158,15 +158,15 @@ def _train(args: argparse.Namespace) -> int:
     except Exception as exc:  # anything the env's own constructor raises is a problem with env: in the config
         raise UsageError(f"{args.config}: env: cannot start {config.env.label!r}: {type(exc).__name__}: {exc}") from None
     with env:
-        model = _trainer(config, env, run.path / "league")
         curriculum = Curriculum(config.environment_parameters, config.seed)
         try:
+            model = _trainer(config, env, run.path / "league")  # a trainer may refuse this env (a group it lacks)
             if checkpoint is not None:
                 model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
                 _resume_curriculum(curriculum, run.curriculum_state(checkpoint))
                 print(f"resuming {run_id} from {checkpoint} at step {model.num_steps}", file=sys.stderr)
             curriculum.start(env)
-        except ValueError as exc:  # the config's parameters do not fit this env, or this run
+        except ValueError as exc:  # the config's trainer or parameters do not fit this env, or this run
             raise UsageError(f"{args.config}: {exc}") from None
         run.write_config(config)
         logger = RunLogger(run, config, model, curriculum)

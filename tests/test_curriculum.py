@@ -17,7 +17,6 @@ from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, Term
 from sparring.envs.parameters import GaussianSampler, MultiRangeUniformSampler, UniformSampler, draw, draw_all
 from sparring.spec import BehaviourSpec
 
-CORPUS = Path(__file__).resolve().parent / "data" / "mlagents"
 
 
 def curriculum(*lessons: dict, seed: int = 0, **more) -> Curriculum:
@@ -124,11 +123,13 @@ def test_samplers_of_seed_minus_one_are_seeded_from_the_run_seed_as_mlagents_num
     assert c.values()["last"].seed == 103
 
 
-def test_mlagents_randomized_3dball_samplers_draw_within_their_ranges():
+def test_mlagents_randomized_3dball_samplers_draw_within_their_ranges(tmp_path):
     """config/ppo/3DBall_randomize.yaml: mass uniform in [0.5, 10), scale in [0.75, 3)."""
+    from mlagents_corpus import example_file
+
     from sparring.config import load_config
 
-    config = load_config(CORPUS / "ppo" / "3DBall_randomize.yaml")
+    config = load_config(example_file("ppo/3DBall_randomize.yaml", tmp_path))
     rng = np.random.default_rng(0)
     draws = [draw_all(Curriculum(config.environment_parameters, config.seed).values(), rng) for _ in range(2000)]
     mass, scale = np.array([d["mass"] for d in draws]), np.array([d["scale"] for d in draws])

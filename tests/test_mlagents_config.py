@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlagents_corpus import example_file
 
 from sparring.cli import UsageError, apply_env_flags, main
 from sparring.config import ConfigError, RunConfig, load_config, load_run_config
@@ -556,9 +557,6 @@ def test_numbers_written_as_ml_agents_files_write_them_are_numbers(tmp_path):
 
 # -- environment parameters ----------------------------------------------------------------------
 
-CORPUS = Path(__file__).resolve().parent / "data" / "mlagents"
-
-
 def _parameter(value) -> object:
     config, unsupported = translate(_with(BASE, "environment_parameters.p", value), "f.yaml")
     assert unsupported == []
@@ -584,9 +582,9 @@ def test_a_constant_sampler_is_its_number():
     assert _parameter({"sampler_type": "constant", "sampler_parameters": {"value": 2, "seed": 4}}) == 2.0
 
 
-def test_wall_jump_curriculum_translates_lesson_by_lesson():
+def test_wall_jump_curriculum_translates_lesson_by_lesson(tmp_path):
     """ML-Agents' config/ppo/WallJump_curriculum.yaml: a sampler per lesson of one wall, numbers for the other."""
-    config = load_config(CORPUS / "ppo" / "WallJump_curriculum.yaml")
+    config = load_config(example_file("ppo/WallJump_curriculum.yaml", tmp_path))
     big = config.environment_parameters["big_wall_height"].curriculum
     assert [lesson.name for lesson in big] == ["Lesson0", "Lesson1", "Lesson2", "Lesson3"]
     assert [(lesson.value.min_value, lesson.value.max_value) for lesson in big[:3]] == [(0, 4), (4, 7), (6, 8)]

@@ -1,15 +1,10 @@
 """ML-Agents' own example configs (release 21) translate, ignoring nothing but reward signals."""
 
-import json
-from pathlib import Path
-
 import pytest
-import yaml
+from mlagents_corpus import CORPUS, example_file
 
 from sparring.config import load_run_config
 from sparring.curriculum import Curriculum
-
-CORPUS = json.loads((Path(__file__).resolve().parent / "data" / "mlagents_release21.json").read_text())
 
 REWARD_SIGNALS = (".reward_signals.", ".behavioral_cloning")
 """Curiosity, GAIL, RND, behavioural cloning and the extrinsic signal's strength next to them: a later issue."""
@@ -22,9 +17,7 @@ def test_the_corpus_is_every_file_of_the_release():
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
 def test_every_mlagents_example_config_translates_ignoring_only_reward_signals(name, tmp_path):
-    path = tmp_path / Path(name).name
-    path.write_text(yaml.safe_dump(CORPUS[name]))
-    loaded = load_run_config(path)
+    loaded = load_run_config(example_file(name, tmp_path))
     ignored = [key for key in loaded.unsupported if not any(part in key for part in REWARD_SIGNALS)]
     assert ignored == []
     config = loaded.config

@@ -385,6 +385,20 @@ def test_cli_self_play_run_resumes_and_reports_its_league(tmp_path, capsys):
     assert (run / "player.onnx").exists()  # exported like any run: policies are keyed by group
 
 
+def test_cli_self_play_naming_a_group_the_env_lacks_is_a_usage_error(tmp_path, capsys):
+    import yaml
+
+    from sparring.cli import main
+
+    config = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "examples" / "tictactoe_selfplay.yaml"))
+    config["trainer"]["self_play"]["groups"] = {"Striker": {"swap_steps": 4000}}
+    path = tmp_path / "ttt.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--results-dir", str(tmp_path / "results")]) == 2
+    error = capsys.readouterr().err
+    assert "sparring: error:" in error and "Striker" in error and "Traceback" not in error
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_self_play_example_beats_a_random_player_it_never_met(tmp_path, learning_seed, measured, one_torch_thread):
