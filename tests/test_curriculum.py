@@ -380,6 +380,11 @@ def test_a_bridge_engine_plays_each_lesson(tmp_path):
     held = {row["step"]: (row["Environment/Lesson Number/speed"], row["Squads/Speed"]) for row in rows}
     assert [held[step] for step in (32, 64, 96, 128)] == [(0, 1.0)] * 4
     assert all(lesson == 1 and 5.0 <= speed < 6.0 for lesson, speed in (held[step] for step in (160, 192, 224, 256)))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "results" / "r" / "tensorboard" / "Mate"))
+    events.Reload()  # the game's statistic in TensorBoard, under its own name
+    assert [e.value for e in events.Scalars("Squads/Speed")] == pytest.approx([speed for _, speed in held.values()])
 
 
 UNITY_RUN = """
