@@ -278,8 +278,9 @@ def test_an_ml_agents_config_file_trains_a_build_through_the_cli(
         player, tmp_path, capsys, one_torch_thread, learning_seed, measured):
     """examples/mlagents/standin.yaml, as mlagents-learn takes it, with mlagents-learn's flags.
 
-    Seeds 0-9, mean training return of the first and last summaries (swish, and beta and epsilon decaying as
-    ML-Agents decays them): Seekers from 0.16-0.28 to 0.84-0.89, Movers from -1.29 to -1.44 to -0.29 to -0.33.
+    Seeds 0-9, mean training return of the first and last summaries (swish, beta and epsilon decaying as
+    ML-Agents decays them, trajectories cut at time_horizon 64): Seekers from 0.16-0.28 to 0.84-0.89, Movers
+    from -1.29 to -1.44 to -0.29 to -0.33.
     """
     config = Path(__file__).resolve().parents[1] / "examples" / "mlagents" / "standin.yaml"
     results = tmp_path / "results"
