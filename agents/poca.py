@@ -190,9 +190,9 @@ class POCALearner(BehaviourLearner):
         members, group, position = group_members(group_keys(decisions.group_ids))
         values = self._group_values(x, members)[group]
         mates = mates_of(members, group, position)
-        mates_t = torch.from_numpy(mates)
-        baselines = self.critic.baseline(x, x[mates_t.clamp_min(0)], action_features(self.policy, action[mates_t.clamp_min(0)]),
-                                         (mates_t >= 0).float())
+        taken = torch.from_numpy(mates).clamp_min(0)  # padding reads row 0, masked out by the mates' presence
+        baselines = self.critic.baseline(x, x[taken], action_features(self.policy, action[taken]),
+                                         torch.from_numpy(mates >= 0).float())
         self._playing = np.union1d(self._playing, decisions.agent_ids)
         start = self.buffer.size
         self.buffer.add(self.buffer.slots_of(decisions.agent_ids), x.numpy(), action.numpy(), logp.numpy(),

@@ -454,8 +454,7 @@ class PPO(Checkpointed):
                     actions[name] = learner.act(decisions, self.generator)
                     self.num_steps += len(decisions)
             self._current = self.env.step(actions)
-            for name, learner in self.learners.items():
-                learner.observe(self._current[name])
+            self._observe(self._current)
 
     @torch.no_grad()
     def predict(

@@ -624,8 +624,7 @@ class SAC(Checkpointed):
         if self._current is None:
             # A resumed run restarts its episodes from a seed derived from its position, so it stays reproducible.
             self._current = env.reset(seed=self.seed + self.num_steps)
-            for name, learner in learners:
-                learner.observe(self._current[name])
+            self._observe(self._current)
         while self.num_steps < total_steps:
             progress = self.num_steps / total_steps
             actions = {}
@@ -636,8 +635,7 @@ class SAC(Checkpointed):
                     actions[name] = learner.act(decisions, self.generator, self.rng)
                     self.num_steps += len(decisions)
             self._current = env.step(actions)
-            for name, learner in learners:
-                learner.observe(self._current[name])
+            self._observe(self._current)
             if callback is not None:
                 callback(self, UpdateReport(self.num_steps, {name: learner.report() for name, learner in learners}))
         return self

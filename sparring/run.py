@@ -29,7 +29,7 @@ from sparring.agents.ppo import PPO
 from sparring.agents.sac import SAC
 from sparring.config import RunConfig
 from sparring.curriculum import Curriculum
-from sparring.envs.base import GameStats, merge_stats
+from sparring.envs.base import GameStats
 
 _CHECKPOINT = re.compile(r"step_(\d+)\.pt$")
 
@@ -106,7 +106,6 @@ class RunLogger:
         self._metrics_file = run.metrics.open("a")
         self._episodes: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in model.specs}
         self._stats: dict[str, list[dict[str, float]]] = {name: [] for name in model.specs}
-        self._game_stats: list[GameStats] = []
         self._next_summary = _next_multiple(model.num_steps, self.trainer.summary_freq)
         self._next_checkpoint = _next_multiple(model.num_steps, self.trainer.checkpoint_interval)
         self._last_time, self._last_step = time.perf_counter(), model.num_steps
@@ -135,7 +134,6 @@ class RunLogger:
                 (behaviour.episode_returns, behaviour.episode_lengths, behaviour.episode_truncated))
             if behaviour.stats:
                 self._stats[name].append(behaviour.stats)
-        self._game_stats.append(model.env.drain_stats())
         if self._progress is not None:
             self._progress.update(self._task, completed=report.step)
         if report.step >= self._next_summary or report.step >= self.trainer.max_steps:
@@ -150,8 +148,7 @@ class RunLogger:
         rate = (report.step - self._last_step) / max(now - self._last_time, 1e-9)
         self._last_time, self._last_step = now, report.step
         lines = []
-        game_values = merge_stats(self._game_stats)
-        self._game_stats.clear()
+        game_values = model.env.drain_stats()  # the game keeps them until asked: once per summary, off the step path
         game_stats = summarise_game_stats(game_values)
         for name in report.behaviours:
             returns, lengths, truncated = (np.concatenate(column) for column in zip(*self._episodes[name]))
