@@ -29,7 +29,7 @@ from pydantic import ConfigDict, model_validator
 from torch import nn
 
 from sparring.agents.networks import ACTIVATIONS, ObservationEncoder, ResidualSelfAttention, observation_layout, swish
-from sparring.agents.policy import BehaviourPolicy
+from sparring.agents.policy import BehaviourPolicy, action_features
 from sparring.agents.ppo import PPO, BehaviourLearner, PPOSettings
 from sparring.agents.rollout import RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps
@@ -87,6 +87,7 @@ class GroupCritic(nn.Module):
     """
 
     def __init__(self, spec: BehaviourSpec, action_size: int, settings: PPOSettings) -> None:
+        """One value (and baseline) head per reward signal of ``settings``."""
         super().__init__()
         width = settings.hidden_sizes[0]
         layout = observation_layout(spec.observation_components, settings.vis_encode_type)
@@ -97,7 +98,7 @@ class GroupCritic(nn.Module):
         sizes = settings.hidden_sizes
         self.trunk = nn.ModuleList(nn.Linear(fan_in, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
         self._act = ACTIVATIONS[settings.activation]
-        self.head = nn.Linear(settings.hidden_sizes[-1], 1)
+        self.head = nn.Linear(settings.hidden_sizes[-1], len(settings.signal_names()))
 
     def _embed(self, x: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
         """``(n, k, obs)`` members (with ``(n, k, action features)``) -> ``(n, k, width)``."""
@@ -110,7 +111,7 @@ class GroupCritic(nn.Module):
         h = self.attention(members, present)
         for layer in self.trunk:
             h = self._act(layer(h))
-        return self.head(h).squeeze(-1)
+        return self.head(h)
 
     def value(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """``V`` of each group from its members' observations ``(groups, k, obs)``; ``present`` ``(groups, k)``."""
@@ -124,18 +125,6 @@ class GroupCritic(nn.Module):
         return self._pooled_value(members, present)
 
 
-def action_features(policy: BehaviourPolicy, actions: torch.Tensor) -> torch.Tensor:
-    """Policy action rows ``(..., *action_shape)`` -> ``(..., features)``: continuous parts as they are, every
-    discrete branch one-hot, the way the critic reads what an agent did."""
-    lead = actions.shape[: actions.dim() - len(policy.action_shape)]
-    flat = actions.reshape(-1, max(1, int(np.prod(policy.action_shape))))
-    c = policy.continuous_size
-    parts = [flat[:, :c].float()] if c else []
-    for i, n in enumerate(policy.branches):
-        parts.append(nn.functional.one_hot(flat[:, c + i].long(), n).float())
-    return torch.cat(parts, -1).reshape(*lead, c + sum(policy.branches))
-
-
 class GroupRolloutBuffer(RolloutBuffer):
     """The on-policy rollout with, per row, the baseline estimate and the rows of the group mates that decided
     in the same step (-1 padded; the width grows with the largest group seen)."""
@@ -144,7 +133,7 @@ class GroupRolloutBuffer(RolloutBuffer):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.baselines = np.zeros(len(self.obs), np.float32)
+        self.baselines = np.zeros((len(self.obs), self.value_heads), np.float32)
         self.mates = np.full((len(self.obs), 0), -1, np.int64)
 
     def add_groups(self, start: int, baselines: np.ndarray, mates: np.ndarray) -> None:
@@ -191,8 +180,8 @@ class POCALearner(BehaviourLearner):
         values = self._group_values(x, members)[group]
         mates = mates_of(members, group, position)
         taken = torch.from_numpy(mates).clamp_min(0)  # padding reads row 0, masked out by the mates' presence
-        baselines = self.critic.baseline(x, x[taken], action_features(self.policy, action[taken]),
-                                         torch.from_numpy(mates >= 0).float())
+        mate_actions = action_features(action[taken], self.policy.continuous_size, self.policy.branches)
+        baselines = self.critic.baseline(x, x[taken], mate_actions, torch.from_numpy(mates >= 0).float())
         self._playing = np.union1d(self._playing, decisions.agent_ids)
         start = self.buffer.size
         self.buffer.add(self.buffer.slots_of(decisions.agent_ids), x.numpy(), action.numpy(), logp.numpy(),
@@ -210,7 +199,7 @@ class POCALearner(BehaviourLearner):
         """``V`` of every group of ``members`` (rows of ``x``; a group with no member is worth 0)."""
         present = torch.from_numpy(members >= 0).float()
         values = self.critic.value(x[torch.from_numpy(members).clamp_min(0)], present)
-        return values * (present.sum(1) > 0)
+        return values * (present.sum(1, keepdim=True) > 0)
 
     def _values(self, x: torch.Tensor, agents: DecisionSteps | TerminalSteps) -> torch.Tensor:
         members, group, _ = group_members(group_keys(agents.group_ids))
@@ -232,7 +221,7 @@ class POCALearner(BehaviourLearner):
                    & ~np.isin(decisions.agent_ids, terminals.agent_ids))
         cut = terminals.truncated
         keys = np.concatenate([decisions.group_ids[playing], own[cut]])
-        bootstrap = np.zeros(len(terminals), np.float32)
+        bootstrap = np.zeros((len(terminals), len(self.signals)), np.float32)
         if len(keys) == 0:
             return bootstrap
         x = torch.cat([self.inputs(batch_take(decisions.obs, playing), False),
@@ -254,7 +243,8 @@ class POCALearner(BehaviourLearner):
         taken = mates.clamp_min(0)
         columns["baselines"] = torch.from_numpy(buf.baselines[rows])
         columns["mates_obs"] = torch.from_numpy(buf.obs[: buf.size])[taken]
-        columns["mates_actions"] = action_features(self.policy, torch.from_numpy(buf.actions[: buf.size])[taken])
+        actions = torch.from_numpy(buf.actions[: buf.size])[taken]
+        columns["mates_actions"] = action_features(actions, self.policy.continuous_size, self.policy.branches)
         columns["mates_present"] = (mates >= 0).float()
         return columns
 

@@ -234,6 +234,18 @@ class Hybrid:
         return self.join(self.gaussian.mode(), self.categorical.mode())
 
 
+def action_features(actions: torch.Tensor, continuous_size: int, branches: Sequence[int]) -> torch.Tensor:
+    """Policy action rows ``(..., *action shape)`` -> ``(..., continuous_size + sum(branches))`` floats: continuous
+    parts as they are, every discrete branch one-hot, the way critics and reward signals read what an agent did."""
+    row = continuous_size + len(branches) if continuous_size else len(branches)
+    lead = actions.shape[: actions.dim() - (0 if row == 1 and not continuous_size else 1)]
+    flat = actions.reshape(-1, row)
+    parts = [flat[:, :continuous_size].float()] if continuous_size else []
+    for i, n in enumerate(branches):
+        parts.append(nn.functional.one_hot(flat[:, continuous_size + i].long(), n).float())
+    return torch.cat(parts, -1).reshape(*lead, continuous_size + sum(branches))
+
+
 def _linear_head(in_size: int, out_size: int, gain: float) -> nn.Linear:
     layer = nn.Linear(in_size, out_size)
     nn.init.orthogonal_(layer.weight, gain=gain)
@@ -289,6 +301,8 @@ class BehaviourPolicy(ObservingPolicy):
         memory: an LSTM between encoder and trunk, shared by actor and critic.
         critic: False for an actor alone, whose learner values states elsewhere (MA-POCA's group critic):
             ``value`` is then unavailable and ``sample``/``evaluate`` return ``None`` values.
+        value_heads: the reward signals the critic values, one head each (see
+            :mod:`~sparring.agents.reward_signals`); values are ``(n, len(value_heads))``.
 
     With memory, every method takes the agents' recurrent ``state`` (``(n, memory_size)``, zeros at
     an episode's start) and those that act return the state after the step. ``evaluate`` also takes
@@ -304,6 +318,7 @@ class BehaviourPolicy(ObservingPolicy):
         vis_encode_type: VisEncodeType = "auto",
         memory: MemorySettings | None = None,
         critic: bool = True,
+        value_heads: Sequence[str] = ("extrinsic",),
     ) -> None:
         super().__init__(spec, hidden_sizes[0], normalize, vis_encode_type, memory)
         self.branches = spec.action_branches
@@ -314,7 +329,8 @@ class BehaviourPolicy(ObservingPolicy):
         self.actor_head = _linear_head(width, self.continuous_size + sum(self.branches), 0.01)
         if self.continuous_size:
             self.log_std = nn.Parameter(torch.zeros(self.continuous_size))
-        self.critic_head = _linear_head(width, 1, 1.0) if critic else None
+        self.value_heads = tuple(value_heads)
+        self.critic_head = _linear_head(width, len(self.value_heads), 1.0) if critic else None
 
     @property
     def action_shape(self) -> tuple[int, ...]:
@@ -338,12 +354,11 @@ class BehaviourPolicy(ObservingPolicy):
         out = torch.addmm(self.actor_head.bias, top[0], self.actor_head.weight.T)
         if self.critic_head is None:
             return out, None
-        value = torch.addmm(self.critic_head.bias, top[1], self.critic_head.weight.T).squeeze(-1)
-        return out, value
+        return out, torch.addmm(self.critic_head.bias, top[1], self.critic_head.weight.T)
 
     def value(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
-        """State values, one decision per row (from ``state`` with memory)."""
-        return self.critic_head(self.trunk(self.core(x, state)[0])[1]).squeeze(-1)
+        """State values ``(n, heads)``, one decision per row (from ``state`` with memory)."""
+        return self.critic_head(self.trunk(self.core(x, state)[0])[1])
 
     def distribution(self, out: torch.Tensor, mask: torch.Tensor | None) -> Categorical | DiagGaussian | Hybrid:
         """The action distribution given the actor head's output."""
@@ -377,6 +392,18 @@ class BehaviourPolicy(ObservingPolicy):
         """The mode of the action distribution (argmax per branch / Gaussian mean), and the next state."""
         h, state = self.core(x, state)
         return self.distribution(self.actor_head(self.trunk(h)[0]), mask).mode(), state
+
+    def policy_actions(self, env_actions: Batch) -> np.ndarray:
+        """Actions as an env takes them (a demonstration's) -> policy action rows (the inverse of :meth:`env_actions`
+        inside the Box)."""
+        if not self.continuous_size:
+            return np.asarray(env_actions, np.int64)
+        parts = env_actions if self.branches else {"continuous": env_actions}
+        continuous = np.asarray(parts["continuous"], np.float32)
+        rows = [continuous.reshape(len(continuous), -1)]
+        if self.branches:
+            rows.append(np.asarray(parts["discrete"]).reshape(len(continuous), -1).astype(np.float32))
+        return np.concatenate(rows, 1) if len(rows) > 1 else rows[0]
 
     def env_actions(self, action: torch.Tensor) -> Batch:
         """Policy actions -> what the env accepts (continuous actions clipped to the Box)."""

@@ -36,6 +36,15 @@ from sparring.agents.episodes import BehaviourReport, EpisodeLog, UpdateReport
 from sparring.agents.networks import NetworkSettings
 from sparring.agents.policy import BehaviourPolicy, check_finite
 from sparring.agents.reward_scaling import RewardScaler
+from sparring.agents.reward_signals import (
+    BehaviouralCloning,
+    SignalSettings,
+    Transitions,
+    build_signals,
+    load_signals_state,
+    prepare_demonstrations,
+    signals_state,
+)
 from sparring.agents.rollout import AgentMemory, RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps
 from sparring.spec import Batch, BehaviourSpec, Obs, batch_take
@@ -43,7 +52,7 @@ from sparring.spec import Batch, BehaviourSpec, Obs, batch_take
 RECORDED_OBS = 256  # raw observations kept per behaviour, saved with checkpoints for export verification
 
 
-class PPOSettings(NetworkSettings):
+class PPOSettings(NetworkSettings, SignalSettings):
     """PPO hyperparameters; the YAML ``hyperparameters:`` section is validated against this."""
 
     model_config = ConfigDict(extra="forbid")
@@ -63,7 +72,7 @@ class PPOSettings(NetworkSettings):
     )
     batch_size: int = Field(256, ge=1, description="Rows (agent decisions) per minibatch.")
     n_epochs: int = Field(10, ge=1, description="Passes over each rollout.")
-    gamma: float = Field(0.99, ge=0, le=1, description="Discount per decision.")
+    gamma: float = Field(0.99, ge=0, le=1, description="Discount per decision (of the game's reward; see reward_signals).")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE bias/variance trade-off.")
     time_horizon: int | None = Field(
         None, ge=1,
@@ -125,11 +134,20 @@ class BehaviourLearner:
         self.spec = spec
         self.settings = settings
         self.policy = BehaviourPolicy(spec, settings.hidden_sizes, settings.activation, settings.normalize_obs,
-                                      settings.vis_encode_type, settings.memory, critic=self.policy_has_critic)
+                                      settings.vis_encode_type, settings.memory, critic=self.policy_has_critic,
+                                      value_heads=settings.signal_names())
+        self.signals = build_signals(spec, settings, self.policy, settings.gamma)
+        self.learned_signals = [signal for signal in self.signals if signal.key != "extrinsic"]
+        self.gammas = np.array([signal.gamma for signal in self.signals], np.float32)
+        self.ignore_done = np.array([signal.ignore_done for signal in self.signals])
+        self.cloning = None if settings.behavioral_cloning is None else BehaviouralCloning(
+            spec, settings.behavioral_cloning, self.policy, settings.learning_rate, settings.batch_size, settings.n_epochs)
         self.optimizer = adam(self._trained_parameters(), settings)
         action_dtype = np.float32 if self.policy.continuous_size else np.int64
         self.buffer = self.buffer_type(self.policy.obs_size, self.policy.action_shape, action_dtype, spec.mask_size,
-                                       self.policy.memory_size, settings.time_horizon)
+                                       self.policy.memory_size, settings.time_horizon, len(self.signals),
+                                       keep_next_obs=bool(self.learned_signals))
+        self.steps = 0  # agent decisions this learner has taken (behavioural cloning decays over them)
         self.memory = None if settings.memory is None else AgentMemory(self.policy.memory_size)
         self.episodes = EpisodeLog()
         self.recorded_obs = torch.zeros(0, self.policy.obs_size)
@@ -158,6 +176,7 @@ class BehaviourLearner:
         slots = self.buffer.slots_of(decisions.agent_ids)
         self.buffer.add(slots, x.numpy(), action.numpy(), logp.numpy(), value.numpy(), decisions.action_mask,
                         None if state is None else state.numpy())
+        self.steps += len(decisions)
         if self.memory is not None:
             self.memory.set(decisions.agent_ids, next_state.numpy())
         return self.policy.env_actions(action)
@@ -174,7 +193,8 @@ class BehaviourLearner:
             slots = self.buffer.slots_of(terminals.agent_ids)
             self.buffer.credit(slots, terminals.total_rewards)
             bootstrap = self._terminal_values(step)
-            self.episodes.add(self.buffer.end_episodes(slots, bootstrap), terminals.truncated)
+            final = self.inputs(terminals.obs, False).numpy() if self.learned_signals else None
+            self.episodes.add(self.buffer.end_episodes(slots, bootstrap, final), terminals.truncated)
             if self.memory is not None:
                 self.memory.forget(terminals.agent_ids)
         if len(step.lost):
@@ -188,17 +208,19 @@ class BehaviourLearner:
             self.reward_scaler.observe_step(step, self.buffer.slots_of)
 
     def _terminal_values(self, step: BehaviourStep) -> np.ndarray:
-        """What each ended episode's last decision bootstraps from: V(final obs) where it was truncated, else 0."""
+        """What each ended episode's last decision bootstraps from, per value head: V(final obs) where it was
+        truncated, or for a signal that looks past episode ends (curiosity, RND); else 0."""
         terminals = step.terminals
-        bootstrap = np.zeros(len(terminals), np.float32)
-        if terminals.truncated.any():
-            cut = terminals.truncated
-            x = self.inputs(batch_take(terminals.obs, cut), False)
-            bootstrap[cut] = self._values(x, terminals.take(cut)).numpy()
+        bootstrap = np.zeros((len(terminals), len(self.signals)), np.float32)
+        needed = terminals.truncated | self.ignore_done.any()
+        if needed.any():
+            x = self.inputs(batch_take(terminals.obs, needed), False)
+            bootstrap[needed] = self._values(x, terminals.take(needed)).numpy()
+            bootstrap[~terminals.truncated] *= self.ignore_done
         return bootstrap
 
     def _values(self, x: torch.Tensor, agents: DecisionSteps | TerminalSteps) -> torch.Tensor:
-        """State values of ``agents`` at their normalised observations ``x``."""
+        """State values ``(n, heads)`` of ``agents`` at their normalised observations ``x``."""
         return self.policy.value(x, self._memory_of(agents.agent_ids))
 
     def update(self, decisions: DecisionSteps, progress: float, generator: torch.Generator) -> BehaviourReport:
@@ -206,15 +228,18 @@ class BehaviourLearner:
         s = self.settings
         with torch.no_grad():
             slots = self.buffer.slots_of(decisions.agent_ids)
-            bootstrap = np.zeros(0)
+            bootstrap, now = np.zeros((0, len(self.signals)), np.float32), None
             if len(decisions):
                 raw = self.policy.flatten_obs(decisions.obs)
                 # Real observations to verify exports against, taken once per rollout (off the hot path).
                 self.recorded_obs = torch.cat([self.recorded_obs, raw])[-RECORDED_OBS:]
-                bootstrap = self._values(self._normalized(raw, False), decisions).numpy()
+                now = self._normalized(raw, False)
+                bootstrap = self._values(now, decisions).numpy()
         if self.reward_scaler is not None:  # the whole rollout at one scale: today's statistics
             self.buffer.rewards[: self.buffer.size] = self.reward_scaler(self.buffer.rewards[: self.buffer.size])
-        advantages, returns = self.buffer.finish(slots, bootstrap.astype(np.float32), s.gamma, s.gae_lambda)
+        self.buffer.close(slots, bootstrap, None if now is None else now.numpy())
+        rewards = self._signal_rewards()
+        advantages, returns = self.buffer.advantages(self.gammas, s.gae_lambda, rewards)
         report = self.episodes.pop()
         buf = self.buffer
         valid = buf.valid[: buf.size]
@@ -227,6 +252,7 @@ class BehaviourLearner:
         recurrent = self.policy.memory is not None
         kept = slice(0, buf.size) if recurrent else rows
         columns = self._training_columns(kept, advantages, returns)
+        experience = self._transitions(kept) if self.learned_signals else None
         if recurrent:
             sequences = torch.from_numpy(buf.sequences(s.memory.sequence_length))
             memories, weights = torch.from_numpy(buf.memories[: buf.size]), torch.from_numpy(valid.astype(np.float32))
@@ -239,7 +265,7 @@ class BehaviourLearner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        diagnostics = []
+        diagnostics, signal_stats = [], {}
         for epoch in range(s.n_epochs):
             last_epoch = epoch == s.n_epochs - 1  # diagnostics cost time; the final epoch's are reported
             for idx in _minibatches(units, per_batch, generator):
@@ -255,8 +281,11 @@ class BehaviourLearner:
                 self.optimizer.step()
                 if stats is not None:
                     diagnostics.append(stats)
+                for signal in self.learned_signals:  # on the same minibatches, as ML-Agents updates them
+                    for name, value in signal.update(experience.take(idx), generator).items():
+                        signal_stats.setdefault(name, []).append(value)
         means = torch.stack(diagnostics).mean(0).tolist()
-        returns, values = returns[rows], buf.values[rows]
+        returns, values = returns[rows].sum(1), buf.values[rows].sum(1)  # the whole reward the policy learns from
         var_ret = float(np.var(returns))
         explained = float("nan") if var_ret == 0 else 1.0 - float(np.var(returns - values)) / var_ret
         report.stats = {
@@ -265,8 +294,14 @@ class BehaviourLearner:
             "Policy/Learning Rate": lr,
             "Policy/Epsilon": clip,
             "Policy/Beta": ent_coef,
-            "Policy/Extrinsic Value Estimate": float(values.mean()),
+            **{name: float(np.mean(values)) for name, values in signal_stats.items()},
         }
+        for head, signal in enumerate(self.signals):
+            report.stats[f"Policy/{signal.name} Value Estimate"] = float(buf.values[rows, head].mean())
+            if signal.key != "extrinsic":
+                report.stats[f"Policy/{signal.name} Reward"] = float(rewards[rows, head].mean())
+        if self.cloning is not None:
+            report.stats |= self.cloning.update(self.steps, generator)
         if self.reward_scaler is not None:
             report.stats["Policy/Reward Scale"] = self.reward_scaler.scale
         self.buffer.clear()
@@ -277,8 +312,23 @@ class BehaviourLearner:
         """The rollout's ``rows`` as the tensors minibatches are cut from."""
         buf = self.buffer
         columns = {"obs": buf.obs, "actions": buf.actions, "masks": buf.masks if buf.has_masks else None,
-                   "log_probs": buf.log_probs, "advantages": advantages, "returns": returns, "values": buf.values}
+                   "log_probs": buf.log_probs, "advantages": advantages.sum(1), "returns": returns, "values": buf.values}
         return {k: None if c is None else torch.from_numpy(c[rows]) for k, c in columns.items()}
+
+    def _signal_rewards(self) -> np.ndarray:
+        """Each signal's reward for every row of the rollout, ``(rows, signals)``: the game's (scaled) times the
+        extrinsic strength, the learned signals' from their networks as they are before this update."""
+        n = self.buffer.size
+        experience = self._transitions(slice(0, n)) if self.learned_signals else None
+        columns = [self.buffer.rewards[:n] * signal.strength if signal.key == "extrinsic"
+                   else signal.rewards(experience).numpy() for signal in self.signals]
+        return np.stack(columns, 1).astype(np.float32, copy=False)
+
+    def _transitions(self, rows: slice | np.ndarray) -> Transitions:
+        """The rollout's ``rows`` as reward signals read them."""
+        buf = self.buffer
+        return Transitions(torch.from_numpy(buf.obs[rows]), torch.from_numpy(buf.actions[rows]),
+                           torch.from_numpy(buf.next_obs[rows]), torch.from_numpy(buf.ends[rows].astype(np.float32)))
 
     DIAGNOSTICS = ("Losses/Policy Loss", "Losses/Value Loss", "Policy/Entropy", "Policy/Approx KL",
                    "Policy/Clip Fraction")
@@ -332,12 +382,13 @@ class BehaviourLearner:
 
     def _regression_loss(self, estimates: torch.Tensor, old: torch.Tensor, targets: torch.Tensor, mean: Callable
                          ) -> torch.Tensor:
-        """Squared error of ``estimates`` against ``targets``; with ``clip_range_vf``, the larger of it and the
-        error of the estimates clipped to within ``clip_range_vf`` of the rollout's (CleanRL, ML-Agents)."""
+        """Squared error of ``estimates`` against ``targets`` ``(rows, heads)``, averaged over the heads as ML-Agents
+        does; with ``clip_range_vf``, the larger of it and the error of the estimates clipped to within
+        ``clip_range_vf`` of the rollout's (CleanRL, ML-Agents)."""
         if self.settings.clip_range_vf is None:
-            return mean((estimates - targets).square())
+            return mean((estimates - targets).square().mean(-1))
         clipped = old + (estimates - old).clamp(-self.settings.clip_range_vf, self.settings.clip_range_vf)
-        return mean(torch.max((estimates - targets).square(), (clipped - targets).square()))
+        return mean(torch.max((estimates - targets).square(), (clipped - targets).square()).mean(-1))
 
     def state_dict(self) -> dict:
         """Weights, optimiser, recorded observations and reward statistics: what resuming this learner needs."""
@@ -346,6 +397,7 @@ class BehaviourLearner:
             "optimizer": self.optimizer.state_dict(),
             "recorded_obs": self.recorded_obs,
             "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
+            "signals": signals_state(self.learned_signals, self.cloning),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -355,6 +407,13 @@ class BehaviourLearner:
         self.recorded_obs = state["recorded_obs"]
         if self.reward_scaler is not None and state["reward_scaler"] is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
+        load_signals_state(self.learned_signals, self.cloning, state.get("signals", {}))
+
+    def prepare(self) -> None:
+        """Before training: read the demonstrations GAIL and behavioural cloning learn from (a file that does not
+        match the behaviour is an error now, not after the first rollout). A model only loaded to predict or
+        export never reads them."""
+        prepare_demonstrations(self.learned_signals, self.cloning)
 
 
 @torch.no_grad()
@@ -418,6 +477,8 @@ class PPO(Checkpointed):
             self._current = env.reset(seed=self.seed + self.num_updates)
         if self._rollout_steps is None:
             self._rollout_steps = self._derive_rollout_steps()
+        for learner in self.learners.values():
+            learner.prepare()
         while self.num_steps < total_steps:
             self._collect_rollout()
             progress = self.num_steps / total_steps

@@ -80,7 +80,7 @@ def _grow(arr: np.ndarray, rows: int) -> np.ndarray:
 
 
 class RolloutBuffer:
-    """Preallocated rows of (obs, action, log-prob, value, reward, link) for PPO.
+    """Preallocated rows of (obs, action, log-prob, values, reward, link) for PPO.
 
     Args:
         obs_size: width of the (flattened, normalised) policy input.
@@ -91,23 +91,31 @@ class RolloutBuffer:
         time_horizon: cut each agent's trajectory after this many decisions of an episode (ML-Agents'
             ``time_horizon``): the cut's last row bootstraps from the value estimated at the next decision
             instead of following the agent on, and a recurrent policy's sequences end there. None: no cuts.
+        value_heads: value estimates per row, one per reward signal (see :mod:`~sparring.agents.reward_signals`);
+            values, bootstraps, advantages and returns are ``(rows, value_heads)``.
+        keep_next_obs: also keep, per row, the observation at the agent's next decision or episode end (what
+            a curiosity signal learns from); a row whose next observation never came keeps its own.
     """
 
     _COLUMNS = ("obs", "actions", "log_probs", "values", "rewards", "next_row", "next_value", "masks", "valid",
-                "memories")
+                "memories", "ends", "next_obs")
 
     def __init__(self, obs_size: int, action_shape: tuple[int, ...], action_dtype: type, mask_size: int,
-                 memory_size: int = 0, time_horizon: int | None = None) -> None:
+                 memory_size: int = 0, time_horizon: int | None = None, value_heads: int = 1,
+                 keep_next_obs: bool = False) -> None:
         self.time_horizon = time_horizon
+        self.value_heads = value_heads
         capacity = 256
         self.obs = np.zeros((capacity, obs_size), np.float32)
+        self.next_obs = np.zeros((capacity, obs_size if keep_next_obs else 0), np.float32)
         self.memories = np.zeros((capacity, memory_size), np.float32)
         self.actions = np.zeros((capacity, *action_shape), action_dtype)
         self.log_probs = np.zeros(capacity, np.float32)
-        self.values = np.zeros(capacity, np.float32)
-        self.rewards = np.zeros(capacity, np.float32)
+        self.values = np.zeros((capacity, value_heads), np.float32)
+        self.rewards = np.zeros(capacity, np.float32)  # the game's reward; other signals' are computed at the end
         self.next_row = np.full(capacity, -1, np.int64)  # the same agent's next row, -1: none in this rollout
-        self.next_value = np.zeros(capacity, np.float32)  # bootstrap value when next_row == -1
+        self.next_value = np.zeros((capacity, value_heads), np.float32)  # bootstrap values when next_row == -1
+        self.ends = np.zeros(capacity, bool)  # the agent's episode ended after this row
         self.masks = np.ones((capacity, mask_size), bool)
         self.valid = np.ones(capacity, bool)  # False: the agent was lost before this transition ended
         self.has_masks = False
@@ -137,15 +145,20 @@ class RolloutBuffer:
         self.rewards[rows[has]] += rewards[has]
         self.episode_return[slots] += rewards
 
-    def end_episodes(self, slots: np.ndarray, bootstrap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def end_episodes(self, slots: np.ndarray, bootstrap: np.ndarray, final_obs: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
         """Close each slot's trajectory and return the finished ``(episode returns, lengths)``.
 
-        ``bootstrap`` is 0 where the episode terminated and V(final obs) where it
-        was truncated. Rewards of the final step must be credited first.
+        ``bootstrap`` (per value head) is 0 where the episode terminated and V(final obs) where it
+        was truncated (or for a head that looks past episode ends). Rewards of the final step must be
+        credited first. ``final_obs``: the episodes' last observations, kept with ``keep_next_obs``.
         """
         rows = self.pending[slots]
         has = rows >= 0
-        self.next_value[rows[has]] = bootstrap[has]
+        self.next_value[rows[has]] = self._per_head(bootstrap)[has]
+        self.ends[rows[has]] = True
+        if final_obs is not None and self.next_obs.shape[1]:
+            self.next_obs[rows[has]] = final_obs[has]
         self.pending[slots] = -1
         finished = self.episode_return[slots].copy(), self.episode_length[slots].copy()
         self.episode_return[slots] = 0.0
@@ -180,8 +193,12 @@ class RolloutBuffer:
         if end > len(self.obs):
             self._reserve(max(end, 2 * len(self.obs)))
         rows = np.arange(start, end)
+        values = self._per_head(values)
         prev = self.pending[slots]
         has = prev >= 0
+        if self.next_obs.shape[1]:
+            self.next_obs[prev[has]] = obs[has]
+            self.next_obs[start:end] = obs  # until the next one comes
         if self.time_horizon is not None:  # a trajectory of time_horizon decisions ends at prev
             cut = has & (self.episode_length[slots] % self.time_horizon == 0)
             self.next_value[prev[cut]] = values[cut]
@@ -194,6 +211,7 @@ class RolloutBuffer:
         self.rewards[start:end] = 0.0
         self.next_row[start:end] = -1
         self.next_value[start:end] = 0.0
+        self.ends[start:end] = False
         self.valid[start:end] = True
         if masks is not None:
             self.masks[start:end] = masks
@@ -209,31 +227,51 @@ class RolloutBuffer:
 
     # -- end of rollout ---------------------------------------------------------
 
-    def finish(
-        self, slots: np.ndarray, bootstrap: np.ndarray, gamma: float, gae_lambda: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap open trajectories and compute ``(advantages, returns)`` with GAE.
+    def _per_head(self, values: np.ndarray) -> np.ndarray:
+        """Values as ``(rows, value_heads)`` (one head's may come as ``(rows,)``)."""
+        return values.reshape(len(values), self.value_heads)
 
-        ``slots``/``bootstrap``: the agents deciding right now and V(their obs).
-        An agent still waiting to decide (a slower decision rate) bootstraps
-        from its own last value estimate: its reward so far is kept, the rest of
-        that step's reward is credited to no row.
+    def finish(
+        self, slots: np.ndarray, bootstrap: np.ndarray, gamma: float | np.ndarray, gae_lambda: float,
+        rewards: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`close` then :meth:`advantages`: ``(advantages, returns)``, ``(rows, value_heads)`` each."""
+        self.close(slots, bootstrap)
+        return self.advantages(gamma, gae_lambda, rewards)
+
+    def close(self, slots: np.ndarray, bootstrap: np.ndarray, obs: np.ndarray | None = None) -> None:
+        """Bootstrap the open trajectories at the end of the rollout.
+
+        ``slots``/``bootstrap``: the agents deciding right now and V(their obs) (``obs``: those observations,
+        kept as their open rows' next ones with ``keep_next_obs``). An agent still waiting to decide (a
+        slower decision rate) bootstraps from its own last value estimate: its reward so far is kept, the
+        rest of that step's reward is credited to no row.
         """
         rows = self.pending[slots]
         has = rows >= 0
-        self.next_value[rows[has]] = bootstrap[has]
+        self.next_value[rows[has]] = self._per_head(bootstrap)[has]
+        if obs is not None and self.next_obs.shape[1]:
+            self.next_obs[rows[has]] = obs[has]
         waiting = self.pending[self.pending >= 0]
         waiting = waiting[np.isin(waiting, rows[has], invert=True)]
         self.next_value[waiting] = self.values[waiting]
         self.pending[:] = -1
 
+    def advantages(self, gamma: float | np.ndarray, gae_lambda: float, rewards: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """``(advantages, returns)`` by GAE, per value head with that head's ``gamma`` (a scalar: every head's).
+
+        ``rewards``: ``(rows, value_heads)``, each signal's reward per row; by default the game's, for one head.
+        """
         n = self.size
+        rewards = self.rewards[:n, None] if rewards is None else rewards
+        gamma = np.broadcast_to(np.asarray(gamma, np.float32), (self.value_heads,))
         values, next_row = self.values[:n], self.next_row[:n]
-        cont = next_row >= 0
+        cont = (next_row >= 0)[:, None]
         next_values = np.where(cont, self.values[next_row], self.next_value[:n])
-        deltas = np.where(self.valid[:n], self.rewards[:n] + gamma * next_values - values, 0.0)
+        deltas = np.where(self.valid[:n, None], rewards + gamma * next_values - values, 0.0)
         discount = (gamma * gae_lambda) * cont
-        advantages = np.zeros(n + 1, np.float32)  # advantages[-1] == 0: the end-of-trajectory sentinel
+        advantages = np.zeros((n + 1, self.value_heads), np.float32)  # advantages[-1] == 0: the end-of-trajectory sentinel
         bounds = [*self._step_starts, n]
         for start, end in zip(reversed(bounds[:-1]), reversed(bounds[1:])):
             advantages[start:end] = deltas[start:end] + discount[start:end] * advantages[next_row[start:end]]

@@ -183,7 +183,9 @@ class NativeGraph(ExportGraph):
         x = _policy_input(policy, dict(zip(self.components, inputs)))
         h, memory = policy.core(x, inputs[-1] if policy.memory_size else None)
         mean, log_std, logits = actor_heads(policy, h)
-        value = (policy.critic_head(_half(policy, h, 1)).squeeze(-1),) if self.with_value else ()
+        value = ()
+        if self.with_value:  # the value of the game's reward (other reward signals' heads serve training only)
+            value = (policy.critic_head(_half(policy, h, 1))[:, policy.value_heads.index("extrinsic")],)
         actions, heads = [], []
         if mean is not None:
             actions.append(torch.max(torch.min(continuous_action(policy, mean), self.high), self.low))
@@ -263,6 +265,10 @@ def build_graph(policy: Policy, fmt: str, with_value: bool = False) -> ExportGra
     if with_value and getattr(policy, "critic_head", None) is None:
         raise ExportError(f"behaviour {policy.spec.name!r}: a MA-POCA policy has no state value of its own (its "
                           "critic values the whole group); export it without values")
+    if with_value and "extrinsic" not in policy.value_heads:
+        raise ExportError(f"behaviour {policy.spec.name!r} learns without the game's reward (reward signals "
+                          f"{', '.join(policy.value_heads)}): it has no value of that reward to export; export it "
+                          "without values")
     if fmt == "native":
         return NativeGraph(policy, with_value)
     if fmt == "godot":

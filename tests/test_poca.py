@@ -55,7 +55,7 @@ def test_an_agent_that_leaves_its_group_bootstraps_from_the_group_it_leaves_behi
         group = torch.from_numpy(obs(0.2, 0.3)).unsqueeze(0)
         left_behind = learner.critic.value(group, torch.ones(1, 2)).item()
         alone = learner.critic.value(torch.from_numpy(obs(0.5)).unsqueeze(0), torch.ones(1, 1)).item()
-    assert values.tolist() == pytest.approx([left_behind, 0.0, alone, 0.0], abs=1e-6)
+    assert values[:, 0].tolist() == pytest.approx([left_behind, 0.0, alone, 0.0], abs=1e-6)
     assert left_behind != 0.0
     learner.observe(BehaviourStep(decisions, terminals))
     assert learner._playing.tolist() == [2, 3]  # 7 joins when it acts
@@ -73,10 +73,10 @@ def test_each_row_reads_its_mates_of_the_same_step_and_its_advantage_is_against_
     # agents 0-2 are group 1, 3-5 group 2: every row's mates are the other two of its area
     for row in range(6):
         assert sorted(buf.mates[row][buf.mates[row] >= 0].tolist()) == sorted({row // 3 * 3 + k for k in range(3)} - {row})
-    assert len(set(np.round(buf.values[:3], 6))) == 1  # one value per group
-    advantages, returns = np.random.default_rng(0).normal(size=(2, buf.size)).astype(np.float32)
+    assert len(set(np.round(buf.values[:3, 0], 6))) == 1  # one value per group
+    advantages, returns = np.random.default_rng(0).normal(size=(2, buf.size, 1)).astype(np.float32)
     columns = learner._training_columns(slice(0, buf.size), advantages, returns)
-    torch.testing.assert_close(columns["advantages"], torch.from_numpy(returns - buf.baselines[: buf.size]))
+    torch.testing.assert_close(columns["advantages"], torch.from_numpy(returns - buf.baselines[: buf.size])[:, 0])
     torch.testing.assert_close(columns["mates_obs"][0], columns["obs"][[1, 2]])
 
 

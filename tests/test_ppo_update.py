@@ -30,6 +30,7 @@ def sb3_loss(learner, x, actions, mask, old_logp, adv, returns, old_values, clip
     (the clipped value loss as CleanRL writes it). ``outputs``: the policy's (actor output, values), if not of ``x``."""
     s, policy = learner.settings, learner.policy
     out, values = policy.features(x) if outputs is None else outputs
+    values = values[:, 0]  # the one value head: the game's reward
     c, logp, entropy = policy.continuous_size, 0.0, 0.0
     if c:
         gaussian = Normal(out[:, :c], policy.log_std.exp())
@@ -55,7 +56,7 @@ def sb3_loss(learner, x, actions, mask, old_logp, adv, returns, old_values, clip
 def as_batch(x, actions, mask, old_logp, adv, returns, old_values) -> dict:
     """A minibatch as the learner's update cuts it from the rollout."""
     return {"obs": x, "actions": actions, "masks": mask, "log_probs": old_logp, "advantages": adv,
-            "returns": returns, "values": old_values}
+            "returns": returns[:, None], "values": old_values[:, None]}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -75,7 +76,7 @@ def test_the_update_takes_the_gradients_of_the_loss_as_sb3_writes_it(case):
     with torch.no_grad():
         actions, old_logp, old_values, _ = policy.sample(x, mask, gen)
         old_logp = old_logp + 0.3 * torch.randn(n, generator=gen)  # ratios both inside and outside the clip
-        old_values = old_values + 0.1 * torch.randn(n, generator=gen)
+        old_values = old_values[:, 0] + 0.1 * torch.randn(n, generator=gen)
     adv, returns = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
     args = (x, actions, mask, old_logp, adv, returns, old_values, 0.2)
 
@@ -104,6 +105,7 @@ def test_a_recurrent_update_is_the_loss_of_each_sequence_run_on_its_own_with_pad
     weight = torch.tensor([float(t < n) for n in lengths for t in range(length)])
     with torch.no_grad():
         out, old_values = policy.features(x, state)
+        old_values = old_values[:, 0]
         actions, old_logp = policy.distribution(out, None).sample(gen)  # padding rows get actions too
         old_logp = old_logp + 0.3 * torch.randn(len(x), generator=gen)
     adv, returns = torch.randn(len(x), generator=gen), torch.randn(len(x), generator=gen)

@@ -50,7 +50,7 @@ def test_gae_matches_reference_for_interleaved_agents(gamma, lam):
         ended = dones[t] == 1
         if ended.any():
             buf.end_episodes(slots[ended], np.zeros(ended.sum(), np.float32))
-    advantages, returns = buf.finish(buf.slots_of(ids), last_values, gamma, lam)
+    advantages, returns = (column[:, 0] for column in buf.finish(buf.slots_of(ids), last_values, gamma, lam))
 
     for k in range(2):
         expected = reference_gae(rewards[:, k], values[:, k], dones[:, k], last_values[k], gamma, lam)
@@ -73,7 +73,7 @@ def test_time_horizon_cuts_each_trajectory_and_bootstraps_from_the_value_at_the_
         buf.credit(slots, rewards[t : t + 1])
         if t == 6:
             buf.end_episodes(slots, np.zeros(1, np.float32))
-    advantages, _ = buf.finish(slots, np.array([last_value]), gamma, lam)
+    advantages, _ = (column[:, 0] for column in buf.finish(slots, np.array([last_value]), gamma, lam))
     expected = np.concatenate([
         reference_gae(rewards[a:b], values[a:b], [0.0] * (b - a - 1) + [done], after, gamma, lam)
         for a, b, done, after in [(0, 3, 0.0, values[3]), (3, 6, 0.0, values[6]), (6, 7, 1.0, 0.0),
@@ -94,7 +94,7 @@ def test_agents_deciding_at_different_rates_keep_their_own_trajectories():
             buf.credit(slots, np.full(len(ids), 1.0 if t % 2 else 2.0, np.float32))  # slow collects 2 steps' worth
         buf.add(slots, np.zeros((len(ids), 1)), np.zeros(len(ids), np.int64), np.zeros(len(ids)),
                 np.zeros(len(ids), np.float32), None)
-    adv, _ = buf.finish(buf.slots_of(fast), np.zeros(1, np.float32), gamma, lam)
+    adv, _ = (column[:, 0] for column in buf.finish(buf.slots_of(fast), np.zeros(1, np.float32), gamma, lam))
     rows_fast, rows_slow = [0, 2, 3, 5], [1, 4]
     assert buf.rewards[rows_slow[0]] == pytest.approx(2.0)  # credited at its next decision, not the fast agent's
     assert buf.next_row[rows_fast[:-1]].tolist() == rows_fast[1:]
@@ -108,7 +108,7 @@ def test_truncated_episode_bootstraps_from_final_value():
     buf.add(slots, np.zeros((1, 1)), np.zeros(1, np.int64), np.zeros(1), np.array([1.0], np.float32), None)
     buf.credit(slots, np.array([0.5], np.float32))
     buf.end_episodes(slots, np.array([10.0], np.float32))  # truncated: V(final obs) = 10
-    adv, ret = buf.finish(np.zeros(0, np.int64), np.zeros(0, np.float32), gamma=0.9, gae_lambda=0.95)
+    adv, ret = (column[:, 0] for column in buf.finish(np.zeros(0, np.int64), np.zeros(0, np.float32), gamma=0.9, gae_lambda=0.95))
     assert ret[0] == pytest.approx(0.5 + 0.9 * 10.0)
 
 
@@ -133,7 +133,7 @@ def test_lost_agent_drops_its_unfinished_transition_and_episode():
         buf.add(slots, np.zeros((1, 1)), np.zeros(1, np.int64), np.zeros(1), np.array([values[t]], np.float32), None)
     buf.credit(slots, np.array([5.0], np.float32))  # partial reward of the step the engine never finished
     buf.drop(slots)
-    adv, _ = buf.finish(np.zeros(0, np.int64), np.zeros(0, np.float32), gamma, lam)
+    adv, _ = (column[:, 0] for column in buf.finish(np.zeros(0, np.int64), np.zeros(0, np.float32), gamma, lam))
     assert buf.valid[:3].tolist() == [True, True, False]
     assert adv[2] == 0.0
     # the row before the lost one bootstraps from the lost row's value, like a truncation
