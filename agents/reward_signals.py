@@ -398,13 +398,13 @@ class GAIL(RewardSignal):
         if self.use_vail:
             log_var = (self.z_sigma ** 2).log()
             kl = (-(1 + log_var - 0.5 * mu_expert ** 2 - 0.5 * mu_policy ** 2 - self.z_sigma ** 2).sum(1)).mean()
-            loss = loss + self.beta * (kl - self.INFORMATION_BOUND)
-            with torch.no_grad():
-                self.beta.copy_((self.beta + self.VAIL_STEP * (kl - self.INFORMATION_BOUND)).clamp_min(0.0))
-            stats |= {"Policy/GAIL Beta": self.beta.item(), "Losses/GAIL KL Loss": kl.item()}
+            loss = loss + self.beta.item() * (kl - self.INFORMATION_BOUND)
         penalty = self.GRADIENT_PENALTY * self._gradient_magnitude(rows, expert, policy_extra, expert_extra, generator)
         stats["Policy/GAIL Grad Mag Loss"] = penalty.item()
         _step(self.optimizer, loss + penalty)
+        if self.use_vail:  # dual ascent on beta keeps the code's information near the bound
+            self.beta.copy_((self.beta + self.VAIL_STEP * (kl.detach() - self.INFORMATION_BOUND)).clamp_min(0.0))
+            stats |= {"Policy/GAIL Beta": self.beta.item(), "Losses/GAIL KL Loss": kl.item()}
         return stats
 
     def _gradient_magnitude(self, rows: Transitions, expert: Transitions, policy_extra: torch.Tensor | None,
