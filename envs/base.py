@@ -31,6 +31,11 @@ agents (ML-Agents' DecisionSteps/TerminalSteps):
   may request decisions at different rates, and join or leave at any step. An
   agent that leaves mid-episode (its game crashed) is listed in
   ``BehaviourStep.lost``; its id may come back later, starting a new episode.
+- A game may play some agents itself (a person at the controls, a scripted
+  heuristic; while ``sparring record`` records, every agent). It then reports
+  what they did in ``BehaviourStep.played``: the action each took at its
+  *previous* decision, arriving with the agent's next decision or terminal row,
+  as its reward for that action does. Sources that report nothing leave it ``None``.
 
 Everything is batched along the first axis; consumers never loop over agents.
 """
@@ -44,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sparring.envs.parameters import ParameterValue
-from sparring.spec import Batch, BehaviourSpec, Obs, batch_len, batch_take, empty_obs
+from sparring.spec import Batch, BehaviourSpec, Obs, batch_len, batch_take, empty_actions, empty_obs
 
 
 class _Grouped:
@@ -145,6 +150,23 @@ class TerminalSteps(_Grouped):
         )
 
 
+@dataclass
+class PlayedActions:
+    """Actions the game took itself for some agents of one behaviour (a person or a heuristic playing them).
+
+    Attributes:
+        agent_ids: ``int64 (k,)``, unique; each in this step's decisions or terminals.
+        actions: ``(k, ...)`` rows as ``step`` takes them: the action each agent took at its previous
+            decision (for an agent in both decisions and terminals, the last decision of the episode that ended).
+    """
+
+    agent_ids: np.ndarray
+    actions: Batch
+
+    def __len__(self) -> int:
+        return len(self.agent_ids)
+
+
 _NO_AGENTS = np.zeros(0, np.int64)
 _NO_AGENTS.flags.writeable = False
 
@@ -157,11 +179,15 @@ class BehaviourStep:
     instance crashed, hung or disconnected). They are not terminals: no final
     observation exists, so learners discard the unfinished transition and the
     partial episode instead of bootstrapping from a made-up state.
+
+    ``played`` holds the actions the game took itself at these agents' previous
+    decisions (see :class:`PlayedActions`); ``None`` where it reports none.
     """
 
     decisions: DecisionSteps
     terminals: TerminalSteps
     lost: np.ndarray = field(default_factory=lambda: _NO_AGENTS)
+    played: PlayedActions | None = None
 
     @classmethod
     def empty(cls, spec: BehaviourSpec) -> BehaviourStep:
@@ -269,6 +295,28 @@ def check_step_result(specs: Mapping[str, BehaviourSpec], result: StepResult) ->
             raise ValueError(f"behaviour {name!r} terminals.truncated: expected bool ({len(step.terminals)},)")
         if step.lost.dtype != np.int64 or step.lost.ndim != 1:
             raise ValueError(f"behaviour {name!r} lost: expected int64 (n,), got {step.lost.dtype} {step.lost.shape}")
+        if step.played is not None:
+            _check_played(name, spec, step)
+
+
+def _check_played(name: str, spec: BehaviourSpec, step: BehaviourStep) -> None:
+    where = f"behaviour {name!r} played"
+    ids, actions = step.played.agent_ids, step.played.actions
+    k = len(ids)
+    if ids.dtype != np.int64 or ids.ndim != 1:
+        raise ValueError(f"{where}.agent_ids: expected int64 (k,), got {ids.dtype} {ids.shape}")
+    if len(np.unique(ids)) != k:
+        raise ValueError(f"{where}.agent_ids: duplicate agent ids {ids.tolist()}")
+    rowless = np.setdiff1d(ids, np.concatenate([step.decisions.agent_ids, step.terminals.agent_ids]))
+    if len(rowless):
+        raise ValueError(f"{where}.agent_ids: agents {rowless.tolist()} have no decision or terminal row in this step")
+    expected = empty_actions(spec, k)
+    for key, want in (expected.items() if isinstance(expected, dict) else [(None, expected)]):
+        got = actions[key] if key is not None else actions
+        label = f"{where}.actions" + (f"[{key!r}]" if key is not None else "")
+        if not isinstance(got, np.ndarray) or got.shape != want.shape or got.dtype != want.dtype:
+            raise ValueError(f"{label}: expected {want.dtype} {want.shape}, got "
+                             f"{getattr(got, 'dtype', type(got).__name__)} {getattr(got, 'shape', '')}")
 
 
 def _check_obs(where: str, spec: BehaviourSpec, obs: Obs) -> None:

@@ -35,9 +35,9 @@ import numpy as np
 
 from sparring.envs.parameters import ParameterValue
 from sparring.envs.base import (
-    Actions, BehaviourStep, DecisionSteps, GameStats, MultiAgentEnv, StepResult, TerminalSteps, merge_stats,
+    Actions, BehaviourStep, DecisionSteps, GameStats, MultiAgentEnv, PlayedActions, StepResult, TerminalSteps, merge_stats,
 )
-from sparring.spec import BehaviourSpec, batch_concat, batch_len, batch_take
+from sparring.spec import BehaviourSpec, batch_concat, batch_len, batch_take, empty_actions
 
 ID_STRIDE = 2**32
 """Merged agent id = ``env_index * ID_STRIDE + local_id``; local ids must lie in ``[0, ID_STRIDE)``."""
@@ -154,6 +154,7 @@ class VectorEnv(MultiAgentEnv):
                     batch_concat([t.group_rewards for t in terminals]),
                 ),
                 self._merged_ids(name, "lost", [s.lost for s in steps]),
+                self._merged_played(name, spec, steps),
             )
             split_points[name] = list(accumulate(counts[:-1]))
             totals[name] = sum(counts)
@@ -182,6 +183,14 @@ class VectorEnv(MultiAgentEnv):
             )
         return local + offsets
 
+
+    def _merged_played(self, name: str, spec: BehaviourSpec, steps: list[BehaviourStep]) -> PlayedActions | None:
+        """The copies' played actions as one batch (their ids shifted as agent ids are); ``None`` if no copy reports."""
+        if all(s.played is None for s in steps):
+            return None
+        played = [s.played or PlayedActions(np.zeros(0, np.int64), empty_actions(spec)) for s in steps]
+        return PlayedActions(self._merged_ids(name, "played", [p.agent_ids for p in played]),
+                             batch_concat([p.actions for p in played]))
 
     def _merged_groups(self, name: str, kind: str, parts: list[np.ndarray]) -> np.ndarray:
         """Group ids made distinct across copies as agent ids are; 0 (no group) stays 0."""

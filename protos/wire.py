@@ -19,9 +19,10 @@ import numpy as np
 
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """``Hello.protocol_version`` and ``Welcome.protocol_version``: additions made within sparring.v1 (2: groups,
-game statistics, environment parameters in Actions). A trainer speaks every version from 1 up to its own."""
+game statistics, environment parameters in Actions; 3: played actions and recording sessions). A trainer speaks
+every version from 1 up to its own."""
 MAX_AGENT_ID = 2**32 - 1
 """Agent ids lie in [0, MAX_AGENT_ID] (the trainer folds several engines' ids into one int64 each)."""
 DEFAULT_GRPC_PORT = 5105

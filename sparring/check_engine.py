@@ -8,9 +8,10 @@ both); a second Reset in the middle of episodes; more steps; Close; and, for a
 launched engine, a clean exit. Along the way the report names what it saw of
 the cases engines most often get wrong: episode ends, truncation, action masks,
 agents that join after the first decisions, and steps where a behaviour has no
-deciding agent; and of what protocol version 2 added: groups and group rewards,
+deciding agent; of what protocol version 2 added: groups and group rewards,
 game statistics, and an environment parameter sent with an Actions in the middle
-of episodes (every message is validated as the trainer validates it). Every
+of episodes; and of version 3's played actions, for agents the game plays itself
+(every message is validated as the trainer validates it). Every
 check prints one line; the first failure names the message field at fault, and
 the command exits 1.
 """
@@ -159,10 +160,13 @@ class _Seen:
     groups: set[tuple[str, int]] = field(default_factory=set)
     left_groups: int = 0  # agents whose episode ended in a group whose other members played on
     stats: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (aggregation, values)
+    played: dict[str, int] = field(default_factory=dict)  # behaviour -> actions the game reported playing itself
 
     def add(self, result: StepResult, first: bool = False) -> None:
         for name, part in result.items():
             self._add_groups(name, part)
+            if part.played is not None and len(part.played):
+                self.played[name] = self.played.get(name, 0) + len(part.played)
             ids = set(part.decisions.agent_ids.tolist())
             known = self.known.setdefault(name, set())
             if not first:
@@ -269,6 +273,9 @@ def _report_cases(env: BridgeEnv, seen: _Seen, steps: int, say: Callable[[str, s
     say("note", "statistics: " + ", ".join(f"{key} ({aggregation}, {count} values)"
                                            for key, (aggregation, count) in seen.stats.items())
         if seen.stats else "statistics: none recorded")
+    say("note", "played actions: " + ", ".join(f"{count} of {name!r}" for name, count in seen.played.items()) +
+        " reported for agents the game plays itself" if seen.played else
+        "played actions: none reported (needed only for `sparring record`, or agents a person or heuristic plays)")
 
 
 def run(options) -> int:

@@ -135,7 +135,8 @@ def test_handshake_hands_the_trainer_a_session_with_the_declared_specs(transport
         with se.EngineConnection(options) as conn:
             welcome = conn.hello(TinyGame.specs, action_masks=(), engine_name="tiny")
             session = server.accept(timeout=5)
-            assert welcome.protocol_version == PROTOCOL_VERSION == 2 and welcome.seed == 7
+            assert welcome.protocol_version == PROTOCOL_VERSION == 3 and welcome.seed == 7
+            assert not welcome.recording  # a training session: the trainer sends the actions
             assert dict(welcome.environment_parameters) == {"gravity": pytest.approx(9.8)}
             assert session.transport == transport and session.engine_name == "tiny"
             assert session.specs == {"Walker": SPEC} and session.masked == frozenset()
@@ -170,18 +171,19 @@ def test_wrong_or_missing_token_is_refused_without_echoing_it(transport):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("version", [0, 3])
+@pytest.mark.parametrize("version", [0, 4])
 def test_unknown_protocol_version_is_refused(server, transport, version):
     with se.EngineConnection(se.BridgeOptions(port_of(server, transport), transport=transport)) as conn:
         conn.send(pb.EngineMessage(hello=pb.Hello(protocol_version=version)))
         answer = conn.receive()
-    assert answer.refusal.reason == f"unsupported protocol version {version}; this trainer speaks 1 to 2"
+    assert answer.refusal.reason == f"unsupported protocol version {version}; this trainer speaks 1 to 3"
     assert_still_serving(server, transport)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_version_1_engine_is_welcomed_with_version_1_and_steps(server, transport):
-    """Version 2 only added fields: an engine written for version 1 still trains, and is told the session's version."""
+    """Versions 2 and 3 only added fields: an engine written for version 1 still trains, and is told the session's
+    version."""
     with se.EngineConnection(se.BridgeOptions(port_of(server, transport), transport=transport)) as conn:
         hello = se.hello_message(TinyGame.specs, engine_name="old")
         hello.protocol_version = 1

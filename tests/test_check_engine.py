@@ -65,7 +65,7 @@ def test_the_report_names_every_case_it_exercised(capsys):
 def test_groups_statistics_and_parameters_are_checked_and_reported(capsys):
     assert main(["check-engine", "--transport", "grpc", "--steps", "60", SQUADS]) == 0
     out = capsys.readouterr().out
-    for case in ("PASS  hello: engine 'squads' (protocol version 2)",
+    for case in ("PASS  hello: engine 'squads' (protocol version 3)",
                  "PASS  environment parameters: 'sparring_check_engine' sent with the Actions of step 31",
                  "groups: ", " rows of agents in 2 groups, ", "ended their episode while their group played on",
                  "statistics: Squads/Earned (sum, 80 values), Squads/Speed (most_recent, 80 values), "

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
-from sparring.envs.base import BehaviourStep, DecisionSteps, GameStats, StepResult, TerminalSteps
+from sparring.envs.base import BehaviourStep, DecisionSteps, GameStats, PlayedActions, StepResult, TerminalSteps
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 from sparring.protos.wire import (
     DTYPES, MAX_AGENT_ID, PROTOCOL_VERSION, STAT_AGGREGATIONS, ProtocolError, Serialized, decode_tensor, read_tensor,
 )
-from sparring.spec import BehaviourSpec, Obs
+from sparring.spec import BehaviourSpec, Obs, empty_actions
 
 __all__ = [
     "DEFAULT_LIMITS", "PROTOCOL_VERSION", "ProtocolError", "SpecLimits", "decode_observations", "decode_stats",
@@ -276,7 +276,8 @@ def decode_observations(
             terminals = _decode_terminals(entry, spec, where)
         else:
             terminals = TerminalSteps.empty(spec)
-        result[entry.behaviour] = BehaviourStep(decisions, terminals)
+        played = _decode_played(entry, spec, decisions, terminals, where)
+        result[entry.behaviour] = BehaviourStep(decisions, terminals, played=played)
     for name, spec in specs.items():
         if name not in result:
             result[name] = BehaviourStep.empty(spec)
@@ -328,6 +329,43 @@ def _decode_groups(
                                                             f"rows {np.flatnonzero(ungrouped).tolist()}; send "
                                                             f"{ids_field} with each agent's group")
     return ids, rewards
+
+
+def _decode_played(
+    entry: pb.BehaviourObservations, spec: BehaviourSpec, decisions: DecisionSteps, terminals: TerminalSteps, where: str
+) -> PlayedActions | None:
+    """The actions the engine took itself at its agents' previous decisions (protocol version 3), checked: ids of
+    this message's rows, each once, and actions the behaviour's action space allows; ``None`` if none were sent."""
+    if not entry.HasField("played_ids"):
+        if entry.HasField("played_actions"):
+            raise ProtocolError(f"{where}.played_ids", "played_actions sent without played_ids (which agents took them)")
+        return None
+    field = f"{where}.played_ids"
+    ids = _decode_ids(entry.played_ids, field)
+    rowless = np.setdiff1d(ids, np.concatenate([decisions.agent_ids, terminals.agent_ids]))
+    if len(rowless):
+        raise ProtocolError(field, f"agents {rowless.tolist()} have no decision or terminal row in this message; a "
+                                   "played action travels with the agent's next row")
+    field = f"{where}.played_actions"
+    if not entry.HasField("played_actions"):
+        raise ProtocolError(field, f"{len(ids)} played_ids but no played_actions")
+    rows = empty_actions(spec)  # the dtype and row shape of the behaviour's actions, as in Actions
+    actions = read_tensor(entry.played_actions, field, rows.dtype.newbyteorder("<"), (len(ids), *rows.shape[1:]))
+    bad = _invalid_action_rows(spec, actions)
+    if len(bad):
+        raise ProtocolError(field, f"actions outside behaviour {spec.name!r}'s action space {spec.action_space} in "
+                                   f"rows {bad.tolist()}")
+    return PlayedActions(ids, actions)
+
+
+def _invalid_action_rows(spec: BehaviourSpec, actions: np.ndarray) -> np.ndarray:
+    """Rows of ``actions`` that no agent of ``spec`` could take: a choice out of range, a non-finite value."""
+    flat = actions.reshape(len(actions), -1)
+    if isinstance(spec.action_space, spaces.Box):
+        ok = np.isfinite(flat)
+    else:
+        ok = (flat >= 0) & (flat < np.asarray(spec.action_branches))
+    return np.flatnonzero(~ok.all(axis=1))
 
 
 def decode_stats(msg: pb.Observations, aggregations: dict[str, str]) -> GameStats:

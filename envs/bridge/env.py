@@ -79,6 +79,11 @@ class BridgeEnv(MultiAgentEnv):
     changed: set anew, or a sampler drawn again once episodes started with its last draw
     (:class:`~sparring.envs.bridge.parameters.EngineParameters`). The game statistics of
     every reply wait in :meth:`drain_stats`.
+
+    In a recording session (the server was made with ``recording=True``; ``session.recording``)
+    the engine plays every agent itself: ``step`` still takes one row per deciding agent, as
+    the env API says (:func:`~sparring.spec.empty_actions` will do), and sends none of them;
+    the engine's own actions come back in each behaviour's ``played``.
     """
 
     def __init__(
@@ -157,6 +162,8 @@ class BridgeEnv(MultiAgentEnv):
         """Send Actions for the last decisions (``checked``: already passed through :meth:`check_actions`)."""
         if not checked:
             actions = self.check_actions(actions)
+        if self.session.recording:
+            actions = {}  # the engine plays every agent itself: the Actions only say "go on"
         self.session.send(codec.serialize_actions(self._step, actions, self.parameters.changes()), self.step_timeout)
         self._expected = self._step + 1
         self._deadline = time.monotonic() + self.step_timeout
@@ -179,7 +186,7 @@ class BridgeEnv(MultiAgentEnv):
                 raise ProtocolError("observations.step", f"expected step {expected}, got {observations.step}")
             result = codec.decode_observations(observations, self.specs, self.session.masked)
             if expected == 0:
-                _check_no_terminals(observations)
+                _check_reset_answer(observations)
             stats = codec.decode_stats(observations, self._aggregations)
         except ProtocolError as exc:
             self.session.fail(str(exc), exc.field)
@@ -206,13 +213,16 @@ class BridgeEnv(MultiAgentEnv):
         self.session.close("the env was closed")
 
 
-def _check_no_terminals(observations: pb.Observations) -> None:
-    """The answer to a Reset starts every episode afresh: the episodes the Reset cut off are not reported."""
+def _check_reset_answer(observations: pb.Observations) -> None:
+    """The answer to a Reset starts every episode afresh: the episodes the Reset cut off are not reported, neither
+    their ends nor the actions played at their last decisions."""
     for i, entry in enumerate(observations.behaviours):
-        if entry.HasField("terminal_ids") and entry.terminal_ids.shape and entry.terminal_ids.shape[0]:
-            raise ProtocolError(f"observations.behaviours[{i}].terminal_ids",
-                                "the answer to a Reset has no terminals: a Reset ends every episode under way "
-                                "without reporting it")
+        for field, what in (("terminal_ids", "terminals"), ("played_ids", "played actions")):
+            tensor = getattr(entry, field)
+            if entry.HasField(field) and tensor.shape and tensor.shape[0]:
+                raise ProtocolError(f"observations.behaviours[{i}].{field}",
+                                    f"the answer to a Reset has no {what}: a Reset ends every episode under way "
+                                    "without reporting it")
 
 
 def _action_format(spec: BehaviourSpec) -> tuple[np.dtype, tuple[int, ...]]:

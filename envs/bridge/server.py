@@ -54,6 +54,9 @@ from sparring.spec import BehaviourSpec
 
 log = logging.getLogger("sparring.bridge")
 
+RECORDING_VERSION = 3
+"""The first protocol version whose engines can be recorded (``Welcome.recording``, played actions)."""
+
 # -- errors ------------------------------------------------------------------
 
 
@@ -100,9 +103,12 @@ class EngineSession:
         transport: ``"grpc"`` or ``"tcp"``.
         peer: the engine's address, for messages.
         failure: why the session ended, once it has (``""`` while open).
+        recording: the engine was welcomed to a recording session: it plays every agent itself, the
+            trainer's Actions carry no rows, and it reports what it played (protocol version 3).
     """
 
     transport = ""
+    recording = False
 
     def __init__(self, hello: pb.Hello, specs: dict[str, BehaviourSpec], masked: set[str], peer: str) -> None:
         self.specs = specs
@@ -375,6 +381,9 @@ class BridgeServer:
         seed: the seed in each Welcome (plus the session's count, so engines differ).
         environment_parameters: sent with each Welcome.
         max_sessions: connections served at once (each holds a thread while open).
+        recording: welcome engines to recording sessions (``sparring record``): they play every agent
+            themselves and report the actions they took, which needs protocol version 3; older engines
+            are refused, saying so.
 
     After construction, ``grpc_port`` and ``tcp_port`` hold the ports actually bound.
     """
@@ -392,6 +401,7 @@ class BridgeServer:
         seed: int = 0,
         environment_parameters: Mapping[str, float] | None = None,
         max_sessions: int = 64,
+        recording: bool = False,
     ) -> None:
         if token is not None and not token:
             raise ValueError("token must be a non-empty string, or None for no token (loopback only)")
@@ -413,6 +423,7 @@ class BridgeServer:
         self.seed = seed
         self.environment_parameters = dict(environment_parameters or {})
         self.max_sessions = max_sessions
+        self.recording = recording
         self.stats = {"sessions": 0, "refused": 0}
         self._token = None if token is None else token.encode()
         self._launch_tokens: dict[bytes, str] = {}  # encoded -> the key sessions queue under
@@ -558,6 +569,10 @@ class BridgeServer:
             raise _Refused(f"unsupported protocol version {hello.protocol_version}; "
                            f"this trainer speaks 1 to {codec.PROTOCOL_VERSION}")
         key = self._authenticate(hello.auth_token)
+        if self.recording and hello.protocol_version < RECORDING_VERSION:
+            raise _Refused(f"this trainer is recording demonstrations, which needs protocol version "
+                           f"{RECORDING_VERSION} (the engine plays every agent itself and reports the actions it took); "
+                           f"the engine speaks {hello.protocol_version}")
         try:
             specs, masked = codec.specs_from_hello(hello, self.limits)
         except codec.ProtocolError as exc:
@@ -594,6 +609,7 @@ class BridgeServer:
             protocol_version=hello.protocol_version,  # the trainer speaks every version up to its own
             seed=self.seed + next(self._counter),
             environment_parameters=self.environment_parameters,
+            recording=self.recording,
         ))
 
     def _hand_over(self, session: EngineSession, key: str | None) -> bool:
@@ -604,6 +620,7 @@ class BridgeServer:
             if q is None:  # its launch token was withdrawn meanwhile: a stale engine
                 return False
             session._server = self
+            session.recording = self.recording
             self._open.add(session)
             self.stats["sessions"] += 1
         q.put(session)

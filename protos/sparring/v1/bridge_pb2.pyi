@@ -112,7 +112,7 @@ class Hello(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., auth_token: _Optional[str] = ..., engine_name: _Optional[str] = ..., behaviours: _Optional[_Iterable[_Union[BehaviourSpec, _Mapping]]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("protocol_version", "seed", "environment_parameters")
+    __slots__ = ("protocol_version", "seed", "environment_parameters", "recording")
     class EnvironmentParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -123,10 +123,12 @@ class Welcome(_message.Message):
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    RECORDING_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     seed: int
     environment_parameters: _containers.ScalarMap[str, float]
-    def __init__(self, protocol_version: _Optional[int] = ..., seed: _Optional[int] = ..., environment_parameters: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    recording: bool
+    def __init__(self, protocol_version: _Optional[int] = ..., seed: _Optional[int] = ..., environment_parameters: _Optional[_Mapping[str, float]] = ..., recording: _Optional[bool] = ...) -> None: ...
 
 class Refusal(_message.Message):
     __slots__ = ("reason",)
@@ -135,7 +137,7 @@ class Refusal(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class BehaviourObservations(_message.Message):
-    __slots__ = ("behaviour", "decision_ids", "decision_obs", "decision_rewards", "action_mask", "terminal_ids", "terminal_obs", "terminal_rewards", "terminal_truncated", "decision_group_ids", "decision_group_rewards", "terminal_group_ids", "terminal_group_rewards")
+    __slots__ = ("behaviour", "decision_ids", "decision_obs", "decision_rewards", "action_mask", "terminal_ids", "terminal_obs", "terminal_rewards", "terminal_truncated", "decision_group_ids", "decision_group_rewards", "terminal_group_ids", "terminal_group_rewards", "played_ids", "played_actions")
     BEHAVIOUR_FIELD_NUMBER: _ClassVar[int]
     DECISION_IDS_FIELD_NUMBER: _ClassVar[int]
     DECISION_OBS_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +151,8 @@ class BehaviourObservations(_message.Message):
     DECISION_GROUP_REWARDS_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_GROUP_IDS_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_GROUP_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    PLAYED_IDS_FIELD_NUMBER: _ClassVar[int]
+    PLAYED_ACTIONS_FIELD_NUMBER: _ClassVar[int]
     behaviour: str
     decision_ids: Tensor
     decision_obs: _containers.RepeatedCompositeFieldContainer[Tensor]
@@ -162,7 +166,9 @@ class BehaviourObservations(_message.Message):
     decision_group_rewards: Tensor
     terminal_group_ids: Tensor
     terminal_group_rewards: Tensor
-    def __init__(self, behaviour: _Optional[str] = ..., decision_ids: _Optional[_Union[Tensor, _Mapping]] = ..., decision_obs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., decision_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., action_mask: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_ids: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_obs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., terminal_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_truncated: _Optional[_Union[Tensor, _Mapping]] = ..., decision_group_ids: _Optional[_Union[Tensor, _Mapping]] = ..., decision_group_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_group_ids: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_group_rewards: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    played_ids: Tensor
+    played_actions: Tensor
+    def __init__(self, behaviour: _Optional[str] = ..., decision_ids: _Optional[_Union[Tensor, _Mapping]] = ..., decision_obs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., decision_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., action_mask: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_ids: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_obs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., terminal_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_truncated: _Optional[_Union[Tensor, _Mapping]] = ..., decision_group_ids: _Optional[_Union[Tensor, _Mapping]] = ..., decision_group_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_group_ids: _Optional[_Union[Tensor, _Mapping]] = ..., terminal_group_rewards: _Optional[_Union[Tensor, _Mapping]] = ..., played_ids: _Optional[_Union[Tensor, _Mapping]] = ..., played_actions: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class GameStat(_message.Message):
     __slots__ = ("key", "value", "aggregation")
