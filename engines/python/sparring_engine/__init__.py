@@ -19,8 +19,9 @@ of the sparring env API, and :func:`run` does the rest::
         se.run(Chase(), se.from_command_line())   # reads --sparring-host/-port/-transport/-token
 
 Optional: ``groups = {"Chaser": se.AgentGroups()}`` for agents that share rewards (ML-Agents'
-SimpleMultiAgentGroup), ``stats = se.StatsRecorder()`` for statistics the trainer logs, and
-``configure(parameters)`` to receive the environment parameters (see :class:`Game`).
+SimpleMultiAgentGroup), ``stats = se.StatsRecorder()`` for statistics the trainer logs,
+``configure(parameters)`` to receive the environment parameters, and ``played = se.ActionReports()``
+for the actions a person or heuristic took, which ``sparring record`` records (see :class:`Game`).
 
 The package needs numpy, grpcio, protobuf and the bridge's wire format
 (``sparring-protocol``), nothing of the trainer. Gymnasium's spaces are accepted
@@ -41,6 +42,7 @@ from sparring_engine.client import (
 )
 from sparring_engine.groups import AgentGroups
 from sparring_engine.messages import decode_actions, encode_observations, hello_message, serialize_observations, spec_to_proto
+from sparring_engine.played import ActionReports
 from sparring_engine.stats import StatsRecorder
 from sparring_engine.types import (
     BehaviourSpec,
@@ -49,14 +51,15 @@ from sparring_engine.types import (
     DecisionSteps,
     Discrete,
     MultiDiscrete,
+    PlayedActions,
     StepResult,
     TerminalSteps,
 )
 
 __all__ = [
-    "AgentGroups", "BehaviourSpec", "BehaviourStep", "Box", "BridgeOptions", "DecisionSteps", "Discrete",
-    "EngineConnection", "Game", "MultiDiscrete", "ProtocolError", "StatsRecorder", "StepResult", "TerminalSteps",
-    "TrainerError", "TrainerRefused",
+    "ActionReports", "AgentGroups", "BehaviourSpec", "BehaviourStep", "Box", "BridgeOptions", "DecisionSteps",
+    "Discrete", "EngineConnection", "Game", "MultiDiscrete", "PlayedActions", "ProtocolError", "StatsRecorder",
+    "StepResult", "TerminalSteps", "TrainerError", "TrainerRefused",
     "decode_actions", "encode_observations", "from_command_line", "hello_message", "run", "serialize_observations",
     "spec_to_proto",
 ]

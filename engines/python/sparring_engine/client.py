@@ -41,6 +41,12 @@ class Game(Protocol):
         groups: (optional) behaviour name -> :class:`~sparring_engine.AgentGroups`, the groups its agents
             play in; each step's ``group_ids`` and ``group_rewards`` of those behaviours are filled from them.
         stats: (optional) a :class:`~sparring_engine.StatsRecorder`; what it recorded goes out with each step.
+        played: (optional) an :class:`~sparring_engine.ActionReports`, the actions the game took itself for agents
+            it plays (a person, a heuristic); each goes out with the agent's next row.
+
+    In a recording session (``sparring record``; ``Welcome.recording``) the trainer sends no actions:
+    ``step`` is given an empty dict, and the game plays every agent itself and reports what it did in
+    ``played``.
 
     A game may also define ``configure(parameters)``: it is given every environment parameter's current
     value (a dict of floats) whenever new values arrive from the trainer (the Welcome, a Reset, an
@@ -244,6 +250,7 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
         parameters = _Parameters(game, welcome.environment_parameters)
         step: int | None = None
         counts: dict[str, int] = {}
+        decided: dict[str, np.ndarray] = {}
         while True:
             message = conn.receive()
             kind = message.WhichOneof("message")
@@ -251,14 +258,16 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                 if kind == "reset":
                     parameters.update(message.reset.environment_parameters)
                     _discard_group_rewards(game)
+                    _discard_reports(game)
                     result, step = game.reset(message.reset.seed), 0
+                    decided = {}
                 elif kind == "actions":
                     if step is None:
                         raise ProtocolError("actions", "Actions before the first Reset")
                     if message.actions.step != step:
                         raise ProtocolError("actions.step", f"expected {step} (the step of the last "
                                                   f"Observations), got {message.actions.step}")
-                    actions = decode_actions(message.actions, specs, counts)
+                    actions = decode_actions(message.actions, specs, counts, welcome.recording)
                     parameters.update(message.actions.environment_parameters)
                     result = game.step(actions)
                     step += 1
@@ -269,7 +278,7 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                                        f"{message.error.message}", message.error.field)
                 else:
                     raise ProtocolError("message", f"unexpected {kind or 'empty message'} from the trainer")
-                result = _labelled(game, result)
+                result = _labelled(game, result, decided)
             except ProtocolError as exc:
                 conn.send_error(str(exc), exc.field)
                 raise TrainerError(f"the trainer sent an invalid message: {exc}", exc.field) from None
@@ -279,6 +288,7 @@ def run(game: Game, options: BridgeOptions | None = None, engine_name: str | Non
                 conn.send_error(f"{type(exc).__name__} in the game: {exc}")
                 raise
             counts = {name: len(part.decisions) for name, part in result.items()}
+            decided = {name: np.asarray(part.decisions.agent_ids, np.int64) for name, part in result.items()}
             conn.send(serialize_observations(step, specs, result, _recorded_stats(game)))
 
 
@@ -299,17 +309,27 @@ class _Parameters:
             self._configure(dict(self._values))
 
 
-def _labelled(game: Game, result: StepResult) -> StepResult:
-    """``result`` with the group columns of the behaviours the game keeps groups for filled in."""
+def _labelled(game: Game, result: StepResult, decided: Mapping[str, np.ndarray]) -> StepResult:
+    """``result`` with the group columns of the behaviours the game keeps groups for filled in, and the actions
+    it reported (``decided``: the agents of the last decisions, the only ones that could have acted)."""
     groups = getattr(game, "groups", None)
-    if not groups:
-        return result
-    return {name: groups[name].label(part) if name in groups else part for name, part in result.items()}
+    if groups:
+        result = {name: groups[name].label(part) if name in groups else part for name, part in result.items()}
+    played = getattr(game, "played", None)
+    if played is not None:
+        result = played.attach(game.specs, result, decided)
+    return result
 
 
 def _discard_group_rewards(game: Game) -> None:
     for groups in getattr(game, "groups", {}).values():
         groups.discard_rewards()
+
+
+def _discard_reports(game: Game) -> None:
+    played = getattr(game, "played", None)
+    if played is not None:
+        played.discard()
 
 
 def _recorded_stats(game: Game) -> list[pb.GameStat]:

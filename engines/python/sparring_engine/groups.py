@@ -106,7 +106,7 @@ class AgentGroups:
         reports what it earned in its ending episode there, and starts the next with nothing)."""
         terminals = dataclasses.replace(step.terminals, **self._report(step.terminals.agent_ids))
         decisions = dataclasses.replace(step.decisions, **self._report(step.decisions.agent_ids))
-        return BehaviourStep(decisions, terminals, step.lost)
+        return dataclasses.replace(step, decisions=decisions, terminals=terminals)
 
     def discard_rewards(self) -> None:
         """Forget what groups earned that no member reported, as a Reset forgets the episodes it cuts off

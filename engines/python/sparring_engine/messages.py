@@ -69,7 +69,8 @@ def serialize_observations(step: int, specs: Mapping[str, BehaviourSpec], result
     that carries them, the arrays referenced, not copied.
 
     This is what :func:`run` sends each step: the kernel gathers the arrays into the frame. Group columns
-    travel only for rows where some agent is in a group (or, wrongly, earns a group reward).
+    travel only for rows where some agent is in a group (or, wrongly, earns a group reward); played actions
+    only for a behaviour whose ``played`` has rows.
     """
     observations = Serialized()
     observations.uint(1, step)
@@ -91,6 +92,10 @@ def serialize_observations(step: int, specs: Mapping[str, BehaviourSpec], result
         _group_tensors(entry, 10, d)
         if ended:
             _group_tensors(entry, 12, t)
+        if part.played is not None and len(part.played.agent_ids):
+            dtype, _ = action_format(specs[name].action_space)
+            entry.tensor(14, np.asarray(part.played.agent_ids).astype(np.int64, copy=False))
+            entry.tensor(15, np.asarray(part.played.actions).astype(dtype, copy=False))
         observations.message(2, entry)
     if stats:  # field 3, after the behaviours: protobuf's own bytes for them
         observations.raw(pb.Observations(stats=stats).SerializeToString())
@@ -114,10 +119,12 @@ def encode_observations(step: int, specs: Mapping[str, BehaviourSpec], result: S
     return pb.EngineMessage.FromString(serialize_observations(step, specs, result, stats).tobytes()).observations
 
 
-def decode_actions(msg: pb.Actions, specs: Mapping[str, BehaviourSpec], counts: Mapping[str, int]) -> dict[str, np.ndarray]:
+def decode_actions(msg: pb.Actions, specs: Mapping[str, BehaviourSpec], counts: Mapping[str, int],
+                   recording: bool = False) -> dict[str, np.ndarray]:
     """Actions per behaviour, checked against the spec and the number of decisions asked for.
 
-    A behaviour with no deciding agent may come with an empty entry (0 rows, passed on as such) or none.
+    A behaviour with no deciding agent may come with an empty entry (0 rows, passed on as such) or none. In a
+    ``recording`` session the trainer sends no entries at all: the game plays every agent itself.
     """
     out = {}
     for i, entry in enumerate(msg.behaviours):
@@ -128,6 +135,6 @@ def decode_actions(msg: pb.Actions, specs: Mapping[str, BehaviourSpec], counts: 
         dtype, row = action_format(spec.action_space)
         out[entry.behaviour] = read_tensor(entry.actions, where, dtype, (counts.get(entry.behaviour, 0), *row))
     for name, n in counts.items():
-        if n and name not in out:
+        if n and name not in out and not recording:
             raise ProtocolError("actions.behaviours", f"no actions for behaviour {name!r}, which has {n} deciding agents")
     return out

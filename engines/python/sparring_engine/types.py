@@ -179,12 +179,30 @@ class TerminalSteps(_Grouped):
 
 
 @dataclass
+class PlayedActions:
+    """Actions the game took itself (a person at the controls, a scripted heuristic) for agents of one behaviour.
+
+    ``agent_ids`` (int64, each with a decision or terminal row in the same step) and ``actions`` (one row each, in
+    the behaviour's action format: int64 ``(k,)`` or ``(k, branches)``, float32 ``(k, *shape)``): the action each
+    agent took at its previous decision. :class:`~sparring_engine.ActionReports` fills them for games that report
+    as they play.
+    """
+
+    agent_ids: np.ndarray
+    actions: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.agent_ids)
+
+
+@dataclass
 class BehaviourStep:
-    """One behaviour's share of a step result."""
+    """One behaviour's share of a step result (``played``: the actions the game took itself, if any)."""
 
     decisions: DecisionSteps
     terminals: TerminalSteps
     lost: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # for env API parity; never sent
+    played: PlayedActions | None = None
 
 
 StepResult = dict[str, BehaviourStep]
