@@ -13,7 +13,7 @@ from sparring.env_config import BridgeEnvConfig, EnvConfig, GymnasiumEnvConfig, 
 from sparring.envs.base import MultiAgentEnv
 
 
-def make_env(config: EnvConfig, log_dir: Path | None = None, seed: int = 0) -> MultiAgentEnv:
+def make_env(config: EnvConfig, log_dir: Path | None = None, seed: int = 0, recording: bool = False) -> MultiAgentEnv:
     """One batched env holding ``config.num_envs`` copies of the configured source.
 
     Gymnasium copies stepped serially become agents of one in-process env (the
@@ -21,12 +21,16 @@ def make_env(config: EnvConfig, log_dir: Path | None = None, seed: int = 0) -> M
     Unity builds) are launched (or awaited) and stepped concurrently, their logs
     in ``log_dir``; everything else goes through the vector env, in worker
     processes when ``vector: subprocess``. ``seed`` reaches the sources that take
-    theirs at launch (Unity builds); the others are seeded by ``reset``.
+    theirs at launch (Unity builds); the others are seeded by ``reset``. ``recording``: the
+    games play every agent themselves and report what they did (``sparring record``; bridge
+    sources only, the only ones whose games can report it).
     """
     from sparring.envs.vector import make_vector_env
 
+    if recording and config.source != "bridge":
+        raise ValueError(f"recording needs games on the bridge (env.source 'bridge'), not {config.source!r}")
     if config.source == "bridge":
-        return _make_bridge_env(config, log_dir)
+        return _make_bridge_env(config, log_dir, recording)
     if config.source == "unity":
         return _make_unity_env(config, log_dir, seed)
 
@@ -72,11 +76,11 @@ def game_command(executable: str, args: Sequence[str]) -> tuple[str, list[str]]:
     return (sys.executable, [executable, *args]) if executable.endswith(".py") else (executable, list(args))
 
 
-def _make_bridge_env(config: BridgeEnvConfig, log_dir: Path | None) -> MultiAgentEnv:
+def _make_bridge_env(config: BridgeEnvConfig, log_dir: Path | None, recording: bool = False) -> MultiAgentEnv:
     from sparring.envs.bridge.env import MultiEngineEnv
 
     options = dict(transport=config.transport, step_timeout=config.step_timeout, reset_timeout=config.reset_timeout,
-                   max_restarts=config.max_restarts, server_options=config.server_options())
+                   max_restarts=config.max_restarts, server_options={**config.server_options(), "recording": recording})
     if config.connect_timeout is not None:
         options["connect_timeout"] = config.connect_timeout
     if config.executable is None:

@@ -5,14 +5,16 @@
     sparring export RUN_DIR [--behaviour NAME] [--format native|mlagents|godot] [--out PATH]
     sparring play MODEL.onnx [MODEL.onnx ...] --config CONFIG.yaml [--episodes N]
     sparring check-engine [--transport grpc|tcp] [--port N] [--steps N] [COMMAND ...]
+    sparring record CONFIG.yaml --out PATH.demo [--behaviour NAME] [--episodes N] [--steps N] [--seed N] [--force]
     sparring league RUN_DIR [--plot PATH]
     sparring doctor RUN_DIR
 
 CONFIG is a sparring config or an ML-Agents trainer config (see sparring.mlagents_config);
 the environment flags are mlagents-learn's, and override the file as they do there.
 
-Exit status: 0 done, 1 training stopped by an error (checkpoints kept) or the doctor
-found something, 2 the command or its config was wrong (nothing written).
+Exit status: 0 done, 1 training stopped by an error (checkpoints kept), a recording ended
+before its stop condition (what was recorded kept) or the doctor found something, 2 the
+command or its config was wrong (nothing written).
 """
 
 from __future__ import annotations
@@ -86,6 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--timeout", type=float, default=30.0, help="seconds the engine has for each answer")
     check.add_argument("--headless-flag", help="flag added to the engine's command line")
     check.add_argument("command", nargs=argparse.REMAINDER, help="the engine to launch and its arguments")
+    rec = commands.add_parser(
+        "record", help="record demonstrations (.demo) while a person or a heuristic plays the game",
+        description="Wait for (or launch) the game of CONFIG's bridge env, let it play every agent itself, and write "
+                    "each decision of one behaviour with the action its player took to an ML-Agents .demo file.")
+    rec.add_argument("config", type=Path, help="run config (YAML) whose env: section is the game (source: bridge)")
+    rec.add_argument("--out", type=Path, required=True, help="the .demo file to write")
+    rec.add_argument("--behaviour", help="the behaviour to record (default: the game's only one)")
+    rec.add_argument("--episodes", type=int, metavar="N", help="stop once N episodes have ended")
+    rec.add_argument("--steps", type=int, metavar="N", help="stop once N decisions have been recorded")
+    rec.add_argument("--seed", type=int, help="the Reset's seed (default: the config's seed)")
+    rec.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     league = commands.add_parser("league", help="a self-play run's league: its ratings as a table and over training")
     league.add_argument("run_dir", type=Path, help="results/<run-id> of a self-play run")
     league.add_argument("--plot", type=Path, help="where the PNG goes (default: RUN_DIR/league/ratings.png)")
@@ -101,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             return _play(args)
         if args.subcommand == "league":
             return _league(args)
+        if args.subcommand == "record":
+            with _sigterm_as_interrupt():  # the recording so far is kept, as for Ctrl-C
+                return _record(args)
         if args.subcommand == "doctor":
             return _doctor(args)
         with _sigterm_as_interrupt():
@@ -317,6 +333,44 @@ class _ByBehaviour:
         for name, policy in self.policies.items():
             if behaviour in (None, name):
                 policy.reset_memory(name, agent_ids)
+
+
+def _record(args: argparse.Namespace) -> int:
+    """Record demonstrations; exit 0 when the recording ended as asked, 1 when it ended early (what was recorded is
+    kept), 2 for a wrong command or config."""
+    from sparring.config import ConfigError, load_config
+    from sparring.envs.factory import make_env
+    from sparring.record import UNITY_REFUSAL, choose_behaviour, record
+
+    if args.out.suffix != ".demo":
+        raise UsageError(f"record: --out {args.out}: a demonstration file ends in .demo (ML-Agents reads no other)")
+    for flag, value in (("--episodes", args.episodes), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise UsageError(f"record: {flag} must be at least 1, got {value}")
+    if args.out.exists() and not args.force:
+        raise UsageError(f"record: {args.out} already exists; pass --force to overwrite it")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if config.env.source == "unity":
+        raise UsageError(f"record: {args.config} has env.source 'unity'; {UNITY_REFUSAL}")
+    if config.env.source != "bridge":
+        raise UsageError(f"record: {args.config} has env.source {config.env.source!r}; recording needs a game a person "
+                         "plays, connected over the bridge (env.source 'bridge')")
+    seed = config.seed if args.seed is None else args.seed
+    try:
+        env = make_env(config.env, seed=seed, recording=True)
+    except Exception as exc:  # anything the env's own constructor raises is a problem with env: in the config
+        raise UsageError(f"{args.config}: env: cannot start {config.env.label!r}: {type(exc).__name__}: {exc}") from None
+    with env:
+        try:
+            behaviour = choose_behaviour(env.specs, args.behaviour)
+        except ValueError as exc:
+            raise UsageError(f"record: {exc}") from None
+        report = record(env, args.out, behaviour, episodes=args.episodes, steps=args.steps, seed=seed)
+    print(report)
+    return 0 if report.complete else 1
 
 
 def _league(args: argparse.Namespace) -> int:
