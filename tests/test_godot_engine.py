@@ -43,7 +43,7 @@ def by_name(obs: pb.Observations) -> dict[str, pb.BehaviourObservations]:
 def test_hello_declares_the_example_seekers():
     with GodotSession(token="s3cret") as game:
         hello = game.handshake()
-    assert (hello.protocol_version, hello.engine_name, hello.auth_token) == (2, "godot", "s3cret")
+    assert (hello.protocol_version, hello.engine_name, hello.auth_token) == (3, "godot", "s3cret")
     [spec] = hello.behaviours
     assert spec.name == "seeker"
     assert [(c.name, list(c.space.shape), c.space.dtype) for c in spec.observations] == [("obs", [SEEKER_OBS], pb.FLOAT32)]
@@ -292,14 +292,20 @@ def codec_cases() -> dict[str, tuple[str, bytes, object]]:
         terminal_group_rewards=make_tensor(np.array([2], np.float32)))], stats=[
         pb.GameStat(key="Teams/Earned", value=3.0, aggregation=pb.SUM), pb.GameStat(key="ø", value=-1e-300),
         pb.GameStat(key="h", aggregation=pb.HISTOGRAM)]))
+    played = pb.EngineMessage(observations=pb.Observations(step=4, behaviours=[pb.BehaviourObservations(
+        behaviour="b", decision_ids=make_tensor(np.array([0, 1], np.int64)),
+        played_ids=make_tensor(np.array([1, 0], np.int64)),
+        played_actions=make_tensor(np.array([[1, 2**40 - 1], [0, 0]], np.int64)))]))
     messages = {
         "hello": ("EngineMessage", hello),
+        "played_observations": ("EngineMessage", played),
         "observations": ("EngineMessage", observations),
         "grouped_observations": ("EngineMessage", grouped),
         "engine_error": ("EngineMessage", pb.EngineMessage(error=pb.Error(message="bad", field="behaviours[0].decision_obs[1]"))),
         "engine_close": ("EngineMessage", pb.EngineMessage(close=pb.Close(reason="quit"))),
         "welcome": ("TrainerMessage", pb.TrainerMessage(welcome=pb.Welcome(
-            protocol_version=1, seed=-(2**63), environment_parameters={"g": 9.81, "": 1e300, "n": -3.0}))),
+            protocol_version=1, seed=-(2**63), environment_parameters={"g": 9.81, "": 1e300, "n": -3.0},
+            recording=True))),
         "refusal": ("TrainerMessage", pb.TrainerMessage(refusal=pb.Refusal(reason="wrong token"))),
         "reset": ("TrainerMessage", pb.TrainerMessage(reset=pb.Reset(seed=2**63 - 1, environment_parameters={"x": 0.5}))),
         "actions": ("TrainerMessage", actions),
@@ -641,3 +647,73 @@ def test_a_crowd_without_groups_sends_no_group_columns():
         assert not part.HasField("decision_group_ids") and not part.HasField("decision_group_rewards")
         part = crowd(game.step(1, {"crowd": np.array([0, 1, 2], np.int64)}))
         assert not part.HasField("terminal_group_ids") and not part.HasField("decision_group_ids")
+
+
+# -- recording demonstrations (protocol version 3) -------------------------------------------------------------
+
+RECORDING = "res://checks/recording.tscn"  # the echo agents of SPACES, none of which quits the game
+
+
+def last_actions(part: pb.BehaviourObservations, kind: str) -> dict[int, list[float]]:
+    """Each row's echoed last action (checks/echo_agent.gd), by agent id."""
+    ids = tensor(getattr(part, f"{kind}_ids")).tolist()
+    obs = tensor(getattr(part, f"{kind}_obs")[0])
+    width = 2 if part.behaviour != "chooser" else 1
+    return {agent: row[:width] for agent, row in zip(ids, obs.tolist())}
+
+
+def test_a_recording_session_plays_every_agents_heuristic_and_reports_it_with_its_next_row():
+    with GodotSession(RECORDING) as game:
+        game.receive()
+        game.send(welcome=pb.Welcome(protocol_version=3, seed=0, recording=True))
+        previous = by_name(game.reset(seed=3))
+        assert all(not part.HasField("played_ids") for part in previous.values())  # nothing played yet
+        ended = 0
+        for step in range(8):
+            game.send(actions=pb.Actions(step=step))  # a recording trainer sends no rows: "go on"
+            parts = by_name(game.observations())
+            for name, part in parts.items():
+                deciders = tensor(previous[name].decision_ids).tolist()
+                actions = tensor(part.played_actions).reshape(len(deciders), -1).tolist()
+                played = dict(zip(tensor(part.played_ids).tolist(), actions))
+                assert sorted(played) == sorted(deciders), name  # every agent that decided reports, once
+                echoed = {**last_actions(part, "decision"), **last_actions(part, "terminal")}  # the terminal row wins
+                assert played == {agent: echoed[agent] for agent in played}, name  # ... what it then did (float32)
+                ended += len(tensor(part.terminal_ids))
+            previous = parts
+        assert ended > 0  # actions played at an episode's last decision came with its end
+        assert tensor(previous["chooser"].played_actions).dtype == np.int64
+        assert tensor(previous["steerer"].played_actions).dtype == np.float32
+
+
+def test_sparring_record_writes_a_godot_games_demonstrations(tmp_path, capsys):
+    import yaml
+
+    from sparring.cli import main
+    from sparring.envs.demonstrations import load_demonstrations
+
+    config = tmp_path / "godot.yaml"
+    config.write_text(yaml.safe_dump({"env": {"source": "bridge", "executable": "godot3-server", "transport": "tcp",
+                                              "args": ["--path", str(PROJECT), RECORDING], "step_timeout": 30},
+                                      "trainer": {"max_steps": 10}}))
+    out = tmp_path / "steerer.demo"
+    assert main(["record", str(config), "--out", str(out), "--behaviour", "steerer", "--episodes", "3"]) == 0, \
+        capsys.readouterr()
+    demo = load_demonstrations(out)
+    assert demo.spec.name == "steerer" and demo.episodes == 3
+    assert demo.dones.tolist() == ([False] * 3 + [True]) * 3  # 3 decisions, then the end
+    assert demo.max_step_reached[demo.dones].all()  # cut at max_episode_steps
+    # Each observation echoes the action taken at the decision before it; the record pairs it with the next one.
+    episodes = demo.obs.reshape(3, 4, 3)
+    actions = demo.actions.reshape(3, 4, 2)
+    np.testing.assert_allclose(episodes[:, 1:, :2], actions[:, :3], rtol=1e-6)
+    assert (np.abs(actions[:, :3]) <= 2).all() and (actions[:, 3] == 0).all()
+
+
+def test_a_crowd_cannot_be_recorded_and_says_so():
+    with GodotSession(GROUP) as game:
+        game.receive()
+        game.send(welcome=pb.Welcome(protocol_version=3, seed=0, recording=True))
+        error = game.receive().error
+        assert error.field == "hello.behaviours" and "SparringAgentGroup" in error.message and "not supported" in error.message
+        assert game.wait() == 1

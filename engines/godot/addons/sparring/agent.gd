@@ -36,6 +36,7 @@ var episode_steps := 0  # decisions acted on in this episode
 var multi_agent_group = null  # the SparringMultiAgentGroup the agent plays in, if any
 var group_id := 0  # the group its next row reports: its group's, or the one it left since its last row
 var group_reward := 0.0  # earned by its group since the last decision
+var played_action = null  # recording: what heuristic() gave at its last decision, reported with its next row
 
 
 func _enter_tree() -> void:
@@ -73,7 +74,9 @@ func get_action_mask() -> PoolByteArray:
 	return mask
 
 
-# The action taken when no trainer is connected (the game runs on its own): random.
+# The action taken when no trainer is connected (the game runs on its own), and while the
+# trainer records demonstrations (`sparring record`: the addon reports it). Override it to
+# read the player's input (keys, a gamepad) or a scripted behaviour; by default: random.
 func heuristic():
 	if action_kind == ActionKind.DISCRETE:
 		var allowed := []

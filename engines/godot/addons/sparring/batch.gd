@@ -64,6 +64,9 @@ var _terminal_rewards: PoolRealArray
 var _truncated: PoolByteArray
 var _groups: GroupColumns
 var _terminal_groups: GroupColumns
+var _played_ids: StreamPeerBuffer  # agents reporting the action heuristic() gave at their last decision
+var _played_ints: StreamPeerBuffer  # ... discrete choices, int64, branches in order
+var _played_floats: PoolRealArray  # ... continuous values
 
 
 # The BehaviourSpec message `agent` (a SparringAgent or a SparringAgentGroup) declares,
@@ -167,11 +170,19 @@ func begin() -> void:
 	_truncated = PoolByteArray()
 	_groups = GroupColumns.new()
 	_terminal_groups = GroupColumns.new()
+	_played_ids = StreamPeerBuffer.new()
+	_played_ints = StreamPeerBuffer.new()
+	_played_floats = PoolRealArray()
 
 
 # Add the agent to the message: first as a terminal step if its episode ended (then
-# it starts the next one), then as a decision. "" or what is wrong with the agent.
+# it starts the next one), then as a decision; with the action it played at its last
+# decision, if it has one to report. "" or what is wrong with the agent.
 func add(agent: Agent) -> String:
+	if agent.played_action != null:
+		var why := _add_played(agent)
+		if why != "":
+			return why
 	if agent.episode_done or (agent.max_episode_steps > 0 and agent.episode_steps >= agent.max_episode_steps):
 		var why := _add_observation(_terminal_obs, agent)
 		if why != "":
@@ -218,7 +229,30 @@ func message() -> Dictionary:
 		msg["action_mask"] = Tensor.make(Tensor.BOOL, [n, mask_width], _mask)
 	_groups.write(msg, "decision", n)
 	_terminal_groups.write(msg, "terminal", m)
+	var k := _played_ids.get_size() / 8
+	if k > 0:
+		msg["played_ids"] = Tensor.make(Tensor.INT64, [k], _played_ids.data_array)
+		if action_kind == Behaviour.ActionKind.CONTINUOUS:
+			msg["played_actions"] = Tensor.make(Tensor.FLOAT32, [k, continuous_size], Tensor.float32_bytes(_played_floats))
+		elif action_kind == Behaviour.ActionKind.DISCRETE:
+			msg["played_actions"] = Tensor.make(Tensor.INT64, [k], _played_ints.data_array)
+		else:
+			msg["played_actions"] = Tensor.make(Tensor.INT64, [k, branches.size()], _played_ints.data_array)
 	return msg
+
+
+# Recording: every decider acts on its own heuristic() (the player's input), which is
+# reported with its next row. "" or what is wrong with an agent's heuristic().
+func play_heuristics() -> String:
+	for agent in deciders:
+		var action = agent.heuristic()
+		var why := _check_heuristic(agent, action)
+		if why != "":
+			return why
+		agent.episode_steps += 1
+		agent.apply_action(action)
+		agent.played_action = action
+	return ""
 
 
 # Give each decider its row of `actions` (a Tensor); "" or why the tensor is wrong.
@@ -255,6 +289,35 @@ func apply(actions: Dictionary) -> String:
 			var agent = deciders[i]
 			agent.episode_steps += 1
 			agent.apply_action(PoolIntArray(values.slice(i * width, (i + 1) * width - 1)))
+	return ""
+
+
+func _check_heuristic(agent: Agent, action) -> String:
+	var kind := typeof(action)
+	if action_kind == Behaviour.ActionKind.DISCRETE:
+		if kind == TYPE_INT:
+			return ""
+		return "agent %s: heuristic() must return an int for discrete actions, got %s" % [agent.get_path(), str(action)]
+	var want := continuous_size if action_kind == Behaviour.ActionKind.CONTINUOUS else branches.size()
+	var types := [TYPE_REAL_ARRAY, TYPE_ARRAY] if action_kind == Behaviour.ActionKind.CONTINUOUS else [TYPE_INT_ARRAY, TYPE_ARRAY]
+	if not (kind in types) or action.size() != want:
+		return "agent %s: heuristic() gave %s; behaviour %s needs %d %s" % [
+			agent.get_path(), str(action), name, want,
+			"floats" if action_kind == Behaviour.ActionKind.CONTINUOUS else "ints (one per branch)"]
+	return ""
+
+
+func _add_played(agent: Agent) -> String:
+	var action = agent.played_action
+	agent.played_action = null
+	_played_ids.put_64(agent.agent_id)
+	if action_kind == Behaviour.ActionKind.CONTINUOUS:
+		_played_floats.append_array(PoolRealArray(action))
+	elif action_kind == Behaviour.ActionKind.DISCRETE:
+		_played_ints.put_64(action)
+	else:
+		for value in action:
+			_played_ints.put_64(int(value))
 	return ""
 
 

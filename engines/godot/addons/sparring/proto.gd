@@ -42,7 +42,7 @@ const SCHEMA := {
 		[3, "engine_name", Kind.STRING], [4, "behaviours", Kind.MESSAGE, true, "BehaviourSpec"]],
 	"Welcome": [
 		[1, "protocol_version", Kind.UINT32], [2, "seed", Kind.INT64],
-		[3, "environment_parameters", Kind.MAP]],
+		[3, "environment_parameters", Kind.MAP], [4, "recording", Kind.BOOL]],
 	"Refusal": [[1, "reason", Kind.STRING]],
 	"BehaviourObservations": [
 		[1, "behaviour", Kind.STRING],
@@ -57,7 +57,9 @@ const SCHEMA := {
 		[10, "decision_group_ids", Kind.MESSAGE, false, "Tensor"],
 		[11, "decision_group_rewards", Kind.MESSAGE, false, "Tensor"],
 		[12, "terminal_group_ids", Kind.MESSAGE, false, "Tensor"],
-		[13, "terminal_group_rewards", Kind.MESSAGE, false, "Tensor"]],
+		[13, "terminal_group_rewards", Kind.MESSAGE, false, "Tensor"],
+		[14, "played_ids", Kind.MESSAGE, false, "Tensor"],
+		[15, "played_actions", Kind.MESSAGE, false, "Tensor"]],
 	"GameStat": [[1, "key", Kind.STRING], [2, "value", Kind.DOUBLE], [3, "aggregation", Kind.ENUM]],
 	"Observations": [
 		[1, "step", Kind.UINT64], [2, "behaviours", Kind.MESSAGE, true, "BehaviourObservations"],

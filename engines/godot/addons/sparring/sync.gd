@@ -10,6 +10,9 @@
 #
 # For the game: environment_parameters (or get_parameter()) holds the values the trainer set,
 # to read as episodes start; record_stat() sends a statistic the trainer logs to TensorBoard.
+# While the trainer records demonstrations (`sparring record`; `recording` is true) it sends no
+# actions: every SparringAgent acts on its heuristic() (override it to read the player's input),
+# and the addon reports each action to the trainer with the agent's next row.
 #
 # Command line (after the engine's own arguments):
 #   --sparring-port N      the trainer's TCP port
@@ -29,7 +32,7 @@ const Group = preload("group.gd")
 const Proto = preload("proto.gd")
 const Transport = preload("transport.gd")
 
-const PROTOCOL_VERSION := 2
+const PROTOCOL_VERSION := 3
 const EXIT_ERROR := 1
 const EXIT_REFUSED := 2
 # record_stat() aggregations: StatAggregation in bridge.proto (ML-Agents' StatsAggregationMethod).
@@ -43,6 +46,7 @@ export var speedup := 10000.0
 export var connect_timeout_s := 10.0
 
 var training := false  # a trainer is connected
+var recording := false  # the trainer records demonstrations: agents play their heuristic() (from the Welcome)
 var seed_value := 0  # from the Welcome, then from each Reset
 var environment_parameters := {}  # from the Welcome, updated by each Reset and by Actions that carry new values
 var step := 0  # of the last Observations sent: 0 after a Reset, then +1 per Actions
@@ -195,6 +199,10 @@ func _start_session() -> void:
 		if _state == State.RUNNING:
 			_fail("", "expected Welcome or Refusal after Hello, got %s" % _kind(answer))
 		return
+	recording = answer["welcome"]["recording"]
+	if recording and not _groups.empty():
+		_fail("hello.behaviours", "recording demonstrations of a SparringAgentGroup (behaviour '%s') is not supported; record SparringAgent nodes" % _groups.keys()[0])
+		return
 	seed_value = answer["welcome"]["seed"]
 	seed(seed_value)
 	environment_parameters = answer["welcome"]["environment_parameters"].duplicate()
@@ -214,7 +222,10 @@ func _await_actions() -> void:
 				_fail("", "Actions before the first Reset")
 			else:
 				_merge_parameters(msg["actions"]["environment_parameters"])
-				_apply_actions(msg["actions"])
+				if recording:
+					_play_heuristics()
+				else:
+					_apply_actions(msg["actions"])
 			return
 		elif msg.has("close"):
 			_end(0, "", "the trainer closed the session: %s" % msg["close"]["reason"])
@@ -231,6 +242,7 @@ func _reset(reset: Dictionary) -> void:
 	_merge_parameters(reset["environment_parameters"])
 	emit_signal("reset_requested", seed_value, environment_parameters)
 	for agent in get_tree().get_nodes_in_group(Agent.GROUP):
+		agent.played_action = null  # the episodes it played in are over, unreported
 		agent.start_episode()
 	for group in get_tree().get_nodes_in_group(Group.GROUP):
 		group.start_all()
@@ -300,6 +312,15 @@ func _apply_actions(actions: Dictionary) -> void:
 	for name in _groups:
 		if not answered.has(name) and _groups[name].decision_count > 0:
 			_fail("actions.behaviours", "no actions for behaviour '%s', which has %d deciding agents" % [name, _groups[name].decision_count])
+			return
+
+
+# Recording: the trainer sent no actions; every deciding agent acts on its heuristic().
+func _play_heuristics() -> void:
+	for batch in _behaviours.values():
+		var why: String = batch.play_heuristics()
+		if why != "":
+			_fail("observations.behaviours", why)
 			return
 
 
