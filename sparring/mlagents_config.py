@@ -10,9 +10,9 @@ translated into a native :class:`~sparring.config.RunConfig` with a Unity env.
 Nothing is dropped silently: :func:`translate` also returns the key path of every
 setting sparring does not support yet, and ``sparring train`` names them all in one
 warning. A setting at a value that asks for nothing sparring doesn't do
-(``memory: null``, ``threaded: false``, ``strength: 1.0``) is not reported, so the
-``configuration.yaml`` mlagents-learn writes for a run (every key spelled out)
-translates cleanly too. Behaviours with different trainer types are an error: training
+(``memory: null``, ``threaded: false``, a reward signal's ``num_layers: 2``) is not
+reported, so the ``configuration.yaml`` mlagents-learn writes for a run (every key spelled
+out) translates cleanly too. Behaviours with different trainer types are an error: training
 something else than asked is worse than not training.
 
 How it maps (``B``: a behaviour under ``behaviors:``; ``default_settings:`` is
@@ -29,12 +29,19 @@ merged under every behaviour first, as ML-Agents does)::
       .epsilon / .epsilon_schedule                hyperparameters.clip_range / clip_schedule (3),
                                                   and clip_range_vf: ML-Agents clips the value loss too
       .lambd                                      hyperparameters.gae_lambda
-    B.time_horizon                                hyperparameters.time_horizon (SAC: see 9)
+    B.time_horizon                                hyperparameters.time_horizon (SAC: see 8)
     B.network_settings.hidden_units, num_layers   hyperparameters.hidden_sizes: [hidden_units] * num_layers
       .normalize                                  hyperparameters.normalize_obs
       .vis_encode_type                            hyperparameters.vis_encode_type (4)
       .memory.memory_size, sequence_length        hyperparameters.memory: the same names
     B.reward_signals.extrinsic.gamma              hyperparameters.gamma
+    B.reward_signals.extrinsic.strength           hyperparameters.reward_signals.extrinsic.strength
+    B.reward_signals.curiosity, rnd, gail         hyperparameters.reward_signals: the same names and keys (strength,
+                                                  gamma, learning_rate; gail's demo_path, use_actions, use_vail);
+                                                  only the signals named are learned from (10)
+      .network_settings.hidden_units              hyperparameters.reward_signals.<signal>.encoding_size (10)
+    B.behavioral_cloning                          hyperparameters.behavioral_cloning: the same keys (demo_path,
+                                                  strength, steps, batch_size, num_epoch, samples_per_update)
     (swish activation, 0.5 value loss weight)     hyperparameters.activation: swish, vf_coef: 0.5
     B.max_steps                                   trainer.max_steps: the sum over the behaviours named (5)
     B.summary_freq, checkpoint_interval,          trainer.summary_freq, checkpoint_interval,
@@ -47,14 +54,14 @@ merged under every behaviour first, as ML-Agents does)::
     environment_parameters.NAME                   environment_parameters.NAME (see sparring.curriculum): a
                                                   number; a sampler with its sampler_parameters as sampler
                                                   fields (ML-Agents' defaults where absent; constant: its
-                                                  value); a curriculum's lessons as they are (8)
+                                                  value); a curriculum's lessons as they are (7)
     checkpoint_settings.run_id, resume, force,    what ``sparring train``'s flags of the same names do
       results_dir                                   (the flags win), see :func:`run_options`
     B.self_play.save_steps, swap_steps,           trainer.self_play: the same names (a self-play league,
       team_change, window, initial_elo,             snapshots drawn uniformly from the window as ML-Agents
       play_against_latest_model_ratio               does; PFSP and roles are sparring's own keys; PPO, POCA;
                                                     ML-Agents' defaults where absent: team_change 5 * save_steps);
-                                                    where behaviours differ, trainer.self_play.groups.B (10)
+                                                    where behaviours differ, trainer.self_play.groups.B (9)
 
     With ``trainer_type: sac`` (the network, reward signal and run keys map as above):
 
@@ -62,15 +69,10 @@ merged under every behaviour first, as ML-Agents does)::
     B.hyperparameters.learning_rate,              hyperparameters: the same names, and
       learning_rate_schedule, batch_size,           lr_schedule for learning_rate_schedule
       buffer_size, buffer_init_steps, tau,
-      steps_per_update, init_entcoef,
+      steps_per_update, init_entcoef (6),
       save_replay_buffer
-      .reward_signal_steps_per_update             reported where it differs from steps_per_update and the
-                                                  behaviour has a learned reward signal (6)
-
-    (6) sparring learns from the extrinsic reward only, so nothing else is updated on a schedule (nor is in
-        ML-Agents where the extrinsic signal is the only one).
-    (7) ML-Agents tunes one temperature per discrete branch towards 0.2 * log(branch size) each;
-        sparring tunes one temperature towards SACSettings.target_entropy.
+      .reward_signal_steps_per_update             hyperparameters.reward_signal_steps_per_update (absent: as
+                                                  steps_per_update, as in ML-Agents)
 
     (1) The rollout is shared by all behaviours: differing buffer sizes become the largest (reported).
     (2) ``beta_schedule`` defaults to learning_rate_schedule, as in ML-Agents; linear ends at 1e-5
@@ -82,13 +84,26 @@ merged under every behaviour first, as ML-Agents does)::
         ``simple`` for images of at least 20x20, and a smaller grid (which ``simple`` refuses) flattened
         into the vector observation.
     (5) ML-Agents counts max_steps per behaviour, sparring counts decisions over all behaviours.
-    (8) A last lesson's completion_criteria, which ML-Agents ignores with a warning, is reported. A
+    (6) ML-Agents tunes one temperature per discrete branch towards 0.2 * log(branch size) each;
+        sparring tunes one temperature towards SACSettings.target_entropy.
+    (7) A last lesson's completion_criteria, which ML-Agents ignores with a warning, is reported. A
         curriculum's progress measure is the run's (see sparring.curriculum).
-    (9) SAC learns from one-step targets, so a trajectory's length changes nothing it computes (ML-Agents' SAC
+    (8) SAC learns from one-step targets, so a trajectory's length changes nothing it computes (ML-Agents' SAC
         uses time_horizon only to hand experience to its replay buffer in pieces): it is taken as it is.
-    (10) As ML-Agents' GhostTrainer per behaviour, each policy group keeps its own schedules: save_steps and
+    (9) As ML-Agents' GhostTrainer per behaviour, each policy group keeps its own schedules: save_steps and
         team_change count its learner's steps, swap_steps its ghost steps (decisions taken for it while another
         side learns), which is why StrikersVsGoalie gives its two Strikers and one Goalie different swap_steps.
+    (10) As ML-Agents' settings.py reads them: a behaviour's ``reward_signals`` replaces the default (the extrinsic
+        signal alone), so a file naming ``gail`` alone learns without the game's reward (config/imitation/Crawler);
+        where the file has ``default_settings``, each behaviour's signals are merged over that section's (its
+        extrinsic signal where it names none). The extrinsic signal's discount is hyperparameters.gamma. A learned
+        signal's width (encoding_size) is its network_settings.hidden_units, 128 where it has none; the deprecated
+        encoding_size where it has no network_settings. Its networks have two hidden layers, read the policy's
+        inputs (normalised where the behaviour normalises), encode images as the policy does and keep no memory:
+        a written num_layers other than 2, a normalize or vis_encode_type other than the behaviour's, a memory
+        (which ML-Agents ignores too, with a warning) and an encoding_size beside network_settings (which
+        ML-Agents ignores) are reported. demo_path is kept as written: a relative path is read from the working
+        directory, as ML-Agents reads it.
 
 Per-behaviour values: a setting every behaviour in the file shares goes into
 ``trainer.hyperparameters``; where they differ, ``trainer.hyperparameters`` holds the
@@ -98,14 +113,14 @@ it in ``trainer.behaviours``. Behaviours of the game the file does not name trai
 and ``trainer.self_play.groups``.
 
 Reported when set (beyond the notes above): ``hyperparameters.shared_critic``,
-``network_settings.deterministic``, reward signals other than extrinsic, ``extrinsic.strength``
-other than 1, ``behavioral_cloning``, ``init_path``, ``threaded: true``, ``even_checkpoints: true``,
+``network_settings.deterministic``, ``init_path``, ``threaded: true``, ``even_checkpoints: true``,
 ``env_settings.num_areas`` other than 1, restart rate limits,
 ``engine_settings.no_graphics_monitor``, ``checkpoint_settings.initialize_from``,
 ``load_model`` and ``inference``, ``torch_settings.device`` other than cpu, and ``debug``.
 
 Never reported: ``goal_conditioning_type`` (sparring feeds goal observations to its MLP
-like any other input, ML-Agents' ``none``), the extrinsic signal's own
+like any other input, ML-Agents' ``none``; on a reward signal's network_settings too), a reward
+signal's ``deterministic`` (it samples no actions), the extrinsic signal's own
 ``network_settings`` (unused by ML-Agents too), and the deprecated ``train_model``.
 Not from the file: sparring keeps its gradient clipping (max_grad_norm 0.5; ML-Agents
 has none) and standardises advantages per minibatch (ML-Agents: per buffer).
@@ -196,11 +211,18 @@ class _GailRewardSignal(_LearnedRewardSignal):
     use_vail: bool = False
 
 
+class _RNDRewardSignal(_LearnedRewardSignal):
+    learning_rate: float = Field(1e-4, gt=0)
+
+
 class _RewardSignals(_Section):
-    extrinsic: _RewardSignal | None = Field(default_factory=_RewardSignal)
+    """The signals a section names; only those are learned from (ML-Agents: a ``reward_signals`` section replaces
+    the default, the extrinsic signal alone)."""
+
+    extrinsic: _RewardSignal | None = None
     curiosity: _LearnedRewardSignal | None = None
     gail: _GailRewardSignal | None = None
-    rnd: _LearnedRewardSignal | None = None
+    rnd: _RNDRewardSignal | None = None
 
 
 class _SelfPlay(_Section):
@@ -231,7 +253,7 @@ class _Behaviour(_Section):
     trainer_type: Literal["ppo", "sac", "poca"] = "ppo"
     hyperparameters: _Hyperparameters | _SACHyperparameters = Field(default_factory=_Hyperparameters)
     network_settings: _NetworkSettings = Field(default_factory=_NetworkSettings)
-    reward_signals: _RewardSignals = Field(default_factory=_RewardSignals)
+    reward_signals: _RewardSignals = Field(default_factory=lambda: _RewardSignals(extrinsic=_RewardSignal()))
     max_steps: int = Field(500_000, ge=1)
     time_horizon: int = Field(64, ge=1)
     summary_freq: int = Field(50_000, ge=1)
@@ -242,6 +264,12 @@ class _Behaviour(_Section):
     init_path: str | None = None
     self_play: _SelfPlay | None = None
     behavioral_cloning: _BehavioralCloning | None = None
+
+    @model_validator(mode="after")
+    def _names_a_reward_signal(self) -> _Behaviour:
+        if all(signal is None for signal in dict(self.reward_signals).values()):
+            raise ValueError("reward_signals: names no signal; keep at least one (extrinsic is the game's reward)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -340,14 +368,9 @@ _HONOURED_IN_BEHAVIOUR: dict[str, Callable[[Any], bool]] = {
     "hyperparameters.shared_critic": _off,
     "network_settings.goal_conditioning_type": _always,  # goal observations are plain inputs, as with "none"
     "network_settings.deterministic": _off,
-    "reward_signals.extrinsic.strength": lambda v: v == 1.0,
-    "reward_signals.curiosity": _off,
-    "reward_signals.gail": _off,
-    "reward_signals.rnd": _off,
     "even_checkpoints": _off,
     "threaded": _off,
     "init_path": _off,
-    "behavioral_cloning": _off,
 }
 _HONOURED_IN_RUN: dict[str, Callable[[Any], bool]] = {
     "env_settings.num_areas": lambda v: v == 1,
@@ -392,14 +415,15 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
     the module docstring for the mapping.
     """
     file = _parse(data, source)
-    defaults = data.get("default_settings") or {}
+    defaults = _as_applied(data.get("default_settings"))
     base = _Behaviour.model_validate(defaults)
     named = {name: _Behaviour.model_validate(_merged(defaults, raw)) for name, raw in data["behaviors"].items()}
     ignored = _reported(file.model_dump(exclude_unset=True), _HONOURED_IN_RUN, "")
-    for prefix, written in [("default_settings.", file.default_settings),
-                            *((f"behaviors.{name}.", b) for name, b in file.behaviors.items())]:
+    for prefix, written, merged in [("default_settings.", file.default_settings, base),
+                                    *((f"behaviors.{name}.", b, named[name]) for name, b in file.behaviors.items())]:
         if written is not None:
             ignored += _reported(written.model_dump(exclude_unset=True), _HONOURED_IN_BEHAVIOUR, prefix)
+            ignored += _signal_networks_reported(written, merged, prefix)
 
     kinds = {name: b.trainer_type for name, b in named.items()}
     if len(set(kinds.values())) > 1:
@@ -425,12 +449,6 @@ def translate(data: Mapping[str, Any], source: str) -> tuple[RunConfig, list[str
         ignored += [f"behaviors.{name}.hyperparameters.buffer_size (all behaviours share the largest, {buffer_size})"
                     for name, size in buffer_sizes.items() if size != buffer_size]
         hyperparameters = {**shared, "buffer_size": buffer_size}
-    else:
-        ignored += [f"{prefix}hyperparameters.reward_signal_steps_per_update"
-                    for prefix, written, merged in [("default_settings.", file.default_settings, base),
-                                                    *((f"behaviors.{name}.", b, named[name])
-                                                      for name, b in file.behaviors.items())]
-                    if written is not None and _reward_signal_updates_differ(written) and _learns_rewards(merged)]
     counted = list(named.values()) or [base]
     trainer = {
         "algorithm": algorithm,
@@ -500,6 +518,26 @@ def _parse(data: Mapping[str, Any], source: str) -> _File:
         raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
 
 
+def _as_applied(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``default_settings`` as ML-Agents merges it under every behaviour: read into its settings first
+    (``TrainerSettings.default_override``), so a section that names no reward signals holds the default one,
+    extrinsic, and each signal it names has network_settings (a deprecated encoding_size as its hidden_units).
+    A behaviour's reward_signals are merged over these, so they add to the section's signals."""
+    if defaults is None:
+        return {}
+    signals = defaults.get("reward_signals")
+    if not isinstance(signals, Mapping):
+        return {**defaults, "reward_signals": {"extrinsic": {}}} if signals is None else dict(defaults)
+    return {**defaults, "reward_signals": {key: _with_network_settings(signal) for key, signal in signals.items()}}
+
+
+def _with_network_settings(signal: Any) -> Any:
+    if not isinstance(signal, Mapping) or "network_settings" in signal:
+        return signal
+    written = {"hidden_units": signal["encoding_size"]} if "encoding_size" in signal else {}
+    return {**signal, "network_settings": written}
+
+
 def _merged(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """``overrides`` deep-merged over ``defaults``, as ML-Agents applies default_settings."""
     merged = dict(defaults)
@@ -539,6 +577,7 @@ def _ppo_settings(behaviour: _Behaviour) -> dict[str, Any]:
         "activation": "swish",
         "vis_encode_type": _vis_encode_type(net),
         "memory": None if net.memory is None else net.memory.model_dump(),
+        **_signal_settings(behaviour),
     }
 
 
@@ -552,6 +591,7 @@ def _sac_settings(behaviour: _Behaviour) -> dict[str, Any]:
         "batch_size": h.batch_size,
         "buffer_init_steps": h.buffer_init_steps,
         "steps_per_update": h.steps_per_update,
+        "reward_signal_steps_per_update": h.reward_signal_steps_per_update,
         "tau": h.tau,
         "gamma": (extrinsic or _RewardSignal()).gamma,
         "init_entcoef": h.init_entcoef,
@@ -561,25 +601,65 @@ def _sac_settings(behaviour: _Behaviour) -> dict[str, Any]:
         "activation": "swish",
         "vis_encode_type": _vis_encode_type(net),
         "memory": None if net.memory is None else net.memory.model_dump(),
+        **_signal_settings(behaviour),
     }
+
+
+LEARNED_SIGNALS = ("curiosity", "rnd", "gail")
+"""The reward signals with networks of their own (ML-Agents' reward providers other than the extrinsic one)."""
+
+
+def _signal_settings(behaviour: _Behaviour) -> dict[str, Any]:
+    """A behaviour's SignalSettings fields: the reward signals it names (note 10) and behavioural cloning."""
+    signals: dict[str, Any] = {}
+    extrinsic = behaviour.reward_signals.extrinsic
+    if extrinsic is not None:  # its gamma is hyperparameters.gamma
+        signals["extrinsic"] = {"strength": extrinsic.strength, "gamma": None}
+    for key in LEARNED_SIGNALS:
+        signal = getattr(behaviour.reward_signals, key)
+        if signal is not None:
+            signals[key] = {"strength": signal.strength, "gamma": signal.gamma,
+                            "encoding_size": _encoding_size(signal), "learning_rate": signal.learning_rate}
+            if isinstance(signal, _GailRewardSignal):
+                signals[key].update(demo_path=signal.demo_path, use_actions=signal.use_actions,
+                                    use_vail=signal.use_vail)
+    cloning = behaviour.behavioral_cloning
+    return {"reward_signals": signals, "behavioral_cloning": None if cloning is None else cloning.model_dump()}
+
+
+def _encoding_size(signal: _LearnedRewardSignal) -> int:
+    """The width of a signal's networks, as ML-Agents' ``RewardSignalSettings.structure`` sets it: its
+    network_settings' hidden_units (128 where absent), or a deprecated encoding_size where it has no network_settings."""
+    if signal.network_settings is None and signal.encoding_size is not None:
+        return signal.encoding_size
+    return (signal.network_settings or _NetworkSettings()).hidden_units
+
+
+def _signal_networks_reported(written: _Behaviour, merged: _Behaviour, prefix: str) -> list[str]:
+    """Paths (under ``prefix``) of the learned signals' settings in a written section that sparring's signal networks
+    don't follow (note 10): num_layers other than 2, normalize or vis_encode_type other than the behaviour's, any
+    memory, and an encoding_size that the signal's network_settings override (ML-Agents ignores it too)."""
+    found = []
+    policy = merged.network_settings
+    for key in LEARNED_SIGNALS:
+        signal, used = getattr(written.reward_signals, key), getattr(merged.reward_signals, key)
+        if signal is None:
+            continue
+        path = f"{prefix}reward_signals.{key}."
+        net = signal.network_settings
+        if net is not None:
+            follows = {"num_layers": net.num_layers == 2, "normalize": net.normalize == policy.normalize,
+                       "vis_encode_type": net.vis_encode_type == policy.vis_encode_type, "memory": net.memory is None}
+            found += [f"{path}network_settings.{name}" for name, ok in follows.items()
+                      if name in net.model_fields_set and not ok]
+        if signal.encoding_size is not None and signal.encoding_size != _encoding_size(used):
+            found.append(f"{path}encoding_size")
+    return found
 
 
 def _vis_encode_type(net: _NetworkSettings) -> str:
     """The file's ``vis_encode_type``; where it names none, sparring's ``auto`` (note 4)."""
     return net.vis_encode_type if "vis_encode_type" in net.model_fields_set else "auto"
-
-
-def _learns_rewards(behaviour: _Behaviour) -> bool:
-    """Whether a behaviour has a reward signal with a network of its own (curiosity, gail, rnd) to update."""
-    signals = behaviour.reward_signals
-    return any(signal is not None for signal in (signals.curiosity, signals.gail, signals.rnd))
-
-
-def _reward_signal_updates_differ(written: _Behaviour) -> bool:
-    """Whether a SAC section asks for reward-signal updates at another rate than policy updates (not supported)."""
-    h = written.hyperparameters
-    given = h.model_fields_set
-    return "reward_signal_steps_per_update" in given and h.reward_signal_steps_per_update != h.steps_per_update
 
 
 def _agreed(values: list[Any], fallback: Any) -> Any:

@@ -230,6 +230,17 @@ def test_a_resolved_mlagents_configuration_reports_only_what_asks_for_more():
     assert config == translate(BALL, "3DBall.yaml")[0]
 
 
+def test_a_resolved_reward_signal_reports_nothing_it_asks_for_as_sparring_does():
+    """configuration.yaml writes each signal's network_settings in full, and encoding_size: null."""
+    network = {"normalize": True, "hidden_units": 128, "num_layers": 2, "vis_encode_type": "simple", "memory": None,
+               "goal_conditioning_type": "hyper", "deterministic": False}
+    curiosity = {"gamma": 0.99, "strength": 0.02, "network_settings": network, "learning_rate": 3e-4,
+                 "encoding_size": None}
+    config, unsupported = translate(_with(BALL, "behaviors.3DBall.reward_signals.curiosity", curiosity), "f.yaml")
+    assert unsupported == []  # 3DBall normalizes, so its curiosity's normalize: true is what sparring does
+    assert config.trainer.hyperparameters.reward_signals.curiosity.encoding_size == 128
+
+
 BASE = {"behaviors": {"A": {}}, "env_settings": {"env_path": "Builds/Base"}}
 
 TRANSLATED = [
@@ -247,6 +258,13 @@ TRANSLATED = [
     ("behaviors.A.network_settings.hidden_units", 32),
     ("behaviors.A.network_settings.num_layers", 1),
     ("behaviors.A.reward_signals.extrinsic.gamma", 0.9),
+    ("behaviors.A.reward_signals.extrinsic.strength", 0.5),
+    ("behaviors.A.reward_signals.curiosity", {"strength": 0.02, "gamma": 0.99}),
+    ("behaviors.A.reward_signals.gail", {"demo_path": "expert.demo"}),
+    ("behaviors.A.reward_signals.rnd", {}),
+    ("behaviors.A.reward_signals.rnd.network_settings.hidden_units", 32),
+    ("behaviors.A.reward_signals.rnd.encoding_size", 32),
+    ("behaviors.A.behavioral_cloning", {"demo_path": "expert.demo"}),
     ("behaviors.A.max_steps", 1000),
     ("behaviors.A.summary_freq", 1000),
     ("behaviors.A.keep_checkpoints", 2),
@@ -275,14 +293,13 @@ TRANSLATED = [
 REPORTED = [
     ("behaviors.A.hyperparameters.shared_critic", True),
     ("behaviors.A.network_settings.deterministic", True),
-    ("behaviors.A.reward_signals.extrinsic.strength", 0.5),
-    ("behaviors.A.reward_signals.curiosity", {"strength": 0.02, "gamma": 0.99}),
-    ("behaviors.A.reward_signals.gail", {"demo_path": "expert.demo"}),
-    ("behaviors.A.reward_signals.rnd", {}),
+    ("behaviors.A.reward_signals.rnd.network_settings.num_layers", 3),
+    ("behaviors.A.reward_signals.rnd.network_settings.normalize", True),
+    ("behaviors.A.reward_signals.rnd.network_settings.vis_encode_type", "resnet"),
+    ("behaviors.A.reward_signals.rnd.network_settings.memory", {"memory_size": 64}),
     ("behaviors.A.even_checkpoints", True),
     ("behaviors.A.threaded", True),
     ("behaviors.A.init_path", "results/old/A"),
-    ("behaviors.A.behavioral_cloning", {"demo_path": "expert.demo"}),
     ("env_settings.num_areas", 2),
     ("env_settings.max_lifetime_restarts", -1),
     ("env_settings.restarts_rate_limit_n", 5),
@@ -307,6 +324,115 @@ def test_every_supported_setting_changes_the_run(path, value):
 def test_every_unsupported_setting_is_reported_by_its_path(path, value):
     config, unsupported = translate(_with(BASE, path, value), "f.yaml")
     assert unsupported == [path]
+
+
+def _signals(data: dict, behaviour: str | None = None) -> dict:
+    """The translated reward signals (of ``behaviour`` where it has its own), as plain values."""
+    trainer = translate(data, "f.yaml")[0].trainer
+    own = trainer.behaviours.get(behaviour, {}) if behaviour else {}
+    signals = own.get("reward_signals") or trainer.hyperparameters.model_dump(mode="json")["reward_signals"]
+    return {key: signal for key, signal in signals.items() if signal is not None}
+
+
+def test_only_the_reward_signals_named_are_learned_from_as_in_ml_agents():
+    """settings.py: a reward_signals section replaces TrainerSettings' default, {extrinsic} (imitation/Crawler.yaml
+    names gail alone and learns without the game's reward)."""
+    assert set(_signals(BASE)) == {"extrinsic"}
+    gail_alone = _with(BASE, "behaviors.A.reward_signals.gail", {"demo_path": "Demos/Expert.demo"})
+    assert set(_signals(gail_alone)) == {"gail"}
+    assert translate(gail_alone, "f.yaml")[1] == []
+
+
+def test_default_settings_add_their_signals_under_each_behaviours_as_ml_agents_merges_them():
+    """ML-Agents reads default_settings into TrainerSettings (so with its default extrinsic signal) and deep-merges
+    each behaviour over that: a behaviour naming gail alone still has the extrinsic signal."""
+    gail = {"demo_path": "Demos/Expert.demo"}
+    data = {"default_settings": {"max_steps": 1000}, "behaviors": {"A": {"reward_signals": {"gail": gail}}}}
+    assert set(_signals(data)) == {"extrinsic", "gail"}
+    curious = {"default_settings": {"reward_signals": {"curiosity": {"strength": 0.1}}},
+               "behaviors": {"A": {"reward_signals": {"gail": gail}}}}
+    assert set(_signals(curious)) == {"curiosity", "gail"}
+
+
+@pytest.mark.parametrize(("curiosity", "width", "unsupported"), [
+    ({}, 128, []),  # ML-Agents' NetworkSettings.hidden_units
+    ({"network_settings": {"hidden_units": 256}}, 256, []),
+    ({"encoding_size": 32}, 32, []),  # deprecated, used where there is no network_settings
+    ({"encoding_size": 32, "network_settings": {"hidden_units": 256}}, 256,
+     ["behaviors.A.reward_signals.curiosity.encoding_size"]),  # ignored by ML-Agents too
+    ({"encoding_size": 128, "network_settings": {}}, 128, []),
+])
+def test_a_signal_s_width_is_its_hidden_units_or_the_deprecated_encoding_size(curiosity, width, unsupported):
+    config, reported = translate(_with(BASE, "behaviors.A.reward_signals.curiosity", curiosity), "f.yaml")
+    assert config.trainer.hyperparameters.reward_signals.curiosity.encoding_size == width
+    assert reported == unsupported
+
+
+def test_a_behaviour_s_encoding_size_under_default_settings_signal_is_ignored_as_ml_agents_ignores_it():
+    """default_settings' curiosity is read with its network_settings (hidden_units 64 from its encoding_size), so
+    the behaviour's encoding_size meets a network_settings and goes unused."""
+    data = {"default_settings": {"reward_signals": {"curiosity": {"encoding_size": 64}}},
+            "behaviors": {"A": {"reward_signals": {"curiosity": {"encoding_size": 32}}}}}
+    config, unsupported = translate(data, "f.yaml")
+    assert config.trainer.hyperparameters.reward_signals.curiosity.encoding_size == 64
+    assert unsupported == ["behaviors.A.reward_signals.curiosity.encoding_size"]
+
+
+def test_absent_signal_keys_take_mlagents_defaults():
+    gail = {"demo_path": "Demos/Expert.demo"}
+    data = _with(_with(BASE, "behaviors.A.reward_signals.rnd", {}), "behaviors.A.reward_signals.gail", gail)
+    data = _with(data, "behaviors.A.reward_signals.curiosity", {})
+    signals = _signals(data)
+    assert signals["rnd"] == {"strength": 1.0, "gamma": 0.99, "encoding_size": 128, "learning_rate": 1e-4}
+    assert signals["curiosity"] == {"strength": 1.0, "gamma": 0.99, "encoding_size": 128, "learning_rate": 3e-4}
+    assert signals["gail"] == {"strength": 1.0, "gamma": 0.99, "encoding_size": 128, "learning_rate": 3e-4,
+                               "demo_path": "Demos/Expert.demo", "use_actions": False, "use_vail": False}
+
+
+def test_the_extrinsic_signal_keeps_its_strength_and_its_discount_is_the_trainer_s_gamma():
+    data = _with(BALL, "behaviors.3DBall.reward_signals.extrinsic", {"strength": 2.0, "gamma": 0.9})
+    h = translate(data, "f.yaml")[0].trainer.hyperparameters
+    assert (h.reward_signals.extrinsic.strength, h.reward_signals.extrinsic.gamma, h.gamma) == (2.0, None, 0.9)
+
+
+def test_behavioral_cloning_is_translated_with_its_keys():
+    cloning = {"demo_path": "Demos/Expert.demo", "strength": 0.5, "steps": 150_000, "batch_size": 64,
+               "num_epoch": 2, "samples_per_update": 1000}
+    h = translate(_with(BASE, "behaviors.A.behavioral_cloning", cloning), "f.yaml")[0].trainer.hyperparameters
+    assert h.behavioral_cloning.model_dump(mode="json") == cloning
+    absent = translate(_with(BASE, "behaviors.A.behavioral_cloning", {"demo_path": "d.demo"}), "f.yaml")[0]
+    assert absent.trainer.hyperparameters.behavioral_cloning.model_dump(mode="json") == {
+        "demo_path": "d.demo", "strength": 1.0, "steps": 0, "batch_size": None, "num_epoch": None,
+        "samples_per_update": 0}
+
+
+def test_behaviours_with_different_signals_each_get_their_own():
+    gail = {"demo_path": "Demos/Goalie.demo", "strength": 0.1}
+    data = _with(SOCCER, "behaviors.Goalie.reward_signals.gail", gail)
+    data = _with(data, "behaviors.Goalie.behavioral_cloning", {"demo_path": "Demos/Goalie.demo"})
+    config, unsupported = translate(data, "f.yaml")
+    assert unsupported == []
+    assert set(_signals(data)) == {"extrinsic"}  # the Striker's, ML-Agents' default
+    assert set(_signals(data, "Goalie")) == {"extrinsic", "gail"}
+    assert config.trainer.behaviours["Goalie"]["behavioral_cloning"]["demo_path"] == "Demos/Goalie.demo"
+    assert config.trainer.hyperparameters.behavioral_cloning is None
+    assert "Striker" not in config.trainer.behaviours  # it trains with trainer.hyperparameters
+
+
+def test_reward_signals_naming_none_are_an_error_naming_the_path():
+    with pytest.raises(ConfigError, match="^f.yaml: behaviors.A.reward_signals: names no signal"):
+        translate(_with(BASE, "behaviors.A.reward_signals", {}), "f.yaml")
+
+
+def test_a_demo_path_is_kept_as_written(tmp_path, monkeypatch):
+    """Relative to the working directory, as ML-Agents reads it, not to the config file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    gail = {"demo_path": "Demos/Expert.demo"}
+    data = _with(_with(BALL, "behaviors.3DBall.reward_signals.gail", gail), "behaviors.3DBall.behavioral_cloning", gail)
+    path = write(tmp_path / "configs", data)
+    h = load_run_config(path).config.trainer.hyperparameters
+    assert h.reward_signals.gail.demo_path == Path("Demos/Expert.demo") == h.behavioral_cloning.demo_path
 
 
 def test_checkpoint_settings_become_run_options():
@@ -389,8 +515,10 @@ def test_sac_file_trains_sac_with_its_own_hyperparameters():
         "learn_entcoef": True, "target_entropy": None, "save_replay_buffer": False, "normalize_obs": True,
         "normalize_reward": False,
         "hidden_sizes": [256, 256, 256], "activation": "swish", "vis_encode_type": "simple", "memory": None,
+        "reward_signal_steps_per_update": 30.0, "behavioral_cloning": None,
+        "reward_signals": {"extrinsic": {"strength": 1.0, "gamma": None}, "curiosity": None, "rnd": None, "gail": None},
     }
-    assert unsupported == []  # reward_signal_steps_per_update equals steps_per_update
+    assert unsupported == []
 
 
 @pytest.mark.parametrize("written, used", [({"vis_encode_type": "resnet"}, "resnet"),
@@ -426,14 +554,28 @@ def test_sac_trainer_type_and_keys_come_from_default_settings_too():
     assert config.trainer.behaviours == {"A": {"save_replay_buffer": True}}
 
 
-def test_reward_signal_updates_at_their_own_rate_are_reported_only_where_a_signal_learns():
-    """ML-Agents' SAC updates curiosity, GAIL and RND networks every reward_signal_steps_per_update; the extrinsic
-    signal has nothing to update (config/sac/WallJump.yaml sets 10 against 20 with extrinsic alone)."""
-    slower = _with(WALKER, "behaviors.Walker.hyperparameters.reward_signal_steps_per_update", 10.0)
-    assert translate(slower, "f.yaml")[1] == []
-    curious = _with(slower, "behaviors.Walker.reward_signals.curiosity", {"strength": 0.02})
-    assert translate(curious, "f.yaml")[1] == ["behaviors.Walker.reward_signals.curiosity",
-                                               "behaviors.Walker.hyperparameters.reward_signal_steps_per_update"]
+def test_sac_updates_reward_signals_every_reward_signal_steps_per_update_or_as_the_policy_where_absent():
+    """ML-Agents' SACSettings: reward_signal_steps_per_update defaults to steps_per_update (config/sac/WallJump.yaml
+    sets 10 against 20)."""
+    curious = _with(WALKER, "behaviors.Walker.reward_signals.curiosity", {"strength": 0.02})
+    slower = _with(curious, "behaviors.Walker.hyperparameters.reward_signal_steps_per_update", 10.0)
+    config, unsupported = translate(slower, "f.yaml")
+    h = config.trainer.hyperparameters
+    assert (h.steps_per_update, h.reward_signal_steps_per_update, unsupported) == (30.0, 10.0, [])
+    assert h.signal_names() == ("extrinsic", "curiosity") and h.reward_signals.curiosity.strength == 0.02
+    del curious["behaviors"]["Walker"]["hyperparameters"]["reward_signal_steps_per_update"]
+    assert translate(curious, "f.yaml")[0].trainer.hyperparameters.reward_signal_steps_per_update is None
+
+
+def test_sac_learns_from_gail_and_cloning_as_ppo_does():
+    gail = {"demo_path": "Demos/Walker.demo", "use_actions": True}
+    data = _with(_with(WALKER, "behaviors.Walker.reward_signals.gail", gail),
+                 "behaviors.Walker.behavioral_cloning", {"demo_path": "Demos/Walker.demo", "strength": 0.5})
+    config, unsupported = translate(data, "f.yaml")
+    h = config.trainer.hyperparameters
+    assert (type(h).__name__, h.signal_names(), unsupported) == ("SACSettings", ("extrinsic", "gail"), [])
+    assert (h.reward_signals.gail.use_actions, h.reward_signals.gail.encoding_size) == (True, 128)
+    assert (h.behavioral_cloning.demo_path, h.behavioral_cloning.strength) == (Path("Demos/Walker.demo"), 0.5)
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -502,6 +644,37 @@ def test_train_warns_once_naming_every_unsupported_key(tmp_path, capsys, started
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [f"sparring: warning: {config}: ignoring ML-Agents settings sparring does not support yet: "
                         "behaviors.Goalie.threaded, behaviors.Striker.init_path"]
+
+
+def test_train_takes_an_imitation_config_warning_of_nothing(tmp_path, capsys, started):
+    """ML-Agents' config/imitation/Pyramids.yaml: curiosity, GAIL and cloning reach the run as they are written."""
+    config = example_file("imitation/Pyramids.yaml", tmp_path)
+    assert main(["train", str(config), "--results-dir", str(tmp_path / "results")]) == 2  # no Unity build here
+    assert "warning" not in capsys.readouterr().err
+    assert started["config"].source == "unity"
+
+
+def test_a_translated_imitation_config_reads_back_from_the_run_s_configuration_yaml(tmp_path):
+    from sparring.run import RunDirectory
+
+    config = load_config(example_file("imitation/Pyramids.yaml", tmp_path))
+    run = RunDirectory(tmp_path / "run")
+    run.write_config(config)
+    assert load_config(run.config) == config
+
+
+def test_ppo_trains_with_a_translated_curiosity_config(tmp_path, one_torch_thread):
+    """ML-Agents' config/ppo/Pyramids.yaml as the trainer's keyword arguments (as `sparring train` passes them), on
+    CartPole with a small rollout: its curiosity learns beside the game's reward."""
+    from sparring.agents.ppo import PPO
+    from sparring.envs.gymnasium import GymnasiumEnv
+
+    h = load_config(example_file("ppo/Pyramids.yaml", tmp_path)).trainer.hyperparameters.model_dump()
+    model = PPO(GymnasiumEnv("CartPole-v1", num_envs=2), seed=0,
+                **{**h, "buffer_size": 64, "batch_size": 32, "hidden_sizes": [16, 16]})
+    reports = []
+    model.learn(128, callback=lambda m, r: reports.append(r.behaviours["CartPole"].stats))
+    assert {"Losses/Curiosity Forward Loss", "Policy/Curiosity Reward"} <= set(reports[-1])
 
 
 def test_mlagents_learn_flags_override_the_file(tmp_path, started):
