@@ -16,6 +16,15 @@ it was taken from, and an update replays sequences of up to ``sequence_length``
 consecutive decisions of one agent's episode, each from the states stored with its
 first decision (as R2D2 and ML-Agents' SAC), the losses over every step of them.
 
+Reward signals (``reward_signals``, see :mod:`~sparring.agents.reward_signals`) as ML-Agents' SAC has them:
+both critics have one Q output per signal j, each learning its own soft target
+``r_j + gamma_j * (1 - done * (not ignore_done_j)) * (min_i Q'_ij(s', a') - alpha * log pi(a'|s'))``, the critic
+loss is the mean over the heads, and the actor maximises the mean of the heads' Q. A signal's reward is
+computed when its transitions are sampled (strength applied; a learned signal's by its network as it is then),
+and the learned signals take their own gradient steps, one minibatch from the replay buffer each, every
+``reward_signal_steps_per_update`` agent steps. Behavioural cloning (``behavioral_cloning``) steps the actor
+towards a demonstration after every SAC update.
+
 Usage::
 
     from sparring.agents import SAC
@@ -48,6 +57,15 @@ from sparring.agents.policy import MASKED_LOGIT, ObservingPolicy, check_finite, 
 from sparring.agents.replay import Batch, OpenTransitions, ReplayBuffer
 from sparring.agents.rollout import AgentMemory
 from sparring.agents.reward_scaling import RewardScaler
+from sparring.agents.reward_signals import (
+    BehaviouralCloning,
+    SignalSettings,
+    Transitions,
+    build_signals,
+    load_signals_state,
+    prepare_demonstrations,
+    signals_state,
+)
 from sparring.envs.base import BehaviourStep, DecisionSteps, random_actions
 from sparring.spec import BehaviourSpec, Obs
 
@@ -57,7 +75,7 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_2 = math.log(2.0)
 
 
-class SACSettings(NetworkSettings):
+class SACSettings(NetworkSettings, SignalSettings):
     """SAC hyperparameters; names follow ML-Agents' SAC section where the meaning matches."""
 
     model_config = ConfigDict(extra="forbid")
@@ -74,8 +92,13 @@ class SACSettings(NetworkSettings):
     steps_per_update: float = Field(
         1.0, gt=0, description="Agent steps per gradient step (the inverse of the update-to-data ratio)."
     )
+    reward_signal_steps_per_update: float | None = Field(
+        None, gt=0,
+        description="Agent steps per gradient step of each learned reward signal (curiosity, RND, GAIL); None: "
+                    "steps_per_update.",
+    )
     tau: float = Field(0.005, gt=0, le=1, description="Polyak step of the target critics towards the critics.")
-    gamma: float = Field(0.99, ge=0, le=1, description="Discount per decision.")
+    gamma: float = Field(0.99, ge=0, le=1, description="Discount per decision (of the game's reward; see reward_signals).")
     init_entcoef: float = Field(1.0, gt=0, description="Initial entropy coefficient (temperature alpha).")
     learn_entcoef: bool = Field(True, description="Tune the temperature towards target_entropy; False keeps init_entcoef.")
     target_entropy: float | None = Field(
@@ -236,9 +259,9 @@ class TwinCritic(ObservationReader):
 
     The encoder is the critics' own (as Stable-Baselines3's off-policy critics): the actor's
     loss does not move it. So is their memory, when the actor has one: a Q value depends on what
-    was seen before as much as the policy does. For discrete actions each net outputs one value per
-    action, branches concatenated, and ``actions`` is None. Initialised as ``nn.Linear`` (as
-    Stable-Baselines3's critics).
+    was seen before as much as the policy does. Each net has one output per reward signal (its heads); for
+    discrete actions, per signal one value per action, branches concatenated, and ``actions`` is None.
+    Initialised as ``nn.Linear`` (as Stable-Baselines3's critics).
     """
 
     def __init__(self, encoder: ObservationEncoder, action_size: int, out_size: int, hidden_sizes: list[int],
@@ -300,6 +323,34 @@ class _Observed:
         return (out[:, 1:] if after else out[:, :-1])[self.sequences.valid]
 
 
+class SACCloning(BehaviouralCloning):
+    """Behavioural cloning of SAC's actor: ML-Agents' BC loss on the squashed Gaussian or the categorical branches.
+
+    Continuous: squared error of a reparameterised squashed sample ``tanh(mean + std * noise)`` against the
+    demonstrated action in the actor's units ([-1, 1], :meth:`SACActor.policy_actions`), as ML-Agents compares
+    the policy's sampled (squashed) actions. Discrete: cross-entropy of each branch against the demonstrated
+    index, averaged over branches. A recurrent actor reads each demonstrated decision from a fresh memory.
+    Everything else (demonstrations, learning rate and its decay, passes and batches) is
+    :class:`~sparring.agents.reward_signals.BehaviouralCloning`'s.
+    """
+
+    NUM_EPOCH = 3
+    """Passes over the demonstration per update where ``behavioral_cloning.num_epoch`` is unset (ML-Agents'
+    ``default_num_epoch``, for every trainer)."""
+
+    def loss(self, rows: Transitions, generator: torch.Generator) -> torch.Tensor:
+        actor: SACActor = self.policy
+        out = actor.heads(actor.core(rows.obs)[0])
+        n = len(out)
+        if actor.continuous:
+            mean, log_std = out[:, : actor.action_size], out[:, actor.action_size :].clamp(LOG_STD_MIN, LOG_STD_MAX)
+            sample = torch.tanh(mean + log_std.exp() * torch.randn(mean.shape, generator=generator))
+            return (sample - rows.actions.reshape(n, -1)).square().mean()
+        log_p = actor.log_probs(out, None)
+        offsets = torch.tensor(np.cumsum((0, *actor.branches[:-1])))
+        return -log_p.gather(1, rows.actions.reshape(n, -1).long() + offsets).mean()
+
+
 class BehaviourSAC:
     """Actor, twin critics and their targets, temperature, replay buffer and open transitions of one behaviour."""
 
@@ -311,10 +362,18 @@ class BehaviourSAC:
         actor = self.actor
         critic_encoder = ObservationEncoder(actor.layout, spec.observation_components, s.vis_encode_type,
                                             s.hidden_sizes[0])
-        critic_out = 1 if actor.continuous else sum(actor.branches)
+        heads = len(s.signal_names())  # one Q output per reward signal, in the order build_signals gives them
+        critic_out = heads * (1 if actor.continuous else sum(actor.branches))
         self.critic = TwinCritic(critic_encoder, actor.action_size if actor.continuous else 0, critic_out,
                                  s.hidden_sizes, s.activation, s.memory)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        # The signals' networks are drawn after the policy's, which are drawn as without signals.
+        self.signals = build_signals(spec, s, actor, s.gamma)
+        self.learned_signals = [signal for signal in self.signals if signal.key != "extrinsic"]
+        self.gammas = torch.tensor([signal.gamma for signal in self.signals], dtype=torch.float32)
+        self.ignore_done = torch.tensor([signal.ignore_done for signal in self.signals])
+        self.cloning = None if s.behavioral_cloning is None else SACCloning(
+            spec, s.behavioral_cloning, actor, s.learning_rate, s.batch_size, SACCloning.NUM_EPOCH)
         self.log_alpha = nn.Parameter(torch.full((1,), math.log(s.init_entcoef)))
         if s.target_entropy is not None:
             self.target_entropy = s.target_entropy
@@ -340,6 +399,10 @@ class BehaviourSAC:
         self.steps = 0  # decisions taken
         self.num_updates = 0
         self.update_credit = 0.0  # gradient steps owed (steps_per_update)
+        self.signal_steps_per_update = s.reward_signal_steps_per_update or s.steps_per_update
+        self.signal_credit = 0.0  # gradient steps owed to each learned reward signal
+        self.signal_updates = 0
+        self._signal_stats: dict[str, float] = {}  # the last signal and cloning updates' metrics, for report()
         self.episodes = EpisodeLog()
         self.reward_scaler = RewardScaler(s.gamma) if s.normalize_reward else None
         self._decision_obs = np.zeros((0, actor.obs_size), np.float32)
@@ -407,18 +470,23 @@ class BehaviourSAC:
         self.transitions.start(self.transitions.slots_of(ids), raw, actions, decisions.action_mask, memories)
         learning = max(0, self.steps + n - max(self.steps, s.buffer_init_steps))
         self.update_credit += learning / s.steps_per_update
+        if self.learned_signals:
+            self.signal_credit += learning / self.signal_steps_per_update
         self.steps += n
         return env_actions
 
     # -- learning ---------------------------------------------------------------
 
     def train(self, progress: float, generator: torch.Generator, rng: np.random.Generator) -> None:
-        """Take the gradient steps owed, once the buffer holds enough to learn from."""
+        """Take the gradient steps owed, once the buffer holds enough to learn from: SAC's (each followed by
+        behavioural cloning's), then the learned reward signals', each on a minibatch of its own, as ML-Agents'
+        SAC trainer orders them."""
         s = self.settings
-        if self.update_credit < 1:
+        if self.update_credit < 1 and self.signal_credit < 1:
             return
         if self.replay.size < max(1, min(s.batch_size, s.buffer_init_steps)):
-            self.update_credit = 0.0  # (after resuming without the buffer) wait for data, owe nothing meanwhile
+            # (after resuming without the buffer) wait for data, owe nothing meanwhile
+            self.update_credit = self.signal_credit = 0.0
             return
         if s.lr_schedule == "linear":
             lr = s.learning_rate * max(0.0, 1.0 - progress)
@@ -426,31 +494,61 @@ class BehaviourSAC:
                 for group in opt.param_groups:
                     group["lr"] = lr
         while self.update_credit >= 1:
-            if s.memory is None:
-                batch = self.replay.sample(s.batch_size, rng)
-            else:  # about batch_size decisions, in sequences that end at uniformly drawn transitions
-                length = s.memory.sequence_length
-                batch = self.replay.sample_sequences(max(1, s.batch_size // length), length, rng)
+            batch = self._sample(rng)
             if self.reward_scaler is not None:  # replay keeps raw rewards; they are scaled as they are used
                 batch.rewards = torch.from_numpy(self.reward_scaler(batch.rewards.numpy()))
             self.update(batch, generator)
+            if self.cloning is not None:
+                self._signal_stats |= self.cloning.update(self.steps, generator)
             self.update_credit -= 1
+        while self.signal_credit >= 1:
+            for signal in self.learned_signals:
+                self._signal_stats |= signal.update(self._transitions(self._sample(rng)), generator)
+            self.signal_updates += 1
+            self.signal_credit -= 1
+
+    def _sample(self, rng: np.random.Generator) -> Batch:
+        """A minibatch from replay: ``batch_size`` transitions, or with memory about as many decisions in
+        sequences that end at uniformly drawn transitions."""
+        s = self.settings
+        if s.memory is None:
+            return self.replay.sample(s.batch_size, rng)
+        length = s.memory.sequence_length
+        return self.replay.sample_sequences(max(1, s.batch_size // length), length, rng)
+
+    def _transitions(self, batch: Batch) -> Transitions:
+        """Sampled rows as reward signals read them: normalised as the actor normalises now, and ended where the
+        episode terminated (ML-Agents' SAC replay clears ``done`` where an episode was cut by its step limit)."""
+        actor = self.actor
+        return Transitions(actor.normalize(batch.obs), batch.actions, actor.normalize(batch.next_obs),
+                           1.0 - batch.continues)
+
+    def _signal_rewards(self, batch: Batch) -> torch.Tensor:
+        """Each signal's reward for the batch's rows, ``(rows, signals)``, strength applied: the game's (scaled)
+        reward, and the learned signals' from their networks as they are now."""
+        rows = self._transitions(batch) if self.learned_signals else None
+        return torch.stack([batch.rewards * signal.strength if signal.key == "extrinsic" else signal.rewards(rows)
+                            for signal in self.signals], 1)
 
     def update(self, batch: Batch, generator: torch.Generator) -> None:
         """One gradient step of critics, actor and temperature, then the targets' Polyak step.
 
-        Critic loss 0.5 * sum_k mean((Q_k(s, a) - y)^2) with the soft target
-        y = r + gamma * continues * (min_k Q'_k(s', a') - alpha * log pi(a'|s')); then the
-        actor loss mean(alpha * log pi(a~|s) - min_k Q_k(s, a~)); then the temperature loss
+        Each reward signal j has a head in both critics (i = 1, 2) and its own soft target
+        y_j = r_j + gamma_j * c_j * (min_i Q'_ij(s', a') - alpha * log pi(a'|s')), where c_j is 0 after a
+        terminated episode unless signal j ignores episode ends (curiosity, RND). Critic loss
+        0.5 * sum_i mean_j mean((Q_ij(s, a) - y_j)^2), the heads averaged as ML-Agents does; then the
+        actor loss mean(alpha * log pi(a~|s) - mean_j min_i Q_ij(s, a~)); then the temperature loss
         -log alpha * mean(log pi + target entropy). alpha is the temperature before its own
         step throughout, as in Stable-Baselines3.
         """
         observed = _Observed(self.actor, batch)
         alpha = self.log_alpha.detach().exp()
+        rewards = self._signal_rewards(batch)  # (rows, signals)
+        continues = torch.where(self.ignore_done, 1.0, batch.continues[:, None])
         if self.actor.continuous:
-            self._update_continuous(batch, observed, alpha, generator)
+            self._update_continuous(batch, observed, alpha, rewards, continues, generator)
         else:
-            self._update_discrete(batch, observed, alpha)
+            self._update_discrete(batch, observed, alpha, rewards, continues)
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, self.settings.tau)
         self.num_updates += 1
@@ -473,20 +571,22 @@ class BehaviourSAC:
         optimizer.step()
 
     def _update_continuous(
-        self, batch: Batch, observed: _Observed, alpha: torch.Tensor, generator: torch.Generator,
+        self, batch: Batch, observed: _Observed, alpha: torch.Tensor, rewards: torch.Tensor, continues: torch.Tensor,
+        generator: torch.Generator,
     ) -> None:
         s, n = self.settings, len(batch.rewards)
         noise = torch.randn((2 * n, self.actor.action_size), generator=generator)  # rows: the actor's, the target's
-        with torch.no_grad():
+        with torch.no_grad():  # Q values are (rows, signals)
             a_next, log_prob_next = self._squashed_sample(observed.actor(after=True), noise[n:])
             q1_next, q2_next = self.target.q(observed.critic(self.target, after=True), a_next)
-            target = batch.rewards + s.gamma * batch.continues * (torch.min(q1_next, q2_next).squeeze(1) - alpha * log_prob_next)
+            soft_value = torch.min(q1_next, q2_next) - alpha * log_prob_next[:, None]
+            target = rewards + self.gammas * continues * soft_value
         q1, q2 = self.critic.q(observed.critic(self.critic), batch.actions)
-        err1, err2 = q1.squeeze(1) - target, q2.squeeze(1) - target
+        err1, err2 = q1 - target, q2 - target
         self._step(self.critic_optimizer, 0.5 * (err1.square().mean() + err2.square().mean()), self._critic_params)
 
         a, log_prob = self._squashed_sample(observed.actor(), noise[:n])  # against the updated critics
-        q_pi = torch.min(*self.critic.q(observed.critic(self.critic), a)).squeeze(1)
+        q_pi = torch.min(*self.critic.q(observed.critic(self.critic), a)).mean(1)
         policy_loss = alpha * log_prob - q_pi
         self._step(self.actor_optimizer, policy_loss.mean(), self._actor_params)
 
@@ -495,29 +595,31 @@ class BehaviourSAC:
             self._step(self.alpha_optimizer, -(self.log_alpha * (log_prob.mean() + self.target_entropy)).sum(),
                        [self.log_alpha])
         self._last = (err1.detach(), err2.detach(), policy_loss.detach(), -log_prob, alpha,
-                      torch.min(q1, q2).detach())
+                      torch.min(q1, q2).detach(), rewards)
 
-    def _update_discrete(self, batch: Batch, observed: _Observed, alpha: torch.Tensor) -> None:
+    def _update_discrete(self, batch: Batch, observed: _Observed, alpha: torch.Tensor, rewards: torch.Tensor,
+                         continues: torch.Tensor) -> None:
         s, actor = self.settings, self.actor
-        n, n_branches = len(batch.rewards), len(actor.branches)
+        n, n_branches, heads = len(batch.rewards), len(actor.branches), len(self.signals)
         # Expectations over actions replace samples. With several branches the policy factorises and
         # Q(s, a) = mean over branches of Q_b(s, a_b) (as ML-Agents), so E_pi[Q] is the branch mean of E_pi_b[Q_b].
+        # Q values are (rows, signals, actions of every branch).
         with torch.no_grad():
-            log_p_next = actor.log_probs(actor.heads(observed.actor(after=True)), batch.next_masks)
-            q1_next, q2_next = self.target.q(observed.critic(self.target, after=True))
-            soft_value = (log_p_next.exp() * (torch.min(q1_next, q2_next) / n_branches - alpha * log_p_next)).sum(1)
-            target = batch.rewards + s.gamma * batch.continues * soft_value
-        q1, q2 = self.critic.q(observed.critic(self.critic))
+            log_p_next = actor.log_probs(actor.heads(observed.actor(after=True)), batch.next_masks)[:, None]
+            q1_next, q2_next = (q.view(n, heads, -1) for q in self.target.q(observed.critic(self.target, after=True)))
+            soft_value = (log_p_next.exp() * (torch.min(q1_next, q2_next) / n_branches - alpha * log_p_next)).sum(2)
+            target = rewards + self.gammas * continues * soft_value
+        q1, q2 = (q.view(n, heads, -1) for q in self.critic.q(observed.critic(self.critic)))
         offsets = torch.tensor(np.cumsum((0, *actor.branches[:-1])))
-        columns = batch.actions.reshape(n, n_branches) + offsets
-        err1 = q1.gather(1, columns).mean(1) - target
-        err2 = q2.gather(1, columns).mean(1) - target
+        columns = (batch.actions.reshape(n, n_branches) + offsets)[:, None].expand(n, heads, n_branches)
+        err1 = q1.gather(2, columns).mean(2) - target
+        err2 = q2.gather(2, columns).mean(2) - target
         q_min = torch.min(q1, q2).detach()  # this update's critic pass, before the critics' step
         self._step(self.critic_optimizer, 0.5 * (err1.square().mean() + err2.square().mean()), self._critic_params)
 
         log_p = actor.log_probs(actor.heads(observed.actor()), batch.masks)
         p = log_p.exp()
-        policy_loss = (p * (alpha * log_p - q_min / n_branches)).sum(1)
+        policy_loss = (p * (alpha * log_p - q_min.mean(1) / n_branches)).sum(1)
         self._step(self.actor_optimizer, policy_loss.mean(), self._actor_params)
 
         entropy = -(p * log_p).sum(1).detach()
@@ -525,19 +627,19 @@ class BehaviourSAC:
             self._step(self.alpha_optimizer, (self.log_alpha * (entropy.mean() - self.target_entropy)).sum(),
                        [self.log_alpha])
         self._last = (err1.detach(), err2.detach(), policy_loss.detach(), entropy, alpha,
-                      (p.detach() * q_min).sum(1) / n_branches)
+                      (p.detach()[:, None] * q_min).sum(2) / n_branches, rewards)
 
     # -- reporting and persistence ------------------------------------------------------
 
     def report(self) -> BehaviourReport:
-        """Episodes finished since the last report, and the last update's losses."""
+        """Episodes finished since the last report, the last update's losses, and per reward signal its value
+        estimate and (a learned one's) reward on that update's minibatch (strength applied) and last losses."""
         report = self.episodes.pop()
         if self._last is not None:
-            err1, err2, policy_loss, entropy, alpha, value = self._last
-            q1_loss, q2_loss, policy, ent, coef, estimate = torch.stack([
+            err1, err2, policy_loss, entropy, alpha, values, rewards = self._last
+            q1_loss, q2_loss, policy, ent, coef, *estimates = torch.cat([torch.stack([
                 0.5 * err1.square().mean(), 0.5 * err2.square().mean(), policy_loss.mean(), entropy.mean(),
-                alpha.squeeze(), value.mean(),
-            ]).tolist()
+                alpha.squeeze()]), values.mean(0), rewards.mean(0)]).tolist()
             kind = "Continuous" if self.actor.continuous else "Discrete"
             report.stats = {
                 "Losses/Policy Loss": policy,
@@ -546,11 +648,17 @@ class BehaviourSAC:
                 "Policy/Entropy": ent,
                 f"Policy/{kind} Entropy Coeff": coef,
                 "Policy/Learning Rate": self.critic_optimizer.param_groups[0]["lr"],
-                "Policy/Extrinsic Value Estimate": estimate,
             }
+            heads = len(self.signals)
+            for signal, value, reward in zip(self.signals, estimates[:heads], estimates[heads:]):
+                report.stats[f"Policy/{signal.name} Value Estimate"] = value
+                if signal.key != "extrinsic":
+                    report.stats[f"Policy/{signal.name} Reward"] = reward
             if self.reward_scaler is not None:
                 report.stats["Policy/Reward Scale"] = self.reward_scaler.scale
             self._last = None
+        report.stats |= self._signal_stats
+        self._signal_stats = {}
         return report
 
     @property
@@ -568,9 +676,12 @@ class BehaviourSAC:
             "steps": self.steps,
             "num_updates": self.num_updates,
             "update_credit": self.update_credit,
+            "signal_credit": self.signal_credit,
+            "signal_updates": self.signal_updates,
             "recorded_obs": self.recorded_obs,
             "replay": self.replay.state_dict() if with_replay else None,
             "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
+            "signals": signals_state(self.learned_signals, self.cloning),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -585,6 +696,15 @@ class BehaviourSAC:
             self.replay.load_state_dict(state["replay"])
         if self.reward_scaler is not None and state["reward_scaler"] is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
+        # checkpoints from before reward signals have none of these
+        self.signal_credit, self.signal_updates = state.get("signal_credit", 0.0), state.get("signal_updates", 0)
+        load_signals_state(self.learned_signals, self.cloning, state.get("signals", {}))
+
+    def prepare(self) -> None:
+        """Before training: read the demonstrations GAIL and behavioural cloning learn from (a file that does not
+        match the behaviour is an error now, not after the buffer fills). A model only loaded to predict or export
+        never reads them."""
+        prepare_demonstrations(self.learned_signals, self.cloning)
 
 
 # -- the trainer ---------------------------------------------------------------------
@@ -621,6 +741,8 @@ class SAC(Checkpointed):
         env = self._env_to_learn_in()
         self.total_steps = total_steps
         learners = self.learners.items()
+        for learner in self.learners.values():
+            learner.prepare()
         if self._current is None:
             # A resumed run restarts its episodes from a seed derived from its position, so it stays reproducible.
             self._current = env.reset(seed=self.seed + self.num_steps)
