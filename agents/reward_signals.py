@@ -65,26 +65,26 @@ class ExtrinsicSettings(_Signal):
     )
 
 
-class CuriositySettings(_Signal):
+class _LearnedSignal(_Signal):
+    encoding_size: int = Field(128, ge=1, description="Width of the signal's networks (ML-Agents' hidden_units).")
+    num_layers: int = Field(2, ge=1, description="Hidden layers of the signal's encoding network.")
+    learning_rate: float = Field(3e-4, gt=0, description="Adam step size of the signal's networks.")
+
+
+class CuriositySettings(_LearnedSignal):
     """Intrinsic curiosity (forward and inverse models on a learned encoding)."""
 
-    encoding_size: int = Field(64, ge=1, description="Width of the learned encoding and its network.")
-    learning_rate: float = Field(3e-4, gt=0, description="Adam step size of the curiosity networks.")
 
-
-class RNDSettings(_Signal):
+class RNDSettings(_LearnedSignal):
     """Random network distillation."""
 
-    encoding_size: int = Field(64, ge=1, description="Width of the predictor and target networks.")
     learning_rate: float = Field(1e-4, gt=0, description="Adam step size of the predictor.")
 
 
-class GAILSettings(_Signal):
+class GAILSettings(_LearnedSignal):
     """Adversarial imitation of a demonstration."""
 
     demo_path: Path = Field(description="A .demo file, or a folder of them, recorded for this behaviour.")
-    encoding_size: int = Field(64, ge=1, description="Width of the discriminator.")
-    learning_rate: float = Field(3e-4, gt=0, description="Adam step size of the discriminator.")
     use_actions: bool = Field(False, description="The discriminator sees actions (and episode ends) too.")
     use_vail: bool = Field(False, description="A variational information bottleneck in the discriminator.")
 
@@ -162,14 +162,17 @@ class Transitions:
 
 class _Body(nn.Module):
     """An encoder of the behaviour's observations (CNN per image, attention per entity list, as the policy's)
-    and a two-layer swish MLP of ``width`` after it, with ``extra`` inputs joining before the MLP."""
+    and a swish MLP after it (``settings``' encoding_size wide, num_layers deep), with ``extra`` inputs joining
+    before the MLP."""
 
-    def __init__(self, spec: BehaviourSpec, vis_encode_type: str, width: int, extra: int = 0) -> None:
+    def __init__(self, spec: BehaviourSpec, vis_encode_type: str, settings: _LearnedSignal, extra: int = 0) -> None:
         super().__init__()
         layout = observation_layout(spec.observation_components, vis_encode_type)
+        width = settings.encoding_size
         self.encoder = ObservationEncoder(layout, spec.observation_components, vis_encode_type, width)
-        self.mlp = nn.Sequential(nn.Linear(self.encoder.out_size + extra, width), nn.SiLU(),
-                                 nn.Linear(width, width), nn.SiLU())
+        sizes = [self.encoder.out_size + extra] + [width] * settings.num_layers
+        self.mlp = nn.Sequential(*(layer for fan_in, fan_out in zip(sizes[:-1], sizes[1:])
+                                   for layer in (nn.Linear(fan_in, fan_out), nn.SiLU())))
 
     def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         h = self.encoder(x)
@@ -228,7 +231,7 @@ class Curiosity(RewardSignal):
         width = settings.encoding_size
         self.continuous_size, self.branches = continuous_size, tuple(branches)
         action_size = continuous_size + sum(branches)
-        self.phi = _Body(spec, vis_encode_type, width)
+        self.phi = _Body(spec, vis_encode_type, settings)
         self.inverse = nn.Sequential(nn.Linear(2 * width, 256), nn.SiLU(), nn.Linear(256, action_size))
         self.forward_model = nn.Sequential(nn.Linear(width + action_size, 256), nn.SiLU(), nn.Linear(256, width))
         self.optimizer = torch.optim.Adam(self.parameters(), lr=settings.learning_rate)
@@ -273,8 +276,8 @@ class RND(RewardSignal):
 
     def __init__(self, spec: BehaviourSpec, settings: RNDSettings, vis_encode_type: str) -> None:
         super().__init__(settings, settings.gamma)
-        self.target = _Body(spec, vis_encode_type, settings.encoding_size).requires_grad_(False)
-        self.predictor = _Body(spec, vis_encode_type, settings.encoding_size)
+        self.target = _Body(spec, vis_encode_type, settings).requires_grad_(False)
+        self.predictor = _Body(spec, vis_encode_type, settings)
         self.optimizer = torch.optim.Adam(self.predictor.parameters(), lr=settings.learning_rate)
 
     def _error(self, obs: torch.Tensor) -> torch.Tensor:
@@ -291,19 +294,28 @@ class RND(RewardSignal):
 
 
 class Demonstrations:
-    """A demonstration as rows the networks read: raw flat observations and policy action rows."""
+    """A demonstration as rows the networks read: raw flat observations and policy action rows of its decisions.
+
+    A record that ends an episode holds the final observation, where nobody decided (ML-Agents' recorder
+    and ``sparring record`` both write one): it is not a decision, and marks the record before it as the
+    last of its episode.
+    """
 
     def __init__(self, path: Path, policy, spec: BehaviourSpec) -> None:
         from sparring.envs.demonstrations import load_demonstrations
 
         demo = load_demonstrations(path, spec)
-        if not len(demo):
-            raise ValueError(f"behaviour {spec.name!r}: the demonstration {path} holds no decisions")
+        dones, ids = np.asarray(demo.dones, bool), np.asarray(demo.agent_ids)
+        decided = ~dones
+        if not decided.any():
+            raise ValueError(f"the demonstration {path} holds no decisions")
+        last = np.zeros(len(dones), bool)
+        last[:-1] = dones[1:] & (ids[1:] == ids[:-1])
+        keep = torch.from_numpy(decided)
         self.policy = policy
-        self.raw_obs = policy.flatten_obs(demo.obs)
-        self.actions = torch.from_numpy(policy.policy_actions(demo.actions))
-        self.ends = torch.from_numpy(np.asarray(demo.dones, np.float32))
-        self.rewards = np.asarray(demo.rewards, np.float32)
+        self.raw_obs = policy.flatten_obs(demo.obs)[keep]
+        self.actions = torch.from_numpy(policy.policy_actions(demo.actions))[keep]
+        self.ends = torch.from_numpy(last[decided].astype(np.float32))
         self.episodes = demo.episodes
 
     def __len__(self) -> int:
@@ -352,7 +364,7 @@ class GAIL(RewardSignal):
         self.use_actions, self.use_vail = settings.use_actions, settings.use_vail
         self.continuous_size, self.branches = continuous_size, tuple(branches)
         extra = continuous_size + sum(branches) + 1 if settings.use_actions else 0
-        self.body = _Body(spec, vis_encode_type, settings.encoding_size, extra)
+        self.body = _Body(spec, vis_encode_type, settings, extra)
         width = settings.encoding_size
         if self.use_vail:
             self.z_mu = nn.Linear(width, self.Z_SIZE)

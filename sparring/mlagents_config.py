@@ -10,7 +10,7 @@ translated into a native :class:`~sparring.config.RunConfig` with a Unity env.
 Nothing is dropped silently: :func:`translate` also returns the key path of every
 setting sparring does not support yet, and ``sparring train`` names them all in one
 warning. A setting at a value that asks for nothing sparring doesn't do
-(``memory: null``, ``threaded: false``, a reward signal's ``num_layers: 2``) is not
+(``memory: null``, ``threaded: false``) is not
 reported, so the ``configuration.yaml`` mlagents-learn writes for a run (every key spelled
 out) translates cleanly too. Behaviours with different trainer types are an error: training
 something else than asked is worse than not training.
@@ -98,9 +98,9 @@ merged under every behaviour first, as ML-Agents does)::
         where the file has ``default_settings``, each behaviour's signals are merged over that section's (its
         extrinsic signal where it names none). The extrinsic signal's discount is hyperparameters.gamma. A learned
         signal's width (encoding_size) is its network_settings.hidden_units, 128 where it has none; the deprecated
-        encoding_size where it has no network_settings. Its networks have two hidden layers, read the policy's
-        inputs (normalised where the behaviour normalises), encode images as the policy does and keep no memory:
-        a written num_layers other than 2, a normalize or vis_encode_type other than the behaviour's, a memory
+        encoding_size where it has no network_settings; its num_layers are the encoding network's. Its networks
+        read the policy's inputs (normalised where the behaviour normalises), encode images as the policy does
+        and keep no memory: a normalize or vis_encode_type other than the behaviour's, a memory
         (which ML-Agents ignores too, with a warning) and an encoding_size beside network_settings (which
         ML-Agents ignores) are reported. demo_path is kept as written: a relative path is read from the working
         directory, as ML-Agents reads it.
@@ -618,8 +618,9 @@ def _signal_settings(behaviour: _Behaviour) -> dict[str, Any]:
     for key in LEARNED_SIGNALS:
         signal = getattr(behaviour.reward_signals, key)
         if signal is not None:
-            signals[key] = {"strength": signal.strength, "gamma": signal.gamma,
-                            "encoding_size": _encoding_size(signal), "learning_rate": signal.learning_rate}
+            signals[key] = {"strength": signal.strength, "gamma": signal.gamma, "encoding_size": _encoding_size(signal),
+                            "num_layers": (signal.network_settings or _NetworkSettings()).num_layers,
+                            "learning_rate": signal.learning_rate}
             if isinstance(signal, _GailRewardSignal):
                 signals[key].update(demo_path=signal.demo_path, use_actions=signal.use_actions,
                                     use_vail=signal.use_vail)
@@ -637,7 +638,7 @@ def _encoding_size(signal: _LearnedRewardSignal) -> int:
 
 def _signal_networks_reported(written: _Behaviour, merged: _Behaviour, prefix: str) -> list[str]:
     """Paths (under ``prefix``) of the learned signals' settings in a written section that sparring's signal networks
-    don't follow (note 10): num_layers other than 2, normalize or vis_encode_type other than the behaviour's, any
+    don't follow (note 10): normalize or vis_encode_type other than the behaviour's, any
     memory, and an encoding_size that the signal's network_settings override (ML-Agents ignores it too)."""
     found = []
     policy = merged.network_settings
@@ -648,7 +649,7 @@ def _signal_networks_reported(written: _Behaviour, merged: _Behaviour, prefix: s
         path = f"{prefix}reward_signals.{key}."
         net = signal.network_settings
         if net is not None:
-            follows = {"num_layers": net.num_layers == 2, "normalize": net.normalize == policy.normalize,
+            follows = {"normalize": net.normalize == policy.normalize,
                        "vis_encode_type": net.vis_encode_type == policy.vis_encode_type, "memory": net.memory is None}
             found += [f"{path}network_settings.{name}" for name, ok in follows.items()
                       if name in net.model_fields_set and not ok]

@@ -293,7 +293,6 @@ TRANSLATED = [
 REPORTED = [
     ("behaviors.A.hyperparameters.shared_critic", True),
     ("behaviors.A.network_settings.deterministic", True),
-    ("behaviors.A.reward_signals.rnd.network_settings.num_layers", 3),
     ("behaviors.A.reward_signals.rnd.network_settings.normalize", True),
     ("behaviors.A.reward_signals.rnd.network_settings.vis_encode_type", "resnet"),
     ("behaviors.A.reward_signals.rnd.network_settings.memory", {"memory_size": 64}),
@@ -383,9 +382,11 @@ def test_absent_signal_keys_take_mlagents_defaults():
     data = _with(_with(BASE, "behaviors.A.reward_signals.rnd", {}), "behaviors.A.reward_signals.gail", gail)
     data = _with(data, "behaviors.A.reward_signals.curiosity", {})
     signals = _signals(data)
-    assert signals["rnd"] == {"strength": 1.0, "gamma": 0.99, "encoding_size": 128, "learning_rate": 1e-4}
-    assert signals["curiosity"] == {"strength": 1.0, "gamma": 0.99, "encoding_size": 128, "learning_rate": 3e-4}
-    assert signals["gail"] == {"strength": 1.0, "gamma": 0.99, "encoding_size": 128, "learning_rate": 3e-4,
+    assert signals["rnd"] == {"strength": 1.0, "gamma": 0.99, "encoding_size": 128, "num_layers": 2,
+                              "learning_rate": 1e-4}
+    assert signals["curiosity"] == {"strength": 1.0, "gamma": 0.99, "encoding_size": 128, "num_layers": 2,
+                                    "learning_rate": 3e-4}
+    assert signals["gail"] == {"strength": 1.0, "gamma": 0.99, "encoding_size": 128, "num_layers": 2, "learning_rate": 3e-4,
                                "demo_path": "Demos/Expert.demo", "use_actions": False, "use_vail": False}
 
 
