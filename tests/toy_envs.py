@@ -17,6 +17,7 @@ from gymnasium import spaces
 from sparring.envs.base import (
     Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps, random_actions,
 )
+from sparring.envs.gymnasium import GymnasiumEnv
 from sparring.spec import BehaviourSpec
 
 RUNNER_FIRST_ID = 10
@@ -498,3 +499,91 @@ def tug_results(model, seed: int, games: int = 400) -> np.ndarray:
                            "puller?team=1": random_actions(rival, len(theirs), None, rng)})
         scores += result["puller?team=0"].terminals.group_rewards[::2].tolist()  # one per game
     return np.array(scores[:games])
+
+
+def door_keys(cells: np.ndarray, n_actions: int) -> np.ndarray:
+    """The action that opens each cell's door in :class:`LockedCorridor`: ``(n_actions - 1) * cell + 1`` modulo
+    ``n_actions``, so neighbouring doors differ and every action opens an equal share of them."""
+    return ((n_actions - 1) * np.asarray(cells, np.int64) + 1) % n_actions
+
+
+class LockedCorridor(gym.Env):
+    """A sparse-reward exploration task: the only reward is at the far end of a corridor of locked doors.
+
+    The agent starts in cell 0 of ``length`` cells (48 by default); the goal is the last. Each cell's door opens to
+    one of ``n_actions`` actions (4 by default), its key (:func:`door_keys`); any other action pushes the agent back
+    a cell (cell 0 stays). Reaching the goal ends the episode with reward +1 (terminated); after ``max_steps``
+    steps (``2 * length`` by default) it is cut off with nothing earned (truncated). Nothing else is ever earned.
+    Observation: the cell one-hot (``length`` floats). The expert, :func:`locked_corridor_expert`, walks
+    straight through in ``length - 1`` steps.
+
+    Why this shape. The keys differ from door to door, so no fixed preference for an action goes anywhere: a policy
+    must learn every cell's key. Random play drifts back to the start (one step on in four, three back): of 200,000
+    episodes of uniformly random actions none reached the goal, 33% got to cell 4, 0.4% to cell 8, 0.0035% to
+    cell 12, and none beyond cell 16. A plain corridor (left, right) was too easy: a policy that merely drifts
+    towards "right" gets there, and sparring's PPO reached the end of 24 such cells within 7k steps. The length
+    is there because plain PPO still creeps forward: its critic's untrained values of unseen cells pay it to step
+    into some of them, and at ``length=24`` that carried it to the goal on one seed of five (1M steps). The
+    one-hot cells are distinct inputs a novelty model (counts, RND, curiosity) can tell apart, and the moves are
+    deterministic, so nothing is unpredictable but the unvisited.
+
+    Measured with 16 copies and 2M env steps (about 75 s of one core for sparring's PPO), PPO with 128-step
+    rollouts, minibatches of 256, 4 epochs, learning rate 1e-3 decaying linearly, gamma 0.99, entropy 0.01:
+    sparring's PPO (seeds 0-9) and Stable-Baselines3's (seeds 0-2) never reached the goal, the deepest cell any
+    run saw being 28; the same PPO with a count bonus ``0.1 / sqrt(visits)`` had a greedy policy through the
+    whole corridor by 82k steps on every seed 0-4.
+    """
+
+    def __init__(self, length: int = 48, n_actions: int = 4, max_steps: int | None = None) -> None:
+        max_steps = 2 * length if max_steps is None else max_steps
+        if length < 2 or n_actions < 2:
+            raise ValueError(f"LockedCorridor needs length >= 2 and n_actions >= 2, got {length} and {n_actions}")
+        if max_steps < length - 1:
+            raise ValueError(f"LockedCorridor max_steps={max_steps} is too few to reach the goal: the walk takes "
+                             f"length - 1 = {length - 1}")
+        self.length, self.n_actions, self.max_steps = length, n_actions, max_steps
+        self.keys = door_keys(np.arange(length), n_actions)
+        self._keys = self.keys.tolist()
+        self.observation_space = spaces.Box(0.0, 1.0, (length,), np.float32)
+        self.action_space = spaces.Discrete(n_actions)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.cell, self._t = 0, 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.cell = self.cell + 1 if int(action) == self._keys[self.cell] else max(self.cell - 1, 0)
+        self._t += 1
+        if self.cell == self.length - 1:
+            return self._obs(), 1.0, True, False, {}
+        return self._obs(), 0.0, False, self._t >= self.max_steps, {}
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros(self.length, np.float32)
+        obs[self.cell] = 1.0
+        return obs
+
+
+gym.register("LockedCorridor-v0", entry_point=LockedCorridor)
+
+
+def locked_corridor_expert(obs: np.ndarray, n_actions: int = 4) -> np.ndarray:
+    """The key of each row's cell: from any cell, straight to the goal (demonstrations for imitation)."""
+    return door_keys(np.argmax(obs, axis=1), n_actions)
+
+
+def locked_corridor_success(model, episodes: int = 100, seed: int = 0, deterministic: bool = True,
+                            **env_kwargs) -> float:
+    """The fraction of ``episodes`` (one per copy of the task, made with ``env_kwargs``) in which ``model`` reaches
+    the goal. The moves are deterministic, so a greedy policy scores 0 or 1; ``deterministic=False`` grades
+    the sampled policy."""
+    env = GymnasiumEnv("LockedCorridor-v0", num_envs=episodes, env_kwargs=env_kwargs)
+    name = next(iter(env.specs))
+    result, reached = env.reset(seed=seed), np.full(episodes, -1)
+    while (reached < 0).any():
+        result = env.step({name: model.predict(result[name].decisions.obs, deterministic=deterministic)})
+        ended = result[name].terminals
+        first = reached[ended.agent_ids] < 0  # each copy's first episode only
+        reached[ended.agent_ids[first]] = ~ended.truncated[first]
+    return float(reached.mean())
