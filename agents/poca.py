@@ -29,7 +29,7 @@ from pydantic import ConfigDict, model_validator
 from torch import nn
 
 from sparring.agents.networks import ACTIVATIONS, ObservationEncoder, ResidualSelfAttention, observation_layout, swish
-from sparring.agents.policy import BehaviourPolicy, action_features
+from sparring.agents.policy import action_features
 from sparring.agents.ppo import PPO, BehaviourLearner, PPOSettings
 from sparring.agents.rollout import RolloutBuffer
 from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps

@@ -2,15 +2,14 @@
 gRPC and TCP servers, the Python SDK's squad game (tests/engines/squad_game.py) in a thread or launched as processes.
 """
 
-import importlib.util
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import sparring_engine as se
+from engine_threads import engine_in_thread, load_engine
 from sparring.envs.base import check_step_result
 from sparring.envs.bridge.codec import ProtocolError
 from sparring.envs.bridge.env import BridgeEnv, EngineFailure, MultiEngineEnv
@@ -30,36 +29,15 @@ TRANSPORTS = ["grpc", "tcp"]
 NOTHING, EARN, LEAVE, END_GROUP, INTERRUPT_GROUP = range(5)
 
 
-def load_squads():
-    spec = importlib.util.spec_from_file_location("squad_game", SQUAD_GAME)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-squad_game = load_squads()
+squad_game = load_engine("squad_game")
 
 
 @pytest.fixture(params=TRANSPORTS)
 def squads(request):
     """A BridgeEnv over ``request.param`` whose engine is the squad game, run by the SDK in a thread."""
     with BridgeServer(handshake_timeout=5.0) as server:
-        port = server.grpc_port if request.param == "grpc" else server.tcp_port
-        raised: list = []
-
-        def play():
-            try:
-                se.run(squad_game.Squads(), se.BridgeOptions(port, transport=request.param), engine_name="squads")
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
-                raised.append(exc)
-
-        thread = threading.Thread(target=play, daemon=True)
-        thread.start()
-        env = BridgeEnv(server.accept(timeout=10), step_timeout=10)
-        yield env
-        env.close()
-        thread.join(10)
-        assert not thread.is_alive() and not raised
+        with engine_in_thread(server, request.param, squad_game.Squads(), engine_name="squads") as env:
+            yield env
 
 
 def step(env, *actions):

@@ -2,15 +2,13 @@
 the Python SDK's player game (tests/engines/player_game.py) in a thread, and the env API's own checks.
 """
 
-import importlib.util
-import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 from gymnasium import spaces
 
 import sparring_engine as se
+from engine_threads import engine_in_thread, load_engine, port_of
 from sparring.envs.base import (
     BehaviourStep, DecisionSteps, MultiAgentEnv, PlayedActions, TerminalSteps, check_step_result,
 )
@@ -28,19 +26,7 @@ TRANSPORTS = ["grpc", "tcp"]
 WALKER = se.BehaviourSpec("Walker", se.Box(-1, 1, (2,), np.float32), se.Discrete(3))
 
 
-def load_player_game():
-    path = Path(__file__).resolve().parent / "engines" / "player_game.py"
-    spec = importlib.util.spec_from_file_location("player_game", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-player_game = load_player_game()
-
-
-def port_of(server: BridgeServer, transport: str) -> int:
-    return server.grpc_port if transport == "grpc" else server.tcp_port
+player_game = load_engine("player_game")
 
 
 # -- the handshake and the Actions of a recording session ------------------------------------------------------
@@ -86,21 +72,8 @@ def test_a_recording_trainer_refuses_engines_older_than_version_3(transport):
 def players(request):
     """A recording BridgeEnv whose engine is the player game, run by the SDK in a thread."""
     with BridgeServer(handshake_timeout=5.0, recording=True) as server:
-        raised: list = []
-
-        def play():
-            try:
-                se.run(player_game.Players(), se.BridgeOptions(port_of(server, request.param), transport=request.param))
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
-                raised.append(exc)
-
-        thread = threading.Thread(target=play, daemon=True)
-        thread.start()
-        env = BridgeEnv(server.accept(timeout=10), step_timeout=10)
-        yield env
-        env.close()
-        thread.join(10)
-        assert not thread.is_alive() and not raised
+        with engine_in_thread(server, request.param, player_game.Players()) as env:
+            yield env
 
 
 def go_on(env, result):
@@ -262,4 +235,4 @@ def test_check_step_result_refuses_played_actions_that_break_the_contract(played
     step.played = played
     with pytest.raises(ValueError) as raised:
         check_step_result(Echo.specs, {"walker": step})
-    assert f"behaviour 'walker' played" in str(raised.value) and words in str(raised.value), str(raised.value)
+    assert "behaviour 'walker' played" in str(raised.value) and words in str(raised.value), str(raised.value)

@@ -587,3 +587,29 @@ def locked_corridor_success(model, episodes: int = 100, seed: int = 0, determini
         first = reached[ended.agent_ids] < 0  # each copy's first episode only
         reached[ended.agent_ids[first]] = ~ended.truncated[first]
     return float(reached.mean())
+
+
+CORRIDOR_SETTINGS = dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=1e-3, ent_coef=0.01)
+"""PPO on the locked corridor (16 copies x 128 steps per rollout, the learning rate decaying linearly to 0)."""
+
+
+def corridor(length: int) -> dict:
+    """The locked corridor of ``length`` doors with twice the steps the walk through takes."""
+    return {"length": length, "max_steps": 2 * length}
+
+
+def train_corridor(length: int, seed: int, steps: int, **settings):
+    """sparring PPO (``CORRIDOR_SETTINGS`` updated by ``settings``) on 16 corridors of ``length``: the model, and the
+    agent step at which 80% of the episodes an update saw reached the goal (None: never within ``steps``)."""
+    from sparring.agents import PPO
+
+    reached: list[int] = []
+
+    def watch(model, report):
+        ended = report.behaviours["LockedCorridor"].episode_truncated
+        if not reached and len(ended) and (~ended).mean() >= 0.8:
+            reached.append(report.step)
+
+    env = GymnasiumEnv("LockedCorridor-v0", num_envs=16, env_kwargs=corridor(length))
+    model = PPO(env, seed=seed, **{**CORRIDOR_SETTINGS, **settings}).learn(steps, callback=watch)
+    return model, (reached or [None])[0]
