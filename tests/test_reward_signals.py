@@ -216,3 +216,18 @@ def test_signals_and_cloning_are_saved_with_the_model_and_resume(tmp_path, demo)
         for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
             torch.testing.assert_close(a, b, msg=name)
         assert after.optimizer.state_dict()["state"], "the signal's optimiser resumes too"
+
+
+def test_ma_poca_values_each_signal_with_its_group_critic():
+    from toy_envs import DUNGEON_SETTINGS, Dungeon
+
+    from sparring.agents import POCA
+
+    signals = {"extrinsic": {}, "curiosity": {"strength": 0.02}, "rnd": {}}
+    reports = []
+    model = POCA(Dungeon(areas=4), seed=0, **{**DUNGEON_SETTINGS, "reward_signals": signals})
+    model.learn(1500, callback=lambda m, r: reports.append(next(iter(r.behaviours.values())).stats))
+    learner = next(iter(model.learners.values()))
+    assert learner.critic.head.out_features == 3 and learner.buffer.baselines.shape[1] == 3
+    for name in ("Policy/Curiosity Reward", "Policy/Rnd Value Estimate", "Losses/Baseline Loss", "Losses/RND Loss"):
+        assert np.isfinite(reports[-1][name]), name
