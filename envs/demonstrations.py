@@ -68,7 +68,7 @@ from mlagents_envs.communicator_objects.space_type_pb2 import discrete as LEGACY
 from mlagents_envs.exception import UnityException  # noqa: E402
 
 from sparring.envs.unity import behaviour_spec, channels_first, sensor_keys  # noqa: E402
-from sparring.spec import Batch, BehaviourSpec, Obs  # noqa: E402
+from sparring.spec import Batch, BehaviourSpec, Obs, batch_concat  # noqa: E402
 
 log = logging.getLogger("sparring.demonstrations")
 
@@ -209,8 +209,8 @@ def load_demonstrations(path: str | os.PathLike, spec: BehaviourSpec | None = No
     index = {file: i for i, file in enumerate(files)}
     demo = Demonstration(
         spec=first.spec,
-        obs=_concat([p.obs for p in parts]),
-        actions=_concat([p.actions for p in parts]),
+        obs=batch_concat([p.obs for p in parts]),
+        actions=batch_concat([p.actions for p in parts]),
         rewards=np.concatenate([p.rewards for p in parts]),
         dones=np.concatenate([p.dones for p in parts]),
         max_step_reached=np.concatenate([p.max_step_reached for p in parts]),
@@ -676,14 +676,6 @@ def _describe_obs(spec: BehaviourSpec) -> str:
     if isinstance(spec.observation_space, spaces.Dict):
         return "observations " + ", ".join(f"{key!r} {box.shape}" for key, box in spec.observation_components.items())
     return f"one observation of shape {spec.observation_space.shape}"
-
-
-def _concat(parts: list[Batch]) -> Batch:
-    if len(parts) == 1:
-        return parts[0]
-    if isinstance(parts[0], dict):
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    return np.concatenate(parts)
 
 
 def _concat_masks(parts: list[Demonstration]) -> np.ndarray | None:
