@@ -316,7 +316,6 @@ class Demonstrations:
         self.raw_obs = policy.flatten_obs(demo.obs)[keep]
         self.actions = torch.from_numpy(policy.policy_actions(demo.actions))[keep]
         self.ends = torch.from_numpy(last[decided].astype(np.float32))
-        self.episodes = demo.episodes
 
     def __len__(self) -> int:
         return len(self.actions)

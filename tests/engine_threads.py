@@ -29,20 +29,28 @@ def port_of(server: BridgeServer, transport: str) -> int:
     return server.grpc_port if transport == "grpc" else server.tcp_port
 
 
+def play_in_thread(game, options: se.BridgeOptions, engine_name: str | None = None
+                   ) -> tuple[threading.Thread, list[BaseException]]:
+    """Run the SDK's loop for ``game`` in a thread; what it raised lands in the returned list."""
+    raised: list[BaseException] = []
+
+    def target():
+        try:
+            se.run(game, options, engine_name=engine_name)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, raised
+
+
 @contextmanager
 def engine_in_thread(server: BridgeServer, transport: str, game, engine_name: str | None = None) -> Iterator[BridgeEnv]:
     """A BridgeEnv over ``transport`` whose engine is ``game`` run by ``se.run`` in a thread; on leaving, the
     session is closed and the engine must have ended cleanly."""
-    raised: list[BaseException] = []
-
-    def play():
-        try:
-            se.run(game, se.BridgeOptions(port_of(server, transport), transport=transport), engine_name=engine_name)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            raised.append(exc)
-
-    thread = threading.Thread(target=play, daemon=True)
-    thread.start()
+    thread, raised = play_in_thread(game, se.BridgeOptions(port_of(server, transport), transport=transport),
+                                    engine_name)
     env = BridgeEnv(server.accept(timeout=10), step_timeout=10)
     yield env
     env.close()

@@ -29,6 +29,7 @@ from sparring.protos.wire import PROTOCOL_VERSION
 from sparring.spec import BehaviourSpec
 
 import sparring_engine as se
+from engine_threads import play_in_thread, port_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,25 +75,6 @@ def server():
         yield s
 
 
-def port_of(server: BridgeServer, transport: str) -> int:
-    return server.grpc_port if transport == "grpc" else server.tcp_port
-
-
-def play_in_thread(game, options: se.BridgeOptions) -> tuple[threading.Thread, list]:
-    """Run the SDK's loop for ``game`` in a thread; what it raised lands in the returned list."""
-    raised: list = []
-
-    def target():
-        try:
-            se.run(game, options, engine_name="tiny")
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            raised.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, raised
-
-
 def raw_tcp(server: BridgeServer) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.tcp_port), timeout=5)
     sock.settimeout(5)
@@ -120,7 +102,8 @@ def assert_closed(sock: socket.socket) -> None:
 
 
 def assert_still_serving(server: BridgeServer, transport: str = "tcp") -> None:
-    thread, raised = play_in_thread(TinyGame(), se.BridgeOptions(port_of(server, transport), transport=transport))
+    options = se.BridgeOptions(port_of(server, transport), transport=transport)
+    thread, raised = play_in_thread(TinyGame(), options, "tiny")
     env = BridgeEnv(server.accept(timeout=10), step_timeout=10)
     check_env(env, steps=5)
     env.close()
@@ -146,7 +129,8 @@ def test_handshake_hands_the_trainer_a_session_with_the_declared_specs(transport
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_session_steps_lock_step_and_passes_check_env(server, transport):
-    thread, raised = play_in_thread(TinyGame(), se.BridgeOptions(port_of(server, transport), transport=transport))
+    options = se.BridgeOptions(port_of(server, transport), transport=transport)
+    thread, raised = play_in_thread(TinyGame(), options, "tiny")
     env = BridgeEnv(server.accept(timeout=10), step_timeout=10)
     check_env(env, steps=20)
     env.close()
@@ -252,7 +236,7 @@ def test_oversized_observations_after_the_handshake_end_only_that_session():
                                             TerminalSteps.empty(big))}
 
     with BridgeServer(max_message_bytes=1024, grpc_port=None) as server:
-        thread, raised = play_in_thread(Flood(), se.BridgeOptions(server.tcp_port, transport="tcp"))
+        thread, raised = play_in_thread(Flood(), se.BridgeOptions(server.tcp_port, transport="tcp"), "tiny")
         env = BridgeEnv(server.accept(timeout=10), step_timeout=10)
         with pytest.raises(InvalidFrame, match="exceeds the limit of 1024 bytes"):
             env.reset(seed=0)
@@ -269,7 +253,8 @@ def test_oversized_observations_after_the_handshake_end_only_that_session():
      ("terminals", r"terminal_ids: the answer to a Reset has no terminals")],
 )
 def test_wrong_shapes_and_nan_observations_end_the_session_naming_the_field(server, transport, bad, message):
-    thread, raised = play_in_thread(TinyGame(bad), se.BridgeOptions(port_of(server, transport), transport=transport))
+    options = se.BridgeOptions(port_of(server, transport), transport=transport)
+    thread, raised = play_in_thread(TinyGame(bad), options, "tiny")
     env = BridgeEnv(server.accept(timeout=10), step_timeout=10)
     with pytest.raises(ProtocolError, match=message) as error:
         env.reset(seed=0)
