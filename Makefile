@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml protos/pyproject.toml engines/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ./protos -e ./engines/python -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -e ./protos -e ./engines/python -e ".[dev,bench,ray]"
 	touch $(STAMP)
 
 demo: venv

@@ -56,3 +56,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A one-node Ray cluster started for the session's Ray tests (``ray start --head``), stopped at the end."""
+    from ray_cluster import RayCluster
+
+    cluster = RayCluster(tmp_path_factory.mktemp("ray"))
+    try:
+        cluster.start_node(num_cpus=2, resources={"game": 8})
+        yield cluster
+    finally:
+        cluster.stop()
