@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import math
 import socket
+import ssl
 import struct
 import time
 
@@ -59,8 +60,8 @@ def write_frame(sock: socket.socket, message: pb.EngineMessage | pb.TrainerMessa
     if not isinstance(message, Serialized):
         payload = message.SerializeToString()
         message = Serialized([payload], len(payload))
-    if not hasattr(sock, "sendmsg"):  # pragma: no cover - Windows
-        sock.sendall(FRAME_HEADER.pack(message.size) + message.tobytes())
+    if isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):  # TLS encrypts one buffer; Windows lacks it
+        sock.sendall(b"".join([FRAME_HEADER.pack(message.size), *message.buffers]))
         return
     parts = [memoryview(FRAME_HEADER.pack(message.size)), *(memoryview(b).cast("B") for b in message.buffers)]
     while parts:

@@ -29,8 +29,8 @@ from gymnasium import spaces
 from sparring.envs.base import GameStats, StepResult, check_step_result, random_actions
 from sparring.envs.bridge.codec import ProtocolError
 from sparring.envs.bridge.env import BridgeEnv
-from sparring.envs.bridge.launcher import GameLauncher, describe_exit, new_token
-from sparring.envs.bridge.server import BridgeServer, EngineSession, SessionError
+from sparring.envs.bridge.launcher import GameLauncher, connect_host, describe_exit, new_token
+from sparring.envs.bridge.server import BridgeServer, EngineSession, SessionError, host_port
 from sparring.envs.factory import game_command
 from sparring.spec import BehaviourSpec, empty_actions
 
@@ -72,35 +72,45 @@ def check_engine(
     args: Sequence[str] = (),
     *,
     transport: str = "grpc",
+    host: str = "127.0.0.1",
     port: int = 0,
     token: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
     steps: int = 500,
     timeout: float = 30.0,
     headless_args: Sequence[str] = (),
     seed: int = 0,
     echo: Callable[[str], None] = print,
 ) -> EngineReport:
-    """Run the check; with ``executable`` the engine is launched, else it must connect to ``port``."""
+    """Run the check; with ``executable`` the engine is launched, else it must connect to ``host:port``.
+
+    ``tls_cert`` and ``tls_key`` (PEM) make the check listen over TLS only, as a trainer with those config keys
+    does: how an engine on another machine is checked (beyond loopback, with ``token`` too). A launched engine is
+    told to trust the certificate (``--sparring-ca``).
+    """
     report = EngineReport()
 
     def say(kind: str, what: str) -> None:
         getattr(report, kind)(what)
         echo(report.lines[-1])
 
-    server = BridgeServer(grpc_port=port if transport == "grpc" else None,
-                          tcp_port=port if transport == "tcp" else None, token=token)
+    server = BridgeServer(host, grpc_port=port if transport == "grpc" else None,
+                          tcp_port=port if transport == "tcp" else None, token=token, tls_cert=tls_cert, tls_key=tls_key)
     bound = server.grpc_port if transport == "grpc" else server.tcp_port
+    over = f"{transport}{' over TLS' if server.tls_cert else ''}"
     launcher = process = None
     try:
         if executable is not None:
             program, program_args = game_command(executable, args)
-            launcher = GameLauncher(program, program_args, transport=transport, headless_args=headless_args)
+            launcher = GameLauncher(program, program_args, host=connect_host(host), transport=transport,
+                                    ca_file=server.tls_cert, headless_args=headless_args)
             token = new_token()
             server.add_launch_token(token)
             process = launcher.launch(0, bound, token)
             say("note", f"launched {process.shown_command()}")
         else:
-            say("note", f"waiting for an engine on {transport} port {bound} ...")
+            say("note", f"waiting for an engine on {over} at {host_port(host, bound)} ...")
         try:
             session = _await_engine(server, timeout, token if executable else None, process)
         except (SessionError, TimeoutError) as exc:
@@ -281,11 +291,15 @@ def _report_cases(env: BridgeEnv, seen: _Seen, steps: int, say: Callable[[str, s
 def run(options) -> int:
     """``sparring check-engine``, given the CLI's parsed options; returns the exit status."""
     start = time.monotonic()
-    report = check_engine(
-        options.executable, options.args, transport=options.transport, port=options.port,
-        token=options.token, steps=options.steps, timeout=options.timeout,
-        headless_args=[options.headless_flag] if options.headless_flag else (),
-    )
+    try:
+        report = check_engine(
+            options.executable, options.args, transport=options.transport, host=options.host, port=options.port,
+            token=options.token, tls_cert=options.tls_cert, tls_key=options.tls_key, steps=options.steps,
+            timeout=options.timeout, headless_args=[options.headless_flag] if options.headless_flag else (),
+        )
+    except ValueError as exc:  # no server for these options: beyond loopback without a token or TLS, a bad certificate
+        print(f"sparring: error: check-engine: {exc}", file=sys.stderr)
+        return 2
     verdict = "conforms to" if report.ok else "does not conform to"
     print(f"the engine {verdict} the sparring bridge protocol v1 ({time.monotonic() - start:.1f} s)",
           file=sys.stdout if report.ok else sys.stderr)

@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--transport", choices=("grpc", "tcp"), default="grpc")
     check.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port; set it to wait for an engine)")
     check.add_argument("--token", help="token a waiting-for engine must present")
+    check.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (beyond loopback: needs --token, --tls-cert and --tls-key)")
+    check.add_argument("--tls-cert", help="PEM certificate chain: listen over TLS only (an engine on another machine)")
+    check.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     check.add_argument("--steps", type=int, default=500, help="steps of random valid actions")
     check.add_argument("--timeout", type=float, default=30.0, help="seconds the engine has for each answer")
     check.add_argument("--headless-flag", help="flag added to the engine's command line")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -69,7 +69,7 @@ class BridgeEnvConfig(_Strict):
     headless_flag: str | None = Field(None, description="Added to each copy's command line, e.g. '--headless'.")
     num_envs: int = Field(1, ge=1, description="Game instances trained at once.")
     transport: Literal["grpc", "tcp"] = Field("grpc", description="gRPC stream, or length-prefixed frames over TCP.")
-    host: str = Field("127.0.0.1", description="Address to listen on; anything but loopback needs a token.")
+    host: str = Field("127.0.0.1", description="Address to listen on; anything but loopback needs a token and TLS.")
     port: int = Field(
         0, ge=0, le=65535,
         description="Port to listen on. 0: a free port for launched copies; in editor mode 5105 (gRPC) or 5106 (TCP).",
@@ -79,6 +79,12 @@ class BridgeEnvConfig(_Strict):
         description="Shared secret engines must present. None: none is needed on loopback (any is accepted); "
         "launched copies always get one of their own.",
     )
+    tls_cert: str | None = Field(
+        None,
+        description="PEM certificate chain: engines connect over TLS only (needed beyond loopback), and launched "
+        "copies are told to trust this file (--sparring-ca). A relative path is taken from the working directory.",
+    )
+    tls_key: str | None = Field(None, description="The unencrypted PEM private key of tls_cert.")
     handshake_timeout: float = Field(10.0, gt=0, description="Seconds a new connection has to send its Hello.")
     connect_timeout: float | None = Field(
         None, gt=0,
@@ -100,6 +106,14 @@ class BridgeEnvConfig(_Strict):
     )
     max_action_dims: int = Field(1024, ge=1, description="Continuous action values, or discrete branches, per behaviour.")
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> BridgeEnvConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
+            raise ValueError(f"env.{given} is set but env.{missing} is not: TLS needs the certificate chain "
+                             "(tls_cert) and its private key (tls_key), both PEM files")
+        return self
+
     def server_options(self) -> dict[str, Any]:
         """The :class:`~sparring.envs.bridge.server.BridgeServer` settings these keys give."""
         from sparring.envs.bridge.codec import SpecLimits
@@ -107,7 +121,7 @@ class BridgeEnvConfig(_Strict):
         limits = SpecLimits(self.max_behaviours, self.max_observation_elements, self.max_action_choices,
                             self.max_action_dims)
         return {"max_message_bytes": self.max_message_bytes, "handshake_timeout": self.handshake_timeout,
-                "limits": limits}
+                "limits": limits, "tls_cert": self.tls_cert, "tls_key": self.tls_key}
 
     @property
     def label(self) -> str:

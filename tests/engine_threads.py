@@ -46,10 +46,12 @@ def play_in_thread(game, options: se.BridgeOptions, engine_name: str | None = No
 
 
 @contextmanager
-def engine_in_thread(server: BridgeServer, transport: str, game, engine_name: str | None = None) -> Iterator[BridgeEnv]:
-    """A BridgeEnv over ``transport`` whose engine is ``game`` run by ``se.run`` in a thread; on leaving, the
-    session is closed and the engine must have ended cleanly."""
-    thread, raised = play_in_thread(game, se.BridgeOptions(port_of(server, transport), transport=transport),
+def engine_in_thread(server: BridgeServer, transport: str, game, engine_name: str | None = None,
+                     **options) -> Iterator[BridgeEnv]:
+    """A BridgeEnv over ``transport`` whose engine is ``game`` run by ``se.run`` in a thread (``options``: more
+    :class:`se.BridgeOptions`, a token or a CA file); on leaving, the session is closed and the engine must have
+    ended cleanly."""
+    thread, raised = play_in_thread(game, se.BridgeOptions(port_of(server, transport), transport=transport, **options),
                                     engine_name)
     env = BridgeEnv(server.accept(timeout=10), step_timeout=10)
     yield env

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import tempfile
@@ -33,10 +34,11 @@ make_tensor = encode_tensor
 
 
 class GodotSession:
-    """One headless Godot process connected to a loopback server, frame by frame."""
+    """One headless Godot process connected to a loopback server, frame by frame; over TLS with ``tls``, the
+    trainer's server-side context (a failed handshake waits for godot to say why, and raises with what it said)."""
 
     def __init__(self, scene: str | None = None, token: str = "test-token", args: tuple[str, ...] = (),
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, tls: ssl.SSLContext | None = None) -> None:
         if GODOT is None:
             raise RuntimeError("godot3-server is not on PATH (apt-get install godot3-server)")
         self.timeout = timeout
@@ -63,11 +65,26 @@ class GodotSession:
                     self.conn, _ = self.server.accept()
                 except socket.timeout:
                     pass
+            if tls is not None:
+                self.conn = self._secured(self.conn, tls)
         except BaseException:
             self.close()
             raise
         self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn.settimeout(timeout)
+
+    def _secured(self, conn: socket.socket, tls: ssl.SSLContext) -> ssl.SSLSocket:
+        conn.settimeout(self.timeout)
+        try:
+            return tls.wrap_socket(conn, server_side=True)
+        except OSError as exc:
+            self.conn = None
+            try:
+                self.process.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            raise RuntimeError(f"TLS handshake failed ({getattr(exc, 'reason', None) or exc}); godot said:\n"
+                               f"{self.output}") from None
 
     # -- frames ------------------------------------------------------------------
 

@@ -6,13 +6,16 @@ TCP transport, so every test here is one real session with a real Godot 3.2 game
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 
 import numpy as np
 import pytest
 
+from certificates import make_certificates
 from godot_harness import GODOT, PROJECT, GodotSession, make_tensor, pb, tensor
+from sparring.envs.bridge.tls import ServerCertificate
 
 pytestmark = [
     pytest.mark.godot,
@@ -245,6 +248,45 @@ def test_no_trainer_listening_makes_the_game_exit_nonzero():
                           capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
     assert f"127.0.0.1:{port}" in done.stdout + done.stderr
+
+
+# -- TLS, for a trainer on another machine ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trainer_tls(tmp_path_factory):
+    """Certificates made for the test, and the server-side TLS context the trainer makes of them."""
+    certs = make_certificates(tmp_path_factory.mktemp("certificates"))
+    return certs, ServerCertificate(certs.cert, certs.key).context
+
+
+def test_the_addon_plays_over_tls_trusting_the_ca_by_the_certificates_dns_name(trainer_tls):
+    certs, context = trainer_tls
+    rng = np.random.default_rng(0)
+    with GodotSession(args=("--sparring-ca", str(certs.ca), "--sparring-tls-name", "localhost"), tls=context) as game:
+        assert game.handshake().engine_name == "godot"
+        obs = game.reset(seed=1)
+        for step in range(5):
+            mask = tensor(seeker_part(obs).action_mask)
+            obs = game.step(step, {"seeker": random_masked_actions(mask, rng)})
+            assert obs.step == step + 1
+        game.send(close=pb.Close(reason="done"))
+        assert game.wait() == 0
+
+
+def test_the_addon_refuses_a_trainer_whose_certificate_its_ca_did_not_sign(trainer_tls):
+    certs, context = trainer_tls
+    with pytest.raises(RuntimeError, match="(?s)UNKNOWN_CA.*the TLS handshake with the trainer failed .*signed by the "
+                                           f"CA in --sparring-ca {re.escape(str(certs.other_ca))}"):
+        GodotSession(args=("--sparring-ca", str(certs.other_ca), "--sparring-tls-name", "localhost"), tls=context)
+
+
+def test_godot_3_2_matches_dns_names_only_so_an_address_needs_the_tls_name(trainer_tls):
+    """The certificate holds 127.0.0.1, the address the game connects to, but Godot 3.2's mbedtls checks DNS names
+    alone; the error says so."""
+    certs, context = trainer_tls
+    with pytest.raises(RuntimeError, match="(?s)BAD_CERTIFICATE.*hold the name 127.0.0.1 \\(Godot 3.2 matches DNS "
+                                           "names only, not IP addresses: pass --sparring-tls-name\\)"):
+        GodotSession(args=("--sparring-ca", str(certs.ca)), tls=context)
 
 
 # -- the GDScript protobuf codec, against Python's --------------------------------------

@@ -37,7 +37,7 @@ import numpy as np
 from sparring.envs.base import Actions, BehaviourStep, GameStats, MultiAgentEnv, StepResult, merge_stats
 from sparring.envs.bridge import codec
 from sparring.envs.bridge.codec import ProtocolError
-from sparring.envs.bridge.launcher import GameLauncher, GameProcess, new_token
+from sparring.envs.bridge.launcher import GameLauncher, GameProcess, connect_host, new_token
 from sparring.envs.bridge.parameters import EngineParameters, checked_parameters
 from sparring.envs.bridge.server import (
     BridgeServer,
@@ -239,13 +239,6 @@ def _server(transport: str, host: str, port: int, token: str | None,
                         tcp_port=port if transport == "tcp" else None, token=token, **(server_options or {}))
 
 
-def _connect_host(host: str) -> str:
-    """The address a launched copy on this machine connects to, for a server bound to ``host``."""
-    if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    return "::1" if host == "::" else host
-
-
 def _check_transport(transport: str) -> None:
     if transport not in ("grpc", "tcp"):
         raise ValueError(f"transport must be 'grpc' or 'tcp', got {transport!r}")
@@ -366,11 +359,13 @@ class MultiEngineEnv(VectorEnv):
         """Start a server (on a free port unless ``port``), launch ``num_engines`` copies of ``executable``,
         and wait for them. Each copy authenticates with its own launch token; ``token`` is only needed to
         listen beyond loopback. ``server_options`` are :class:`BridgeServer`'s (``max_message_bytes``,
-        ``handshake_timeout``, ``limits``); further ``options`` are the constructor's."""
+        ``handshake_timeout``, ``limits``, ``tls_cert`` and ``tls_key``: then the copies are told to trust
+        the certificate, ``--sparring-ca``); further ``options`` are the constructor's."""
         server = _server(transport, host, port, token, server_options)
         try:
-            launcher = GameLauncher(executable, args, host=_connect_host(host), transport=transport,
-                                    headless_args=headless_args, log_dir=log_dir, env=env, cwd=cwd)
+            launcher = GameLauncher(executable, args, host=connect_host(host), transport=transport,
+                                    ca_file=server.tls_cert, headless_args=headless_args, log_dir=log_dir, env=env,
+                                    cwd=cwd)
             return cls(server, num_engines, launcher, transport=transport, owns_server=True, **options)
         except BaseException:
             server.close()
@@ -400,6 +395,9 @@ class MultiEngineEnv(VectorEnv):
         bound = server.grpc_port if transport == "grpc" else server.tcp_port
         needs = ("engines must send the configured token (--sparring-token, or the game's setting)" if token else
                  "no token needed on loopback (any token is accepted)")
+        if server.tls_cert is not None:
+            needs += (f"; over TLS only, trusting the CA that signed {server.tls_cert} "
+                      "(--sparring-ca, or the game's setting)")
         (announce or log.info)(f"waiting for {num_engines} engine(s) to connect over {transport} to "
                                f"{host_port(host, bound)}; {needs}; start the game(s) now "
                                f"(up to {connect_timeout:g} s)")

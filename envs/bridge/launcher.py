@@ -2,9 +2,11 @@
 
 Each copy is started as::
 
-    executable *args --sparring-host HOST --sparring-port PORT --sparring-transport grpc|tcp --sparring-token TOKEN [headless flags]
+    executable *args --sparring-host HOST --sparring-port PORT --sparring-transport grpc|tcp --sparring-token TOKEN
+        [--sparring-ca FILE] [headless flags]
 
-every flag followed by its value as a separate argument (protos/README.md, "Launched engines").
+every flag followed by its value as a separate argument (protos/README.md, "Launched engines");
+``--sparring-ca`` only when the trainer speaks TLS, naming the certificate file to trust.
 
 in its own process group (so ``kill`` also takes down whatever the game itself
 started), with stdout and stderr written to one log file per launch. Every
@@ -35,6 +37,13 @@ def new_token() -> str:
         token = secrets.token_urlsafe(24)
         if not token.startswith("-"):
             return token
+
+
+def connect_host(host: str) -> str:
+    """The address a launched copy on this machine connects to, for a server bound to ``host``."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return "::1" if host == "::" else host
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -145,6 +154,7 @@ class GameLauncher:
         args: arguments before the bridge flags (a scene, the game's own options, ...).
         host: the trainer's address the copies connect to (``--sparring-host``).
         transport: ``"grpc"`` or ``"tcp"``, the transport they must use (``--sparring-transport``).
+        ca_file: the certificate file they verify the trainer with (``--sparring-ca``), when it speaks TLS.
         headless_args: appended last, for builds that can run without a window
             (e.g. ``["--headless"]``, Unity's ``["-batchmode", "-nographics"]``).
         log_dir: folder for one log per launch (``slot{N}-{launch}.log``, launch counting from 1
@@ -160,6 +170,7 @@ class GameLauncher:
         *,
         host: str = "127.0.0.1",
         transport: str = "grpc",
+        ca_file: str | os.PathLike | None = None,
         headless_args: Sequence[str] = (),
         log_dir: str | os.PathLike | None = None,
         env: Mapping[str, str] | None = None,
@@ -168,6 +179,7 @@ class GameLauncher:
         self.executable = os.fspath(executable)
         self.args = [str(a) for a in args]
         self.host, self.transport = host, transport
+        self.ca_file = None if ca_file is None else os.fspath(ca_file)
         self.headless_args = [str(a) for a in headless_args]
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="sparring-engines-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -179,8 +191,9 @@ class GameLauncher:
         self._finalizer = weakref.finalize(self, _kill_all, self.processes)
 
     def command(self, port: int, token: str) -> list[str]:
+        tls = [] if self.ca_file is None else ["--sparring-ca", self.ca_file]
         return [self.executable, *self.args, "--sparring-host", self.host, "--sparring-port", str(port),
-                "--sparring-transport", self.transport, "--sparring-token", token, *self.headless_args]
+                "--sparring-transport", self.transport, "--sparring-token", token, *tls, *self.headless_args]
 
     def launch(self, slot: int, port: int, token: str | None = None) -> GameProcess:
         """Start one copy that will connect to ``port``; its token is fresh unless given."""

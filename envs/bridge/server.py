@@ -16,7 +16,8 @@ unparseable frame) raises a :class:`SessionError` from that session only, and
 closes it; the server keeps serving everyone else.
 
 TCP frames are a 4-byte little-endian unsigned length, then that many bytes of a
-serialized ``EngineMessage`` / ``TrainerMessage``. Usage::
+serialized ``EngineMessage`` / ``TrainerMessage``. With a certificate (``tls_cert``,
+``tls_key``) both transports speak only TLS; the token is checked as before. Usage::
 
     with BridgeServer(tcp_port=5106) as server:      # loopback, no token needed
         session = server.accept(timeout=60)
@@ -29,17 +30,20 @@ import hmac
 import ipaddress
 import itertools
 import logging
+import os
 import queue
 import socket
 import threading
 import time
 from collections.abc import Mapping
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from sparring.envs.bridge import codec
+from sparring.envs.bridge.tls import SETUP, ServerCertificate, handshake_failure
 from sparring.protos.sparring.v1 import bridge_pb2 as pb
 from sparring.protos.wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -368,7 +372,7 @@ class BridgeServer:
     """Listens for engines over gRPC and/or framed TCP and hands completed handshakes to the trainer.
 
     Args:
-        host: the address to bind. Loopback by default; any other address needs ``token``.
+        host: the address to bind. Loopback by default; any other address needs ``token`` and TLS.
         grpc_port: port for the gRPC transport; 0 picks a free one, ``None`` disables it.
         tcp_port: port for the framed TCP transport; 0 picks a free one, ``None`` disables it.
         token: the auth token engines must send in their Hello (compared in constant time).
@@ -384,6 +388,10 @@ class BridgeServer:
         recording: welcome engines to recording sessions (``sparring record``): they play every agent
             themselves and report the actions they took, which needs protocol version 3; older engines
             are refused, saying so.
+        tls_cert, tls_key: a PEM certificate chain and its unencrypted private key (both or neither): both
+            transports then speak only TLS, and engines verify the chain (``--sparring-ca``). A failed TLS
+            handshake is refused like a bad Hello: logged and counted in ``stats["refused"]`` (the framed TCP
+            transport's; gRPC's happen inside gRPC, out of the server's sight).
 
     After construction, ``grpc_port`` and ``tcp_port`` hold the ports actually bound.
     """
@@ -402,17 +410,31 @@ class BridgeServer:
         environment_parameters: Mapping[str, float] | None = None,
         max_sessions: int = 64,
         recording: bool = False,
+        tls_cert: str | os.PathLike | None = None,
+        tls_key: str | os.PathLike | None = None,
     ) -> None:
         if token is not None and not token:
             raise ValueError("token must be a non-empty string, or None for no token (loopback only)")
-        if token is None and not is_loopback(host):
-            raise ValueError(
-                f"refusing to listen on {host} without a token: any machine that can reach it could "
-                "connect and feed this trainer; pass token= (engines send it with --sparring-token) "
-                "or bind 127.0.0.1"
-            )
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give the certificate chain and its private key, "
+                             "or neither")
+        if not is_loopback(host):
+            if token is None:
+                raise ValueError(
+                    f"refusing to listen on {host} without a token: any machine that can reach it could "
+                    "connect and feed this trainer; pass token= (engines send it with --sparring-token) "
+                    "or bind 127.0.0.1"
+                )
+            if tls_cert is None:
+                raise ValueError(
+                    f"refusing to listen on {host} in plaintext: the token and the game's traffic would cross the "
+                    "network for anyone on the way to read; pass tls_cert= and tls_key=, a PEM certificate chain and "
+                    "its private key (the env config keys tls_cert and tls_key, check-engine's --tls-cert and "
+                    f"--tls-key; {SETUP}), or bind 127.0.0.1"
+                )
         if grpc_port is None and tcp_port is None:
             raise ValueError("grpc_port and tcp_port are both None; enable at least one transport")
+        self._certificate = None if tls_cert is None else ServerCertificate(tls_cert, tls_key)
         keep_message_buffers_mapped()
         self.host = host
         self.max_message_bytes = int(max_message_bytes)
@@ -449,6 +471,12 @@ class BridgeServer:
     def __repr__(self) -> str:
         return f"<BridgeServer {self.host} grpc={self.grpc_port} tcp={self.tcp_port}>"
 
+    @property
+    def tls_cert(self) -> Path | None:
+        """The certificate chain engines verify (absolute), which launched copies are told to trust; ``None``
+        without TLS."""
+        return None if self._certificate is None else self._certificate.cert_file
+
     # -- transports ----------------------------------------------------------
 
     def _start_grpc(self, port: int) -> None:
@@ -469,7 +497,11 @@ class BridgeServer:
         self._grpc.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("sparring.v1.Bridge", {"Session": session_handler}),))
         try:
-            bound = self._grpc.add_insecure_port(host_port(self.host, port))
+            address = host_port(self.host, port)
+            if self._certificate is None:
+                bound = self._grpc.add_insecure_port(address)
+            else:
+                bound = self._grpc.add_secure_port(address, self._certificate.grpc_credentials())
         except RuntimeError as exc:
             raise OSError(f"cannot listen for gRPC on {host_port(self.host, port)}: {exc}") from None
         if not bound:
@@ -509,6 +541,11 @@ class BridgeServer:
         try:
             deadline = time.monotonic() + self.handshake_timeout
             try:
+                conn = self._secured(conn, deadline)
+            except OSError as exc:
+                self._note_refusal(peer, handshake_failure(exc))
+                return
+            try:
                 if crowded:
                     raise _Refused(f"this trainer already serves {self.max_sessions} engines (max_sessions)")
                 size = read_frame_size(conn, self.max_message_bytes, deadline)
@@ -539,6 +576,14 @@ class BridgeServer:
                 self._connections -= 1
             if not handed_over:
                 conn.close()
+
+    def _secured(self, conn: socket.socket, deadline: float) -> socket.socket:
+        """``conn`` after its TLS handshake (as it is without TLS); ``OSError`` if the handshake fails, when
+        ``conn`` is closed."""
+        if self._certificate is None:
+            return conn
+        conn.settimeout(max(deadline - time.monotonic(), 0.001))
+        return self._certificate.context.wrap_socket(conn, server_side=True)
 
     def _refuse(self, conn: socket.socket, peer: str, reason: str, error: bool = False) -> None:
         self._note_refusal(peer, reason)

@@ -16,7 +16,7 @@ of the sparring env API, and :func:`run` does the rest::
             ...
 
     if __name__ == "__main__":
-        se.run(Chase(), se.from_command_line())   # reads --sparring-host/-port/-transport/-token
+        se.run(Chase(), se.from_command_line())   # reads --sparring-host/-port/-transport/-token/-ca/-tls-name
 
 Optional: ``groups = {"Chaser": se.AgentGroups()}`` for agents that share rewards (ML-Agents'
 SimpleMultiAgentGroup), ``stats = se.StatsRecorder()`` for statistics the trainer logs,
@@ -44,6 +44,7 @@ from sparring_engine.groups import AgentGroups
 from sparring_engine.messages import decode_actions, encode_observations, hello_message, serialize_observations, spec_to_proto
 from sparring_engine.played import ActionReports
 from sparring_engine.stats import StatsRecorder
+from sparring_engine.tls import TrainerTlsError
 from sparring_engine.types import (
     BehaviourSpec,
     BehaviourStep,
@@ -59,7 +60,7 @@ from sparring_engine.types import (
 __all__ = [
     "ActionReports", "AgentGroups", "BehaviourSpec", "BehaviourStep", "Box", "BridgeOptions", "DecisionSteps",
     "Discrete", "EngineConnection", "Game", "MultiDiscrete", "PlayedActions", "ProtocolError", "StatsRecorder",
-    "StepResult", "TerminalSteps", "TrainerError", "TrainerRefused",
+    "StepResult", "TerminalSteps", "TrainerError", "TrainerRefused", "TrainerTlsError",
     "decode_actions", "encode_observations", "from_command_line", "hello_message", "run", "serialize_observations",
     "spec_to_proto",
 ]

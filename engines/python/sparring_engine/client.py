@@ -29,6 +29,7 @@ from sparring.protos.wire import (
     write_frame,
 )
 from sparring_engine.messages import decode_actions, hello_message, serialize_observations
+from sparring_engine.tls import client_context, secure
 from sparring_engine.types import BehaviourSpec, StepResult
 
 
@@ -85,6 +86,8 @@ class BridgeOptions:
     transport: str = "grpc"  # "grpc" or "tcp"
     connect_timeout: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ca_file: str | None = None  # PEM certificates to trust: connect over TLS (a trainer with tls_cert and tls_key)
+    server_name: str = ""  # the name the trainer's certificate must hold; "": host
 
     @property
     def resolved_port(self) -> int:
@@ -94,9 +97,10 @@ class BridgeOptions:
 
 
 def from_command_line(argv: Sequence[str] | None = None) -> BridgeOptions:
-    """Bridge options from ``--sparring-port/-host/-token/-transport``; other arguments are ignored.
+    """Bridge options from ``--sparring-port/-host/-token/-transport/-ca/-tls-name``; other arguments are ignored.
 
-    The trainer launches games as ``game [args] --sparring-port N --sparring-token T``.
+    The trainer launches games as ``game [args] --sparring-port N --sparring-token T`` (and ``--sparring-ca FILE``
+    when it uses TLS).
     """
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--sparring-port", type=int)
@@ -104,25 +108,41 @@ def from_command_line(argv: Sequence[str] | None = None) -> BridgeOptions:
     parser.add_argument("--sparring-token", default="")
     parser.add_argument("--sparring-transport", choices=("grpc", "tcp"), default="grpc")
     parser.add_argument("--sparring-connect-timeout", type=float, default=30.0)
+    parser.add_argument("--sparring-ca")
+    parser.add_argument("--sparring-tls-name", default="")
     ns, _ = parser.parse_known_args(argv)
     return BridgeOptions(ns.sparring_port, ns.sparring_host, ns.sparring_token, ns.sparring_transport,
-                         ns.sparring_connect_timeout)
+                         ns.sparring_connect_timeout, ca_file=ns.sparring_ca, server_name=ns.sparring_tls_name)
+
+
+def _connect(options: BridgeOptions) -> socket.socket:
+    """A socket connected to the trainer, retried until ``connect_timeout`` (the trainer may still be starting);
+    with ``ca_file``, after a TLS handshake that verified the trainer (:class:`~sparring_engine.tls.TrainerTlsError`
+    if it fails)."""
+    context = None
+    if options.ca_file:
+        context = client_context(options.ca_file, alpn="h2" if options.transport == "grpc" else None)
+    deadline = time.monotonic() + options.connect_timeout
+    address = (options.host, options.resolved_port)
+    where = f"{address[0]}:{address[1]}"
+    while True:
+        try:
+            sock = socket.create_connection(address, timeout=max(deadline - time.monotonic(), 0.1))
+            break
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(f"no trainer on {where} ({options.transport}): {exc}") from None
+            time.sleep(0.1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if context is None:
+        return sock
+    return secure(sock, context, options.server_name or options.host, options.ca_file, where)
 
 
 class _TcpLink:
     def __init__(self, options: BridgeOptions) -> None:
         self._max = options.max_message_bytes
-        deadline = time.monotonic() + options.connect_timeout
-        address = (options.host, options.resolved_port)
-        while True:  # the trainer may still be starting
-            try:
-                self._sock = socket.create_connection(address, timeout=max(deadline - time.monotonic(), 0.1))
-                break
-            except OSError as exc:
-                if time.monotonic() >= deadline:
-                    raise ConnectionError(f"no trainer on {address[0]}:{address[1]} (tcp): {exc}") from None
-                time.sleep(0.1)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = _connect(options)
 
     def send(self, message: pb.EngineMessage | Serialized) -> None:
         self._sock.settimeout(None)
@@ -139,15 +159,25 @@ class _TcpLink:
 class _GrpcLink:
     def __init__(self, options: BridgeOptions) -> None:
         target = f"{options.host}:{options.resolved_port}"
-        self._channel = grpc.insecure_channel(target, options=[
+        channel_options = [
             ("grpc.max_send_message_length", options.max_message_bytes),
             ("grpc.max_receive_message_length", options.max_message_bytes),
-        ])
+        ]
+        if options.ca_file:
+            _connect(options).close()  # says why a certificate fails, which gRPC's own retries never do
+            if options.server_name:
+                channel_options.append(("grpc.ssl_target_name_override", options.server_name))
+            with open(options.ca_file, "rb") as ca:
+                credentials = grpc.ssl_channel_credentials(root_certificates=ca.read())
+            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=channel_options)
         try:
             grpc.channel_ready_future(self._channel).result(timeout=options.connect_timeout)
         except grpc.FutureTimeoutError:
             self._channel.close()
-            raise ConnectionError(f"no trainer on {target} (grpc) within {options.connect_timeout} s") from None
+            hint = "" if options.ca_file else " (a trainer that uses TLS looks the same to an engine without --sparring-ca)"
+            raise ConnectionError(f"no trainer on {target} (grpc) within {options.connect_timeout} s{hint}") from None
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         session = self._channel.stream_stream(SESSION_METHOD, request_serializer=to_bytes,
                                               response_deserializer=pb.TrainerMessage.FromString)
@@ -198,7 +228,13 @@ class EngineConnection:
               engine_name: str = "python") -> pb.Welcome:
         """Declare the behaviours; the trainer's Welcome, or :class:`TrainerRefused` with its reason."""
         self.send(pb.EngineMessage(hello=hello_message(specs, action_masks, self.options.token, engine_name)))
-        answer = self.receive()
+        try:
+            answer = self.receive()
+        except ConnectionError as exc:
+            if self.options.ca_file:
+                raise
+            raise ConnectionError(f"the trainer hung up instead of answering the Hello ({exc}); a trainer that uses "
+                                  "TLS does that to an engine connecting without it (--sparring-ca)") from None
         kind = answer.WhichOneof("message")
         if kind == "welcome":
             return answer.welcome

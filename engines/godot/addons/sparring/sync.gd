@@ -18,6 +18,8 @@
 #   --sparring-port N      the trainer's TCP port
 #   --sparring-token T     the token the trainer expects in the Hello
 #   --sparring-host H      the trainer's address (default 127.0.0.1)
+#   --sparring-ca FILE     connect over TLS, trusting the PEM certificate in FILE (a trainer with tls_cert)
+#   --sparring-tls-name N  the DNS name the trainer's certificate holds, if not H
 # Exit codes: 0 the trainer closed the session (or the game quit on its own, and
 # told the trainer with a Close); 1 an error (printed); 2 the trainer refused us.
 extends Node
@@ -153,7 +155,8 @@ func record_stat(key: String, value: float, aggregation := "average") -> void:
 func _start_session() -> void:
 	var port := int(command_line_value("--sparring-port"))
 	var host := command_line_value("--sparring-host", "127.0.0.1")
-	if not _transport.open(host, port, connect_timeout_s):
+	var ca_file := command_line_value("--sparring-ca")
+	if not _transport.open(host, port, connect_timeout_s, ca_file, command_line_value("--sparring-tls-name")):
 		_end(EXIT_ERROR, _transport.error)
 		return
 	var specs := []
