@@ -157,6 +157,7 @@ class POCALearner(BehaviourLearner):
 
     policy_has_critic = False
     buffer_type = GroupRolloutBuffer
+    ACTING = ("policy", "critic")
     DIAGNOSTICS = ("Losses/Policy Loss", "Losses/Value Loss", "Losses/Baseline Loss", "Policy/Entropy",
                    "Policy/Approx KL", "Policy/Clip Fraction")
 
@@ -175,13 +176,13 @@ class POCALearner(BehaviourLearner):
         """Sample actions; record each row with its group's value, its baseline and its mates."""
         x = self.inputs(decisions.obs, update_stats=True)
         mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)
-        action, logp, _, _ = self.policy.sample(x, mask, generator)
+        action, logp, _, _ = self.acting_policy.sample(x, mask, generator)
         members, group, position = group_members(group_keys(decisions.group_ids))
         values = self._group_values(x, members)[group]
         mates = mates_of(members, group, position)
         taken = torch.from_numpy(mates).clamp_min(0)  # padding reads row 0, masked out by the mates' presence
         mate_actions = action_features(action[taken], self.policy.continuous_size, self.policy.branches)
-        baselines = self.critic.baseline(x, x[taken], mate_actions, torch.from_numpy(mates >= 0).float())
+        baselines = self.acting_critic.baseline(x, x[taken], mate_actions, torch.from_numpy(mates >= 0).float())
         self._playing = np.union1d(self._playing, decisions.agent_ids)
         start = self.buffer.size
         self.buffer.add(self.buffer.slots_of(decisions.agent_ids), x.numpy(), action.numpy(), logp.numpy(),
@@ -198,7 +199,7 @@ class POCALearner(BehaviourLearner):
     def _group_values(self, x: torch.Tensor, members: np.ndarray) -> torch.Tensor:
         """``V`` of every group of ``members`` (rows of ``x``; a group with no member is worth 0)."""
         present = torch.from_numpy(members >= 0).float()
-        values = self.critic.value(x[torch.from_numpy(members).clamp_min(0)], present)
+        values = self.acting_critic.value(x[torch.from_numpy(members).clamp_min(0)], present)
         return values * (present.sum(1, keepdim=True) > 0)
 
     def _values(self, x: torch.Tensor, agents: DecisionSteps | TerminalSteps) -> torch.Tensor:
@@ -234,11 +235,10 @@ class POCALearner(BehaviourLearner):
         bootstrap[found] = values[where[found]]
         return bootstrap
 
-    def _training_columns(self, rows: slice | np.ndarray, advantages: np.ndarray, returns: np.ndarray
-                          ) -> dict[str, torch.Tensor | None]:
+    def _training_columns(self, buf: GroupRolloutBuffer, rows: slice | np.ndarray, advantages: np.ndarray,
+                          returns: np.ndarray) -> dict[str, torch.Tensor | None]:
         """PPO's columns, with advantages against each agent's baseline, and the mates each row's critic reads."""
-        buf = self.buffer
-        columns = super()._training_columns(rows, returns - buf.baselines[: buf.size], returns)
+        columns = super()._training_columns(buf, rows, returns - buf.baselines[: buf.size], returns)
         mates = torch.from_numpy(buf.mates[rows])
         taken = mates.clamp_min(0)
         columns["baselines"] = torch.from_numpy(buf.baselines[rows])

@@ -24,7 +24,11 @@ Usage::
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -124,11 +128,30 @@ def _schedule(start: float, kind: str, progress: float, end: float) -> float:
     return end + (start - end) * max(0.0, 1.0 - progress) if kind == "linear" else start
 
 
+@dataclass
+class Rollout:
+    """A closed rollout, ready to learn from: its rows, the episodes that ended in it, and where training
+    stood when it closed."""
+
+    rows: RolloutBuffer
+    report: BehaviourReport
+    progress: float  # fraction of training done (the schedules' position)
+    steps: int  # agent decisions the learner had taken (behavioural cloning decays over them)
+    version: int  # updates the policy that acted had had
+
+
 class BehaviourLearner:
-    """Policy, optimiser and rollout storage of one behaviour."""
+    """Policy, optimiser and rollout storage of one behaviour.
+
+    Acting (:meth:`act`, :meth:`observe`, :meth:`end_rollout`) reads the ``acting_*`` networks, learning
+    (:meth:`train`) the originals. They are the same objects unless acting overlaps learning
+    (:meth:`act_from_copies`), when acting goes on with copies one update behind.
+    """
 
     policy_has_critic = True  # False where the learner values states with a critic of its own (MA-POCA)
     buffer_type = RolloutBuffer
+    ACTING = ("policy",)
+    """The networks acting reads (the policy, and what values the states it sees), copied to overlap learning."""
 
     def __init__(self, spec: BehaviourSpec, settings: PPOSettings) -> None:
         self.spec = spec
@@ -148,6 +171,10 @@ class BehaviourLearner:
                                        self.policy.memory_size, settings.time_horizon, len(self.signals),
                                        keep_next_obs=bool(self.learned_signals))
         self.steps = 0  # agent decisions this learner has taken (behavioural cloning decays over them)
+        self.updates = 0  # updates trained
+        self.acting_version = 0  # updates the acting networks have had (publish runs between rollouts, never in one)
+        for name in self.ACTING:
+            setattr(self, f"acting_{name}", getattr(self, name))
         self.memory = None if settings.memory is None else AgentMemory(self.policy.memory_size)
         self.episodes = EpisodeLog()
         self.recorded_obs = torch.zeros(0, self.policy.obs_size)
@@ -156,15 +183,32 @@ class BehaviourLearner:
     def _trained_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.policy.parameters())
 
+    def act_from_copies(self) -> None:
+        """Act with copies of the :attr:`ACTING` networks, so that :meth:`train` may change the originals
+        meanwhile; :meth:`publish` brings the copies up to date after each update."""
+        for name in self.ACTING:
+            setattr(self, f"acting_{name}", copy.deepcopy(getattr(self, name)))
+
+    def publish(self) -> None:
+        """After an update: the acting networks take the trained weights, and the trained policy the observation
+        statistics gathered while it trained (acting keeps them; exports and checkpoints read the policy)."""
+        self.acting_version = self.updates
+        if self.acting_policy is self.policy:
+            return
+        if self.policy.normalizer is not None:
+            self.policy.normalizer.load_state_dict(self.acting_policy.normalizer.state_dict())
+        for name in self.ACTING:
+            getattr(self, f"acting_{name}").load_state_dict(getattr(self, name).state_dict())
+
     def inputs(self, obs: Obs, update_stats: bool) -> torch.Tensor:
         """Normalised policy inputs; a NaN or infinite observation is refused, naming the behaviour."""
-        return self._normalized(self.policy.flatten_obs(obs), update_stats)
+        return self._normalized(self.acting_policy.flatten_obs(obs), update_stats)
 
     def _normalized(self, x: torch.Tensor, update_stats: bool) -> torch.Tensor:
         check_finite(x.numpy(), self.spec.name)
-        if update_stats and self.policy.normalizer is not None:
-            self.policy.normalizer.update(x)
-        return self.policy.normalize(x)
+        if update_stats and self.acting_policy.normalizer is not None:
+            self.acting_policy.normalizer.update(x)
+        return self.acting_policy.normalize(x)
 
     @torch.no_grad()
     def act(self, decisions: DecisionSteps, generator: torch.Generator) -> Batch:
@@ -172,7 +216,7 @@ class BehaviourLearner:
         x = self.inputs(decisions.obs, update_stats=True)
         mask = None if decisions.action_mask is None else torch.from_numpy(decisions.action_mask)
         state = self._memory_of(decisions.agent_ids)
-        action, logp, value, next_state = self.policy.sample(x, mask, generator, state)
+        action, logp, value, next_state = self.acting_policy.sample(x, mask, generator, state)
         slots = self.buffer.slots_of(decisions.agent_ids)
         self.buffer.add(slots, x.numpy(), action.numpy(), logp.numpy(), value.numpy(), decisions.action_mask,
                         None if state is None else state.numpy())
@@ -221,47 +265,60 @@ class BehaviourLearner:
 
     def _values(self, x: torch.Tensor, agents: DecisionSteps | TerminalSteps) -> torch.Tensor:
         """State values ``(n, heads)`` of ``agents`` at their normalised observations ``x``."""
-        return self.policy.value(x, self._memory_of(agents.agent_ids))
+        return self.acting_policy.value(x, self._memory_of(agents.agent_ids))
 
     def update(self, decisions: DecisionSteps, progress: float, generator: torch.Generator) -> BehaviourReport:
-        """GAE over the rollout, then ``n_epochs`` of minibatch PPO steps."""
-        s = self.settings
-        with torch.no_grad():
-            slots = self.buffer.slots_of(decisions.agent_ids)
-            bootstrap, now = np.zeros((0, len(self.signals)), np.float32), None
-            if len(decisions):
-                raw = self.policy.flatten_obs(decisions.obs)
-                # Real observations to verify exports against, taken once per rollout (off the hot path).
-                self.recorded_obs = torch.cat([self.recorded_obs, raw])[-RECORDED_OBS:]
-                now = self._normalized(raw, False)
-                bootstrap = self._values(now, decisions).numpy()
+        """End the rollout where ``decisions`` stand and learn from it (:meth:`end_rollout`, :meth:`train`)."""
+        return self.train(self.end_rollout(decisions, progress), generator)
+
+    @torch.no_grad()
+    def end_rollout(self, decisions: DecisionSteps, progress: float) -> Rollout:
+        """Bootstrap the open trajectories from the agents deciding now and take the rollout's rows, leaving the
+        buffer to collect the next one: the part of an update that acting must wait for."""
+        slots = self.buffer.slots_of(decisions.agent_ids)
+        bootstrap, now = np.zeros((0, len(self.signals)), np.float32), None
+        if len(decisions):
+            raw = self.acting_policy.flatten_obs(decisions.obs)
+            # Real observations to verify exports against, taken once per rollout (off the hot path).
+            self.recorded_obs = torch.cat([self.recorded_obs, raw])[-RECORDED_OBS:]
+            now = self._normalized(raw, False)
+            bootstrap = self._values(now, decisions).numpy()
         if self.reward_scaler is not None:  # the whole rollout at one scale: today's statistics
             self.buffer.rewards[: self.buffer.size] = self.reward_scaler(self.buffer.rewards[: self.buffer.size])
         self.buffer.close(slots, bootstrap, None if now is None else now.numpy())
-        rewards = self._signal_rewards()
-        advantages, returns = self.buffer.advantages(self.gammas, s.gae_lambda, rewards)
-        report = self.episodes.pop()
-        buf = self.buffer
+        return Rollout(self.buffer.detach(), self.episodes.pop(), progress, self.steps, self.acting_version)
+
+    def train(self, rollout: Rollout, generator: torch.Generator) -> BehaviourReport:
+        """GAE over the rollout, then ``n_epochs`` of minibatch PPO steps.
+
+        The ratio is taken against the log-probabilities stored with each row, those of the policy that acted,
+        which is an update behind the one trained when acting overlaps learning (reported as ``Policy/Lag``).
+        """
+        s = self.settings
+        buf, report = rollout.rows, rollout.report
+        rewards = self._signal_rewards(buf)
+        advantages, returns = buf.advantages(self.gammas, s.gae_lambda, rewards)
         valid = buf.valid[: buf.size]
         rows = slice(0, buf.size) if valid.all() else np.flatnonzero(valid)
+        lag = self.updates - rollout.version
+        self.updates += 1
         if not valid.any():
-            buf.clear()
             return report
         # A memoryless policy learns from the valid rows; a recurrent one from sequences of every row, each
         # started from the memory stored with its first row, padding and rows of lost agents weighted 0.
         recurrent = self.policy.memory is not None
         kept = slice(0, buf.size) if recurrent else rows
-        columns = self._training_columns(kept, advantages, returns)
-        experience = self._transitions(kept) if self.learned_signals else None
+        columns = self._training_columns(buf, kept, advantages, returns)
+        experience = self._transitions(buf, kept) if self.learned_signals else None
         if recurrent:
             sequences = torch.from_numpy(buf.sequences(s.memory.sequence_length))
             memories, weights = torch.from_numpy(buf.memories[: buf.size]), torch.from_numpy(valid.astype(np.float32))
             units, per_batch = len(sequences), max(1, s.batch_size // s.memory.sequence_length)
         else:
             units, per_batch = len(columns["obs"]), s.batch_size
-        lr = _schedule(s.learning_rate, s.lr_schedule, progress, s.learning_rate_end)
-        clip = _schedule(s.clip_range, s.clip_schedule, progress, s.clip_range_end)
-        ent_coef = _schedule(s.ent_coef, s.ent_schedule, progress, s.ent_coef_end)
+        lr = _schedule(s.learning_rate, s.lr_schedule, rollout.progress, s.learning_rate_end)
+        clip = _schedule(s.clip_range, s.clip_schedule, rollout.progress, s.clip_range_end)
+        ent_coef = _schedule(s.ent_coef, s.ent_schedule, rollout.progress, s.ent_coef_end)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -294,6 +351,7 @@ class BehaviourLearner:
             "Policy/Learning Rate": lr,
             "Policy/Epsilon": clip,
             "Policy/Beta": ent_coef,
+            "Policy/Lag": float(lag),
             **{name: float(np.mean(values)) for name, values in signal_stats.items()},
         }
         for head, signal in enumerate(self.signals):
@@ -301,32 +359,29 @@ class BehaviourLearner:
             if signal.key != "extrinsic":
                 report.stats[f"Policy/{signal.name} Reward"] = float(rewards[rows, head].mean())
         if self.cloning is not None:
-            report.stats |= self.cloning.update(self.steps, generator)
+            report.stats |= self.cloning.update(rollout.steps, generator)
         if self.reward_scaler is not None:
             report.stats["Policy/Reward Scale"] = self.reward_scaler.scale
-        self.buffer.clear()
         return report
 
-    def _training_columns(self, rows: slice | np.ndarray, advantages: np.ndarray, returns: np.ndarray
-                          ) -> dict[str, torch.Tensor | None]:
-        """The rollout's ``rows`` as the tensors minibatches are cut from."""
-        buf = self.buffer
+    def _training_columns(self, buf: RolloutBuffer, rows: slice | np.ndarray, advantages: np.ndarray,
+                          returns: np.ndarray) -> dict[str, torch.Tensor | None]:
+        """The rollout ``buf``'s ``rows`` as the tensors minibatches are cut from."""
         columns = {"obs": buf.obs, "actions": buf.actions, "masks": buf.masks if buf.has_masks else None,
                    "log_probs": buf.log_probs, "advantages": advantages.sum(1), "returns": returns, "values": buf.values}
         return {k: None if c is None else torch.from_numpy(c[rows]) for k, c in columns.items()}
 
-    def _signal_rewards(self) -> np.ndarray:
-        """Each signal's reward for every row of the rollout, ``(rows, signals)``: the game's (scaled) times the
-        extrinsic strength, the learned signals' from their networks as they are before this update."""
-        n = self.buffer.size
-        experience = self._transitions(slice(0, n)) if self.learned_signals else None
-        columns = [self.buffer.rewards[:n] * signal.strength if signal.key == "extrinsic"
+    def _signal_rewards(self, buf: RolloutBuffer) -> np.ndarray:
+        """Each signal's reward for every row of the rollout ``buf``, ``(rows, signals)``: the game's (scaled)
+        times the extrinsic strength, the learned signals' from their networks as they are before this update."""
+        n = buf.size
+        experience = self._transitions(buf, slice(0, n)) if self.learned_signals else None
+        columns = [buf.rewards[:n] * signal.strength if signal.key == "extrinsic"
                    else signal.rewards(experience).numpy() for signal in self.signals]
         return np.stack(columns, 1).astype(np.float32, copy=False)
 
-    def _transitions(self, rows: slice | np.ndarray) -> Transitions:
-        """The rollout's ``rows`` as reward signals read them."""
-        buf = self.buffer
+    def _transitions(self, buf: RolloutBuffer, rows: slice | np.ndarray) -> Transitions:
+        """The rollout ``buf``'s ``rows`` as reward signals read them."""
         return Transitions(torch.from_numpy(buf.obs[rows]), torch.from_numpy(buf.actions[rows]),
                            torch.from_numpy(buf.next_obs[rows]), torch.from_numpy(buf.ends[rows].astype(np.float32)))
 
@@ -438,6 +493,21 @@ def _minibatches(n: int, batch_size: int, generator: torch.Generator):
         yield order[start : start + batch_size]
 
 
+def _add_timing(reports: dict[str, BehaviourReport], timing: dict[str, tuple[float, float]], wall: float) -> None:
+    """Where an update's wall time went, in every behaviour's report: collecting, training, both at once
+    (acting overlapped with learning), and the fraction of it the learner spent idle."""
+    (collect_start, collect_end), (train_start, train_end) = timing["collect"], timing["train"]
+    both = max(0.0, min(collect_end, train_end) - max(collect_start, train_start))
+    figures = {
+        "Performance/Collect Seconds": collect_end - collect_start,
+        "Performance/Update Seconds": train_end - train_start,
+        "Performance/Overlap Seconds": both,
+        "Performance/Learner Idle Fraction": max(0.0, 1.0 - (train_end - train_start) / max(wall, 1e-9)),
+    }
+    for report in reports.values():
+        report.stats.update(figures)
+
+
 ROLLOUT_SETTINGS = ("n_steps", "buffer_size")
 """Settings of the shared rollout, which every behaviour collects together: not overridable per behaviour."""
 
@@ -464,12 +534,24 @@ class PPO(Checkpointed):
     num_updates = 0  # until the first update (or a checkpoint) sets the model's own count
     _rollout_steps: int | None = None  # env steps per rollout, fixed at the first reset
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Minibatch order of updates that run while acting goes on (acting keeps ``generator``).
+        self.train_generator = torch.Generator().manual_seed(self.seed + 1)
+
     @property
     def policies(self) -> dict[str, BehaviourPolicy]:
         return {name: learner.policy for name, learner in self.learners.items()}
 
-    def learn(self, total_steps: int, callback: Callable[[PPO, UpdateReport], None] | None = None) -> PPO:
-        """Train until ``total_steps`` agent decisions have been taken (counting any resumed ones)."""
+    def learn(self, total_steps: int, callback: Callable[[PPO, UpdateReport], None] | None = None,
+              overlap: bool = False) -> PPO:
+        """Train until ``total_steps`` agent decisions have been taken (counting any resumed ones).
+
+        With ``overlap``, the next rollout is collected while the learners train on the last one, so a slow game
+        never waits for an update: copies of the networks act, one update behind those trained (never more; the
+        next update waits for the rollout), and each update's ratio is taken against the policy that acted. The
+        callback runs with nothing in flight; the rollout collected while the last update ran is in its step.
+        """
         env = self._env_to_learn_in()
         self.total_steps = total_steps
         if self._current is None:
@@ -479,18 +561,50 @@ class PPO(Checkpointed):
             self._rollout_steps = self._derive_rollout_steps()
         for learner in self.learners.values():
             learner.prepare()
-        while self.num_steps < total_steps:
-            self._collect_rollout()
-            progress = self.num_steps / total_steps
-            reports = {
-                name: learner.update(self._learner_decisions(name), progress, self.generator)
-                for name, learner in self.learners.items()
-            }
-            self.num_updates += 1
-            self._after_update()
-            if callback is not None:
-                callback(self, UpdateReport(self.num_steps, reports))
+            if overlap:
+                learner.act_from_copies()
+        rollouts = None  # closed and waiting to be learned from
+        with ThreadPoolExecutor(1, thread_name_prefix="sparring-update") if overlap else nullcontext() as background:
+            while rollouts is not None or self.num_steps < total_steps:
+                started = time.perf_counter()
+                if rollouts is None:
+                    self._collect_rollout()
+                    rollouts = self._end_rollouts(total_steps)
+                if background is None:
+                    reports, timing = self._train(rollouts, self.generator)
+                    timing["collect"] = (started, timing["train"][0])
+                    rollouts = None
+                else:
+                    training = background.submit(self._train, rollouts, self.train_generator)
+                    rollouts, collect_start = None, time.perf_counter()
+                    collect_end = collect_start
+                    try:
+                        if self.num_steps < total_steps:
+                            self._collect_rollout()
+                            rollouts = self._end_rollouts(total_steps)  # bootstrapped by the policy that acted
+                            collect_end = time.perf_counter()
+                    finally:
+                        reports, timing = training.result()  # an error in either is raised once both have stopped
+                    timing["collect"] = (collect_start, collect_end)
+                for learner in self.learners.values():
+                    learner.publish()
+                _add_timing(reports, timing, time.perf_counter() - started)
+                self.num_updates += 1
+                self._after_update()
+                if callback is not None:
+                    callback(self, UpdateReport(self.num_steps, reports))
         return self
+
+    def _end_rollouts(self, total_steps: int) -> dict[str, Rollout]:
+        return {name: learner.end_rollout(self._learner_decisions(name), self.num_steps / total_steps)
+                for name, learner in self.learners.items()}
+
+    def _train(self, rollouts: dict[str, Rollout], generator: torch.Generator
+               ) -> tuple[dict[str, BehaviourReport], dict[str, tuple[float, float]]]:
+        """Every learner's update on its rollout, and when it ran."""
+        start = time.perf_counter()
+        reports = {name: self.learners[name].train(rollout, generator) for name, rollout in rollouts.items()}
+        return reports, {"train": (start, time.perf_counter())}
 
     def _learner_decisions(self, name: str) -> DecisionSteps:
         """The decisions learner ``name`` takes now: the rollout bootstraps from them."""
@@ -546,6 +660,7 @@ class PPO(Checkpointed):
         return {
             **super().state_dict(),
             "num_updates": self.num_updates,
+            "train_generator": self.train_generator.get_state(),
             "learners": {name: learner.state_dict() for name, learner in self.learners.items()},
         }
 
@@ -554,3 +669,5 @@ class PPO(Checkpointed):
         for name, learner in self.learners.items():
             learner.load_state_dict(state["learners"][name])
         self.num_updates = state["num_updates"]
+        if "train_generator" in state:  # checkpoints from before acting could overlap learning have none
+            self.train_generator.set_state(state["train_generator"])

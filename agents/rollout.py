@@ -9,6 +9,8 @@ lookup, so no Python dict is touched per agent either.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 
@@ -303,6 +305,20 @@ class RolloutBuffer:
         out = np.full((len(keys), length), -1, np.int64)
         out[sequence.reshape(-1), position % length] = np.arange(n)
         return out
+
+    def detach(self) -> RolloutBuffer:
+        """The closed rollout's rows as a buffer of their own, and this one cleared to collect the next.
+
+        What an update reads (rows, links, step boundaries) is copied; what continues across rollouts (the
+        agents' slots and running episodes) stays here, so acting can go on while another thread learns from
+        the copy. The copy is for reading rows only: it collects nothing.
+        """
+        rows = copy.copy(self)
+        for name in self._COLUMNS:
+            setattr(rows, name, getattr(self, name)[: self.size].copy())
+        rows._step_starts = list(self._step_starts)
+        self.clear()
+        return rows
 
     def clear(self) -> None:
         self.size = 0

@@ -9,11 +9,14 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sparring.env_config import BridgeEnvConfig, EnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig, UnityEnvConfig
+from sparring.env_config import (
+    BridgeEnvConfig, EnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig, ScaleConfig, UnityEnvConfig,
+)
 from sparring.envs.base import MultiAgentEnv
 
 
-def make_env(config: EnvConfig, log_dir: Path | None = None, seed: int = 0, recording: bool = False) -> MultiAgentEnv:
+def make_env(config: EnvConfig, log_dir: Path | None = None, seed: int = 0, recording: bool = False,
+             scale: ScaleConfig | None = None) -> MultiAgentEnv:
     """One batched env holding ``config.num_envs`` copies of the configured source.
 
     Gymnasium copies stepped serially become agents of one in-process env (the
@@ -23,10 +26,15 @@ def make_env(config: EnvConfig, log_dir: Path | None = None, seed: int = 0, reco
     processes when ``vector: subprocess``. ``seed`` reaches the sources that take
     theirs at launch (Unity builds); the others are seeded by ``reset``. ``recording``: the
     games play every agent themselves and report what they did (``sparring record``; bridge
-    sources only, the only ones whose games can report it).
+    sources only, the only ones whose games can report it). With ``scale.ray``, each copy runs in a Ray actor
+    on that cluster (:mod:`sparring.envs.ray_workers`).
     """
     from sparring.envs.vector import make_vector_env
 
+    if scale is not None and scale.ray not in (None, False):
+        if recording:
+            raise ValueError("sparring record plays its games locally; scale.ray is for training")
+        return _make_ray_env(config, scale, log_dir, seed)
     if recording and config.source != "bridge":
         raise ValueError(f"recording needs games on the bridge (env.source 'bridge'), not {config.source!r}")
     if config.source == "bridge":
@@ -92,6 +100,38 @@ def _make_bridge_env(config: BridgeEnvConfig, log_dir: Path | None, recording: b
         program, config.num_envs, args, headless_args=[config.headless_flag] if config.headless_flag else (),
         host=config.host, log_dir=None if log_dir is None else str(log_dir), **options,
     )
+
+
+def _make_ray_env(config: EnvConfig, scale: ScaleConfig, log_dir: Path | None, seed: int) -> MultiAgentEnv:
+    """``config.num_envs`` Ray actors, each building one copy on its own node (its logs under ``log_dir/worker<i>``,
+    the same path on that node)."""
+    from sparring.envs.ray_workers import ray_env
+
+    if config.source == "bridge" and config.executable is None:
+        raise ValueError("scale.ray needs env.executable: each Ray worker launches its own game; engines that connect "
+                         "by themselves (editor mode) connect to one trainer, not to its workers")
+    logs = None if log_dir is None else log_dir.resolve()
+    factories = [functools.partial(make_env, _worker_copy(config, i), None if logs is None else logs / f"worker{i}",
+                                   seed + i) for i in range(config.num_envs)]
+    env = ray_env(factories, address=None if scale.ray is True else scale.ray, resources=scale.worker_resources,
+                  num_cpus=scale.worker_cpus, max_restarts=scale.max_restarts, step_timeout=scale.step_timeout,
+                  restart_timeout=scale.restart_timeout, seed=seed)
+    nodes = env.worker_nodes
+    print(f"sparring: {len(nodes)} env workers on {len(set(nodes))} Ray nodes", file=sys.stderr, flush=True)
+    return env
+
+
+def _worker_copy(config: EnvConfig, i: int) -> EnvConfig:
+    """Copy ``i``'s own config: one copy, paths this machine resolves made absolute (a node reads them as they are),
+    and for Unity its own port."""
+    update: dict[str, object] = {"num_envs": 1}
+    if config.source == "bridge" and Path(config.executable).exists():
+        update["executable"] = str(Path(config.executable).resolve())
+    if config.source == "unity":
+        if config.env_path is not None and Path(config.env_path).exists():
+            update["env_path"] = str(Path(config.env_path).resolve())
+        update["base_port"] = (config.base_port or 5005) + i
+    return config.model_copy(update=update)
 
 
 def _make_unity_env(config: UnityEnvConfig, log_dir: Path | None, seed: int) -> MultiAgentEnv:

@@ -160,3 +160,35 @@ class UnityEnvConfig(_Strict):
 EnvConfig = Annotated[
     Union[GymnasiumEnvConfig, PettingZooEnvConfig, BridgeEnvConfig, UnityEnvConfig], Field(discriminator="source")
 ]
+
+
+class ScaleConfig(_Strict):
+    """Where the env copies run, and whether acting waits for learning (the config's ``scale:`` section)."""
+
+    overlap: bool = Field(
+        False,
+        description="Collect the next rollout while the learners train on the last (PPO, MA-POCA), so the game never "
+        "waits for an update. The acting policy is one update behind; each update's PPO ratio is taken against it.",
+    )
+    ray: bool | str | None = Field(
+        None,
+        description="Run each env copy in a Ray actor: true joins the cluster this machine runs (else starts one), "
+        "or give the cluster's address (HOST:PORT, 'auto'). None: copies run locally.",
+    )
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray resources each env worker needs: nodes that have the game build advertise one "
+        "(ray start --resources '{\"game\": 8}') and workers ask for it ({game: 1}).",
+    )
+    worker_cpus: float = Field(1.0, ge=0, description="CPUs each env worker reserves on its node.")
+    max_restarts: int = Field(
+        10, ge=0,
+        description="Restarts per env worker whose process, game or node died; its agents are reported lost and the "
+        "run goes on. One failure more stops training.",
+    )
+    restart_timeout: float = Field(
+        180.0, gt=0, description="Seconds a restarted env worker has to be placed on a node and build its env."
+    )
+    step_timeout: float = Field(
+        60.0, gt=0, description="Seconds an env worker has to answer a step; beyond it, it is restarted as hung."
+    )

@@ -40,7 +40,9 @@ class RayCluster:
         command = [RAY, "start", *where, "--num-cpus", str(num_cpus), "--resources", json.dumps(resources or {}),
                    "--disable-usage-stats", "--block"]
         log = (self.log_dir / f"node{len(self.nodes)}.log").open("w")
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        # Ray's token authentication is on once ~/.ray/auth_token exists (a ray.init() elsewhere may write it);
+        # these loopback test nodes go without, so every client of the tests can join.
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         node = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.nodes.append(node)
         self._await_nodes(sum(n.poll() is None for n in self.nodes))

@@ -75,7 +75,7 @@ def test_each_row_reads_its_mates_of_the_same_step_and_its_advantage_is_against_
         assert sorted(buf.mates[row][buf.mates[row] >= 0].tolist()) == sorted({row // 3 * 3 + k for k in range(3)} - {row})
     assert len(set(np.round(buf.values[:3, 0], 6))) == 1  # one value per group
     advantages, returns = np.random.default_rng(0).normal(size=(2, buf.size, 1)).astype(np.float32)
-    columns = learner._training_columns(slice(0, buf.size), advantages, returns)
+    columns = learner._training_columns(buf, slice(0, buf.size), advantages, returns)
     torch.testing.assert_close(columns["advantages"], torch.from_numpy(returns - buf.baselines[: buf.size])[:, 0])
     torch.testing.assert_close(columns["mates_obs"][0], columns["obs"][[1, 2]])
 
