@@ -8,6 +8,7 @@
     sparring record CONFIG.yaml --out PATH.demo [--behaviour NAME] [--episodes N] [--steps N] [--seed N] [--force]
     sparring league RUN_DIR [--plot PATH]
     sparring doctor RUN_DIR
+    sparring tune CONFIG.yaml [--run-id ID] [--results-dir DIR] [--force] [--ray ADDRESS]
 
 CONFIG is a sparring config or an ML-Agents trainer config (see sparring.mlagents_config);
 the environment flags are mlagents-learn's, and override the file as they do there.
@@ -28,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sparring.config import RunConfig
-    from sparring.curriculum import Curriculum
 
 USAGE_ERROR = 2
 
@@ -108,6 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     league.add_argument("--plot", type=Path, help="where the PNG goes (default: RUN_DIR/league/ratings.png)")
     doctor = commands.add_parser("doctor", help="read a run's metrics and name what is wrong with its training")
     doctor.add_argument("run_dir", type=Path, help="results/<run-id>")
+    tune = commands.add_parser(
+        "tune", help="search a config's settings on Ray Tune (population-based training by default)",
+        description="Train a trial of CONFIG for each sample of its tune: section's search space, each in a run folder "
+                    "of its own, and write the best trial's config to RUN_DIR/best.yaml.")
+    tune.add_argument("config", type=Path, help="run config (YAML) with a tune: section")
+    tune.add_argument("--run-id", help="name of the run folder (default: the config's file name)")
+    tune.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go")
+    tune.add_argument("--force", action="store_true", help="delete an existing run folder of the same id first")
+    tune.add_argument("--ray", metavar="ADDRESS",
+                      help="the Ray cluster to run the trials on (host:port, or auto; default: a local Ray for this search)")
     args = parser.parse_args(argv)
     try:
         if args.subcommand == "check-engine":
@@ -123,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _record(args)
         if args.subcommand == "doctor":
             return _doctor(args)
+        if args.subcommand == "tune":
+            return _tune(args)
         with _sigterm_as_interrupt():
             return _train(args)
     except UsageError as exc:
@@ -165,48 +177,21 @@ def _train(args: argparse.Namespace) -> int:
             )
         shutil.rmtree(run_path)  # the config is valid and the user asked to overwrite
 
-    import torch
+    from sparring.training import TrainingStopped, train_run
 
-    from sparring.curriculum import Curriculum
-    from sparring.envs.factory import make_env
-    from sparring.run import RunLogger
-
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
     try:
-        env = make_env(config.env, log_dir=run.path / "engines", seed=config.seed)
-    except Exception as exc:  # anything the env's own constructor raises is a problem with env: in the config
-        raise UsageError(f"{args.config}: env: cannot start {config.env.label!r}: {type(exc).__name__}: {exc}") from None
-    with env:
-        curriculum = Curriculum(config.environment_parameters, config.seed)
-        try:
-            model = _trainer(config, env, run.path / "league")  # a trainer may refuse this env (a group it lacks)
-            if checkpoint is not None:
-                model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
-                _resume_curriculum(curriculum, run.curriculum_state(checkpoint))
-                print(f"resuming {run_id} from {checkpoint} at step {model.num_steps}", file=sys.stderr)
-            curriculum.start(env)
-        except ValueError as exc:  # the config's trainer or parameters do not fit this env, or this run
-            raise UsageError(f"{args.config}: {exc}") from None
-        run.write_config(config)
-        logger = RunLogger(run, config, model, curriculum)
-        try:
-            model.learn(config.trainer.max_steps, callback=logger)
-        except KeyboardInterrupt:
-            path = run.save_checkpoint(model, config.trainer.keep_checkpoints, curriculum)
-            logger.close()
-            print(f"interrupted at step {model.num_steps}; saved {path} (continue with --resume)", file=sys.stderr)
-            return 1
-        except Exception as exc:
-            logger.close()
+        model, summary = train_run(config, run, checkpoint)
+    except ConfigError as exc:  # the env or the trainer refused the config
+        raise UsageError(f"{args.config}: {exc}") from None
+    except TrainingStopped as stop:
+        if isinstance(stop.cause, KeyboardInterrupt):
+            print(f"interrupted at step {stop.step}; saved {stop.saved} (continue with --resume)", file=sys.stderr)
+        else:
             latest = run.latest_checkpoint()
             kept = f"; checkpoints are intact, newest {latest}" if latest else ""
-            print(f"sparring: training stopped at step {model.num_steps}: {exc}{kept}", file=sys.stderr)
-            return 1
-        logger.close()
-        run.save_checkpoint(model, config.trainer.keep_checkpoints, curriculum)
-        model.save(run.final)
-    _print_summary(run, logger.last_summary, model.num_steps)
+            print(f"sparring: {stop}{kept}", file=sys.stderr)
+        return 1
+    _print_summary(run, summary, model.num_steps)
     from sparring.export.exporter import ExportError, export_run
 
     try:
@@ -216,17 +201,6 @@ def _train(args: argparse.Namespace) -> int:
         print(f"sparring: export failed: {exc}; the trained model is kept in {run.final}", file=sys.stderr)
         return 1
     return 0
-
-
-def _resume_curriculum(curriculum: Curriculum, state: Path) -> None:
-    """Continue the curricula where the checkpoint left them (from their first lessons if it kept none)."""
-    import json
-
-    if state.is_file():
-        curriculum.load_state_dict(json.loads(state.read_text()))
-    elif curriculum.lessons:
-        print(f"sparring: note: {state} is missing; the environment parameters start from their first lessons",
-              file=sys.stderr)
 
 
 @contextmanager
@@ -250,25 +224,6 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _trainer(config: RunConfig, env, league_dir: Path):
-    """The config's algorithm (PPO, MA-POCA or SAC); PPO or MA-POCA by self-play against a league in ``league_dir``
-    with ``self_play``."""
-    from sparring.agents import POCA, PPO, SAC
-
-    options = dict(seed=config.seed, behaviour_settings=config.trainer.behaviours,
-                   **config.trainer.hyperparameters.model_dump())
-    algorithm = config.trainer.algorithm
-    if algorithm == "sac":
-        return SAC(env, **options)
-    if config.trainer.self_play is None:
-        return (POCA if algorithm == "poca" else PPO)(env, **options)
-    from sparring.agents.selfplay import League
-    from sparring.agents.selfplay.trainer import POCASelfPlay, SelfPlay
-
-    trainer = POCASelfPlay if algorithm == "poca" else SelfPlay
-    return trainer(env, League(config.trainer.self_play, league_dir, seed=config.seed), **options)
-
-
 def apply_env_flags(config: RunConfig, flags: dict[str, Any], source: Path) -> RunConfig:
     """``config`` with its env's fields replaced by the :data:`ENV_FLAGS` given (``flags``: field -> value).
 
@@ -286,6 +241,49 @@ def apply_env_flags(config: RunConfig, flags: dict[str, Any], source: Path) -> R
         err = exc.errors()[0]
         raise UsageError(f"{ENV_FLAGS[err['loc'][0]]}: {err['msg']} (got {err['input']!r})") from None
     return config.model_copy(update={"env": env})
+
+
+def _tune(args: argparse.Namespace) -> int:
+    """Run the search; exit 0 when every trial finished, 1 when one failed or none reported the metric."""
+    import importlib
+
+    from rich.console import Console
+
+    from sparring.config import ConfigError, load_config
+    from sparring.tune import check_search, run_search, trial_table
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if config.tune is None:
+        raise UsageError(f"{args.config}: no tune: section; sparring tune needs one to say what to search (tune: "
+                         "{search_space: {trainer.hyperparameters.learning_rate: {loguniform: [1.0e-4, 3.0e-3]}}})")
+    try:
+        check_search(config)
+    except ConfigError as exc:
+        raise UsageError(f"{args.config}: {exc}") from None
+    try:
+        importlib.import_module("ray.tune")
+    except ImportError as exc:
+        raise UsageError(f"tune: sparring tune runs on Ray Tune, which is not installed ({exc}); "
+                         "pip install 'sparring[ray]'") from None
+    run_id = args.run_id or args.config.stem
+    run_path = args.results_dir / run_id
+    if run_path.exists():
+        if not args.force:
+            raise UsageError(f"run {run_id!r} already exists at {run_path}; pass --force to overwrite it")
+        shutil.rmtree(run_path)  # the config is valid and the user asked to overwrite
+    outcomes = run_search(config, run_path, args.ray)
+    Console(highlight=False, soft_wrap=True).print(trial_table(config, outcomes))
+    for outcome in outcomes:
+        if outcome.error:
+            print(f"sparring: {outcome.name} failed: {outcome.error}", file=sys.stderr)
+    if not outcomes or not outcomes[0].ranked:
+        print(f"sparring: no trial finished with a {config.tune.metric!r}; see {run_path}", file=sys.stderr)
+        return 1
+    print(f"best: {outcomes[0].name}; its config: {run_path / 'best.yaml'} (sparring train it)")
+    return 1 if any(outcome.error for outcome in outcomes) else 0
 
 
 def _export(args: argparse.Namespace) -> int:

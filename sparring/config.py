@@ -40,6 +40,7 @@ from sparring.agents.sac import SACSettings
 from sparring.agents.selfplay.league import LeagueSettings
 from sparring.curriculum import CURRICULUM, NUMBER, SAMPLER, SAMPLER_TYPES, EnvironmentParameter
 from sparring.env_config import EnvConfig, _Strict
+from sparring.tune_config import TuneConfig
 
 __all__ = ["ConfigError", "EnvConfig", "LoadedConfig", "RunConfig", "TrainerConfig", "load_config", "load_run_config"]
 
@@ -145,6 +146,10 @@ class RunConfig(_Strict):
     )
     seed: int = Field(0, description="Seeds the networks, sampling and env resets.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's default).")
+    tune: TuneConfig | None = Field(
+        None, exclude=True, description="What `sparring tune` searches (see sparring.tune_config); `sparring train` "
+        "ignores it, and no run's configuration.yaml carries it.",
+    )
 
 
 class LoadedConfig(NamedTuple):

@@ -17,6 +17,7 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,8 @@ class RunDirectory:
 class RunLogger:
     """The ``learn`` callback of a CLI run: the curricula's lessons, summaries, checkpoints and a progress display.
 
+    ``on_summary(model, logger)`` is called after each summary (a Tune trial reports it to Tune).
+
     Episodes finished between summaries are pooled, so ``Environment/Cumulative
     Reward`` is the mean over every episode that ended in the interval; the
     trainer's statistics (losses, entropy, ...) are averaged over the updates
@@ -91,11 +94,13 @@ class RunLogger:
     """
 
     def __init__(self, run: RunDirectory, config: RunConfig, model: PPO | SAC, curriculum: Curriculum,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None,
+                 on_summary: Callable[[PPO | SAC, RunLogger], None] | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when a run logs
 
         self.run = run
         self.curriculum = curriculum
+        self.on_summary = on_summary
         # Counters a fleet of game instances keeps (restarts, crashes, timeouts, lost agents), logged as Engines/...
         self._env_counters = getattr(model.env, "metrics", None)
         self._env_writer = SummaryWriter(str(run.tensorboard / "Engines")) if self._env_counters is not None else None
@@ -184,6 +189,8 @@ class RunLogger:
             self._progress.update(self._task, rate=f"{rate:,.0f}", ret="-" if ret is None else f"{ret:.2f}")
         else:
             print(f"step {report.step:>9} | {rate:8.0f} steps/s | " + " | ".join(lines), file=sys.stderr, flush=True)
+        if self.on_summary is not None:
+            self.on_summary(model, self)
 
     def _record(self, writer, behaviour: str | None, metrics: dict[str, float], step: int) -> None:
         """One summary to TensorBoard (finite values) and to metrics.jsonl."""

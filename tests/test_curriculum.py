@@ -306,7 +306,7 @@ def test_a_lesson_that_requires_a_reset_restarts_the_episodes(tmp_path, game):
 def test_restarted_episodes_are_given_up_not_counted(algorithm):
     """One agent, 3-decision episodes; the env is restarted after 4 decisions, one decision into the second
     episode: the episodes reported are the first and the third, each 3 decisions long, and none of 4."""
-    from sparring.cli import _trainer
+    from sparring.training import build_trainer
 
     config = RunConfig.model_validate({
         "env": {"source": "gymnasium", "id": "LessonEnv"},
@@ -314,7 +314,7 @@ def test_restarted_episodes_are_given_up_not_counted(algorithm):
             {"n_steps": 4, "batch_size": 4, "n_epochs": 1, "hidden_sizes": [8]} if algorithm == "ppo" else
             {"batch_size": 4, "buffer_init_steps": 2, "hidden_sizes": [8]})}})
     env = LessonEnv(agents=1, length=3)
-    model = _trainer(config, env, Path("unused"))
+    model = build_trainer(config, env, Path("unused"))
     lengths = []
 
     def callback(model, update):
