@@ -268,8 +268,11 @@ class BehaviourLearner:
         return self.acting_policy.value(x, self._memory_of(agents.agent_ids))
 
     def update(self, decisions: DecisionSteps, progress: float, generator: torch.Generator) -> BehaviourReport:
-        """End the rollout where ``decisions`` stand and learn from it (:meth:`end_rollout`, :meth:`train`)."""
-        return self.train(self.end_rollout(decisions, progress), generator)
+        """End the rollout where ``decisions`` stand, learn from it and act with what was learned (:meth:`end_rollout`,
+        :meth:`train`, :meth:`publish`)."""
+        report = self.train(self.end_rollout(decisions, progress), generator)
+        self.publish()
+        return report
 
     @torch.no_grad()
     def end_rollout(self, decisions: DecisionSteps, progress: float) -> Rollout:

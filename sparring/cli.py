@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--run-id", help="name of the run folder (default: the config's run_id, else its file name)")
     train.add_argument("--results-dir", type=Path, help="where run folders go (default: the config's, else results)")
     train.add_argument("--seed", type=int, help="override the config's seed")
+    train.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS",
+                       help="run each env copy in a Ray actor on the cluster at ADDRESS (without one: the cluster this "
+                            "machine runs, else a new local one); sets the config's scale.ray")
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
     mode.add_argument("--force", action="store_true", help="delete an existing run folder of the same id first")
@@ -153,6 +156,8 @@ def _train(args: argparse.Namespace) -> int:
     config = apply_env_flags(config, flags, args.config)
     if args.seed is not None:
         config.seed = args.seed
+    if args.ray is not None:
+        config.scale.ray = args.ray
     if unsupported:
         print(f"sparring: warning: {args.config}: ignoring ML-Agents settings sparring does not support yet: "
               f"{', '.join(unsupported)}", file=sys.stderr)

@@ -39,7 +39,7 @@ from sparring.agents.ppo import PPOSettings
 from sparring.agents.sac import SACSettings
 from sparring.agents.selfplay.league import LeagueSettings
 from sparring.curriculum import CURRICULUM, NUMBER, SAMPLER, SAMPLER_TYPES, EnvironmentParameter
-from sparring.env_config import EnvConfig, _Strict
+from sparring.env_config import EnvConfig, ScaleConfig, _Strict
 from sparring.tune_config import TuneConfig
 
 __all__ = ["ConfigError", "EnvConfig", "LoadedConfig", "RunConfig", "TrainerConfig", "load_config", "load_run_config"]
@@ -150,6 +150,20 @@ class RunConfig(_Strict):
         None, exclude=True, description="What `sparring tune` searches (see sparring.tune_config); `sparring train` "
         "ignores it, and no run's configuration.yaml carries it.",
     )
+    scale: ScaleConfig = Field(
+        default_factory=ScaleConfig,
+        description="Env copies on a Ray cluster, and acting overlapped with learning (see ScaleConfig).",
+    )
+
+    @model_validator(mode="after")
+    def _overlap_fits_the_trainer(self) -> RunConfig:
+        if self.scale.overlap and self.trainer.algorithm == "sac":
+            raise ValueError("scale.overlap: acting overlaps learning for on-policy trainers (ppo, poca); sac "
+                             "updates after every env step")
+        if self.scale.overlap and self.trainer.self_play is not None:
+            raise ValueError("scale.overlap is not available with self_play yet: its opponents and snapshots change "
+                             "between rollouts")
+        return self
 
 
 class LoadedConfig(NamedTuple):

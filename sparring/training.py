@@ -59,7 +59,7 @@ def train_run(config: RunConfig, run: RunDirectory, checkpoint: Path | None = No
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     try:
-        env = make_env(config.env, log_dir=run.path / "engines", seed=config.seed)
+        env = make_env(config.env, log_dir=run.path / "engines", seed=config.seed, scale=config.scale)
     except Exception as exc:  # anything the env's own constructor raises is a problem with env: in the config
         raise ConfigError(f"env: cannot start {config.env.label!r}: {type(exc).__name__}: {exc}") from None
     with env:
@@ -76,7 +76,8 @@ def train_run(config: RunConfig, run: RunDirectory, checkpoint: Path | None = No
         run.write_config(config)
         logger = RunLogger(run, config, model, curriculum, console, on_summary)
         try:
-            model.learn(config.trainer.max_steps, callback=logger)
+            overlap = {"overlap": True} if config.scale.overlap else {}  # on-policy trainers only (RunConfig checks)
+            model.learn(config.trainer.max_steps, callback=logger, **overlap)
         except KeyboardInterrupt as exc:
             raise TrainingStopped(model.num_steps, exc, run.save_checkpoint(model, config.trainer.keep_checkpoints,
                                                                            curriculum)) from exc

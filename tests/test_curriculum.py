@@ -251,7 +251,7 @@ def game(monkeypatch) -> list[LessonEnv]:
     """The LessonEnv each `sparring train` trains in (one per run, newest last)."""
     made: list[LessonEnv] = []
 
-    def make_env(config, log_dir=None, seed=0):
+    def make_env(config, log_dir=None, seed=0, scale=None):
         made.append(LessonEnv())
         return made[-1]
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import numpy as np
 
@@ -215,6 +216,33 @@ class _Rendered(Arena):
         return result
 
 
+class Ticking:
+    """A game whose every tick costs at least ``tick_ms``, spent waiting, as a build that renders or runs its
+    physics elsewhere would. It reports, summed per summary, the seconds it spent in ticks (``Engine/Busy
+    Seconds``) and in all (``Engine/Wall Seconds``): the rest it spent waiting for the trainer."""
+
+    def __init__(self, game: Arena, tick_ms: float) -> None:
+        self.game, self.tick = game, tick_ms / 1000
+        self.specs, self.action_masks = game.specs, game.action_masks
+        self.stats = se.StatsRecorder()
+        self._last_end: float | None = None
+
+    def reset(self, seed: int | None = None) -> se.StepResult:
+        self._last_end = None
+        return self.game.reset(seed)
+
+    def step(self, actions: dict[str, np.ndarray]) -> se.StepResult:
+        start = time.perf_counter()
+        result = self.game.step(actions)
+        time.sleep(max(0.0, self.tick - (time.perf_counter() - start)))
+        end = time.perf_counter()
+        if self._last_end is not None:
+            self.stats.record_stat("Engine/Busy Seconds", end - start, "sum")
+            self.stats.record_stat("Engine/Wall Seconds", end - self._last_end, "sum")
+        self._last_end = end
+        return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], allow_abbrev=False,
@@ -224,8 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episode-length", type=int, default=60, help="ticks before the arena's time is up")
     parser.add_argument("--render", action="store_true", help="print arena 0 after every tick")
     parser.add_argument("--headless", action="store_true", help="accepted for launchers; nothing is drawn anyway")
+    parser.add_argument("--tick-ms", type=float, default=0.0,
+                        help="each tick costs at least this long, spent waiting (a build that renders); reported "
+                             "with the time spent waiting for the trainer as Engine/Busy Seconds, Engine/Wall Seconds")
     options, _ = parser.parse_known_args(argv)  # the --sparring-* flags are the SDK's
     game = (_Rendered if options.render else Arena)(arenas=options.arenas, episode_length=options.episode_length)
+    if options.tick_ms > 0:
+        game = Ticking(game, options.tick_ms)
     try:
         se.run(game, se.from_command_line(argv), engine_name="arena")
     except ConnectionError as exc:
