@@ -10,6 +10,11 @@ With ``memory`` (an LSTM policy), each agent's rows are cut into sequences of
 each run from the state stored with its first decision, as ML-Agents does; minibatches
 are whole sequences, and padding is weighted out of every mean.
 
+With ``learn(..., overlap=True)``, acting goes on while an update runs: each learner's rollout is closed
+(:meth:`BehaviourLearner.end_rollout`) and trained on in a thread (:meth:`BehaviourLearner.train`) while
+copies of its networks collect the next one, one update behind; :meth:`BehaviourLearner.publish` hands them
+the trained weights between rollouts.
+
 Usage::
 
     from sparring.agents import PPO
@@ -551,10 +556,10 @@ class PPO(Checkpointed):
         """Train until ``total_steps`` agent decisions have been taken (counting any resumed ones).
 
         With ``overlap``, the next rollout is collected while the learners train on the last one, so a slow game
-        never waits for an update: copies of the networks act, one update behind those trained (never more; the
-        next update waits for the rollout), and each update's ratio is taken against the policy that acted. The
-        callback runs with nothing in flight; the rollout collected while the last update ran is in its step.
-        """
+        does not wait for an update that takes no longer than its rollout: copies of the networks act, one update
+        behind those trained (never more; the next update waits for the rollout), and each update's ratio is taken
+        against the policy that acted. The callback runs with nothing in flight; the rollout collected while the
+        last update ran is in its step."""
         env = self._env_to_learn_in()
         self.total_steps = total_steps
         if self._current is None:

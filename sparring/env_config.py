@@ -167,8 +167,9 @@ class ScaleConfig(_Strict):
 
     overlap: bool = Field(
         False,
-        description="Collect the next rollout while the learners train on the last (PPO, MA-POCA), so the game never "
-        "waits for an update. The acting policy is one update behind; each update's PPO ratio is taken against it.",
+        description="Collect the next rollout while the learners train on the last (PPO, MA-POCA), so the game does "
+        "not wait for an update no longer than a rollout's collection. The acting policy is one update behind; each "
+        "update's PPO ratio is taken against it.",
     )
     ray: bool | str | None = Field(
         None,

@@ -125,3 +125,40 @@ def test_overlap_is_refused_where_it_does_not_apply(trainer, expected):
     with pytest.raises(ValueError, match=expected):
         RunConfig.model_validate({"env": {"source": "gymnasium", "id": "CartPole-v1"}, "trainer": trainer,
                                   "scale": {"overlap": True}})
+
+
+def test_self_play_with_exploiters_plays_its_games_on_ray_workers(ray_cluster, tmp_path):
+    """Each role's games (the main learner's, each exploiter's) are copies of their own; on Ray those copies are
+    workers of their own, and every role's results reach the league."""
+    from sparring.agents.selfplay import League, LeagueSettings
+    from sparring.agents.selfplay.trainer import SelfPlay
+    from sparring.env_config import PettingZooEnvConfig, ScaleConfig
+    from sparring.envs.factory import make_env
+
+    env = make_env(PettingZooEnvConfig(source="pettingzoo", id="pettingzoo.classic.tictactoe_v3", num_envs=3),
+                   scale=ScaleConfig(ray=ray_cluster.address, worker_cpus=0))
+    with env:
+        assert len(env.worker_nodes) == 3
+        settings = LeagueSettings(save_steps=1_000, swap_steps=500, main_exploiters=1, league_exploiters=1)
+        model = SelfPlay(env, League(settings, tmp_path / "league"), seed=0, n_steps=64, batch_size=128, n_epochs=2)
+        model.learn(3_000)
+    payoff = model.league.payoff
+    assert all(payoff[f"player/{role}"] for role in ("main", "main_exploiter0", "league_exploiter0")), payoff
+
+
+@pytest.mark.parametrize("make", ["recurrent", "poca"])
+def test_recurrent_and_group_learners_overlap_too(make):
+    """A recurrent policy's acting copy keeps each agent's memory going, MA-POCA's acting copies include its group
+    critic: both train overlapped, one update behind."""
+    from sparring.agents import POCA
+    from toy_envs import Dungeon
+
+    if make == "recurrent":
+        model = PPO(GymnasiumEnv("CartPole-v1", num_envs=4), seed=0, n_steps=16, batch_size=32, n_epochs=2,
+                    memory={"memory_size": 8, "sequence_length": 4})
+    else:
+        model = POCA(Dungeon(areas=2), seed=0, n_steps=16, batch_size=32, n_epochs=2)
+    lags = []
+    model.learn(256, callback=lambda m, report: lags.extend(b.stats["Policy/Lag"] for b in report.behaviours.values()),
+                overlap=True)
+    assert len(lags) >= 3 and lags[0] == 0 and set(lags[1:]) == {1}, lags
