@@ -1,10 +1,11 @@
 """The ``sparring`` command line: a thin layer over the Python API.
 
-    sparring train CONFIG.yaml [--run-id ID] [--resume | --force] [--results-dir DIR] [--seed N]
+    sparring train CONFIG.yaml [--run-id ID] [--resume | --force] [--results-dir DIR] [--seed N] [--ray [ADDRESS]]
                    [--env PATH] [--num-envs N] [--base-port N] [--no-graphics] [--time-scale X] [--env-args ...]
     sparring export RUN_DIR [--behaviour NAME] [--format native|mlagents|godot] [--out PATH]
     sparring play MODEL.onnx [MODEL.onnx ...] --config CONFIG.yaml [--episodes N]
-    sparring check-engine [--transport grpc|tcp] [--port N] [--steps N] [COMMAND ...]
+    sparring check-engine [--transport grpc|tcp] [--port N] [--host H --token T --tls-cert PEM --tls-key PEM]
+                          [--steps N] [COMMAND ...]
     sparring record CONFIG.yaml --out PATH.demo [--behaviour NAME] [--episodes N] [--steps N] [--seed N] [--force]
     sparring league RUN_DIR [--plot PATH]
     sparring doctor RUN_DIR
