@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,13 +50,10 @@ class RayCluster:
         return node
 
     def stop_node(self, node: subprocess.Popen) -> None:
-        """Take a node down with every process on it, as a machine that is switched off."""
-        node.terminate()
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait()
+        """Take a node down with every process on it at once, as a machine that is switched off (a polite stop
+        would let the node drain its actors first)."""
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
 
     def alive_nodes(self) -> int:
         probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False);"

@@ -630,8 +630,8 @@ def started(monkeypatch) -> dict:
     """What `sparring train` would start the env with; no Unity here, so starting it fails."""
     seen: dict = {}
 
-    def make_env(config, log_dir=None, seed=0):
-        seen.update(config=config, log_dir=log_dir, seed=seed)
+    def make_env(config, log_dir=None, seed=0, scale=None):
+        seen.update(config=config, log_dir=log_dir, seed=seed, scale=scale)
         raise RuntimeError("no Unity build here")
 
     monkeypatch.setattr("sparring.envs.factory.make_env", make_env)

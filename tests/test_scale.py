@@ -78,8 +78,8 @@ def test_acting_copies_act_until_published_and_hand_back_the_observation_statist
 def test_training_spreads_over_two_ray_nodes_and_goes_on_when_one_is_lost(tmp_path, learning_seed, measured):
     """A run's four CartPole workers spread over two real Ray nodes; the second node is switched off after the first
     summary, its two workers come back on the head node, their agents are reported lost, and the run reaches its
-    threshold. Seeds 0-2 (40k steps): training returns 404-500 at 20k steps and 500 from 24k on; asserted: the mean
-    of the summaries at 20k and 24k is at least 150."""
+    threshold. Seeds 0-2: the mean training return of the last two summaries (20k and 24k steps) was 234, 500 and
+    500; asserted: at least 150 (random play: about 22)."""
     cluster = RayCluster(tmp_path)
     try:
         cluster.start_node(num_cpus=4, resources={"game": 4})
