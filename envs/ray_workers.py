@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from sparring.envs.base import GameStats, MultiAgentEnv, StepResult, merge_stats
+from sparring.envs.base import MultiAgentEnv, StepResult
 from sparring.envs.supervision import LiveAgents, RestartBudget
-from sparring.envs.vector import EnvFactory, EnvWorkerError, VectorEnv
+from sparring.envs.vector import EnvFactory, EnvWorkerError, VectorEnv, call_env
 
 log = logging.getLogger("sparring")
 
@@ -45,12 +45,10 @@ class EnvWorker:
         return dict(self.env.specs)
 
     def call(self, method: str, arg: Any) -> Any:
-        if method == "drain_stats":
-            return self.env.drain_stats()
         if method == "step" and not self.playing:
             raise WorkerRestarted("this env worker was restarted since its last reset")
         self.playing = self.playing or method == "reset"
-        return getattr(self.env, method)(arg)
+        return call_env(self.env, method, arg)
 
     def node(self) -> str:
         import ray
@@ -180,9 +178,6 @@ class RayVectorEnv(VectorEnv):
         result = self._ray.get(worker.call.remote("reset", seed), timeout=self.step_timeout)
         self._live[i].update(result, fresh=True)
         return {name: replace(step, lost=np.concatenate([step.lost, lost[name]])) for name, step in result.items()}
-
-    def drain_stats(self) -> GameStats:
-        return merge_stats(self._run_copies("drain_stats", [None] * self.num_envs))
 
     @property
     def worker_nodes(self) -> list[str]:

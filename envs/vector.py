@@ -103,6 +103,9 @@ class VectorEnv(MultiAgentEnv):
         """Every copy gets the same parameters (each copy draws its own samples)."""
         self._run_copies("set_parameters", [dict(parameters)] * self.num_envs)
 
+    def drain_stats(self) -> GameStats:
+        return merge_stats(self._run_copies("drain_stats", [None] * self.num_envs))
+
     def _split_actions(self, actions: Actions) -> list[dict[str, np.ndarray]]:
         if self._split_points is None:
             raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
@@ -254,10 +257,7 @@ class SerialVectorEnv(VectorEnv):
             raise
 
     def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
-        return [getattr(env, method)(arg) for env, arg in zip(self.envs, args)]
-
-    def drain_stats(self) -> GameStats:
-        return merge_stats([env.drain_stats() for env in self.envs])
+        return [call_env(env, method, arg) for env, arg in zip(self.envs, args)]
 
     def close(self) -> None:
         self._closed = True
@@ -344,9 +344,6 @@ class SubprocVectorEnv(VectorEnv):
             # out of step with this process: none of them can be trusted again.
             self.close()
             raise
-
-    def drain_stats(self) -> GameStats:
-        return merge_stats(self._run_copies("drain_stats", [None] * self.num_envs))
 
     def _gather(self, what: str) -> list[Any]:
         """Await every worker's answer to ``what``; raise on the first failure."""
@@ -479,7 +476,7 @@ def _worker(conn: Connection, env_fn_payload: bytes) -> None:
             if method == "close":
                 return
             try:
-                conn.send(("ok", env.drain_stats() if method == "drain_stats" else getattr(env, method)(arg)))
+                conn.send(("ok", call_env(env, method, arg)))
             except NotImplementedError as exc:  # a capability the source lacks: the worker stays usable
                 conn.send(("refused", str(exc)))
             except Exception as exc:
@@ -489,6 +486,11 @@ def _worker(conn: Connection, env_fn_payload: bytes) -> None:
     finally:
         if env is not None:
             env.close()
+
+
+def call_env(env: MultiAgentEnv, method: str, arg: Any) -> Any:
+    """``env.<method>(arg)`` for a vector env's copy; ``drain_stats`` takes no argument."""
+    return env.drain_stats() if method == "drain_stats" else getattr(env, method)(arg)
 
 
 def _describe(exc: BaseException) -> tuple[str, str, str]:
