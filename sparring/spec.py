@@ -49,6 +49,19 @@ def _discrete_problem(act: spaces.Space) -> str | None:
 
 
 @dataclass(frozen=True)
+class ActionKey:
+    """One named action of a game whose actions are a dictionary (the Godot RL Agents plugin's
+    ``get_action_space()``): ``kind`` ``"continuous"`` (``size`` floats) or ``"discrete"`` (one branch of ``size``).
+
+    The names and their order are the game's: an export for that game lays its outputs out key by key in this order.
+    """
+
+    name: str
+    kind: str
+    size: int
+
+
+@dataclass(frozen=True)
 class BehaviourSpec:
     """What every agent of one behaviour observes and does.
 
@@ -57,12 +70,16 @@ class BehaviourSpec:
         observation_space: a ``Box``, or a ``Dict`` whose values are all ``Box``.
         action_space: ``Discrete`` (start 0), ``MultiDiscrete`` (1-D, start 0) or ``Box``.
         team_id: the team these agents play for in competitive games, if any.
+        action_keys: the game's own names for its actions, in its order, where it has them (empty otherwise):
+            continuous keys take consecutive slices of the continuous Box in order, discrete keys are the
+            discrete branches in order.
     """
 
     name: str
     observation_space: ObservationSpace
     action_space: ActionSpace
     team_id: int | None = None
+    action_keys: tuple[ActionKey, ...] = ()
 
     def __post_init__(self) -> None:
         obs = self.observation_space
@@ -94,6 +111,18 @@ class BehaviourSpec:
             problem = None
         if problem:
             raise TypeError(f"behaviour {self.name!r}: {problem}")
+        if self.action_keys:
+            self._check_action_keys()
+
+    def _check_action_keys(self) -> None:
+        box = self.continuous_space
+        continuous = sum(k.size for k in self.action_keys if k.kind == "continuous")
+        discrete = tuple(k.size for k in self.action_keys if k.kind == "discrete")
+        kinds = {k.kind for k in self.action_keys} - {"continuous", "discrete"}
+        if kinds or continuous != (0 if box is None else int(np.prod(box.shape))) or discrete != self.action_branches:
+            raise TypeError(f"behaviour {self.name!r}: action keys {self.action_keys} do not describe the action "
+                            f"space {self.action_space} (continuous keys' sizes must add up to the Box's, "
+                            "discrete keys must be its branches in order)")
 
     @property
     def is_continuous(self) -> bool:
