@@ -183,6 +183,7 @@ class BehaviourLearner:
         self.memory = None if settings.memory is None else AgentMemory(self.policy.memory_size)
         self.episodes = EpisodeLog()
         self.recorded_obs = torch.zeros(0, self.policy.obs_size)
+        self.masked = False  # whether the game ever forbade an action: an export for an engine without masks is refused
         self.reward_scaler = RewardScaler(settings.gamma) if settings.normalize_reward else None
 
     def _trained_parameters(self) -> list[torch.nn.Parameter]:
@@ -291,6 +292,8 @@ class BehaviourLearner:
             self.recorded_obs = torch.cat([self.recorded_obs, raw])[-RECORDED_OBS:]
             now = self._normalized(raw, False)
             bootstrap = self._values(now, decisions).numpy()
+        buf = self.buffer
+        self.masked = self.masked or (buf.has_masks and not buf.masks[: buf.size].all())
         if self.reward_scaler is not None:  # the whole rollout at one scale: today's statistics
             self.buffer.rewards[: self.buffer.size] = self.reward_scaler(self.buffer.rewards[: self.buffer.size])
         self.buffer.close(slots, bootstrap, None if now is None else now.numpy())
@@ -459,6 +462,7 @@ class BehaviourLearner:
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "recorded_obs": self.recorded_obs,
+            "masked": self.masked,
             "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
             "signals": signals_state(self.learned_signals, self.cloning),
         }
@@ -468,6 +472,7 @@ class BehaviourLearner:
         # a copy: torch's optimizer would otherwise share its moment tensors with ``state``
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.recorded_obs = state["recorded_obs"]
+        self.masked = state.get("masked", False)  # checkpoints from before it was kept: not known to be masked
         if self.reward_scaler is not None and state["reward_scaler"] is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
         load_signals_state(self.learned_signals, self.cloning, state.get("signals", {}))

@@ -397,6 +397,7 @@ class BehaviourSAC:
         # each agent's states between decisions: the actor's, and the critics' (stored to start replayed sequences)
         self.memories = (AgentMemory(memory), AgentMemory(memory)) if memory else None
         self.steps = 0  # decisions taken
+        self.masked = False  # whether the game ever forbade an action: an export for an engine without masks is refused
         self.num_updates = 0
         self.update_credit = 0.0  # gradient steps owed (steps_per_update)
         self.signal_steps_per_update = s.reward_signal_steps_per_update or s.steps_per_update
@@ -446,6 +447,7 @@ class BehaviourSAC:
     def act(self, decisions: DecisionSteps, generator: torch.Generator, rng: np.random.Generator) -> np.ndarray:
         """Actions for the agents just observed deciding (random during ``buffer_init_steps``); opens their transitions."""
         raw, n = self._decision_obs, len(decisions)
+        self.masked = self.masked or (decisions.action_mask is not None and not decisions.action_mask.all())
         x = torch.from_numpy(raw)
         if self.actor.normalizer is not None:
             self.actor.normalizer.update(x)
@@ -679,6 +681,7 @@ class BehaviourSAC:
             "signal_credit": self.signal_credit,
             "signal_updates": self.signal_updates,
             "recorded_obs": self.recorded_obs,
+            "masked": self.masked,
             "replay": self.replay.state_dict() if with_replay else None,
             "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
             "signals": signals_state(self.learned_signals, self.cloning),
@@ -692,6 +695,7 @@ class BehaviourSAC:
         for opt, saved in zip((self.actor_optimizer, self.critic_optimizer, self.alpha_optimizer), state["optimizers"]):
             opt.load_state_dict(copy.deepcopy(saved))  # torch's optimizer would otherwise share tensors with ``state``
         self.steps, self.num_updates, self.update_credit = state["steps"], state["num_updates"], state["update_credit"]
+        self.masked = state.get("masked", False)  # checkpoints from before it was kept: not known to be masked
         if state["replay"] is not None:
             self.replay.load_state_dict(state["replay"])
         if self.reward_scaler is not None and state["reward_scaler"] is not None:

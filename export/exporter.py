@@ -33,7 +33,7 @@ from torch import nn
 from sparring.agents.networks import ACTIVATIONS
 from sparring.agents.policy import MASKED_LOGIT, BehaviourPolicy
 from sparring.agents.sac import SACActor
-from sparring.spec import BehaviourSpec
+from sparring.spec import ActionKey, BehaviourSpec
 
 OPSET = 15
 Policy = Union[BehaviourPolicy, SACActor]
@@ -134,6 +134,17 @@ class ExportGraph(nn.Module):
         recurrent policy's memory ``(n, memory_size)``."""
         raise NotImplementedError
 
+    def metadata(self) -> dict[str, str]:
+        """Format-specific entries for the model's metadata."""
+        return {}
+
+    def error_scale(self, inputs: list[torch.Tensor], outputs: Mapping[str, np.ndarray]) -> float:
+        """The magnitude the outputs' float32 rounding error grows with (two implementations sum in different
+        orders): the largest value the graph computes among its outputs. A clipped action is no larger than
+        1 but carries the rounding error of the mean it was clipped from, so every output is held to it."""
+        return max((float(np.max(np.abs(want))) for name, want in outputs.items()
+                    if want.dtype.kind == "f" and want.size and name not in self.random_outputs), default=0.0)
+
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         names = self.input_names() + self.output_names()
         return {name: {0: "batch"} for name in names if name not in self.static_outputs}
@@ -196,6 +207,18 @@ class NativeGraph(ExportGraph):
         return (*actions, *heads, *value, *(() if memory is None else (memory,)))
 
 
+def godot_action_keys(spec: BehaviourSpec) -> tuple[ActionKey, ...]:
+    """The action keys a Godot RL Agents game declares for ``spec``, in its order: the game's own where the
+    behaviour came from such a game, else one ``continuous`` key, then one key per discrete branch (``discrete``,
+    or ``discrete_0``, ``discrete_1``, ...), which the export's metadata hands the game to declare."""
+    if spec.action_keys:
+        return spec.action_keys
+    box, branches = spec.continuous_space, spec.action_branches
+    keys = [ActionKey("continuous", "continuous", int(np.prod(box.shape)))] if box is not None else []
+    names = ["discrete"] if len(branches) == 1 else [f"discrete_{i}" for i in range(len(branches))]
+    return (*keys, *(ActionKey(name, "discrete", n) for name, n in zip(names, branches)))
+
+
 class GodotGraph(ExportGraph):
     """The Godot RL Agents plugin's conventions: one input per observation key and ``state_ins`` in;
     ``output`` and ``state_outs`` out.
@@ -203,16 +226,31 @@ class GodotGraph(ExportGraph):
     The plugin (``ONNXInference.cs`` since its commit f93cc07) feeds every key of the agent's
     ``get_obs()`` dictionary as an input of that name, float32 ``(batch, size)`` (the key's
     values flattened), plus ``state_ins`` ``(batch,)``. So each observation component is an
-    input named after it (a plain Box is ``obs``). ``output`` holds the continuous actions (the
-    Gaussian means; a SAC actor's squashed into the Box) and then the logits (the plugin takes
-    the argmax per branch); ``state_outs`` echoes ``state_ins`` (the plugin's recurrent state slot;
-    sparring policies are not recurrent).
+    input named after it (a plain Box is ``obs``).
+
+    ``output`` is laid out as the plugin's ``sync.gd`` (``_extract_action_dict``) reads it: key by key in the
+    game's action-space order (:func:`godot_action_keys`), a discrete key's logits (the plugin takes their
+    argmax), a continuous key's actions, each followed by as many log-stds when any key is discrete (the plugin
+    skips them; it reads means only when every key is continuous and the output holds nothing else). The plugin
+    clamps every continuous action to [-1, 1], so they are given scaled: the deterministic action (a PPO
+    Gaussian's mean clipped to the Box; a SAC actor's squashed into it) mapped from ``[low, high]`` onto
+    [-1, 1], which the game maps back as ``low + (a + 1) / 2 * (high - low)`` (the ``godot_action_scale``
+    metadata). ``state_outs`` echoes ``state_ins`` (the plugin's recurrent state slot; exported policies
+    here have no memory).
     """
 
     def __init__(self, policy: Policy) -> None:
         super().__init__()
         self.policy = policy
         self.components = list(policy.spec.observation_components)
+        self.keys = godot_action_keys(policy.spec)
+        self.means_only = all(key.kind == "continuous" for key in self.keys)
+        box = policy.spec.continuous_space
+        low, high = (np.zeros(0), np.zeros(0)) if box is None else (box.low.reshape(-1), box.high.reshape(-1))
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
+        self.register_buffer("middle", torch.as_tensor((low + high) / 2, dtype=torch.float32))
+        self.register_buffer("half_range", torch.as_tensor((high - low) / 2, dtype=torch.float32))
 
     def input_names(self) -> list[str]:
         return [*self.components, "state_ins"]
@@ -228,25 +266,45 @@ class GodotGraph(ExportGraph):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         *parts, state_ins = inputs
         h, _ = self.policy.core(_policy_input(self.policy, dict(zip(self.components, parts))))
-        mean, _, logits = actor_heads(self.policy, h)
-        outputs = ([] if mean is None else [continuous_action(self.policy, mean)]) + ([] if logits is None else [logits])
+        mean, log_std, logits = actor_heads(self.policy, h)
+        if mean is not None:
+            action = torch.max(torch.min(continuous_action(self.policy, mean), self.high), self.low)
+            scaled, scaled_log_std = (action - self.middle) / self.half_range, log_std - self.half_range.log()
+        outputs, c, d = [], 0, 0
+        for key in self.keys:
+            if key.kind == "discrete":
+                outputs.append(logits[:, d : d + key.size])
+                d += key.size
+                continue
+            outputs.append(scaled[:, c : c + key.size])
+            if not self.means_only:
+                outputs.append(scaled_log_std[:, c : c + key.size])
+            c += key.size
         return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)), state_ins
 
+    def error_scale(self, inputs: list[torch.Tensor], outputs: Mapping[str, np.ndarray]) -> float:
+        """The heads' largest value, in the scaled units of ``output`` (whose clipped, scaled actions hide it)."""
+        *parts, _ = inputs
+        h, _ = self.policy.core(_policy_input(self.policy, dict(zip(self.components, parts))))
+        largest = max(float(head.abs().max()) for head in actor_heads(self.policy, h) if head is not None and head.numel())
+        return largest / float(self.half_range.min()) if len(self.half_range) else largest
 
-def support_problem(spec: BehaviourSpec, fmt: str, memory_size: int = 0) -> str | None:
-    """Why a policy for ``spec`` (with ``memory_size`` floats of recurrent state) cannot be exported in ``fmt``, or None."""
+    def metadata(self) -> dict[str, str]:
+        """What the game needs to read ``output``: the action space to declare, and the continuous actions' scale."""
+        declared = {key.name: {"size": key.size, "action_type": key.kind} for key in self.keys}
+        meta = {"godot_action_space": json.dumps(declared)}
+        if len(self.low):
+            meta["godot_action_scale"] = json.dumps({"low": self.low.tolist(), "high": self.high.tolist()})
+        return meta
+
+
+def support_problem(spec: BehaviourSpec, fmt: str, memory_size: int = 0, masked: bool = False) -> str | None:
+    """Why a policy for ``spec`` (with ``memory_size`` floats of recurrent state, trained with action masks that
+    forbade something if ``masked``) cannot be exported in ``fmt``, or None."""
     if fmt not in FORMATS:
         return f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}"
     if fmt == "godot":
-        if memory_size:
-            return ("the Godot RL Agents plugin cannot carry a recurrent policy's memory: it feeds state_ins as one "
-                    "constant per call (sync.gd: run_inference(obs, 1.0)) and never reads state_outs; export a "
-                    "memoryless policy, or use the native format and feed recurrent_out back as recurrent_in")
-        taken = sorted(set(spec.observation_components) & {"state_ins", "output", "state_outs"})
-        if taken:
-            return (f"observation component {taken[0]!r} has the name of one of the Godot RL Agents plugin's own "
-                    "tensors (state_ins, output, state_outs); rename it")
-        return None  # masks are simply not applied by the plugin; the logits are still correct
+        return _godot_problem(spec, memory_size, masked)
     if fmt == "mlagents":
         from sparring.export.mlagents import mlagents_support_problem
 
@@ -254,9 +312,30 @@ def support_problem(spec: BehaviourSpec, fmt: str, memory_size: int = 0) -> str 
     return None
 
 
-def build_graph(policy: Policy, fmt: str, with_value: bool = False) -> ExportGraph:
-    """The module to export for ``fmt`` (ExportError if the behaviour does not fit it)."""
-    problem = support_problem(policy.spec, fmt, policy.memory_size)
+def _godot_problem(spec: BehaviourSpec, memory_size: int, masked: bool) -> str | None:
+    if memory_size:
+        return ("the Godot RL Agents plugin cannot carry a recurrent policy's memory: it feeds state_ins as one "
+                "constant per call (sync.gd: run_inference(obs, 1.0)) and never reads state_outs; export a "
+                "memoryless policy, or use the native format and feed recurrent_out back as recurrent_in")
+    taken = sorted(set(spec.observation_components) & {"state_ins", "output", "state_outs"})
+    if taken:
+        return (f"observation component {taken[0]!r} has the name of one of the Godot RL Agents plugin's own "
+                "tensors (state_ins, output, state_outs); rename it")
+    if masked:
+        return ("it was trained with action masks, and the Godot RL Agents plugin has none (sync.gd takes the "
+                "argmax of every logit), so in the game it would choose actions the game forbids; export the native "
+                "format, whose graph takes the mask")
+    box = spec.continuous_space
+    if box is not None and not (np.isfinite(box.low).all() and np.isfinite(box.high).all()):
+        return ("its continuous actions are unbounded, and the Godot RL Agents plugin clamps every continuous "
+                "action to [-1, 1] (sync.gd); give the action Box finite bounds (the export maps them onto [-1, 1])")
+    return None
+
+
+def build_graph(policy: Policy, fmt: str, with_value: bool = False, masked: bool = False) -> ExportGraph:
+    """The module to export for ``fmt`` (ExportError if the behaviour does not fit it; ``masked``: it was trained
+    with action masks that forbade something)."""
+    problem = support_problem(policy.spec, fmt, policy.memory_size, masked)
     if problem:
         raise ExportError(f"behaviour {policy.spec.name!r} cannot be exported as {fmt}: {problem}")
     if with_value and isinstance(policy, SACActor):
@@ -340,11 +419,13 @@ def export_policy(
     training_step: int = 0,
     recorded_obs: np.ndarray | None = None,
     with_value: bool = False,
+    masked: bool = False,
     seed: int = 0,
 ) -> ExportReport:
-    """Export ``policy`` to ``path`` in ``fmt``, verify it with onnxruntime, and report how."""
+    """Export ``policy`` to ``path`` in ``fmt``, verify it with onnxruntime, and report how (``masked``: it was
+    trained with action masks that forbade something, which a format without masks refuses)."""
     path = Path(path)
-    graph = build_graph(policy, fmt, with_value).eval()
+    graph = build_graph(policy, fmt, with_value, masked).eval()
     rng = np.random.default_rng(seed)
     example = sample_feeds(graph, policy.spec, 2, rng)
     names_in, names_out = graph.input_names(), graph.output_names()
@@ -376,6 +457,7 @@ def export_policy(
             "observation_normalization": "folded into the graph" if policy.normalizer is not None else "none",
             "inputs": ",".join(names_in),
             "outputs": ",".join(names_out),
+            **graph.metadata(),
         }
         onnx.helper.set_model_props(model, metadata)
         onnx.save(model, str(tmp))
@@ -403,10 +485,8 @@ def _compare(graph: ExportGraph, path: str, feeds: dict[str, np.ndarray]) -> str
     worst = 0.0
     sampled = set(graph.random_outputs)
     expected = [want.detach().numpy() for want in expected]
-    # A clipped action is no larger than 1 but carries the rounding error of the mean it was clipped from:
-    # every output is held to the tolerance of the largest value the graph computes among them.
-    scale = max((float(np.max(np.abs(want))) for name, want in zip(names_out, expected)
-                 if want.dtype.kind == "f" and want.size and name not in sampled), default=0.0)
+    with torch.no_grad():
+        scale = graph.error_scale([torch.from_numpy(feeds[name]) for name in names_in], dict(zip(names_out, expected)))
     for name, want, have in zip(names_out, expected, got):
         if want.shape != have.shape and not (want.size == have.size):
             raise ExportError(f"output {name!r}: onnxruntime shape {have.shape}, torch shape {want.shape}")
@@ -432,9 +512,18 @@ def file_stem(behaviour: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", behaviour).strip("_") or "behaviour"
 
 
+@dataclass
+class RunExport:
+    """What :func:`export_run` wrote, and the behaviours the format cannot represent, each with the reason."""
+
+    reports: list[ExportReport]
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 def export_run(run_dir: str | Path, behaviour: str | None = None, fmt: str = "native",
-               out: str | Path | None = None) -> list[ExportReport]:
-    """Export a finished training run (its ``final.pt``): one behaviour, or every behaviour."""
+               out: str | Path | None = None) -> RunExport:
+    """Export a finished training run (its ``final.pt``): one behaviour, or every behaviour the format can
+    represent (the others are named in the result; ExportError if none can be, or the one asked for cannot)."""
     from sparring.agents import load
 
     run_dir = Path(run_dir)
@@ -448,11 +537,19 @@ def export_run(run_dir: str | Path, behaviour: str | None = None, fmt: str = "na
         raise ExportError(f"{run_dir}: no behaviour {unknown[0]!r}; this run has {sorted(model.policies)}")
     if out is not None and len(names) > 1:
         raise ExportError("--out names one file: pick the behaviour with --behaviour")
+    masked = {name: model.learners[name].masked for name in names}
+    refused = {name: problem for name in names
+               if (problem := support_problem(model.policies[name].spec, fmt, model.policies[name].memory_size,
+                                              masked[name]))}
+    if len(refused) == len(names):
+        raise ExportError("; ".join(f"behaviour {name!r} cannot be exported as {fmt}: {why}" for name, why in refused.items()))
     suffix = "" if fmt == "native" else f".{fmt}"
-    reports = []
+    result = RunExport([], refused)
     for name in names:
+        if name in refused:
+            continue
         target = Path(out) if out is not None else run_dir / f"{file_stem(name)}{suffix}.onnx"
         recorded = model.learners[name].recorded_obs.numpy()
-        reports.append(export_policy(model.policies[name], target, fmt, training_step=model.num_steps,
-                                     recorded_obs=recorded))
-    return reports
+        result.reports.append(export_policy(model.policies[name], target, fmt, training_step=model.num_steps,
+                                            recorded_obs=recorded, masked=masked[name]))
+    return result

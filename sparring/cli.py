@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sparring.config import RunConfig
+    from sparring.export.exporter import RunExport
 
 USAGE_ERROR = 2
 
@@ -201,8 +202,7 @@ def _train(args: argparse.Namespace) -> int:
     from sparring.export.exporter import ExportError, export_run
 
     try:
-        for report in export_run(run.path):
-            print(report)
+        _print_export(export_run(run.path))
     except ExportError as exc:
         print(f"sparring: export failed: {exc}; the trained model is kept in {run.final}", file=sys.stderr)
         return 1
@@ -296,11 +296,17 @@ def _export(args: argparse.Namespace) -> int:
     from sparring.export.exporter import ExportError, export_run
 
     try:
-        for report in export_run(args.run_dir, args.behaviour, args.format, args.out):
-            print(report)
+        _print_export(export_run(args.run_dir, args.behaviour, args.format, args.out))
     except ExportError as exc:
         raise UsageError(str(exc)) from None
     return 0
+
+
+def _print_export(result: RunExport) -> None:
+    for report in result.reports:
+        print(report)
+    for name, why in result.refused.items():
+        print(f"sparring: behaviour {name!r} not exported: {why}", file=sys.stderr)
 
 
 def _play(args: argparse.Namespace) -> int:

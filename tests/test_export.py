@@ -104,7 +104,7 @@ def test_native_hybrid_export_acts_like_the_trained_policy(tmp_path):
     np.testing.assert_allclose(actions["continuous"], expected["continuous"], atol=1e-5)
 
 
-def test_godot_format_names_and_continuous_means(tmp_path):
+def test_godot_format_names_and_scaled_continuous_means(tmp_path):
     policy = trained_looking_policy(BEHAVIOURS["continuous"])
     export_policy(policy, tmp_path / "g.onnx", "godot")
     sess = session(tmp_path / "g.onnx")
@@ -114,7 +114,8 @@ def test_godot_format_names_and_continuous_means(tmp_path):
     output, state = sess.run(None, {"obs": obs, "state_ins": np.zeros(5, np.float32)})
     with torch.no_grad():
         mean = policy.actor_head(policy.trunk(policy.normalize(torch.from_numpy(obs)))[0]).numpy()
-    np.testing.assert_allclose(output, mean, atol=1e-5)  # means, unclipped: the plugin clips itself
+    # the Box [-2, 2] onto the plugin's [-1, 1] (tests/test_export_godot_plugin.py reads it as the plugin does)
+    np.testing.assert_allclose(output, np.clip(mean, -2, 2) / 2, atol=1e-5)
     assert state.shape == (5,)
 
 
