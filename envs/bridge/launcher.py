@@ -64,12 +64,12 @@ class GameProcess:
 
     Attributes:
         slot: the engine slot it fills.
-        token: the auth token it was given.
+        token: the auth token it was given (``None``: its protocol has none).
         log_path: where its stdout and stderr go.
         command: the full command line (the token replaced by ``***`` for printing: :meth:`shown_command`).
     """
 
-    def __init__(self, slot: int, token: str, command: list[str], log_path: Path, popen: subprocess.Popen) -> None:
+    def __init__(self, slot: int, token: str | None, command: list[str], log_path: Path, popen: subprocess.Popen) -> None:
         self.slot = slot
         self.token = token
         self.command = command
@@ -102,7 +102,7 @@ class GameProcess:
         return f"game process {self.pid} {describe_exit(self.poll())}{when} (log: {self.log_path})"
 
     def shown_command(self) -> str:
-        return " ".join("***" if part == self.token else part for part in self.command)
+        return " ".join("***" if self.token is not None and part == self.token else part for part in self.command)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of its log, to show why it died."""
@@ -198,7 +198,11 @@ class GameLauncher:
     def launch(self, slot: int, port: int, token: str | None = None) -> GameProcess:
         """Start one copy that will connect to ``port``; its token is fresh unless given."""
         token = token or new_token()
-        command = self.command(port, token)
+        return self.start(slot, self.command(port, token), token)
+
+    def start(self, slot: int, command: list[str], token: str | None = None) -> GameProcess:
+        """Start one copy for ``slot`` with a command line of the caller's own (a protocol with other flags);
+        ``token``, if it carries one, is masked when the command is shown."""
         self._launches[slot] = count = self._launches.get(slot, 0) + 1
         log_path = self.log_dir / f"slot{slot}-{count}.log"
         with open(log_path, "wb") as log_file:
@@ -214,10 +218,10 @@ class GameLauncher:
                     creationflags=subprocess.CREATE_NEW_PROCESS_GROUP if sys.platform == "win32" else 0,
                 )
             except OSError as exc:
-                raise OSError(f"cannot launch the game {self.executable!r} for slot {slot}: {exc}") from exc
+                raise OSError(f"cannot launch the game {command[0]!r} for slot {slot}: {exc}") from exc
         process = GameProcess(slot, token, command, log_path, popen)
         self.processes.append(process)
-        log.info("bridge: launched slot %d as pid %d: %s (log: %s)",
+        log.info("launched game slot %d as pid %d: %s (log: %s)",
                  slot, process.pid, process.shown_command(), log_path)
         return process
 
