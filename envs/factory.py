@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sparring.env_config import (
-    BridgeEnvConfig, EnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig, ScaleConfig, UnityEnvConfig,
+    BridgeEnvConfig, EnvConfig, GodotRLEnvConfig, GymnasiumEnvConfig, PettingZooEnvConfig, ScaleConfig, UnityEnvConfig,
 )
 from sparring.envs.base import MultiAgentEnv
 
@@ -41,6 +41,8 @@ def make_env(config: EnvConfig, log_dir: Path | None = None, seed: int = 0, reco
         return _make_bridge_env(config, log_dir, recording)
     if config.source == "unity":
         return _make_unity_env(config, log_dir, seed)
+    if config.source == "godot_rl":
+        return _make_godot_rl_env(config, log_dir, seed)
 
     if config.source == "gymnasium" and config.vector == "serial":
         from sparring.envs.gymnasium import GymnasiumEnv
@@ -107,7 +109,7 @@ def _make_ray_env(config: EnvConfig, scale: ScaleConfig, log_dir: Path | None, s
     the same path on that node)."""
     from sparring.envs.ray_workers import ray_env
 
-    if config.source == "bridge" and config.executable is None:
+    if config.source in ("bridge", "godot_rl") and config.executable is None:
         raise ValueError("scale.ray needs env.executable: each Ray worker launches its own game; engines that connect "
                          "by themselves (editor mode) connect to one trainer, not to its workers")
     logs = None if log_dir is None else log_dir.resolve()
@@ -123,15 +125,33 @@ def _make_ray_env(config: EnvConfig, scale: ScaleConfig, log_dir: Path | None, s
 
 def _worker_copy(config: EnvConfig, i: int) -> EnvConfig:
     """Copy ``i``'s own config: one copy, paths this machine resolves made absolute (a node reads them as they are),
-    and for Unity its own port."""
+    and for Unity (and a Godot RL game on a configured port) its own port."""
     update: dict[str, object] = {"num_envs": 1}
-    if config.source == "bridge" and Path(config.executable).exists():
+    if config.source in ("bridge", "godot_rl") and Path(config.executable).exists():
         update["executable"] = str(Path(config.executable).resolve())
+    if config.source == "godot_rl" and config.port is not None:
+        update["port"] = config.port + i
     if config.source == "unity":
         if config.env_path is not None and Path(config.env_path).exists():
             update["env_path"] = str(Path(config.env_path).resolve())
         update["base_port"] = (config.base_port or 5005) + i
     return config.model_copy(update=update)
+
+
+def _make_godot_rl_env(config: GodotRLEnvConfig, log_dir: Path | None, seed: int) -> MultiAgentEnv:
+    from sparring.envs.godot_rl.env import GameCommand, GodotRLFleet
+
+    command = None
+    if config.executable is not None:
+        program, args = game_command(config.executable, config.args)
+        command = GameCommand(program, tuple(args), config.show_window, config.action_repeat, config.speedup)
+    return GodotRLFleet(
+        config.num_envs, command, port=config.port, protocol=config.protocol, seed=seed,
+        step_timeout=config.step_timeout, reset_timeout=config.reset_timeout, connect_timeout=config.connect_timeout,
+        handshake_timeout=config.handshake_timeout, max_restarts=config.max_restarts,
+        max_message_bytes=config.max_message_bytes, log_dir=None if log_dir is None else str(log_dir),
+        announce=lambda message: print(f"sparring: {message}", file=sys.stderr, flush=True),
+    )
 
 
 def _make_unity_env(config: UnityEnvConfig, log_dir: Path | None, seed: int) -> MultiAgentEnv:

@@ -157,8 +157,63 @@ class UnityEnvConfig(_Strict):
         return self.env_path or f"the Unity Editor on port {self.base_port or 5004}"
 
 
+class GodotRLEnvConfig(_Strict):
+    """Games made with the Godot RL Agents plugin, trained unchanged over its own JSON protocol (launched, or editor mode)."""
+
+    source: Literal["godot_rl"]
+    executable: str | None = Field(
+        None,
+        description="The exported game to launch num_envs copies of, each told --port=P --env_seed=S as godot-rl's "
+        "GodotEnv tells it (a .py file runs with this Python; a relative path is taken from the working directory). "
+        "None: editor mode, wait for num_envs games started from the Godot editor.",
+    )
+    args: list[str] = Field(default_factory=list, description="Extra command-line arguments for every copy.")
+    num_envs: int = Field(1, ge=1, description="Games trained at once; game i connects to its own port.")
+    show_window: bool = Field(False, description="Launch copies without --disable-render-loop --headless.")
+    action_repeat: int | None = Field(
+        None, ge=1, description="Physics frames each action is held (--action_repeat=N). None: the game's Sync node's."
+    )
+    speedup: float | None = Field(
+        None, gt=0, description="How much faster than real time the game's physics runs (--speedup=X). None: the Sync node's."
+    )
+    protocol: Literal["auto", "0.7", "0.3"] = Field(
+        "auto",
+        description="The plugin's protocol version: '0.7' (main branch, Godot 4), '0.3' (godot3 branch, Godot 3.5), "
+        "'auto' both, except a godot3 game's float16 camera images, which need '0.3'.",
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535,
+        description="Game i connects to port + i. None: free ports for launched copies; 11008 (the plugin's default) "
+        "in editor mode.",
+    )
+    connect_timeout: float | None = Field(
+        None, gt=0, description="Seconds a game has to connect: from its launch (default 60), in the editor (default 600).",
+    )
+    handshake_timeout: float = Field(10.0, gt=0, description="Seconds a connected game has to answer env_info.")
+    reset_timeout: float | None = Field(
+        None, gt=0, description="Seconds a game may take to answer a reset (levels load). None: step_timeout."
+    )
+    step_timeout: float = Field(60.0, gt=0, description="Seconds a game may take to answer before it is relaunched.")
+    max_restarts: int = Field(5, ge=0, description="Relaunches (reconnections in editor mode) per game before training stops.")
+    max_message_bytes: int = Field(64 * 2**20, ge=1024, description="The longest message a game may send.")
+
+    @model_validator(mode="after")
+    def _flags_need_a_launch(self) -> GodotRLEnvConfig:
+        given = [key for key in ("action_repeat", "speedup") if getattr(self, key) is not None]
+        if self.executable is None and given:
+            raise ValueError(f"env.{given[0]} reaches a game on the command line the trainer launches it with; in "
+                             "editor mode (no env.executable) set it on the game's Sync node instead")
+        return self
+
+    @property
+    def label(self) -> str:
+        """What the env is, for messages."""
+        return self.executable or f"Godot games started from the editor (port {self.port or 11008})"
+
+
 EnvConfig = Annotated[
-    Union[GymnasiumEnvConfig, PettingZooEnvConfig, BridgeEnvConfig, UnityEnvConfig], Field(discriminator="source")
+    Union[GymnasiumEnvConfig, PettingZooEnvConfig, BridgeEnvConfig, UnityEnvConfig, GodotRLEnvConfig],
+    Field(discriminator="source"),
 ]
 
 
