@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # or pip resolves an unpinned torch with several GB of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: venv demo test test-fast bench protos check-protos clean
+.PHONY: venv godot-rl-venvs demo test test-fast bench protos check-protos clean
 
 venv: $(STAMP)
 
@@ -19,12 +19,30 @@ $(STAMP): pyproject.toml protos/pyproject.toml engines/python/pyproject.toml
 	$(PY) -m pip install --quiet -e ./protos -e ./engines/python -e ".[dev,bench,ray]"
 	touch $(STAMP)
 
+# The peer's trainer side, godot-rl's GodotEnv, in venvs of its own for tests/test_godot_rl_peer.py: godot-rl
+# 0.8.2 speaks the Godot RL Agents plugin's current protocol (0.7), 0.5.0 its godot3 branch's (0.3). Each goes
+# in without its dependencies (stable-baselines3 pulls torch), beside exactly what GodotEnv imports.
+GODOT_RL_STAMPS := .venv-godot-rl/.installed .venv-godot-rl-godot3/.installed
+godot-rl-venvs: $(GODOT_RL_STAMPS)
+
+.venv-godot-rl/.installed:
+	$(PYTHON) -m venv .venv-godot-rl
+	.venv-godot-rl/bin/pip install --quiet gymnasium==1.0.0 numpy
+	.venv-godot-rl/bin/pip install --quiet --no-deps godot-rl==0.8.2
+	touch $@
+
+.venv-godot-rl-godot3/.installed:
+	$(PYTHON) -m venv .venv-godot-rl-godot3
+	.venv-godot-rl-godot3/bin/pip install --quiet gym==0.26.2 numpy
+	.venv-godot-rl-godot3/bin/pip install --quiet --no-deps godot-rl==0.5.0
+	touch $@
+
 demo: venv
 	$(VENV)/bin/sparring train examples/arena.yaml --run-id demo --force
 	$(PY) examples/show_arena.py results/demo
 
 # pytest exits 5 when a selection collects no tests; that is not a failure of the suite.
-test: venv
+test: venv godot-rl-venvs
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; if [ $$status -eq 5 ]; then echo "pytest: no tests collected"; status=0; fi; exit $$status
 
 test-fast: PYTEST_ARGS := -m "not slow"
@@ -56,4 +74,4 @@ bench: venv
 	$(PY) benchmarks/selfplay.py
 
 clean:
-	rm -rf $(VENV) results build *.egg-info
+	rm -rf $(VENV) .venv-godot-rl .venv-godot-rl-godot3 results build *.egg-info
