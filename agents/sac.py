@@ -162,6 +162,7 @@ class SACActor(ObservingPolicy):
         super().__init__(spec, hidden_sizes[0], normalize, vis_encode_type, memory)
         self.continuous = spec.is_continuous
         self.branches = spec.action_branches
+        self.activation = activation
         self._act = ACTIVATIONS[activation]
         sizes = [self.features_size, *hidden_sizes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))

@@ -469,6 +469,10 @@ def export_policy(
             checks.append((f"{len(recorded_obs)} recorded observations", sample_feeds(graph, policy.spec, 0, rng, recorded_obs)))
         for label, feeds in checks:
             report.lines.append(f"{label}: {_compare(graph, str(tmp), feeds)}")
+        if fmt == "native":  # and, where the Godot addon can run it, its GDScript policy beside the file
+            from sparring.export.godot_addon import export_sidecar
+
+            report.lines.append(export_sidecar(policy, tmp, path, checks))
         tmp.replace(path)
         return report
     finally:
