@@ -74,9 +74,10 @@ func get_action_mask() -> PoolByteArray:
 	return mask
 
 
-# The action taken when no trainer is connected (the game runs on its own), and while the
-# trainer records demonstrations (`sparring record`: the addon reports it). Override it to
-# read the player's input (keys, a gamepad) or a scripted behaviour; by default: random.
+# The action taken when no trainer is connected (the game runs on its own) and no policy_path
+# is set, and while the trainer records demonstrations (`sparring record`: the addon reports
+# it). Override it to read the player's input (keys, a gamepad) or a scripted behaviour; by
+# default: random.
 func heuristic():
 	if action_kind == ActionKind.DISCRETE:
 		var allowed := []
@@ -94,6 +95,12 @@ func heuristic():
 	for i in range(continuous_size):
 		values.append(rand_range(continuous_low, continuous_high))
 	return values
+
+
+# The action the agent's policy (policy_path, loaded) chooses for what it sees now; null when it
+# cannot choose (policy.error says why).
+func policy_action():
+	return policy.act(get_observation(), get_action_mask() if use_action_mask else PoolByteArray())
 
 
 # {part name: shape} of the observation, in order. One part named "obs" is a plain

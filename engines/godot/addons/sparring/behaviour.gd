@@ -21,3 +21,9 @@ export var continuous_high := 1.0
 export var team_id := -1
 # Discrete actions only: decisions carry a mask of the allowed actions.
 export var use_action_mask := false
+# A trained policy, the <Behaviour>.policy.tres `sparring export` writes: with no trainer
+# connected, the agents act on it (policy.gd) instead of their heuristic. A trainer, when one
+# connects, decides instead.
+export(String, FILE, "*.tres") var policy_path := ""
+
+var policy = null  # the SparringPolicy loaded from policy_path (by SparringSync, when it plays without a trainer)

@@ -84,7 +84,7 @@ func get_action_masks() -> PoolByteArray:
 	return mask
 
 
-# The actions taken when no trainer is connected: random (masks ignored).
+# The actions taken when no trainer is connected and no policy_path is set: random (masks ignored).
 func heuristic_actions():
 	var n := agent_count
 	if action_kind == ActionKind.CONTINUOUS:
@@ -314,8 +314,9 @@ func apply(actions: Dictionary) -> String:
 	return ""
 
 
-# Without a trainer: end and restart finished episodes, then act on heuristic_actions().
-func play_alone() -> void:
+# Without a trainer: end and restart finished episodes, then act on the policy (policy_path,
+# loaded) or on heuristic_actions(). "" or why the policy could not act.
+func play_alone() -> String:
 	if agent_count != _all.size():
 		_resize()
 	if dones.size() == agent_count and agent_count > 0:
@@ -331,7 +332,14 @@ func play_alone() -> void:
 	dones = _zero_dones
 	group_rewards = _zero_rewards
 	_leave(_leaving)
-	apply_actions(heuristic_actions())
+	if policy == null:
+		apply_actions(heuristic_actions())
+		return ""
+	var actions = policy.act_rows(get_observations(), agent_count, get_action_masks() if use_action_mask else PoolByteArray())
+	if actions == null:
+		return "group %s: %s" % [get_path(), policy.error]
+	apply_actions(actions)
+	return ""
 
 
 func _resize() -> void:

@@ -6,7 +6,7 @@
 # agent's observation and reward and waits for their actions. Physics then runs as
 # fast as the machine allows: keep the game logic in _physics_process.
 # Without --sparring-port the game runs on its own, at normal speed, and each agent
-# acts on its heuristic().
+# acts on its policy (policy_path: a trained policy, run by policy.gd) or else its heuristic().
 #
 # For the game: environment_parameters (or get_parameter()) holds the values the trainer set,
 # to read as episodes start; record_stat() sends a statistic the trainer logs to TensorBoard.
@@ -31,6 +31,7 @@ signal reset_requested(seed_value, parameters)
 const Agent = preload("agent.gd")
 const Batch = preload("batch.gd")
 const Group = preload("group.gd")
+const Policy = preload("policy.gd")
 const Proto = preload("proto.gd")
 const Transport = preload("transport.gd")
 
@@ -356,14 +357,44 @@ func _start_alone() -> void:
 
 func _play_alone() -> void:
 	for agent in get_tree().get_nodes_in_group(Agent.GROUP):
+		if not _load_policy(agent):
+			return
 		if agent.episode_over():
 			agent.start_episode()
 		agent.reward = 0.0
 		agent.report_group()
 		agent.episode_steps += 1
-		agent.apply_action(agent.heuristic())
+		var action = agent.heuristic() if agent.policy == null else agent.policy_action()
+		if action == null:
+			_end(EXIT_ERROR, "agent %s: %s" % [agent.get_path(), agent.policy.error])
+			return
+		agent.apply_action(action)
 	for group in get_tree().get_nodes_in_group(Group.GROUP):
-		group.play_alone()
+		if not _load_policy(group):
+			return
+		var why: String = group.play_alone()
+		if why != "":
+			_end(EXIT_ERROR, why)
+			return
+
+
+# A node with a policy_path acts on that policy when no trainer is connected: load it (once) and
+# check that it can run and fits what the node declares. false when not (the game ends, saying why).
+func _load_policy(node) -> bool:
+	if node.policy != null or node.policy_path == "":
+		return true
+	var policy = load(node.policy_path)
+	var why := "it is not a policy `sparring export` wrote (a .policy.tres)"
+	if policy is Policy:
+		var spec := Batch.spec_of(node)
+		why = policy.prepare()
+		if why == "":
+			why = spec["error"] if spec.has("error") else policy.mismatch(spec)
+	if why != "":
+		_end(EXIT_ERROR, "%s: policy_path %s: %s" % [node.get_path(), node.policy_path, why])
+		return false
+	node.policy = policy
+	return true
 
 
 # -- messages ---------------------------------------------------------------------------
