@@ -22,7 +22,8 @@ from sparring.envs.godot_rl.env import GameCommand, GodotRLFleet
 from sparring.envs.supervision import EngineFailure
 from sparring.spec import ActionKey, hybrid_space
 
-GAME = str(Path(__file__).with_name("godot_rl_game.py"))
+ROOT = Path(__file__).resolve().parents[1]
+GAME = str(ROOT / "tests" / "godot_rl_game.py")
 ID_STRIDE = 2**32
 
 
@@ -176,11 +177,15 @@ def godot_rl_config(tmp_path: Path, env: dict, **trainer) -> Path:
     return path
 
 
-def test_sparring_train_runs_a_godot_rl_game_into_a_run_folder(tmp_path):
-    config = godot_rl_config(tmp_path, {"num_envs": 2, "action_repeat": 2, "args": ["--agents=2"]})
-    assert main(["train", str(config), "--results-dir", str(tmp_path / "results"), "--run-id", "walk"]) == 0
+def test_sparring_train_runs_the_example_config_into_a_run_folder_with_an_export(tmp_path):
+    config = yaml.safe_load((ROOT / "examples" / "godot_rl.yaml").read_text())
+    config["env"]["executable"] = GAME
+    config["trainer"].update(max_steps=256, summary_freq=128, checkpoint_interval=128)
+    path = tmp_path / "godot_rl.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--results-dir", str(tmp_path / "results"), "--run-id", "walk"]) == 0
     run = tmp_path / "results" / "walk"
-    assert (run / "final.pt").is_file() and (run / "configuration.yaml").is_file()
+    assert (run / "configuration.yaml").is_file() and (run / "shared_policy.onnx").is_file()
     assert PPO.load(run / "final.pt").num_steps >= 256
 
 
