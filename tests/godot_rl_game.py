@@ -5,7 +5,8 @@ It connects to the trainer, reads the handshake, answers env_info, then plays in
 Sync node does. Standard library only, so it starts fast and runs under any Python.
 
 The game: every agent walks a plane towards its own target. It observes ``"obs"``: half the offset to the
-target (and, with ``--camera``, a 2x2 ``"camera_2d"`` image of the target's quadrant). Each physics frame
+target (and, with ``--camera``, a 2x2 ``"camera_2d"`` image of the target's quadrant; with ``--quadrant``, the
+quadrant's number). Each physics frame
 it moves 0.05 per unit of action along x and y; an action is held for ``action_repeat`` frames. Reward: the
 distance it closed, plus 1 on reaching the target (within 0.15), which ends the episode; ``--episode_steps``
 decisions without reaching it end the episode too (``"TimeLimit.truncated"`` in 0.7's info). An agent whose
@@ -19,8 +20,10 @@ Flags of the stand-in itself:
     --policies=a,b         policy names, dealt to the agents in turn (0.7 only; default: shared_policy)
     --episode_steps=N      decisions per episode at most (default 25)
     --camera               add the image observation
+    --quadrant             add a discrete observation: the quadrant the target is in (0-3)
     --fault=KIND@STEP      misbehave when answering the STEP-th action (1 = the first); KIND: malformed_json,
-                           wrong_type, out_of_order, bad_reward, nan_obs, huge_length, disconnect, hang
+                           wrong_type, out_of_order, bad_reward, nan_obs, huge_length, disconnect, hang;
+                           or bad_env_info (an action type the plugin does not have, in env_info)
     --fault_seed=S         only misbehave when launched with --env_seed=S (its relaunches get other seeds)
 """
 
@@ -60,13 +63,18 @@ class Agent:
     def distance(self) -> float:
         return math.hypot(self.tx - self.x, self.ty - self.y)
 
-    def obs(self, camera: bool, float16: bool) -> dict:
+    def quadrant(self) -> int:
+        """Where the target is: 0 left and below, 1 right and below, 2 left and above, 3 right and above."""
+        return int(self.tx >= self.x) + 2 * int(self.ty >= self.y)
+
+    def obs(self, camera: bool, quadrant: bool, float16: bool) -> dict:
         obs = {"obs": [0.5 * (self.tx - self.x), 0.5 * (self.ty - self.y)]}
         if camera:
-            lit = [self.tx < self.x and self.ty < self.y, self.tx >= self.x and self.ty < self.y,
-                   self.tx < self.x and self.ty >= self.y, self.tx >= self.x and self.ty >= self.y]
+            lit = [i == self.quadrant() for i in range(4)]
             pixels = (struct.pack("<4e", *map(float, lit)) if float16 else bytes(255 * v for v in lit))
             obs["camera_2d"] = pixels.hex()
+        if quadrant:
+            obs["quadrant"] = self.quadrant()
         return obs
 
 
@@ -76,6 +84,7 @@ class Game:
         self.protocol = args.get("protocol", "0.7")
         self.kind = args.get("actions", "continuous")
         self.camera = "camera" in args
+        self.quadrant = "quadrant" in args
         self.action_repeat = int(args.get("action_repeat", "1"))
         self.episode_steps = int(args.get("episode_steps", "25"))
         rng = random.Random(int(args.get("env_seed", "1")))
@@ -121,6 +130,8 @@ class Game:
         obs_space = {"obs": {"size": [2], "space": "box"}}
         if self.camera:
             obs_space["camera_2d"] = {"size": [2, 2, 1], "space": "box"}
+        if self.quadrant:
+            obs_space["quadrant"] = {"size": 4, "space": "discrete"}
         if self.protocol == "0.3":  # one space for every agent, no policy names
             return {"type": "env_info", "observation_space": obs_space, "action_space": self.action_space(),
                     "n_agents": len(self.agents)}
@@ -129,7 +140,7 @@ class Game:
                 "agent_policy_names": [agent.policy for agent in self.agents]}
 
     def observations(self) -> list[dict]:
-        return [agent.obs(self.camera, self.protocol == "0.3") for agent in self.agents]
+        return [agent.obs(self.camera, self.quadrant, self.protocol == "0.3") for agent in self.agents]
 
     def apply(self, actions: list[dict]) -> tuple[list[float], list[bool], list[dict]]:
         assert len(actions) == len(self.agents), f"{len(actions)} actions for {len(self.agents)} agents"
@@ -166,7 +177,7 @@ class Game:
 
     def reply(self, message: dict) -> None:
         if self.protocol == "0.7":
-            message["info"] = [{} for _ in self.agents] if "info" not in message else message["info"]
+            message.setdefault("info", [{} for _ in self.agents])
         else:
             message.pop("info", None)
         self.send(message)
@@ -201,7 +212,10 @@ class Game:
         assert handshake["type"] == "handshake", handshake
         print(f"handshake: version {handshake['major_version']}.{handshake['minor_version']}", flush=True)
         assert self.receive()["type"] == "env_info"
-        self.send(self.env_info())
+        info = self.env_info()
+        if self.fault == "bad_env_info":
+            info["action_space"][0] = {"move": {"size": 2, "action_type": "analog"}}
+        self.send(info)
         while (message := self.receive()) is not None:
             if message["type"] == "close":
                 return

@@ -2,6 +2,7 @@
 and what happens when a game breaks the protocol. The games are real processes of the stand-in game
 (tests/godot_rl_game.py), which speaks the plugin's side of the protocol."""
 
+import os
 import re
 import subprocess
 import sys
@@ -47,14 +48,17 @@ def test_each_policy_name_is_a_behaviour_with_the_games_action_keys_in_order():
         assert result["runner?team=1"].decisions.agent_ids.tolist() == [1]
 
 
-def test_discrete_keys_are_branches_and_images_arrive_as_uint8_pixels():
-    with fleet("--actions=discrete", "--camera", "--agents=2") as env:
+def test_discrete_keys_are_branches_images_uint8_pixels_and_discrete_observations_one_hot():
+    with fleet("--actions=discrete", "--camera", "--quadrant", "--agents=2") as env:
         spec = env.specs["shared_policy"]
         assert spec.action_space == spaces.MultiDiscrete([3, 3])
         assert spec.observation_space == spaces.Dict({"camera_2d": spaces.Box(0, 255, (2, 2, 1), np.uint8),
-                                                     "obs": spaces.Box(-1, 1, (2,), np.float32)})
-        image = env.reset(seed=0)["shared_policy"].decisions.obs["camera_2d"]
-        assert image.dtype == np.uint8 and (np.sort(image.reshape(2, 4)) == [0, 0, 0, 255]).all()  # one quadrant lit
+                                                     "obs": spaces.Box(-1, 1, (2,), np.float32),
+                                                     "quadrant": spaces.Box(0, 1, (4,), np.float32)})
+        obs = env.reset(seed=0)["shared_policy"].decisions.obs
+        image = obs["camera_2d"].reshape(2, 4)
+        assert image.dtype == np.uint8 and (np.sort(image) == [0, 0, 0, 255]).all()  # the target's quadrant is lit
+        np.testing.assert_array_equal(obs["quadrant"], image / 255)  # and is the one-hot quadrant
 
 
 def test_the_godot3_protocol_shares_one_space_and_sends_float16_images():
@@ -160,6 +164,13 @@ def test_a_game_that_breaks_the_protocol_is_named_dropped_and_relaunched(fault, 
         assert rejoined.decisions.agent_ids.tolist() == [0, 1]
 
 
+def test_a_game_whose_env_info_is_invalid_is_named_and_relaunched():
+    with fleet("--fault=bad_env_info@0", "--fault_seed=0", seed=0) as env:
+        assert env.metrics["connect_failures"] == 1 and list(env.specs) == ["shared_policy"]
+        assert "env_info.action_space[0]['move'].action_type: expected 'continuous' or 'discrete', got 'analog'" \
+            in env.failures[-1]
+
+
 def test_ppo_trains_on_while_a_game_disconnects_mid_episode():
     with fleet("--agents=2", "--fault=disconnect@40", "--fault_seed=1", num_envs=2, seed=0) as env:
         model = PPO(env, seed=0, n_steps=32, batch_size=64, n_epochs=1).learn(512)
@@ -203,3 +214,16 @@ def test_editor_mode_refuses_launch_flags_naming_the_key(tmp_path, capsys):
     config = godot_rl_config(tmp_path, {"executable": None, "speedup": 4})
     assert main(["train", str(config), "--results-dir", str(tmp_path / "results")]) == 2
     assert "env.speedup reaches a game on the command line" in capsys.readouterr().err
+
+
+def test_game_copies_run_as_ray_workers_each_on_its_own_port(ray_cluster):
+    """Each worker launches its own copy from a path taken from this working directory; with a configured port,
+    worker i listens on port + i (on one machine the second would otherwise find the port taken)."""
+    from sparring.env_config import GodotRLEnvConfig, ScaleConfig
+    from sparring.envs.factory import make_env
+
+    config = GodotRLEnvConfig(source="godot_rl", executable=os.path.relpath(GAME), args=["--agents=2"], num_envs=2,
+                              port=free_port())
+    with make_env(config, scale=ScaleConfig(ray=ray_cluster.address, worker_cpus=0)) as env:
+        assert len(env.worker_nodes) == 2
+        check_env(env, steps=10)

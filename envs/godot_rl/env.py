@@ -342,7 +342,10 @@ class GodotRLFleet(VectorEnv):
                            "connect_failures")
 
     def _connect(self, slot: _Slot) -> None:
-        sock, peer = slot.listener.accept()
+        try:
+            sock, _ = slot.listener.accept()
+        except OSError:  # the connection was reset before it was taken: the game's next try will do
+            return
         name = f"Godot game {slot.index} (port {slot.port})"
         try:
             game = GodotRLGame(Connection(sock, name, self.max_message_bytes), self.protocol, self.step_timeout,

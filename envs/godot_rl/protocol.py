@@ -201,10 +201,9 @@ class GameLayout:
         box = key.box
         size = int(np.prod(box.shape))
         if key.kind == "discrete":
-            bad = [i for i, v in zip(rows, values) if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < size]
-            if bad:
-                raise GameProtocolError(f"{where}[{bad[0]}][{key.name!r}]: expected an integer in [0, {size}), got "
-                                        f"{values[list(rows).index(bad[0])]!r:.80}")
+            for i, v in zip(rows, values):
+                if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < size:
+                    raise GameProtocolError(f"{where}[{i}][{key.name!r}]: expected an integer in [0, {size}), got {v!r:.80}")
             return np.eye(size, dtype=np.float32)[np.asarray(values, np.int64)]
         if key.kind == "image":
             return np.stack([self._pixels(key, v, f"{where}[{i}][{key.name!r}]") for i, v in zip(rows, values)])
