@@ -158,7 +158,7 @@ class UnityEnvConfig(_Strict):
 
 
 class GodotRLEnvConfig(_Strict):
-    """Games made with the Godot RL Agents plugin, trained unchanged over its own JSON protocol (launched, or editor mode)."""
+    """Games made with the Godot RL Agents plugin, trained unchanged over its JSON protocol (launched, or editor mode)."""
 
     source: Literal["godot_rl"]
     executable: str | None = Field(
@@ -174,7 +174,8 @@ class GodotRLEnvConfig(_Strict):
         None, ge=1, description="Physics frames each action is held (--action_repeat=N). None: the game's Sync node's."
     )
     speedup: float | None = Field(
-        None, gt=0, description="How much faster than real time the game's physics runs (--speedup=X). None: the Sync node's."
+        None, gt=0,
+        description="How much faster than real time the game's physics runs (--speedup=X). None: the Sync node's.",
     )
     protocol: Literal["auto", "0.7", "0.3"] = Field(
         "auto",
@@ -194,7 +195,9 @@ class GodotRLEnvConfig(_Strict):
         None, gt=0, description="Seconds a game may take to answer a reset (levels load). None: step_timeout."
     )
     step_timeout: float = Field(60.0, gt=0, description="Seconds a game may take to answer before it is relaunched.")
-    max_restarts: int = Field(5, ge=0, description="Relaunches (reconnections in editor mode) per game before training stops.")
+    max_restarts: int = Field(
+        5, ge=0, description="Relaunches (reconnections in editor mode) per game before training stops."
+    )
     max_message_bytes: int = Field(64 * 2**20, ge=1024, description="The longest message a game may send.")
 
     @model_validator(mode="after")

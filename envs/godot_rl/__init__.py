@@ -1,1 +1,1 @@
-"""Games made with the Godot RL Agents plugin, trained unchanged: its JSON-over-TCP protocol spoken from the trainer's side."""
+"""Games made with the Godot RL Agents plugin, trained unchanged: the plugin's JSON-over-TCP protocol, trainer side."""

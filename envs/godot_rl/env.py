@@ -23,13 +23,13 @@ import logging
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sparring.envs.base import Actions, MultiAgentEnv, StepResult
+from sparring.envs.base import Actions, GameStats, MultiAgentEnv, StepResult
 from sparring.envs.bridge.launcher import GameLauncher, GameProcess
 from sparring.envs.godot_rl.protocol import DEFAULT_PORT, GameLayout, handshake
 from sparring.envs.godot_rl.wire import Connection, GameClosed, GameError, GameProtocolError, GameTimeout
@@ -243,8 +243,9 @@ class GodotRLFleet(VectorEnv):
                 self.slots.append(_Slot(i, listener, listener.getsockname()[1]))
             if command is None:
                 ports = ", ".join(str(slot.port) for slot in self.slots)
-                (announce or log.info)(f"waiting for {num_envs} Godot RL Agents game(s) to connect to 127.0.0.1 on port(s) "
-                                       f"{ports}: press Play in the Godot editor (up to {self.connect_timeout:g} s)")
+                (announce or log.info)(f"waiting for {num_envs} Godot RL Agents game(s) to connect to 127.0.0.1 on "
+                                       f"port(s) {ports}: press Play in the Godot editor (up to "
+                                       f"{self.connect_timeout:g} s)")
             for slot in self.slots:
                 self._start(slot)
             while not all(slot.state == "ready" for slot in self.slots):
@@ -271,11 +272,11 @@ class GodotRLFleet(VectorEnv):
     def restarts(self) -> int:
         return self.metrics["restarts"]
 
-    def set_parameters(self, parameters: dict[str, ParameterValue]) -> None:
+    def set_parameters(self, parameters: Mapping[str, ParameterValue]) -> None:
         raise NotImplementedError("the Godot RL Agents protocol carries no environment parameters")
 
-    def drain_stats(self) -> dict:
-        return {}
+    def drain_stats(self) -> GameStats:
+        return {}  # nor game statistics
 
     def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
         try:

@@ -120,11 +120,8 @@ class GameLayout:
             elif agent != declared[name]:
                 raise GameProtocolError(f"{where}: agent {i} has other spaces than agent {first[name]}, though both play "
                                         f"policy {name!r}; agents of one policy must observe and act alike")
-        rows = np.asarray(names)
-        self.behaviours = {
-            name: _Behaviour(_spec(name, obs_keys, action_keys), np.flatnonzero(rows == name).astype(np.int64), obs_keys)
-            for name, (obs_keys, action_keys) in declared.items()
-        }
+        self.behaviours = {name: _Behaviour(_spec(name, *agent), _agents_of(names, name), agent[0])
+                           for name, agent in declared.items()}
         self.specs = {name: b.spec for name, b in self.behaviours.items()}
 
     def _obs_keys(self, declared: Any, where: str) -> tuple[_ObsKey, ...]:
@@ -142,7 +139,7 @@ class GameLayout:
         if space != "box":
             raise GameProtocolError(f"{where}.space: expected 'box' or 'discrete', got {space!r}")
         size = _field(entry, "size", where)
-        shape = (size,) if _positive(size) else tuple(size) if isinstance(size, list) and size and all(map(_positive, size)) else None
+        shape = (size,) if _positive(size) else tuple(size) if _is_shape(size) else None
         if shape is None:
             raise GameProtocolError(f"{where}.size: expected a list of positive integers (the shape), got {size!r}")
         if "2d" in key:
@@ -226,7 +223,8 @@ class GameLayout:
         try:
             raw = bytes.fromhex(value)
         except (TypeError, ValueError):
-            raise GameProtocolError(f"{where}: expected a string of hex digits (an image's bytes), got {value!r:.80}") from None
+            raise GameProtocolError(f"{where}: expected a string of hex digits (an image's bytes), "
+                                    f"got {value!r:.80}") from None
         if len(raw) != size * np.dtype(dtype).itemsize:
             hint = ("; that is float16 pixels, as the godot3 plugin sends: set protocol '0.3'"
                     if len(raw) == 2 * size and not self.float16_images else "")
@@ -309,6 +307,13 @@ def _spec(name: str, obs_keys: tuple[_ObsKey, ...], action_keys: tuple[ActionKey
     return BehaviourSpec(name, observation, action, team_of(name), action_keys)
 
 
+def _agents_of(names: list[str], name: str) -> np.ndarray:
+    """The indices of the agents that play ``name``: their ids in every result, shared, so read-only."""
+    rows = np.flatnonzero(np.asarray(names) == name).astype(np.int64)
+    rows.flags.writeable = False
+    return rows
+
+
 def _action_keys(declared: Any, where: str) -> tuple[ActionKey, ...]:
     if not isinstance(declared, dict) or not declared:
         raise GameProtocolError(f"{where}: expected an object of action keys, got {declared!r:.80}")
@@ -367,6 +372,10 @@ def _field(message: Any, key: str, where: str) -> Any:
     if not isinstance(message, dict) or key not in message:
         raise GameProtocolError(f"{where}: field {key!r} is missing")
     return message[key]
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(map(_positive, value))
 
 
 def _positive(value: Any) -> bool:
