@@ -21,17 +21,18 @@ $(STAMP): pyproject.toml protos/pyproject.toml engines/python/pyproject.toml
 
 # The peer's trainer side, godot-rl's GodotEnv, in venvs of its own for tests/test_godot_rl_peer.py: godot-rl
 # 0.8.2 speaks the Godot RL Agents plugin's current protocol (0.7), 0.5.0 its godot3 branch's (0.3). Each goes
-# in without its dependencies (stable-baselines3 pulls torch), beside exactly what GodotEnv imports.
+# in without its dependencies (stable-baselines3 pulls torch), beside exactly what GodotEnv imports; a changed
+# pin here rebuilds them.
 GODOT_RL_STAMPS := .venv-godot-rl/.installed .venv-godot-rl-godot3/.installed
 godot-rl-venvs: $(GODOT_RL_STAMPS)
 
-.venv-godot-rl/.installed:
+.venv-godot-rl/.installed: Makefile
 	$(PYTHON) -m venv .venv-godot-rl
 	.venv-godot-rl/bin/pip install --quiet gymnasium==1.0.0 numpy
 	.venv-godot-rl/bin/pip install --quiet --no-deps godot-rl==0.8.2
 	touch $@
 
-.venv-godot-rl-godot3/.installed:
+.venv-godot-rl-godot3/.installed: Makefile
 	$(PYTHON) -m venv .venv-godot-rl-godot3
 	.venv-godot-rl-godot3/bin/pip install --quiet gym==0.26.2 numpy
 	.venv-godot-rl-godot3/bin/pip install --quiet --no-deps godot-rl==0.5.0
