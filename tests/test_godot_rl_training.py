@@ -1,9 +1,12 @@
 """PPO, SAC and self-play train through the godot_rl source on the stand-in game (tests/godot_rl_game.py), launched
 as exported games are, from an ``env: source: godot_rl`` config section."""
 
+import json
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
 from sparring.agents import PPO, SAC
@@ -12,6 +15,8 @@ from sparring.agents.selfplay import League, LeagueSettings
 from sparring.agents.selfplay.trainer import SelfPlay
 from sparring.env_config import GodotRLEnvConfig
 from sparring.envs.factory import make_env
+from sparring.export.exporter import export_policy
+from test_export_godot_plugin import game_actions, plugin_reads
 
 GAME = str(Path(__file__).with_name("godot_rl_game.py"))
 
@@ -58,3 +63,25 @@ def test_self_play_trains_two_teams_of_one_policy_through_the_source(tmp_path):
         model = SelfPlay(env, league, seed=0, n_steps=32, batch_size=64, n_epochs=2).learn(1536)
         assert model.num_steps >= 1536
         assert len(league.players) >= 3 and np.isfinite(league.learner_rating("walker"))
+
+
+def test_a_godot_export_of_a_run_through_the_source_is_read_by_the_plugin_as_the_policy_acts(tmp_path):
+    """The game's own action keys (``move_x`` continuous, then ``move_y`` discrete) travel with the behaviour to its
+    godot export: the plugin's reading of ``output`` (emulated as in test_export_godot_plugin) gives the policy's
+    deterministic actions, key by key."""
+    with godot_game("--actions=hybrid", "--agents=2") as env:
+        model = PPO(env, seed=0, n_steps=32, batch_size=64, n_epochs=2).learn(512)
+        spec = env.specs["shared_policy"]
+    assert [(k.name, k.kind) for k in spec.action_keys] == [("move_x", "continuous"), ("move_y", "discrete")]
+    recorded = model.learners["shared_policy"].recorded_obs.numpy()
+    export_policy(model.policies["shared_policy"], tmp_path / "p.onnx", "godot", recorded_obs=recorded)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "p.onnx")).metadata_props}
+    assert json.loads(meta["godot_action_space"]) == {"move_x": {"size": 1, "action_type": "continuous"},
+                                                      "move_y": {"size": 3, "action_type": "discrete"}}
+    obs = recorded.reshape(len(recorded), -1)
+    sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    output, _ = sess.run(None, {"obs": obs, "state_ins": np.zeros(len(obs), np.float32)})
+    cont, disc = game_actions(plugin_reads(output, json.loads(meta["godot_action_space"])), meta)
+    want = model.predict(obs, "shared_policy")
+    np.testing.assert_array_equal(disc[:, 0], want["discrete"])
+    np.testing.assert_allclose(cont, want["continuous"].reshape(len(obs), -1), atol=1e-5)
