@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ import onnxruntime as ort
 import torch
 from gymnasium import spaces
 
+from onnx_latency import median_us  # this folder: python puts a script's own folder first on the path
 from sparring.agents.policy import BehaviourPolicy
 from sparring.export.exporter import export_policy
 from sparring.spec import BehaviourSpec
@@ -50,17 +49,6 @@ def trained_looking_policy() -> BehaviourPolicy:
             p.add_(0.3 * torch.randn_like(p))
         policy.normalizer.update(torch.rand(1000, OBS) * 2 - 1)
     return policy.eval()
-
-
-def median_us(call, repeats: int) -> float:
-    for _ in range(min(100, repeats)):
-        call()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e6
 
 
 def main() -> None:
