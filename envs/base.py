@@ -227,6 +227,17 @@ class MultiAgentEnv(ABC):
     def step(self, actions: Actions) -> StepResult:
         """Apply one action per decision agent and advance to the next decisions."""
 
+    def seats(self, behaviour: str, agent_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Which game each agent plays in and its seat there, as two int64 arrays ``(games, seats)``.
+
+        For envs where agents of one behaviour play against each other in one game without team ids (a
+        PettingZoo board game): self-play needs to know which rows sit at one table to give the learner one
+        seat in each. ``None`` where the env does not say; self-play then needs team ids, i.e. sides (as
+        ML-Agents requires). An agent keeps its game and seat for as long as it keeps its id, so callers
+        (and wrappers holding copies) may remember the answer.
+        """
+        return None
+
     def set_parameters(self, parameters: Mapping[str, ParameterValue]) -> None:
         """Environment parameters (a curriculum's lesson, samplers) the game reads from its next episodes on.
 

@@ -218,6 +218,10 @@ class PettingZooEnv(MultiAgentEnv):
             return self._advance_aec(_Rows(self.specs, self._group_of))
         return self._step_parallel(chosen)
 
+    def seats(self, behaviour: str, agent_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One game; an agent's seat is its index among the game's possible agents, which is its agent id."""
+        return np.zeros(len(agent_ids), np.int64), np.array(agent_ids, np.int64)
+
     def close(self) -> None:
         self.env.close()
 

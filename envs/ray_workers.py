@@ -127,13 +127,13 @@ class RayVectorEnv(VectorEnv):
                 results.append(ray.get(call, timeout=self.step_timeout))
             except ray.exceptions.GetTimeoutError:
                 ray.kill(self.workers[i], no_restart=False)
-                results.append(self._replace(i, method, "worker_timeouts",
+                results.append(self._replace(i, method, args[i], "worker_timeouts",
                                              f"did not answer {method} within {self.step_timeout} s"))
             except ray.exceptions.RayActorError as exc:  # its process or its node died
-                results.append(self._replace(i, method, "worker_deaths", _first_line(exc)))
+                results.append(self._replace(i, method, args[i], "worker_deaths", _first_line(exc)))
             except ray.exceptions.RayTaskError as exc:
                 if isinstance(exc.cause, WorkerRestarted):  # it died between two calls, unseen
-                    results.append(self._replace(i, method, "worker_deaths", str(exc.cause)))
+                    results.append(self._replace(i, method, args[i], "worker_deaths", str(exc.cause)))
                     continue
                 if isinstance(exc, NotImplementedError):  # a capability the source lacks: the workers stay usable
                     ray.wait(calls, num_returns=len(calls))
@@ -146,7 +146,7 @@ class RayVectorEnv(VectorEnv):
                 live.update(result, fresh=method == "reset")
         return results
 
-    def _replace(self, i: int, method: str, kind: str, reason: str) -> Any:
+    def _replace(self, i: int, method: str, arg: Any, kind: str, reason: str) -> Any:
         """Copy ``i``'s answer to ``method`` after its worker failed: Ray restarts the actor with a new env, which
         starts new episodes; the agents it had mid-episode are reported lost."""
         lost = self._live[i].snapshot()
@@ -174,6 +174,8 @@ class RayVectorEnv(VectorEnv):
             return {}
         if method == "set_parameters":
             return None
+        if method == "seats":  # the new env seats its agents as the old one did
+            return self._ray.get(worker.call.remote(method, arg), timeout=self.step_timeout)
         seed = None if self._seed is None else self._seed + i + len(self.workers) * self.budget.restarts[i]
         result = self._ray.get(worker.call.remote("reset", seed), timeout=self.step_timeout)
         self._live[i].update(result, fresh=True)

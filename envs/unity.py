@@ -407,6 +407,8 @@ class MultiUnityEnv(VectorEnv):
         failures: the most recent failure descriptions.
     """
 
+    copies_seat_agents = False  # game engines declare sides by team ids; they seat nobody
+
     def __init__(
         self,
         file_name: str | None,

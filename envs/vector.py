@@ -71,6 +71,8 @@ class VectorEnv(MultiAgentEnv):
     """Shared merge/split logic; subclasses only decide where the copies run."""
 
     _closed = False  # set by a subclass's close(), which may run before __init__ finishes
+    copies_seat_agents = True
+    """Whether :meth:`seats` asks the copies; fleets of game engines, whose sides are teams, do not."""
 
     def __init__(self, copy_specs: Sequence[Mapping[str, BehaviourSpec]]):
         self.num_envs = len(copy_specs)
@@ -81,6 +83,7 @@ class VectorEnv(MultiAgentEnv):
         # (np.split boundaries) and how many rows there are; None until reset.
         self._split_points: dict[str, list[int]] | None = None
         self._decision_totals: dict[str, int] = {}
+        self._seat_books: dict[str, _SeatBook | None] = {}  # per behaviour, the copies' answers to seats()
 
     @abstractmethod
     def _run_copies(self, method: str, args: list[Any]) -> list[StepResult]:
@@ -105,6 +108,35 @@ class VectorEnv(MultiAgentEnv):
 
     def drain_stats(self) -> GameStats:
         return merge_stats(self._run_copies("drain_stats", [None] * self.num_envs))
+
+    def seats(self, behaviour: str, agent_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each copy's answer for its own agents; game ``g`` of copy ``i`` becomes ``g * num_envs + i``, so a copy
+        that plays one game (a PettingZoo env) plays game ``i``. ``None`` if any copy does not say.
+
+        Answers hold for as long as an agent's id does, so the copies are asked only about ids not seen before:
+        a worker process is not asked every step.
+        """
+        if not self.copies_seat_agents:
+            return None
+        ids = np.asarray(agent_ids, np.int64)
+        if behaviour not in self._seat_books:
+            self._seat_books[behaviour] = _SeatBook()
+        book = self._seat_books[behaviour]
+        if book is None:
+            return None
+        new = np.setdiff1d(ids, book.ids)
+        if len(new):
+            copies, local = split_agent_ids(new)
+            answers = self._run_copies("seats", [(behaviour, local[copies == i]) for i in range(self.num_envs)])
+            if any(answer is None for answer in answers):
+                self._seat_books[behaviour] = None
+                return None
+            games, seats = np.zeros(len(new), np.int64), np.zeros(len(new), np.int64)
+            for i, (copy_games, copy_seats) in enumerate(answers):
+                games[copies == i] = np.asarray(copy_games, np.int64) * self.num_envs + i
+                seats[copies == i] = copy_seats
+            book.add(new, games, seats)
+        return book.look_up(ids)
 
     def _split_actions(self, actions: Actions) -> list[dict[str, np.ndarray]]:
         if self._split_points is None:
@@ -199,6 +231,24 @@ class VectorEnv(MultiAgentEnv):
         """Group ids made distinct across copies as agent ids are; 0 (no group) stays 0."""
         ids = self._merged_ids(name, f"{kind} group", parts)
         return np.where(ids % ID_STRIDE == 0, 0, ids)
+
+
+class _SeatBook:
+    """Games and seats of the agent ids seen so far, kept sorted by id for a vectorised look-up."""
+
+    def __init__(self) -> None:
+        self.ids = self.games = self.seats = np.zeros(0, np.int64)
+
+    def add(self, ids: np.ndarray, games: np.ndarray, seats: np.ndarray) -> None:
+        ids = np.concatenate([self.ids, ids])
+        order = np.argsort(ids)
+        self.ids = ids[order]
+        self.games = np.concatenate([self.games, games])[order]
+        self.seats = np.concatenate([self.seats, seats])[order]
+
+    def look_up(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.searchsorted(self.ids, ids)
+        return self.games[rows], self.seats[rows]
 
 
 def _agreed_specs(copy_specs: Sequence[Mapping[str, BehaviourSpec]]) -> dict[str, BehaviourSpec]:
@@ -489,7 +539,9 @@ def _worker(conn: Connection, env_fn_payload: bytes) -> None:
 
 
 def call_env(env: MultiAgentEnv, method: str, arg: Any) -> Any:
-    """``env.<method>(arg)`` for a vector env's copy; ``drain_stats`` takes no argument."""
+    """``env.<method>(arg)`` for a vector env's copy; ``drain_stats`` takes no argument, ``seats`` two."""
+    if method == "seats":
+        return env.seats(*arg)
     return env.drain_stats() if method == "drain_stats" else getattr(env, method)(arg)
 
 

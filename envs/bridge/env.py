@@ -287,6 +287,8 @@ class MultiEngineEnv(VectorEnv):
         failures: the most recent failure descriptions (up to 100), oldest first.
     """
 
+    copies_seat_agents = False  # game engines declare sides by team ids; they seat nobody
+
     def __init__(
         self,
         server: BridgeServer,

@@ -201,6 +201,8 @@ class GodotRLFleet(VectorEnv):
         close_timeout: seconds launched games have to quit after ``close`` before they are killed.
     """
 
+    copies_seat_agents = False  # game engines declare sides by team ids; they seat nobody
+
     def __init__(
         self,
         num_envs: int = 1,
