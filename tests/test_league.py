@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sparring.agents.selfplay import LATEST, League, LeagueSettings
+from sparring.agents.selfplay.league import Learner
 from sparring.cli import main
 
 
@@ -211,7 +212,7 @@ def test_an_unknown_role_is_named():
 
 
 def test_window_drops_the_oldest_snapshot_of_the_role_and_its_file(tmp_path):
-    lg = league(tmp_path, window=2)
+    lg = league(tmp_path, window=2, archive=0)
     oldest, *kept = with_snapshots(lg, [0, 100, 200])
     (exploiter,) = with_snapshots(lg, [50], role="main_exploiter0")  # another role's window
     assert list(lg.players) == [*kept, exploiter]
@@ -222,6 +223,29 @@ def test_window_drops_the_oldest_snapshot_of_the_role_and_its_file(tmp_path):
     assert len(list(files.glob("*.pt"))) == 3
     with pytest.raises(KeyError, match="dropped from the window"):
         lg.snapshot_weights(oldest)
+
+
+def test_snapshots_leaving_the_window_are_archived_and_come_back(tmp_path):
+    lg = league(tmp_path, window=1)
+    oldest, middle, newest = with_snapshots(lg, [0, 100, 200])
+    lg.save()
+    assert sorted(p.name for p in (tmp_path / "league" / "archive").iterdir()) == ["G@0.pt", "G@100.pt"]
+    assert lg.archived == [oldest, middle] and list(lg.players) == [newest]
+    torch.testing.assert_close(League.load(tmp_path / "league").snapshot_weights(oldest), weights(0))
+
+
+def test_a_full_archive_drops_the_snapshot_whose_neighbours_are_closest_in_elo(tmp_path):
+    for directory in (None, tmp_path):
+        lg = league(directory, window=1, archive=3)
+        for step, rating in zip([0, 100, 200, 300, 400], [1000.0, 1100.0, 1110.0, 1300.0, 1400.0]):
+            lg.learners["G/main"] = Learner(rating)  # a snapshot is rated as its learner is when taken
+            lg.add_snapshot("G", "main", step, weights(step))
+        assert lg.archived == ["G@0", "G@200", "G@300"]  # G@100's neighbours (1000 and 1110) were the closest
+        torch.testing.assert_close(lg.snapshot_weights("G@0"), weights(0))
+        with pytest.raises(KeyError, match="dropped from the window and the archive"):
+            lg.snapshot_weights("G@100")
+    lg.save()
+    assert sorted(p.name for p in (tmp_path / "league" / "archive").iterdir()) == ["G@0.pt", "G@200.pt", "G@300.pt"]
 
 
 def test_a_game_finishing_against_a_dropped_snapshot_still_rates_the_learner():
@@ -264,7 +288,7 @@ def test_league_json_is_plain_json_with_every_part(tmp_path):
     lg = played_league(tmp_path)
     lg.save()
     state = json.loads((tmp_path / "league" / "league.json").read_text())
-    assert set(state) == {"settings", "players", "retired", "learners", "payoff", "openskill", "history", "rng"}
+    assert set(state) == {"settings", "players", "retired", "archived", "learners", "payoff", "openskill", "history", "rng"}
     assert [p["id"] for p in state["players"]] == ["G@100", "G@200", "G@300"]
     assert not list((tmp_path / "league").glob("*.tmp"))
 

@@ -14,6 +14,7 @@ On disk (``directory``, a run's ``league/`` folder)::
 
     league.json              settings, players, learners, payoff, openskill, history, rng (see League.state_dict)
     snapshots/<id>.pt        each player's weights (torch.save), the id made file-safe
+    archive/<id>.pt          weights of snapshots that left the window, kept for a difficulty ladder (``archive``)
 
 The league knows nothing of envs or trainers; torch is imported only to write
 and read snapshot weights.
@@ -121,6 +122,13 @@ class LeagueSettings(GroupSettings):
     """
 
     elo_k: float = Field(16.0, gt=0, description="Elo K-factor: the largest rating change one game makes.")
+    archive: int = Field(
+        50, ge=0,
+        description="Snapshots of each group kept on disk after they leave the window, so that `sparring ladder` "
+        "finds weak early players too (a snapshot of a 128x128 tic-tac-toe policy takes 160 KB, 256x256 connect "
+        "four 0.7 MB, a 3x512 network 4.4 MB); past that many, the one whose neighbours in Elo are closest goes, so "
+        "those kept stay spread from weakest to strongest. 0 deletes them, as ML-Agents does.",
+    )
     main_exploiters: int = Field(0, ge=0, description="AlphaStar main exploiters: play the newest main, reset when frozen (each needs its own env copies).")
     league_exploiters: int = Field(0, ge=0, description="AlphaStar league exploiters: play the whole league (each needs its own env copies).")
     groups: dict[str, GroupOverrides] = Field(
@@ -198,12 +206,14 @@ class League:
         self.rng = np.random.default_rng(seed)
         self.players: dict[str, Player] = {}  # the window of every (group, role), oldest first
         self.retired: dict[str, Player] = {}  # dropped from the window; games still in flight against them count
+        self.archived: list[str] = []  # retired players whose weights are kept (archive/), for difficulty ladders
         self.learners: dict[str, Learner] = {}
         self.payoff: dict[str, dict[str, list[int]]] = {}  # learner key -> opponent id -> [wins, draws, losses]
         self.openskill: dict[str, dict[str, float]] = {}  # participant -> {"mu", "sigma"}
         self.history: list[dict[str, Any]] = []  # {"step", "player", "rating"} per Elo change and new snapshot
         self._weights: dict[str, dict] = {}  # in-memory leagues only
         self._evicted_files: list[Path] = []  # deleted by save(), once league.json no longer names them
+        self._archived_files: list[Path] = []  # moved to archive/ by save(), before it deletes evicted files
         self._openskill_model = PlackettLuce()
 
     # -- snapshots ------------------------------------------------------------------
@@ -211,8 +221,8 @@ class League:
     def add_snapshot(self, group: str, role: str, step: int, weights: dict) -> Player:
         """Freeze ``weights`` (a state_dict) as a new player rated as its learner is now; the window drops its oldest.
 
-        The files of dropped players are deleted by the next :meth:`save`, so league.json on disk never names a
-        snapshot that is gone.
+        The files of dropped players are moved to the archive (or deleted, past ``archive`` of them) by the next
+        :meth:`save`, so league.json on disk never names a snapshot that is gone.
         """
         group, step = group_of(group), int(step)
         learner = self._learner(group, role)
@@ -235,22 +245,41 @@ class League:
         same = [p for p in self.players.values() if p.group == group and p.role == role]
         for old in same[: max(0, len(same) - self.settings.of(group).window)]:
             self.retired[old.id] = self.players.pop(old.id)
-            if self.directory is None:
-                del self._weights[old.id]
-            else:
-                self._evicted_files.append(self._snapshot_path(old.id))
+            self.archived.append(old.id)
+            if self.directory is not None:
+                self._archived_files.append(self._snapshot_path(old.id))
+            self._thin_archive(group)
         return player
 
+    def _thin_archive(self, group: str) -> None:
+        """Keep at most ``archive`` archived snapshots of ``group``: drop the one whose neighbours (by Elo) are
+        closest, never the weakest (with room for only one, the weakest stays)."""
+        kept = sorted((self.retired[i] for i in self.archived if self.retired[i].group == group),
+                      key=lambda p: (p.rating, p.step))
+        if len(kept) <= self.settings.archive:
+            return
+        gaps = [kept[i + 1].rating - kept[i - 1].rating for i in range(1, len(kept) - 1)]
+        drop = kept[1 + int(np.argmin(gaps))] if gaps else kept[-1]
+        self.archived.remove(drop.id)
+        if self.directory is None:
+            del self._weights[drop.id]
+        else:
+            self._evicted_files.append(self._snapshot_path(drop.id, archived=True))
+
     def snapshot_weights(self, player_id: str) -> dict:
-        """The weights of a player in the window (a fresh copy each call)."""
-        if player_id not in self.players:
-            where = "was dropped from the window" if player_id in self.retired else "is not in the league"
+        """The weights of a player in the window or the archive (a fresh copy each call)."""
+        archived = player_id in self.archived
+        if player_id not in self.players and not archived:
+            where = "was dropped from the window and the archive" if player_id in self.retired else "is not in the league"
             raise KeyError(f"snapshot {player_id!r} {where}; its weights are gone")
         if self.directory is None:
             return copy.deepcopy(self._weights[player_id])
         import torch
 
-        return torch.load(self._snapshot_path(player_id), map_location="cpu", weights_only=False)
+        path = self._snapshot_path(player_id, archived)
+        if archived and not path.exists():
+            path = self._snapshot_path(player_id)  # moved to the archive by the next save()
+        return torch.load(path, map_location="cpu", weights_only=False)
 
     # -- opponents ------------------------------------------------------------------
 
@@ -352,7 +381,8 @@ class League:
     def state_dict(self) -> dict:
         """Everything the league knows, as JSON-ready data (an in-memory league adds its snapshots' weights).
 
-        Layout: ``settings``; ``players`` and ``retired`` (lists of Player fields, oldest first); ``learners``
+        Layout: ``settings``; ``players`` and ``retired`` (lists of Player fields, oldest first); ``archived`` (the
+        retired player ids whose weights are kept); ``learners``
         (key -> {"rating", "games"}); ``payoff`` (learner key -> opponent id -> [wins, draws, losses]);
         ``openskill`` (participant -> {"mu", "sigma"}); ``history`` (rows {"step", "player", "rating"});
         ``rng`` (the sampler's bit generator state).
@@ -361,6 +391,7 @@ class League:
             "settings": self.settings.model_dump(),
             "players": [asdict(p) for p in self.players.values()],
             "retired": [asdict(p) for p in self.retired.values()],
+            "archived": list(self.archived),
             "learners": {key: asdict(learner) for key, learner in self.learners.items()},
             "payoff": copy.deepcopy(self.payoff),
             "openskill": copy.deepcopy(self.openskill),
@@ -378,17 +409,19 @@ class League:
                              "on disk, so load it with League.load(directory)")
         self.players = {p["id"]: Player(**p) for p in state["players"]}
         self.retired = {p["id"]: Player(**p) for p in state["retired"]}
+        self.archived = list(state.get("archived", []))  # leagues saved before the archive kept none
         self.learners = {key: Learner(**learner) for key, learner in state["learners"].items()}
         self.payoff = copy.deepcopy(state["payoff"])
         self.openskill = copy.deepcopy(state["openskill"])
         self.history = list(state["history"])
         self.rng.bit_generator.state = state["rng"]
-        self._evicted_files = []  # an older state may hold them in its window again
+        self._evicted_files, self._archived_files = [], []  # an older state may hold them in its window again
         if self.directory is None:
             self._weights = copy.deepcopy(state.get("weights", {}))
 
     def save(self) -> None:
-        """Write ``directory/league.json`` atomically, then delete the files of snapshots dropped from the window."""
+        """Write ``directory/league.json`` atomically, then move the files of snapshots dropped from the window to
+        the archive, and delete those dropped from both."""
         if self.directory is None:
             raise ValueError("an in-memory league has no directory to save to; use state_dict()")
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -396,9 +429,15 @@ class League:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.state_dict(), indent=1))
         os.replace(tmp, path)
+        for file in self._archived_files:
+            if file.exists():
+                archived = self.directory / "archive" / file.name
+                archived.parent.mkdir(exist_ok=True)
+                os.replace(file, archived)
         for file in self._evicted_files:
             file.unlink(missing_ok=True)
         self._evicted_files.clear()
+        self._archived_files.clear()
 
     @classmethod
     def load(cls, directory: Path) -> League:
@@ -426,12 +465,13 @@ class League:
     def _learner(self, group: str, role: str) -> Learner:
         return self.learners.setdefault(learner_key(group, role), Learner(self.settings.of(group).initial_elo))
 
-    def _snapshot_path(self, player_id: str) -> Path:
-        """``snapshots/<id>.pt``, the id made file-safe; a hash of the id keeps altered names unique."""
+    def _snapshot_path(self, player_id: str, archived: bool = False) -> Path:
+        """``snapshots/<id>.pt`` (``archive/<id>.pt``), the id made file-safe; a hash of the id keeps altered names
+        unique."""
         safe = re.sub(r"[^\w.@-]", "_", player_id)
         if safe != player_id:
             safe += "-" + hashlib.sha1(player_id.encode()).hexdigest()[:8]
-        return self.directory / "snapshots" / f"{safe}.pt"
+        return self.directory / ("archive" if archived else "snapshots") / f"{safe}.pt"
 
 
 def _check_role(role: str) -> str:
