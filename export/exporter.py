@@ -421,9 +421,11 @@ def export_policy(
     with_value: bool = False,
     masked: bool = False,
     seed: int = 0,
+    metadata: Mapping[str, str] | None = None,
 ) -> ExportReport:
     """Export ``policy`` to ``path`` in ``fmt``, verify it with onnxruntime, and report how (``masked``: it was
-    trained with action masks that forbade something, which a format without masks refuses)."""
+    trained with action masks that forbade something, which a format without masks refuses; ``metadata``: more
+    properties for the model's metadata, such as a difficulty tier's rating and measured win rates)."""
     path = Path(path)
     graph = build_graph(policy, fmt, with_value, masked).eval()
     rng = np.random.default_rng(seed)
@@ -458,6 +460,7 @@ def export_policy(
             "inputs": ",".join(names_in),
             "outputs": ",".join(names_out),
             **graph.metadata(),
+            **(metadata or {}),
         }
         onnx.helper.set_model_props(model, metadata)
         onnx.save(model, str(tmp))
