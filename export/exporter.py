@@ -448,7 +448,7 @@ def export_policy(
         )
     try:
         model = onnx.load(str(tmp))
-        metadata = {
+        props = {
             "sparring_format": fmt,
             "sparring_version": importlib.metadata.version("sparring"),
             "behaviour": policy.spec.name,
@@ -462,7 +462,7 @@ def export_policy(
             **graph.metadata(),
             **(metadata or {}),
         }
-        onnx.helper.set_model_props(model, metadata)
+        onnx.helper.set_model_props(model, props)
         onnx.save(model, str(tmp))
         report = ExportReport(path, fmt)
         onnx.checker.check_model(str(tmp), full_check=True)
