@@ -8,6 +8,7 @@
                           [--steps N] [COMMAND ...]
     sparring record CONFIG.yaml --out PATH.demo [--behaviour NAME] [--episodes N] [--steps N] [--seed N] [--force]
     sparring league RUN_DIR [--plot PATH]
+    sparring ladder RUN_DIR [--tiers N] [--band LOW HIGH] [--games N] [--seed N] [--plot PATH]
     sparring doctor RUN_DIR
     sparring tune CONFIG.yaml [--run-id ID] [--results-dir DIR] [--force] [--ray ADDRESS]
 
@@ -15,7 +16,8 @@ CONFIG is a sparring config or an ML-Agents trainer config (see sparring.mlagent
 the environment flags are mlagents-learn's, and override the file as they do there.
 
 Exit status: 0 done, 1 training stopped by an error (checkpoints kept), a recording ended
-before its stop condition (what was recorded kept) or the doctor found something, 2 the
+before its stop condition (what was recorded kept), the doctor found something or a ladder's
+check found a pair of tiers outside its band (the ladder still exported), 2 the
 command or its config was wrong (nothing written).
 """
 
@@ -111,6 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     league = commands.add_parser("league", help="a self-play run's league: its ratings as a table and over training")
     league.add_argument("run_dir", type=Path, help="results/<run-id> of a self-play run")
     league.add_argument("--plot", type=Path, help="where the PNG goes (default: RUN_DIR/league/ratings.png)")
+    ladder = commands.add_parser(
+        "ladder", help="difficulty tiers from a self-play run's league, each beating the one below at a chosen rate",
+        description="Choose snapshots of RUN_DIR's league so that each tier beats the one below at a rate in the band "
+                    "(draws half), check every pair with fresh games in the run's env, and export each tier to "
+                    "RUN_DIR/ladder/ in every format its behaviour fits, its rating and win rates in the metadata.")
+    ladder.add_argument("run_dir", type=Path, help="results/<run-id> of a finished self-play run")
+    ladder.add_argument("--tiers", type=int, metavar="N", help="how many tiers (default: as many as the band allows)")
+    ladder.add_argument("--band", type=float, nargs=2, default=(0.65, 0.75), metavar=("LOW", "HIGH"),
+                        help="the score each tier should have against the one below (default 0.65 0.75)")
+    ladder.add_argument("--games", type=int, default=400, help="fresh games per measurement (default 400)")
+    ladder.add_argument("--seed", type=int, default=0)
+    ladder.add_argument("--plot", type=Path, help="where the PNG goes (default: RUN_DIR/ladder/ladder.png)")
     doctor = commands.add_parser("doctor", help="read a run's metrics and name what is wrong with its training")
     doctor.add_argument("run_dir", type=Path, help="results/<run-id>")
     tune = commands.add_parser(
@@ -133,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             return _play(args)
         if args.subcommand == "league":
             return _league(args)
+        if args.subcommand == "ladder":
+            return _ladder(args)
         if args.subcommand == "record":
             with _sigterm_as_interrupt():  # the recording so far is kept, as for Ctrl-C
                 return _record(args)
@@ -402,6 +418,25 @@ def _league(args: argparse.Namespace) -> int:
                          f"{type(exc).__name__}: {exc}") from None
     report(league, args.plot or directory / "ratings.png")
     return 0
+
+
+def _ladder(args: argparse.Namespace) -> int:
+    """Build, check, export and report the ladders; exit 1 when a check found a pair outside the band."""
+    from sparring.agents.selfplay.ladder import LadderError
+    from sparring.ladder import LADDER_DIR, make_ladders
+    from sparring.ladder_report import report
+
+    try:
+        ladders = make_ladders(args.run_dir, args.tiers, args.band, args.games, args.seed)
+    except LadderError as exc:
+        raise UsageError(f"ladder: {exc}") from None
+    report(ladders, args.plot or args.run_dir / LADDER_DIR / "ladder.png")
+    outside = [(s, k) for s in ladders for k, fits in enumerate(s.ladder.in_band, start=2) if not fits]
+    for side_ladder, k in outside:
+        check = side_ladder.ladder.checks[k - 2]
+        print(f"sparring: ladder {side_ladder.name}: tier {k} scored {check.score:.1%} against tier {k - 1} when "
+              f"checked ({check.games} fresh games), outside the band", file=sys.stderr)
+    return 1 if outside else 0
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -149,7 +149,7 @@ def _step_down(ordered: list[Candidate], top: int, band: tuple[float, float],
     if best is not None:
         return best[1], ""
     if too_weak is None and too_strong is None:
-        return None, f"nothing is weaker than {upper.id}"
+        return None, f"{upper.id} is the earliest policy the run kept: none is weaker"
     if too_strong is not None and too_weak is None:
         return None, (f"{upper.id} beats even the weakest, {too_strong.lower}, only {too_strong.score:.0%} "
                       f"({too_strong.games} games)")
