@@ -55,8 +55,9 @@ from sparring.agents.reward_signals import (
     signals_state,
 )
 from sparring.agents.rollout import AgentMemory, RolloutBuffer
-from sparring.envs.base import BehaviourStep, DecisionSteps, TerminalSteps
-from sparring.spec import Batch, BehaviourSpec, Obs, batch_take
+from sparring.agents.routing import LearnersActForAll, Routing
+from sparring.envs.base import BehaviourStep, DecisionSteps, StepResult, TerminalSteps
+from sparring.spec import Batch, BehaviourSpec, Obs, batch_put, batch_take, empty_actions
 
 RECORDED_OBS = 256  # raw observations kept per behaviour, saved with checkpoints for export verification
 
@@ -538,7 +539,12 @@ def override_settings(base: PPOSettings, overrides: Mapping[str, object]) -> PPO
 
 class PPO(Checkpointed):
     """PPO for every behaviour of a :class:`MultiAgentEnv`; arguments as :class:`Checkpointed`, settings
-    :class:`PPOSettings`."""
+    :class:`PPOSettings`.
+
+    :attr:`routing` (a :class:`~sparring.agents.routing.Routing`) decides which rows of the env's decisions the
+    learners act for and who acts for the rest; by default every row of behaviour ``b`` is learner ``b``'s. Self-play
+    sets its own (:class:`~sparring.agents.selfplay.trainer.SelfPlay`).
+    """
 
     algorithm = "ppo"
     settings_type = PPOSettings
@@ -551,6 +557,7 @@ class PPO(Checkpointed):
         super().__init__(*args, **kwargs)
         # Minibatch order of updates that run while acting goes on (acting keeps ``generator``).
         self.train_generator = torch.Generator().manual_seed(self.seed + 1)
+        self.routing: Routing = LearnersActForAll()
 
     @property
     def policies(self) -> dict[str, BehaviourPolicy]:
@@ -603,7 +610,7 @@ class PPO(Checkpointed):
                     learner.publish()
                 _add_timing(reports, timing, time.perf_counter() - started)
                 self.num_updates += 1
-                self._after_update()
+                self.routing.after_update()
                 if callback is not None:
                     callback(self, UpdateReport(self.num_steps, reports))
         return self
@@ -620,11 +627,14 @@ class PPO(Checkpointed):
         return reports, {"train": (start, time.perf_counter())}
 
     def _learner_decisions(self, name: str) -> DecisionSteps:
-        """The decisions learner ``name`` takes now: the rollout bootstraps from them."""
-        return self._current[name].decisions
-
-    def _after_update(self) -> None:
-        """Between rollouts (self-play swaps opponents and takes snapshots here)."""
+        """The decisions learner ``name`` takes now: the rollout bootstraps from them (its rows of the one behaviour
+        it plays now, see :mod:`sparring.agents.routing`)."""
+        taken = []
+        for behaviour, part in self._current.items():
+            if self.routing.learner_of(behaviour) == name:
+                rows = self.routing.learner_rows(behaviour, part.decisions.agent_ids)
+                taken.append(part.decisions if rows.all() else part.decisions.take(rows))
+        return next((decisions for decisions in taken if len(decisions)), taken[0])
 
     def _derive_rollout_steps(self) -> int:
         """``n_steps``, or from ``buffer_size`` and the agents deciding at the first reset (see PPOSettings)."""
@@ -636,13 +646,32 @@ class PPO(Checkpointed):
     def _collect_rollout(self) -> None:
         for _ in range(self._rollout_steps):
             actions = {}
-            for name, learner in self.learners.items():
-                decisions = self._current[name].decisions
-                if len(decisions):
-                    actions[name] = learner.act(decisions, self.generator)
-                    self.num_steps += len(decisions)
+            for name, part in self._current.items():
+                if len(part.decisions):
+                    actions[name] = self._act(name, part.decisions)
             self._current = self.env.step(actions)
             self._observe(self._current)
+
+    def _act(self, behaviour: str, decisions: DecisionSteps) -> Batch:
+        """Actions for ``behaviour``'s deciding agents: the learner's rows from the learner (counted as steps), the
+        others from :attr:`routing`."""
+        mine = self.routing.learner_rows(behaviour, decisions.agent_ids)
+        learner = self.learners[self.routing.learner_of(behaviour)]
+        self.num_steps += int(mine.sum())
+        if mine.all():
+            return learner.act(decisions, self.generator)
+        out = empty_actions(self.env.specs[behaviour], len(decisions))
+        if mine.any():
+            batch_put(out, mine, learner.act(decisions.take(mine), self.generator))
+        batch_put(out, ~mine, self.routing.act(behaviour, decisions.take(~mine)))
+        return out
+
+    def _observe(self, result: StepResult) -> None:
+        """Hand each learner its part of ``result``, as :attr:`routing` says."""
+        for name, part in result.items():
+            mine = self.routing.observe(name, part)
+            if mine is not None:
+                self.learners[self.routing.learner_of(name)].observe(mine)
 
     @torch.no_grad()
     def predict(

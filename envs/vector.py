@@ -119,13 +119,12 @@ class VectorEnv(MultiAgentEnv):
         if not self.copies_seat_agents:
             return None
         ids = np.asarray(agent_ids, np.int64)
-        if behaviour not in self._seat_books:
-            self._seat_books[behaviour] = _SeatBook()
-        book = self._seat_books[behaviour]
+        first = behaviour not in self._seat_books  # asked even for no agents: whether the copies seat any
+        book = self._seat_books.setdefault(behaviour, _SeatBook())
         if book is None:
             return None
         new = np.setdiff1d(ids, book.ids)
-        if len(new):
+        if first or len(new):
             copies, local = split_agent_ids(new)
             answers = self._run_copies("seats", [(behaviour, local[copies == i]) for i in range(self.num_envs)])
             if any(answer is None for answer in answers):

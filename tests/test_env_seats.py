@@ -40,3 +40,9 @@ def test_sources_that_do_not_seat_agents_say_none():
     with SerialVectorEnv([cartpole] * 2) as copies:
         copies.reset(seed=0)
         assert copies.seats("CartPole", np.array([0, ID_STRIDE], np.int64)) is None
+
+
+def test_copies_say_whether_they_seat_agents_before_any_agent_is_known():
+    with SerialVectorEnv([tictactoe] * 2) as seated, SerialVectorEnv([cartpole] * 2) as unseated:
+        assert seated.seats("player", np.zeros(0, np.int64)) is not None
+        assert unseated.seats("CartPole", np.zeros(0, np.int64)) is None

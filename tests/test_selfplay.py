@@ -46,16 +46,15 @@ def test_groups_and_game_scores_follow_ml_agents():
 def test_the_learner_plays_one_seat_per_game_and_rotates_every_episode():
     model = self_play_tictactoe()
     seats_seen = []
-    original = model._observe
+    original = model.observe
 
-    def observe(result):  # which seat the learner holds in copy 0 at each of its decisions
-        original(result)
-        ids = result["player"].decisions.agent_ids
-        learning, roles = model._route("player", ids)
-        mine = ids[learning & (roles == 0)]
-        seats_seen.extend((mine[mine < 2**32] % 2**32).tolist())
+    def observe(behaviour, step):  # which seat the learner holds in copy 0 at each of its decisions
+        mine = original(behaviour, step)
+        ids = mine.decisions.agent_ids
+        seats_seen.extend((ids[ids < 2**32] % 2**32).tolist())
+        return mine
 
-    model._observe = observe
+    model.observe = observe
     finished = []
     model.learn(1, callback=lambda m, report: finished.append(len(report.behaviours["player"].episode_returns)))
     assert model.learner_seat.shape == (8,)

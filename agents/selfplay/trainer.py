@@ -1,12 +1,17 @@
 """Self-play: PPO learners that train against frozen snapshots of themselves, drawn from a league.
 
 Every decision of the env is routed either to a *learner* (trained, its rows kept
-in the rollout) or to an *opponent* (a frozen snapshot, or the learner itself,
-acting but never trained on). Which rows are the learner's depends on the game:
+in the rollout) or to an *opponent* (:mod:`~sparring.agents.selfplay.opponents`: a
+frozen snapshot, or the learner itself, acting but never trained on). :class:`SelfPlay`
+is PPO's :class:`~sparring.agents.routing.Routing`: PPO's rollout loop asks it which
+rows its learners act for and lets it act for the others. Which rows are the learner's
+depends on the game:
 
 - **Symmetric seats** (one behaviour, several seats per game, no team ids: a
-  PettingZoo board game). In each game copy the learner plays one seat per
-  episode, rotating every episode; the other seats play the current opponent.
+  PettingZoo board game). The env says which game each agent plays in and its seat
+  there (``env.seats``); an env that does not say is refused at start (declare a team
+  id per side instead). In each game the learner plays one seat per episode, rotating
+  every episode; the other seats play the current opponent.
 - **Sides** (behaviours with team ids, ``"Striker?team=1"``, or several behaviour
   groups: asymmetric games). One side learns at a time and the learning side
   changes after ``team_change`` steps of its learner, as ML-Agents' ``team_change``; every
@@ -42,6 +47,10 @@ to one; in games with sides, each role draws one per group. A learner episode th
 is a game: its final reward's sign is the result (win, draw, loss, as in
 ML-Agents), which updates the payoff table and Elo ratings.
 
+Recurrent policies self-play too: the learners keep their memories as PPO's do, and each
+opponent a memory per agent, forgotten as the agent's episode ends (a swap starts the new
+opponents with blank memories).
+
 The checkpoint (:meth:`state_dict`) holds the league and the routing state, so a
 resumed run continues exactly; its policies are keyed by group, so
 ``sparring export`` and :meth:`PPO.load` read it like any PPO run.
@@ -59,8 +68,10 @@ import torch
 from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.poca import POCALearner, POCASettings
 from sparring.agents.ppo import PPO, BehaviourLearner
+from sparring.agents.rollout import AgentMemory
 from sparring.agents.selfplay.league import LATEST, League, LeagueSettings, role_kind
-from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult
+from sparring.agents.selfplay.opponents import Opponent, PolicyOpponent
+from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv
 from sparring.envs.vector import ID_STRIDE, VectorEnv
 from sparring.spec import Batch, BehaviourSpec, batch_put, empty_actions, group_of
 
@@ -103,7 +114,7 @@ class SelfPlay(PPO):
             or behaviours with team ids / several behaviour groups.
         league: where snapshots, ratings and results are kept (its settings are ML-Agents'
             ``self_play`` keys plus ours, each group's ``league.settings.of(group)``).
-        seats: seats per game copy for symmetric games (agent ids ``copy * 2**32 + seat``).
+        seats: seats per game for symmetric games (the env's ``seats`` says which seat each agent holds).
         seed, behaviour_settings, **settings: as :class:`PPO` (behaviour settings by group name).
     """
 
@@ -126,15 +137,17 @@ class SelfPlay(PPO):
                                  f"{name!r} differs")
         _check_groups(league.settings, groups)
         super().__init__(None, seed=seed, specs=groups, behaviour_settings=behaviour_settings, **settings)
-        recurrent = sorted(name for name, learner in self.learners.items() if learner.policy.memory is not None)
-        if recurrent:
-            raise ValueError(f"behaviour {recurrent[0]!r}: self-play does not train recurrent policies yet (its "
-                             "snapshots would need a memory per opponent agent); remove network memory")
+        self.routing = self
         self.env = env
         self.league = league
         self.seats = seats
         self.team_of = {name: spec.team_id for name, spec in env.specs.items()}
         self.symmetric = len(groups) == 1 and all(team is None for team in self.team_of.values())
+        if self.symmetric and env.seats(next(iter(env.specs)), np.zeros(0, np.int64)) is None:
+            raise ValueError(f"self-play: behaviour {next(iter(env.specs))!r} has no team ids and {type(env).__name__} "
+                             "does not say which agents play each other (env.seats): declare a team id per side "
+                             "(\"Name?team=0\", \"Name?team=1\", as ML-Agents requires for self-play), or use a source "
+                             "that seats agents (PettingZoo)")
         # the sides that take turns at learning: (group, team) per behaviour, in a fixed order
         self.sides = sorted({self._side_of(name) for name in env.specs})
         if not self.symmetric and len(self.sides) < 2:
@@ -158,21 +171,77 @@ class SelfPlay(PPO):
         self.copy_opponents: list[str] = []
         # games with sides: per role, per group, the opponent that plays the group while another side learns
         self.opponents = {} if self.symmetric else {role: {group: LATEST for group in groups} for role in self.roles}
-        self._opponent_policies: dict[str, BehaviourPolicy] = {}  # snapshot id -> its policy, until the next swap
+        self._opponents: dict[tuple[str, str], Opponent] = {}  # (behaviour, player id) -> its seat, until the next swap
         self.clocks = {group: GroupClock() for group in groups}
+        self._counted = 0  # num_steps when the learning group's clock last counted its learner's steps
 
-    # -- routing ----------------------------------------------------------------
+    # -- routing (the trainer's Routing: who acts for which rows) -------------------
 
     @property
     def learning_group(self) -> str:
         return self.sides[self.learning_side][0]
 
+    def learner_of(self, behaviour: str) -> str:
+        """Behaviours that differ only by their team share their group's learner."""
+        return self.group_of[behaviour]
+
+    def learner_rows(self, behaviour: str, agent_ids: np.ndarray) -> np.ndarray:
+        """The main learner's rows; exploiters' and opponents' rows are acted for in :meth:`act`."""
+        learning, roles = self._route(behaviour, agent_ids)
+        return learning & (roles == 0)
+
+    def act(self, behaviour: str, decisions: DecisionSteps) -> Batch:
+        """The exploiters' moves in their games, then the opponents' in every game."""
+        group = self.group_of[behaviour]
+        learning, roles = self._route(behaviour, decisions.agent_ids)
+        out = empty_actions(self.env.specs[behaviour], len(decisions))
+        for role in range(1, len(self.roles)):
+            theirs = learning & (roles == role)
+            if theirs.any():
+                batch_put(out, theirs, self._learner(group, role).act(decisions.take(theirs), self.generator))
+        theirs = ~learning
+        if theirs.any():
+            players = self._opponent_of(behaviour, decisions.agent_ids[theirs])
+            batch_put(out, theirs, self._opponent_act(behaviour, players, decisions.take(theirs)))
+            self.clocks[group].played += int((theirs & (roles == 0)).sum())
+        return out
+
+    def observe(self, behaviour: str, step: BehaviourStep) -> BehaviourStep | None:
+        """Games that ended update the league; seats rotate between episodes; opponents forget ended episodes;
+        the exploiters get their rows here, the main learner's are returned."""
+        group = self.group_of[behaviour]
+        terminals = step.terminals
+        ended, ended_role = self._route(behaviour, terminals.agent_ids)  # by the seats the episodes were played in
+        gone = np.concatenate([terminals.agent_ids, step.lost])
+        if len(gone):
+            for (name, _), opponent in self._opponents.items():
+                if name == behaviour:
+                    opponent.forget(gone)
+        if self.symmetric and len(terminals):
+            games = np.unique(self.env.seats(behaviour, terminals.agent_ids)[0])
+            self.learner_seat[games] = (self.learner_seat[games] + 1) % self.seats
+        if group != self.learning_group:
+            return None
+        decided, decided_role = self._route(behaviour, step.decisions.agent_ids)  # next episodes: new seats
+        lost, lost_role = self._route(behaviour, step.lost)
+        parts = [BehaviourStep(step.decisions.take(decided & (decided_role == role)),
+                               terminals.take(ended & (ended_role == role)), step.lost[lost & (lost_role == role)])
+                 for role in range(len(self.roles))]
+        for role, part in enumerate(parts):
+            if role:
+                self._learner(group, role).observe(part)
+            games = ~part.terminals.truncated
+            faced = self._opponent_of(behaviour, part.terminals.agent_ids[games])
+            for opponent, score in zip(faced.tolist(), game_score(part.terminals.total_rewards[games]).tolist()):
+                self.league.record(group, opponent, score, self.num_steps, role=self.roles[role])
+        return parts[0]
+
     def _route(self, behaviour: str, agent_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row of ``behaviour``'s batch (by agent id): is it a learner's, and which role's game is it."""
         if self.symmetric:
-            copies, seats = np.divmod(agent_ids, ID_STRIDE)
-            self._cover(copies)
-            return seats == self.learner_seat[copies], copies % len(self.roles)
+            games, seats = self.env.seats(behaviour, agent_ids)
+            self._cover(games)
+            return seats == self.learner_seat[games], games % len(self.roles)
         learning = self._side_of(behaviour) == self.sides[self.learning_side]
         return np.full(len(agent_ids), learning), (agent_ids // ID_STRIDE) % len(self.roles)
 
@@ -187,9 +256,9 @@ class SelfPlay(PPO):
         """Per row, the player id of the opponent in that game: who plays it (opponent rows) or who it
         faces (learner rows, for the payoff table). :data:`LATEST` is the main learner as it is now."""
         if self.symmetric:
-            copies = agent_ids // ID_STRIDE
-            self._cover(copies)
-            return np.asarray(self.copy_opponents, object)[copies]
+            games = self.env.seats(behaviour, agent_ids)[0]
+            self._cover(games)
+            return np.asarray(self.copy_opponents, object)[games]
         if self._side_of(behaviour) == self.sides[self.learning_side]:  # it faces the next side's opponent
             group = self.sides[(self.learning_side + 1) % len(self.sides)][0]
         else:
@@ -197,23 +266,34 @@ class SelfPlay(PPO):
         by_role = np.array([self.opponents[role][group] for role in self.roles], object)
         return by_role[(agent_ids // ID_STRIDE) % len(self.roles)]
 
-    def _cover(self, copies: np.ndarray) -> None:
-        """Game copies seen for the first time: copy c starts in seat c % seats, against the learner itself."""
-        if len(copies) and copies.max() >= len(self.learner_seat):
-            new = np.arange(len(self.learner_seat), copies.max() + 1)
+    def _cover(self, games: np.ndarray) -> None:
+        """Games seen for the first time: game g starts with the learner in seat g % seats, against itself."""
+        if len(games) and games.max() >= len(self.learner_seat):
+            new = np.arange(len(self.learner_seat), games.max() + 1)
             self.learner_seat = np.concatenate([self.learner_seat, new % self.seats])
             self.copy_opponents += [LATEST] * len(new)
 
-    def _opponent_policy(self, group: str, opponent: str) -> BehaviourPolicy:
-        """The policy of player ``opponent`` of ``group`` (loaded once per swap)."""
-        if opponent == LATEST:
-            return self.learners[group].policy
-        policy = self._opponent_policies.get(opponent)
-        if policy is None:
-            policy = copy.deepcopy(self.learners[group].policy)  # the learner's architecture, the snapshot's weights
-            policy.load_state_dict(self.league.snapshot_weights(opponent))
-            self._opponent_policies[opponent] = policy
-        return policy
+    def _opponent(self, behaviour: str, player: str) -> Opponent:
+        """Player ``player`` of ``behaviour``'s group in its seats (made once per swap; one per behaviour, so that a
+        recurrent player remembers each behaviour's agents apart)."""
+        opponent = self._opponents.get((behaviour, player))
+        if opponent is None:
+            group = self.group_of[behaviour]
+            policy = self.learners[group].policy
+            if player != LATEST:
+                policy = copy.deepcopy(policy)  # the learner's architecture, the snapshot's weights
+                policy.load_state_dict(self.league.snapshot_weights(player))
+            opponent = PolicyOpponent(policy, self.league.settings.of(group).opponent_exploration)
+            self._opponents[(behaviour, player)] = opponent
+        return opponent
+
+    def _opponent_act(self, behaviour: str, players: np.ndarray, decisions: DecisionSteps) -> Batch:
+        """Actions of the opponents playing ``decisions``, one batch per distinct player."""
+        out = empty_actions(self.env.specs[behaviour], len(decisions))
+        for player in dict.fromkeys(players.tolist()):  # distinct, in order of appearance
+            rows = players == player
+            batch_put(out, rows, self._opponent(behaviour, player).act(decisions.take(rows), self.generator))
+        return out
 
     def _draw_opponents(self, groups: Iterable[str], evicted_only: bool = False) -> None:
         """Draw again who plays ``groups`` in every game (each copy by its role's rule), or only those that left the
@@ -231,87 +311,14 @@ class SelfPlay(PPO):
             self.opponents = {role: {g: o if keep(g, o) else self.league.sample_opponent(g, role, learning)
                                      for g, o in by_group.items()} for role, by_group in self.opponents.items()}
 
-    # -- the rollout --------------------------------------------------------------
-
-    def _collect_rollout(self) -> None:
-        for _ in range(self._rollout_steps):
-            actions = {}
-            for name, part in self._current.items():
-                decisions = part.decisions
-                if not len(decisions):
-                    continue
-                group = self.group_of[name]
-                learning, roles = self._route(name, decisions.agent_ids)
-                out = empty_actions(self.env.specs[name], len(decisions))
-                for role in range(len(self.roles)):
-                    mine = learning & (roles == role)
-                    if mine.any():
-                        batch_put(out, mine, self._learner(group, role).act(decisions.take(mine), self.generator))
-                        if role == 0:
-                            self.num_steps += int(mine.sum())
-                            self.clocks[group].learned += int(mine.sum())
-                theirs = ~learning
-                if theirs.any():
-                    opponents = self._opponent_of(name, decisions.agent_ids[theirs])
-                    batch_put(out, theirs, self._opponent_act(group, opponents, decisions.take(theirs)))
-                    self.clocks[group].played += int((theirs & (roles == 0)).sum())
-                actions[name] = out
-            self._current = self.env.step(actions)
-            self._observe(self._current)
-
-    @torch.no_grad()
-    def _opponent_act(self, group: str, opponents: np.ndarray, decisions: DecisionSteps) -> Batch:
-        """Actions of the opponents playing ``decisions``, one batch per distinct opponent."""
-        out = empty_actions(self.specs[group], len(decisions))
-        for opponent in dict.fromkeys(opponents.tolist()):  # distinct, in order of appearance
-            rows = opponents == opponent
-            policy = self._opponent_policy(group, opponent)
-            part = decisions.take(rows)
-            x = policy.normalize(policy.flatten_obs(part.obs))
-            mask = None if part.action_mask is None else torch.from_numpy(part.action_mask)
-            action = policy.sample(x, mask, self.generator)[0]
-            exploration = self.league.settings.of(group).opponent_exploration
-            if exploration:
-                explore = torch.rand(len(action), generator=self.generator) < exploration
-                if explore.any():  # the action space's uninformed draw: uniform over the allowed discrete actions
-                    uninformed = policy.distribution(torch.zeros(len(action), policy.actor_head.out_features), mask)
-                    action[explore] = uninformed.sample(self.generator)[0][explore]
-            batch_put(out, rows, policy.env_actions(action))
-        return out
-
-    def _observe(self, result: StepResult) -> None:
-        """Hand each learner its rows; games that ended update the league; seats rotate between episodes."""
-        for name, part in result.items():
-            group = self.group_of[name]
-            terminals = part.terminals
-            ended, ended_role = self._route(name, terminals.agent_ids)  # by the seats the episodes were played in
-            if self.symmetric and len(terminals):
-                copies = np.unique(terminals.agent_ids // ID_STRIDE)
-                self.learner_seat[copies] = (self.learner_seat[copies] + 1) % self.seats
-            if group != self.learning_group:
-                continue
-            decided, decided_role = self._route(name, part.decisions.agent_ids)  # next episodes: new seats
-            lost, lost_role = self._route(name, part.lost)
-            for role in range(len(self.roles)):
-                finished = ended & (ended_role == role)
-                self._learner(group, role).observe(BehaviourStep(
-                    part.decisions.take(decided & (decided_role == role)), terminals.take(finished),
-                    part.lost[lost & (lost_role == role)]))
-                games = finished & ~terminals.truncated
-                faced = self._opponent_of(name, terminals.agent_ids[games])
-                for opponent, score in zip(faced.tolist(), game_score(terminals.total_rewards[games]).tolist()):
-                    self.league.record(group, opponent, score, self.num_steps, role=self.roles[role])
-
-    def _learner_decisions(self, name: str, role: int = 0) -> DecisionSteps:
-        """The decisions learner ``role`` of group ``name`` takes now: its rollout bootstraps from them."""
+    def _role_decisions(self, group: str, role: int) -> DecisionSteps:
+        """The decisions learner ``role`` of ``group`` takes now: its rollout bootstraps from them."""
         taken = []
-        for behaviour, group in self.group_of.items():
-            if group == name:
+        for behaviour, name in self.group_of.items():
+            if name == group:
                 decisions = self._current[behaviour].decisions
                 learning, roles = self._route(behaviour, decisions.agent_ids)
                 taken.append(decisions.take(learning & (roles == role)))
-        if len(taken) == 1:
-            return taken[0]
         return next((d for d in taken if len(d)), taken[0])  # only one side of a group learns at a time
 
     # -- schedules ------------------------------------------------------------------
@@ -322,12 +329,15 @@ class SelfPlay(PPO):
                 self.league.add_snapshot(group, "main", self.num_steps, _weights(learner.policy))
         return super().learn(total_steps, callback)
 
-    def _after_update(self) -> None:
+    def after_update(self) -> None:
+        """The exploiters learn; snapshots, side changes and opponent draws fall due by the groups' clocks."""
         group = self.learning_group
+        self.clocks[group].learned += self.num_steps - self._counted  # only the learning group's learner acts
+        self._counted = self.num_steps
         progress = self.num_steps / max(self.total_steps, 1)
         exploiters = {role: by_group[group] for role, by_group in self.exploiters.items()}  # the learning side's
         for role, learner in exploiters.items():
-            learner.update(self._learner_decisions(group, self.roles.index(role)), progress, self.generator)
+            learner.update(self._role_decisions(group, self.roles.index(role)), progress, self.generator)
         settings, clock = self.league.settings.of(group), self.clocks[group]
         if clock.learned - clock.snapshot >= settings.save_steps:
             self._take_snapshots(group, exploiters)
@@ -353,6 +363,8 @@ class SelfPlay(PPO):
         # the rows the old side collected were trained on just now; its open episodes are not the learners' any more
         for learner in (self.learners[group], *exploiters.values()):
             learner.buffer.drop(np.arange(len(learner.buffer.pending)))
+            if learner.memory is not None:  # agent ids are a behaviour's own: the next side's start blank
+                learner.memory = AgentMemory(learner.policy.memory_size)
         self.learning_side = (self.learning_side + 1) % len(self.sides)
         self.clocks[group].team_change = self.clocks[group].learned
         self._swap(self.clocks)
@@ -361,7 +373,7 @@ class SelfPlay(PPO):
         """Draw again who plays ``groups``, and start their swap schedules over."""
         groups = list(groups)
         self._draw_opponents(groups)
-        self._opponent_policies.clear()
+        self._opponents.clear()
         for group in groups:
             self.clocks[group].swap = self.clocks[group].played
 
@@ -393,7 +405,8 @@ class SelfPlay(PPO):
                 learner.load_state_dict(saved["exploiters"][role][group])
         self.copy_opponents = list(saved["copy_opponents"])
         self.clocks = self._saved_clocks(saved)
-        self._opponent_policies.clear()
+        self._counted = self.num_steps
+        self._opponents.clear()
 
     def _saved_clocks(self, saved: dict) -> dict[str, GroupClock]:
         """The groups' clocks of a checkpoint. One from before per-group schedules counted all of them in the main
