@@ -24,12 +24,15 @@ point to a target on a line (one continuous action); with ``--hybrid``, Parkers
 drive and park (a continuous and a discrete action together); with ``--visual``, Spotters
 look at a camera and a buffer sensor sent as ML-Agents 3.x+ sends them; with ``--memory``,
 Recallers must remember a cue; with ``--group``, Escapers play a cooperative group game
-(group ids and rewards, a game statistic, a sampled environment parameter). See engines/unity/README.md.
+(group ids and rewards, a game statistic, a sampled environment parameter). ``--scene duel``
+plays the Python SDK's two-player duel (engines/python/examples/duel.py) as a symmetric Unity
+self-play game declares it: two teams of one behaviour. See engines/unity/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import itertools
 import logging
@@ -41,8 +44,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
+import numpy as np
 
 from sparring.envs import mlagents_compat
 
@@ -735,6 +740,53 @@ class ThroughputScene:
         return self.first
 
 
+class DuelScene:
+    """``--scene duel``: ``--agents`` duels per training area of engines/python/examples/duel.py, the game's
+    batched rules sent as Unity agents: behaviours ``Duelist?team=0`` and ``Duelist?team=1`` (two teams, one
+    policy group), duel ``g``'s players agents ``2g`` and ``2g + 1``, which keep their ids from game to game."""
+
+    DUEL = Path(__file__).resolve().parents[1] / "python" / "examples" / "duel.py"
+    action_spec = ActionSpecProto(num_discrete_actions=1, discrete_branch_sizes=[5])
+
+    def __init__(self, options: argparse.Namespace, init: UnityRLInitializationInputProto) -> None:
+        spec = importlib.util.spec_from_file_location("duel", self.DUEL)
+        duel = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(duel)
+        self.sides = duel.SIDES
+        self.game = duel.Duel(games=options.agents * max(1, init.num_areas))
+        self.seed = init.seed
+        self.started = False
+
+    def answer(self, rl_input: UnityRLInputProto) -> UnityOutputProto:
+        if rl_input.command == RESET or not self.started:
+            result = self.game.reset(self.seed)
+        else:
+            result = self.game.step({name: np.array([a.discrete_actions[0] for a in rl_input.agent_actions[name].value],
+                                                    np.int64) for name in self.sides})
+        output = UnityOutputProto(rl_output=UnityRLOutputProto(agentInfos={
+            name: UnityRLOutputProto.ListAgentInfoProto(value=self.infos(team, result[name]))
+            for team, name in enumerate(self.sides)}))
+        if not self.started:
+            self.started = True
+            output.rl_initialization_output.brain_parameters.extend(
+                BrainParametersProto(brain_name=name, is_training=True, action_spec=self.action_spec)
+                for name in self.sides)
+        return output
+
+    @staticmethod
+    def infos(team: int, step) -> list[AgentInfoProto]:
+        """A side's terminals (done; ``max_step_reached`` if truncated), then its decisions (masks inverted: Unity
+        sends True for a forbidden action)."""
+        ended, deciding = step.terminals, step.decisions
+        return [*(AgentInfoProto(id=2 * int(agent) + team, reward=float(reward), done=True, max_step_reached=bool(cut),
+                                 observations=[vector_observation("DuelVector", obs.tolist())])
+                  for agent, reward, cut, obs in zip(ended.agent_ids, ended.rewards, ended.truncated, ended.obs)),
+                *(AgentInfoProto(id=2 * int(agent) + team, reward=float(reward), action_mask=(~mask).tolist(),
+                                 observations=[vector_observation("DuelVector", obs.tolist())])
+                  for agent, reward, mask, obs in zip(deciding.agent_ids, deciding.rewards, deciding.action_mask,
+                                                      deciding.obs))]
+
+
 # ---------------------------------------------------------------------------------------------
 # The player
 
@@ -791,7 +843,7 @@ def play(options: argparse.Namespace) -> int:
         try:
             reply = exchange(message(UnityOutputProto(rl_initialization_output=academy_parameters(options))),
                              wait_for_ready=True, timeout=CONNECT_TIMEOUT_S)
-            scene = ThroughputScene if options.scene == "throughput" else Game
+            scene = {"throughput": ThroughputScene, "duel": DuelScene}.get(options.scene, Game)
             game = scene(options, reply.unity_input.rl_initialization_input)
             reply = exchange(message())  # the trainer's first command answers this empty message
             while reply.header.status == OK and reply.unity_input.rl_input.command != QUIT:
@@ -825,8 +877,8 @@ def parse_options(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("-logFile", "-logfile", dest="log_file", help="write the log here ('-': stdout)")
     parser.add_argument("--agents", type=int, default=4, help="agents of each behaviour per training area")
     parser.add_argument("--grid-size", type=int, default=5, help="the Seekers' grid is G x G")
-    parser.add_argument("--scene", choices=("game", "throughput"), default="game",
-                        help="the Seeker/Mover game, or the throughput scene (see ThroughputScene)")
+    parser.add_argument("--scene", choices=("game", "throughput", "duel"), default="game",
+                        help="the Seeker/Mover game, the throughput scene (see ThroughputScene) or the duel (DuelScene)")
     parser.add_argument("--obs-size", type=int, default=64, help="throughput scene: floats per observation")
     parser.add_argument("--hybrid", action="store_true", help="game scene: add the Parker behaviour (hybrid actions)")
     parser.add_argument("--visual", action="store_true",
