@@ -28,16 +28,19 @@ def report(league: League, plot: Path, console: Console | None = None) -> None:
 
 
 def league_table(league: League) -> Table:
-    """Learners and the snapshots in the window that have played, ranked by Elo; below them, apart and unranked,
-    the snapshots that have not played yet (their Elo is only the learner's at the time they were taken)."""
+    """Learners, scripted members and the snapshots in the window that have played, ranked by Elo; below them, apart
+    and unranked, those that have not played yet (a snapshot's Elo is only the learner's at the time it was taken).
+    A scripted member's step is "—"; the anchor's role says so."""
     rated: list[tuple[float, list[str], str | None]] = []
     for key, learner in league.learners.items():
         group, _, role = key.partition("/")
         rated.append((learner.rating, [key + LEARNER_SUFFIX, group, role, "—", f"{learner.rating:.1f}",
                                        str(learner.games), "", _openskill(league, key)], "bold"))
     unplayed: list[list[str]] = []
-    for player in sorted(league.players.values(), key=lambda p: -p.step):
-        cells = [player.id, player.group, player.role, str(player.step), f"{player.rating:.1f}",
+    for player in [*league.scripted.values(), *sorted(league.players.values(), key=lambda p: -p.step)]:
+        scripted = player.member is not None
+        role = f"{player.role} (anchor)" if league.anchored(player) else player.role
+        cells = [player.id, player.group, role, "—" if scripted else str(player.step), f"{player.rating:.1f}",
                  str(player.games), _learner_record(league, player), _openskill(league, player.id)]
         if player.games:
             rated.append((player.rating, cells, None))
@@ -45,7 +48,7 @@ def league_table(league: League) -> Table:
             unplayed.append(cells)
     show_openskill = bool(league.openskill)
     table = Table(title="League (Learner %: the main learners' score against the snapshot)",
-                  caption="below the line: snapshots that have not played yet (unranked)" if unplayed else None,
+                  caption="below the line: players that have not played yet (unranked)" if unplayed else None,
                   box=box.SIMPLE_HEAD)
     table.add_column("#", justify="right")
     for name in ["Player", "Group", "Role"]:
@@ -69,8 +72,8 @@ def plot_ratings(league: League, path: Path) -> None:
 
 
 def ratings_figure(league: League):
-    """Elo over training steps: a bold line per learner (a colour each), and each group's snapshots as grey markers
-    (their ratings as games moved them), with a legend naming both."""
+    """Elo over training steps: a bold line per learner (a colour each), a thin one per scripted member, and each
+    group's snapshots as grey markers (their ratings as games moved them), with a legend naming them."""
     from matplotlib.figure import Figure  # a Figure without pyplot renders with Agg: no display, no global state
 
     groups = {p.id: p.group for p in [*league.retired.values(), *league.players.values()]}
@@ -85,6 +88,11 @@ def ratings_figure(league: League):
         rows = [r for r in league.history if r["player"] == key + LEARNER_SUFFIX]
         ax.plot([r["step"] for r in rows], [r["rating"] for r in rows], color=f"C{i}", linewidth=2.2,
                 linestyle=_LINESTYLE[role_kind(key.partition("/")[2])], label=key + LEARNER_SUFFIX, zorder=2)
+    for i, player in enumerate(league.scripted.values()):
+        rows = [r for r in league.history if r["player"] == player.id]
+        if rows:
+            ax.plot([r["step"] for r in rows], [r["rating"] for r in rows], color=f"C{len(league.learners) + i}",
+                    linewidth=1.0, label=player.id, zorder=2)
     if not league.history:
         ax.text(0.5, 0.5, "no rated games yet", transform=ax.transAxes, ha="center", va="center")
     ax.set_xlabel("learner step")

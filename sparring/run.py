@@ -105,7 +105,7 @@ class RunLogger:
         self._env_counters = getattr(model.env, "metrics", None)
         self._env_writer = SummaryWriter(str(run.tensorboard / "Engines")) if self._env_counters is not None else None
         self.trainer = config.trainer
-        self._league = getattr(model, "league", None)  # self-play runs log the learners' Elo as ML-Agents does
+        self._league = getattr(model, "league", None)  # self-play runs log the learners' Elo (as ML-Agents does), gate
         self.console = console or Console(stderr=True)
         self.writers = {name: SummaryWriter(str(run.tensorboard / name)) for name in model.specs}
         self._metrics_file = run.metrics.open("a")
@@ -172,7 +172,7 @@ class RunLogger:
             metrics.update(self.curriculum.lesson_metrics())
             metrics["Performance/Steps per Second"] = rate
             if self._league is not None:
-                metrics["Self-play/ELO"] = self._league.learner_rating(name)
+                metrics.update(self._league.metrics(name))
             self._record(self.writers[name], name, metrics, report.step)
             self.last_summary[name] = metrics
             mean = metrics.get("Environment/Cumulative Reward")

@@ -288,7 +288,8 @@ def test_league_json_is_plain_json_with_every_part(tmp_path):
     lg = played_league(tmp_path)
     lg.save()
     state = json.loads((tmp_path / "league" / "league.json").read_text())
-    assert set(state) == {"settings", "players", "retired", "archived", "learners", "payoff", "openskill", "history", "rng"}
+    assert set(state) == {"settings", "players", "retired", "archived", "scripted", "learners", "payoff", "openskill",
+                          "history", "gate", "rng"}
     assert [p["id"] for p in state["players"]] == ["G@100", "G@200", "G@300"]
     assert not list((tmp_path / "league").glob("*.tmp"))
 

@@ -5,14 +5,18 @@ A *learner* is a policy being trained, named by its policy group and role
 a learner, kept while it is among the newest ``window`` of its (group, role).
 Learners face either themselves (:data:`LATEST`) or a player of their group,
 drawn as ML-Agents' ``self_play`` settings and AlphaStar's prioritized fictitious
-self-play (PFSP) say, each group by its own (:meth:`LeagueSettings.of`). Every
-finished game updates the payoff table (the learner's wins, draws and losses
-against each opponent) and the Elo ratings of both sides; games of more than two
-teams update OpenSkill ratings instead.
+self-play (PFSP) say, each group by its own (:meth:`LeagueSettings.of`). Scripted
+members (:mod:`~sparring.agents.selfplay.scripted`: a game's own AI, an exported
+policy, random play) are players that never change; they are drawn like snapshots,
+one may hold a fixed rating (the anchor), and a gate may keep the learner on them
+until it beats them. Every finished game updates the payoff table (the learner's
+wins, draws and losses against each opponent) and the Elo ratings of both sides;
+games of more than two teams update OpenSkill ratings instead.
 
 On disk (``directory``, a run's ``league/`` folder)::
 
-    league.json              settings, players, learners, payoff, openskill, history, rng (see League.state_dict)
+    league.json              settings, players, scripted, learners, payoff, openskill, history, gate, rng
+                             (see League.state_dict)
     snapshots/<id>.pt        each player's weights (torch.save), the id made file-safe
     archive/<id>.pt          weights of snapshots that left the window, kept for a difficulty ladder (``archive``)
 
@@ -35,9 +39,12 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from openskill.models import PlackettLuce
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, create_model, model_serializer
+from pydantic import (
+    BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, create_model, model_serializer, model_validator,
+)
 from pydantic.fields import FieldInfo
 
+from sparring.agents.selfplay.scripted import Anchor, Gate, ScriptedOpponent, check_members
 from sparring.spec import group_of
 
 LATEST = "latest"
@@ -47,6 +54,8 @@ LEARNER_SUFFIX = " (learner)"
 """How :attr:`League.history` names a learner's rows: ``"Striker/main (learner)"``."""
 
 ROLES = ("main", "main_exploiter", "league_exploiter")
+SCRIPTED = "scripted"
+"""The role of a scripted member's players (they are no learner's snapshots)."""
 _ROLE = re.compile(r"(main|main_exploiter|league_exploiter)\d*")
 _SCORE_COLUMN = {1.0: 0, 0.5: 1, 0.0: 2}  # payoff row: [wins, draws, losses]
 
@@ -135,6 +144,16 @@ class LeagueSettings(GroupSettings):
         default_factory=dict,
         description="Per policy group (a behaviour name without its ?team= suffix), the keys above it sets otherwise.",
     )
+    opponents: list[ScriptedOpponent] = Field(
+        default_factory=list, description="Scripted members: players that never learn, drawn and rated like snapshots.")
+    anchor: Anchor | None = Field(None, description="A scripted member whose Elo never moves: the scale's zero point.")
+    gate: Gate | None = Field(None, description="The curriculum gate: scripted members only until the learner beats "
+                                                "them.")
+
+    @model_validator(mode="after")
+    def _members_fit(self) -> LeagueSettings:
+        check_members(self.opponents, self.anchor, self.gate)
+        return self
 
     def of(self, group: str) -> GroupSettings:
         """The settings policy group ``group`` (or a behaviour of it) plays by: these, with its ``groups`` entry."""
@@ -147,7 +166,7 @@ class LeagueSettings(GroupSettings):
 
 @dataclass
 class Player:
-    """One frozen snapshot of a learner."""
+    """One frozen snapshot of a learner, or a scripted member playing one group."""
 
     id: str  # unique: "<group>@<step>" for main, "<group>/<role>@<step>" otherwise
     group: str  # policy group: the behaviour name without its "?team=..." suffix
@@ -155,6 +174,7 @@ class Player:
     step: int  # the learner's step when it was taken
     rating: float  # Elo
     games: int
+    member: str | None = None  # a scripted member's name (role SCRIPTED); None for snapshots
 
 
 @dataclass
@@ -207,10 +227,14 @@ class League:
         self.players: dict[str, Player] = {}  # the window of every (group, role), oldest first
         self.retired: dict[str, Player] = {}  # dropped from the window; games still in flight against them count
         self.archived: list[str] = []  # retired players whose weights are kept (archive/), for difficulty ladders
+        self.scripted: dict[str, Player] = {}  # scripted members, one player per group each plays (see enrol)
         self.learners: dict[str, Learner] = {}
         self.payoff: dict[str, dict[str, list[int]]] = {}  # learner key -> opponent id -> [wins, draws, losses]
         self.openskill: dict[str, dict[str, float]] = {}  # participant -> {"mu", "sigma"}
         self.history: list[dict[str, Any]] = []  # {"step", "player", "rating"} per Elo change and new snapshot
+        self.recent: dict[str, dict[str, list[float]]] = {}  # gated learner key -> scripted id -> its last scores
+        self.gate_passed: dict[str, int] = {}  # learner key -> the step its gate opened
+        self._groups: list[str] = []  # the env's groups, once enrolled
         self._weights: dict[str, dict] = {}  # in-memory leagues only
         self._evicted_files: list[Path] = []  # deleted by save(), once league.json no longer names them
         self._archived_files: list[Path] = []  # moved to archive/ by save(), before it deletes evicted files
@@ -281,25 +305,102 @@ class League:
             path = self._snapshot_path(player_id)  # moved to the archive by the next save()
         return torch.load(path, map_location="cpu", weights_only=False)
 
+    # -- scripted members -------------------------------------------------------------
+
+    def enrol(self, groups: Sequence[str]) -> None:
+        """Give each scripted member of the settings a player in each group it plays, of the env's ``groups``.
+
+        A member that names no group plays every group; its players are then ``"<name> (<group>)"``, each with a
+        rating of its own, since one script is not equally strong on every side of an asymmetric game. Players
+        already in the league (a resumed run) keep their ratings; the anchor's is always the settings'.
+        """
+        self._groups = sorted({group_of(g) for g in groups})
+        for i, member in enumerate(self.settings.opponents):
+            if member.group is not None and member.group not in self._groups:
+                raise ValueError(f"self_play.opponents.{i}.group: the env has no policy group {member.group!r}; its "
+                                 f"groups are {', '.join(self._groups)} (behaviour names without ?team=)")
+            plays = [member.group] if member.group is not None else self._groups
+            for group in plays:
+                player_id = member.name if len(plays) == 1 else f"{member.name} ({group})"
+                if player_id not in self.scripted:
+                    rating = member.rating if member.rating is not None else self.settings.of(group).initial_elo
+                    self.scripted[player_id] = Player(player_id, group, SCRIPTED, 0, rating, 0, member.name)
+        self._pin_anchor()
+
+    def member(self, player_id: str) -> ScriptedOpponent | None:
+        """The settings of the scripted member that ``player_id`` is a player of; None for snapshots and LATEST."""
+        player = self.scripted.get(player_id)
+        return None if player is None else next(m for m in self.settings.opponents if m.name == player.member)
+
+    def anchored(self, player: Player) -> bool:
+        """Whether ``player``'s rating is fixed: it plays for the anchor member."""
+        return self.settings.anchor is not None and player.member == self.settings.anchor.name
+
+    def gate_open(self, group: str, role: str = "main") -> bool:
+        """Whether learner ``group``/``role`` may play itself and snapshots: always without a gate, for exploiters,
+        and for a main learner once it has beaten every scripted member it met (:meth:`gate_score`)."""
+        return self.settings.gate is None or role_kind(role) != "main" or learner_key(group, role) in self.gate_passed
+
+    def gate_score(self, group: str, role: str = "main") -> float:
+        """The learner's lowest score over its recent games (the gate's ``games``) against each scripted member of
+        the groups it has met them in; nan before it met any. The gate opens when it reaches ``win_rate`` with
+        ``games`` games against each."""
+        recent = self.recent.get(learner_key(group, role), {})
+        met = {self.scripted[i].group for i in recent if i in self.scripted}
+        members = [p.id for p in self.scripted.values() if p.group in met]
+        return min((float(np.mean(recent[i])) if i in recent else 0.0 for i in members), default=math.nan)
+
+    def metrics(self, group: str) -> dict[str, float]:
+        """What a run logs of the main learner of ``group``: its Elo (ML-Agents' Self-play/ELO) and, with a gate,
+        whether it is open and the learner's score that opens it (:meth:`gate_score`)."""
+        metrics = {"Self-play/ELO": self.learner_rating(group)}
+        if self.settings.gate is not None:
+            metrics["Self-play/Gate open"] = float(self.gate_open(group))
+            metrics["Self-play/Scripted score"] = self.gate_score(group)
+        return metrics
+
+    def _after_scripted_game(self, key: str, opponent: Player, score: float, step: int) -> None:
+        """A gated learner's game against a scripted member: kept among its recent ones; the gate may open."""
+        gate = self.settings.gate
+        if gate is None or key in self.gate_passed or role_kind(key.rpartition("/")[2]) != "main":
+            return
+        scores = self.recent.setdefault(key, {}).setdefault(opponent.id, [])
+        scores.append(score)
+        del scores[: max(0, len(scores) - gate.games)]
+        recent = self.recent[key]
+        members = [p.id for p in self.scripted.values() if p.group == opponent.group]
+        if all(len(recent.get(i, ())) >= gate.games and np.mean(recent[i]) >= gate.win_rate for i in members):
+            self.gate_passed[key] = step
+
+    def _pin_anchor(self) -> None:
+        for player in self.scripted.values():
+            if self.anchored(player):
+                player.rating = self.settings.anchor.rating
+
     # -- opponents ------------------------------------------------------------------
 
     def sample_opponent(self, group: str, role: str = "main", learner_group: str | None = None) -> str:
         """Who plays ``group`` next against a learner: :data:`LATEST` (that group's learner) or a player id of ``group``.
 
         A main exploiter always faces the newest main snapshot (LATEST before there is one). Other roles face
-        LATEST with probability ``play_against_latest_model_ratio`` (always while the group has no snapshot),
-        otherwise a snapshot of any role of the group, drawn by ``opponent_sampling``; both are ``group``'s own
-        settings, as each GhostTrainer of ML-Agents draws its own snapshots. PFSP weighs the
-        snapshots by the results of the learner ``learner_group``/``role`` against them; ``learner_group``
-        is ``group`` itself in symmetric games, the learning side's group in games with sides.
+        LATEST with probability ``play_against_latest_model_ratio`` (always while the group has no snapshot or
+        scripted member), otherwise a snapshot of any role of the group or one of its scripted members, drawn by
+        ``opponent_sampling``; both are ``group``'s own settings, as each GhostTrainer of ML-Agents draws its own
+        snapshots. PFSP weighs the players by the results of the learner ``learner_group``/``role`` against them;
+        ``learner_group`` is ``group`` itself in symmetric games, the learning side's group in games with sides.
+        While the learner's gate is closed (:meth:`gate_open`), only the group's scripted members are drawn.
         """
         if role_kind(role) == "main_exploiter":
             mains = self._snapshots(group, role="main")
             return mains[-1].id if mains else LATEST
         settings = self.settings.of(group)
-        candidates = self._snapshots(group)
-        if not candidates or self.rng.random() < settings.play_against_latest_model_ratio:
-            return LATEST
+        scripted = [p for p in self.scripted.values() if p.group == group_of(group)]
+        if scripted and not self.gate_open(learner_group or group, role):
+            candidates = scripted
+        else:
+            candidates = self._snapshots(group) + scripted
+            if not candidates or self.rng.random() < settings.play_against_latest_model_ratio:
+                return LATEST
         ids = [p.id for p in candidates]
         if settings.opponent_sampling == "latest":
             return ids[-1]
@@ -332,11 +433,13 @@ class League:
         learner = self.learners.get(learner_key(group, role))
         return learner.rating if learner is not None else self.settings.of(group).initial_elo
 
-    def record(self, group: str, opponent_id: str, score: float, step: int, role: str = "main") -> None:
+    def record(self, group: str, opponent_id: str, score: float, step: int, role: str = "main",
+               rated: bool = True) -> None:
         """One finished game of a learner: ``score`` 1 win, 0.5 draw, 0 loss against a player id or LATEST.
 
-        Updates the payoff table, games counts and the Elo of both sides (the player gets the mirrored change).
-        A mirror match (LATEST) counts in the payoff table but rates nobody, as in ML-Agents.
+        Updates the payoff table, games counts and the Elo of both sides (the player gets the mirrored change,
+        unless it is the anchor). A mirror match (LATEST) counts in the payoff table but rates nobody, as in
+        ML-Agents. ``rated=False`` (a game of more than two teams, rated by :meth:`record_ranking`) leaves Elo be.
         """
         if score not in _SCORE_COLUMN:
             raise ValueError(f"game score must be 1 (win), 0.5 (draw) or 0 (loss), got {score!r}")
@@ -349,9 +452,14 @@ class League:
         if opponent is None:
             return
         opponent.games += 1
+        if opponent.role == SCRIPTED:
+            self._after_scripted_game(key, opponent, score, step)
+        if not rated:
+            return
         change = self.settings.elo_k * (score - elo_expected(learner.rating, opponent.rating))
         learner.rating += change
-        opponent.rating -= change
+        if not self.anchored(opponent):
+            opponent.rating -= change
         self.history.append({"step": step, "player": key + LEARNER_SUFFIX, "rating": learner.rating})
         self.history.append({"step": step, "player": opponent.id, "rating": opponent.rating})
 
@@ -366,7 +474,7 @@ class League:
             raise ValueError(f"a ranking needs two or more distinct participants, one rank each; got "
                              f"{participants!r} ranked {ranks!r}")
         for participant in participants:
-            if participant not in self.players and participant not in self.retired:
+            if participant not in self.players and participant not in self.retired and participant not in self.scripted:
                 group, _, role = participant.rpartition("/")
                 if not group:
                     raise KeyError(f"{participant!r} is neither a player of the league nor a learner '<group>/<role>'")
@@ -374,7 +482,9 @@ class League:
         model = self._openskill_model
         teams = [[model.rating(**self.openskill.get(p, {}))] for p in participants]
         for participant, (rating,) in zip(participants, model.rate(teams, ranks=list(ranks))):
-            self.openskill[participant] = {"mu": rating.mu, "sigma": rating.sigma}
+            anchor = self.scripted.get(participant)
+            if anchor is None or not self.anchored(anchor):  # the anchor keeps the model's default rating
+                self.openskill[participant] = {"mu": rating.mu, "sigma": rating.sigma}
 
     # -- persistence ----------------------------------------------------------------
 
@@ -382,9 +492,10 @@ class League:
         """Everything the league knows, as JSON-ready data (an in-memory league adds its snapshots' weights).
 
         Layout: ``settings``; ``players`` and ``retired`` (lists of Player fields, oldest first); ``archived`` (the
-        retired player ids whose weights are kept); ``learners``
+        retired player ids whose weights are kept); ``scripted`` (the scripted members' players); ``learners``
         (key -> {"rating", "games"}); ``payoff`` (learner key -> opponent id -> [wins, draws, losses]);
         ``openskill`` (participant -> {"mu", "sigma"}); ``history`` (rows {"step", "player", "rating"});
+        ``gate`` ({"recent": learner key -> scripted id -> last scores, "passed": learner key -> step});
         ``rng`` (the sampler's bit generator state).
         """
         state = {
@@ -392,10 +503,12 @@ class League:
             "players": [asdict(p) for p in self.players.values()],
             "retired": [asdict(p) for p in self.retired.values()],
             "archived": list(self.archived),
+            "scripted": [asdict(p) for p in self.scripted.values()],
             "learners": {key: asdict(learner) for key, learner in self.learners.items()},
             "payoff": copy.deepcopy(self.payoff),
             "openskill": copy.deepcopy(self.openskill),
             "history": list(self.history),  # rows are never changed once written
+            "gate": {"recent": copy.deepcopy(self.recent), "passed": dict(self.gate_passed)},
             "rng": self.rng.bit_generator.state,
         }
         if self.directory is None:
@@ -403,7 +516,9 @@ class League:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from :meth:`state_dict`. The league keeps its own settings (the run's config decides them)."""
+        """Continue from :meth:`state_dict`. The league keeps its own settings (the run's config decides them): an
+        enrolled league plays the scripted members its settings name (those saved keep their ratings, the anchor
+        takes the settings' rating; a member no longer named retires)."""
         if self.directory is None and state["players"] and "weights" not in state:
             raise ValueError("an in-memory league needs its snapshots' weights; this state was saved by a league "
                              "on disk, so load it with League.load(directory)")
@@ -414,6 +529,14 @@ class League:
         self.payoff = copy.deepcopy(state["payoff"])
         self.openskill = copy.deepcopy(state["openskill"])
         self.history = list(state["history"])
+        self.scripted = {p["id"]: Player(**p) for p in state.get("scripted", [])}  # none before scripted members
+        gate = state.get("gate", {"recent": {}, "passed": {}})
+        self.recent, self.gate_passed = copy.deepcopy(gate["recent"]), dict(gate["passed"])
+        if self._groups:
+            named = {m.name for m in self.settings.opponents}
+            for player in [p for p in self.scripted.values() if p.member not in named]:
+                self.retired[player.id] = self.scripted.pop(player.id)
+            self.enrol(self._groups)
         self.rng.bit_generator.state = state["rng"]
         self._evicted_files, self._archived_files = [], []  # an older state may hold them in its window again
         if self.directory is None:
@@ -457,7 +580,7 @@ class League:
         return sorted(found, key=lambda p: p.step)
 
     def _player(self, player_id: str) -> Player:
-        player = self.players.get(player_id) or self.retired.get(player_id)
+        player = self.players.get(player_id) or self.scripted.get(player_id) or self.retired.get(player_id)
         if player is None:
             raise KeyError(f"no player {player_id!r} in the league (players are '<group>@<step>' ids, or {LATEST!r})")
         return player
