@@ -112,7 +112,7 @@ def build_ladder(candidates: Sequence[Candidate], measure: Measure, band: Sequen
     if len(chosen) < (tiers or 2):
         found = ", ".join(ordered[i].id for i in chosen)
         raise LadderError(f"{tiers or 2} tiers a {band[0]:.0%}-{band[1]:.0%} step apart cannot be found among "
-                          f"{len(ordered)} policies; from the strongest down, {len(chosen)} were found ({found}), "
+                          f"{len(ordered)} policies; from the strongest down, {len(chosen)} found ({found}), "
                           f"then {stop}")
     ladder = [ordered[i] for i in reversed(chosen)]
     checks = [fresh(upper, lower) for lower, upper in zip(ladder, ladder[1:])]
@@ -157,4 +157,5 @@ def _step_down(ordered: list[Candidate], top: int, band: tuple[float, float],
         return None, (f"{upper.id} beats {too_weak.lower} {too_weak.score:.0%} ({too_weak.games} games), above the "
                       "band, and no later snapshot lies between them")
     return None, (f"{upper.id} beats {too_weak.lower} {too_weak.score:.0%} and {too_strong.lower} "
-                  f"{too_strong.score:.0%} ({too_strong.games} games each), and no snapshot taken between them")
+                  f"{too_strong.score:.0%} ({too_strong.games} games each), and no snapshot taken between them "
+                  "(snapshots taken more often, a smaller save_steps, would fill the gap)")
