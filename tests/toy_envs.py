@@ -13,6 +13,7 @@ import time
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from pettingzoo import ParallelEnv
 
 from sparring.envs.base import (
     Actions, BehaviourStep, DecisionSteps, MultiAgentEnv, StepResult, TerminalSteps, random_actions,
@@ -613,3 +614,42 @@ def train_corridor(length: int, seed: int, steps: int, **settings):
     env = GymnasiumEnv("LockedCorridor-v0", num_envs=16, env_kwargs=corridor(length))
     model = PPO(env, seed=seed, **{**CORRIDOR_SETTINGS, **settings}).learn(steps, callback=watch)
     return model, (reached or [None])[0]
+
+
+class Showdown(ParallelEnv):
+    """A one-move game of ``players`` players (PettingZoo Parallel API; agents ``player_0``, ``player_1``, ...).
+
+    Every player sees the target (one of 3, one-hot, drawn per game) and names a number; those who name the
+    target win together (+1), the others lose (-1), and when all name it or none does the game is a draw (0).
+    A player that always names the target wins or draws every game. Against ``scripted_players:pick_zero``
+    (always 0) it scores 5/6 (it draws when the target is 0), random play 1/2.
+    """
+
+    metadata = {"name": "showdown_v0"}
+
+    def __init__(self, players: int = 3) -> None:
+        self.possible_agents = [f"player_{i}" for i in range(players)]
+        self.rng = np.random.default_rng(0)
+
+    def observation_space(self, agent: str) -> spaces.Box:
+        return spaces.Box(0, 1, (3,), np.float32)
+
+    def action_space(self, agent: str) -> spaces.Discrete:
+        return spaces.Discrete(3)
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self.target = int(self.rng.integers(3))
+        obs = np.eye(3, dtype=np.float32)[self.target]
+        return {a: obs for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions: dict):
+        hit = {a: int(actions[a]) == self.target for a in self.agents}
+        decided = len(set(hit.values())) > 1
+        rewards = {a: (1.0 if hit[a] else -1.0) if decided else 0.0 for a in self.agents}
+        obs, _ = self.reset()
+        done = {a: True for a in self.agents}
+        self.agents = []
+        return obs, rewards, done, {a: False for a in done}, {a: {} for a in done}

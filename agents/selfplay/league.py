@@ -332,6 +332,15 @@ class League:
         player = self.scripted.get(player_id)
         return None if player is None else next(m for m in self.settings.opponents if m.name == player.member)
 
+    def engine_groups(self) -> set[str]:
+        """The groups an engine member plays: the game plays their agents itself, in every game."""
+        return {p.group for p in self.scripted.values() if self.member(p.id).kind == "engine"}
+
+    def member_key(self, player_id: str) -> str:
+        """The config key of the scripted member ``player_id`` plays for: ``self_play.opponents.<i>``."""
+        name = self.scripted[player_id].member
+        return f"self_play.opponents.{[m.name for m in self.settings.opponents].index(name)}"
+
     def anchored(self, player: Player) -> bool:
         """Whether ``player``'s rating is fixed: it plays for the anchor member."""
         return self.settings.anchor is not None and player.member == self.settings.anchor.name
@@ -388,8 +397,12 @@ class League:
         ``opponent_sampling``; both are ``group``'s own settings, as each GhostTrainer of ML-Agents draws its own
         snapshots. PFSP weighs the players by the results of the learner ``learner_group``/``role`` against them;
         ``learner_group`` is ``group`` itself in symmetric games, the learning side's group in games with sides.
-        While the learner's gate is closed (:meth:`gate_open`), only the group's scripted members are drawn.
+        While the learner's gate is closed (:meth:`gate_open`), only the group's scripted members are drawn. A group
+        the game plays itself (an engine member) is always played by it.
         """
+        engine = [p.id for p in self.scripted.values() if p.group == group_of(group) and self.member(p.id).kind == "engine"]
+        if engine:
+            return engine[0]
         if role_kind(role) == "main_exploiter":
             mains = self._snapshots(group, role="main")
             return mains[-1].id if mains else LATEST

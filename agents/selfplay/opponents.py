@@ -2,9 +2,9 @@
 
 An :class:`Opponent` acts for a batch of one behaviour's deciding agents and is told when their episodes end.
 Snapshots of the learner (:class:`PolicyOpponent`) are the league's opponents. A scripted player, an exported
-ONNX policy (``OnnxPolicy``) or :class:`~sparring.agents.evaluation.RandomPolicy` fits the same seat by an adapter
-that asks its :class:`~sparring.agents.evaluation.Predictor` ``predict`` for the batch (with ``agent_ids``) and
-its ``reset_memory`` in ``forget``.
+ONNX policy (``OnnxPolicy``) or :class:`~sparring.agents.evaluation.RandomPolicy` fits the same seat through
+:class:`PredictorOpponent`, which asks its :class:`~sparring.agents.evaluation.Predictor` ``predict`` for the batch
+(with ``agent_ids``) and its ``reset_memory`` in ``forget``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from sparring.agents.evaluation import Predictor
 from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.rollout import AgentMemory
 from sparring.envs.base import DecisionSteps
@@ -65,3 +66,19 @@ class PolicyOpponent:
         if self.memory is not None:
             self.memory.forget(agent_ids)
 
+
+class PredictorOpponent:
+    """Anything with a Predictor's ``predict`` (a scripted function, an exported ONNX policy, random play), asked
+    as ``behaviour`` (the name it knows the seat's behaviour by: its policy group)."""
+
+    def __init__(self, predictor: Predictor, behaviour: str) -> None:
+        self.predictor = predictor
+        self.behaviour = behaviour
+
+    def act(self, decisions: DecisionSteps, generator: torch.Generator) -> Batch:
+        return self.predictor.predict(decisions.obs, self.behaviour, decisions.action_mask, agent_ids=decisions.agent_ids)
+
+    def forget(self, agent_ids: np.ndarray) -> None:
+        reset = getattr(self.predictor, "reset_memory", None)
+        if reset is not None:
+            reset(self.behaviour, agent_ids)

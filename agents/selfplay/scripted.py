@@ -112,8 +112,8 @@ class _Function:
         return self.function(obs, action_mask)
 
 
-def load_function(reference: str) -> Callable:
-    """``'module:function'`` or ``'path/to/file.py:function'``: the function it names, or an error naming the key."""
+def load_function(reference: str, key: str = "function") -> Callable:
+    """``'module:function'`` or ``'path/to/file.py:function'``: the function it names, or an error naming ``key``."""
     where, _, name = reference.rpartition(":")
     try:
         if where.endswith(".py"):
@@ -125,15 +125,16 @@ def load_function(reference: str) -> Callable:
         else:
             module = importlib.import_module(where)
     except Exception as exc:
-        raise ValueError(f"function: {reference!r}: cannot load {where}: {exc}") from exc
+        raise ValueError(f"{key}: {reference!r}: cannot load {where}: {exc}") from exc
     function = getattr(module, name, None)
     if not callable(function):
-        raise ValueError(f"function: {reference!r}: {where} has no function {name!r}")
+        raise ValueError(f"{key}: {reference!r}: {where} has no function {name!r}")
     return function
 
 
-def scripted_predictor(member: ScriptedOpponent, spec: BehaviourSpec, seed: int = 0):
-    """What plays for ``member`` in its group ``spec.name``: a Predictor asked with ``behaviour=spec.name``.
+def scripted_predictor(member: ScriptedOpponent, spec: BehaviourSpec, seed: int = 0, key: str = "opponent"):
+    """What plays for ``member`` in its group ``spec.name``: a Predictor asked with ``behaviour=spec.name``. A member
+    that cannot play is refused naming ``key`` (its config key, ``self_play.opponents.<i>``) and what is wrong.
 
     An engine member's moves are the game's own; the rows the trainer sends for its agents are ignored by the game,
     so a random draw fills them.
@@ -141,13 +142,16 @@ def scripted_predictor(member: ScriptedOpponent, spec: BehaviourSpec, seed: int 
     from sparring.agents.evaluation import RandomPolicy
 
     if member.kind == "callable":
-        return _Function(load_function(member.function))
+        return _Function(load_function(member.function, f"{key}.function"))
     if member.kind == "onnx":
         from sparring.export.policy import OnnxPolicy
 
-        policy = OnnxPolicy(member.path)
+        try:
+            policy = OnnxPolicy(member.path)
+        except Exception as exc:
+            raise ValueError(f"{key}.path: cannot load {member.path}: {exc}") from exc
         if policy.behaviour != spec.name:
-            raise ValueError(f"path: {member.path} acts for behaviour {policy.behaviour!r}, but member "
+            raise ValueError(f"{key}.path: {member.path} acts for behaviour {policy.behaviour!r}, but member "
                              f"{member.name!r} plays group {spec.name!r}")
         return policy
     return RandomPolicy({spec.name: spec}, seed=seed)

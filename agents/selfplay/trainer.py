@@ -47,6 +47,18 @@ to one; in games with sides, each role draws one per group. A learner episode th
 is a game: its final reward's sign is the result (win, draw, loss, as in
 ML-Agents), which updates the payoff table and Elo ratings.
 
+**Scripted members** of the league (:mod:`~sparring.agents.selfplay.scripted`: a function, an
+exported ONNX policy, random play) are opponents like snapshots, acting through their
+Predictor; the curriculum gate keeps the main learner on them until it beats them. An
+*engine* member is the game's own AI: the game plays that group's agents itself and reports
+what it played (the bridge's played actions), so the trainer's rows for them are filler,
+that side never learns, and every game against it is recorded against the member.
+
+**More than two seats** (a free-for-all of one behaviour, seated by ``env.seats``): each game
+copy's other seats play its drawn opponent; a finished game ranks its players by final reward
+and updates OpenSkill ratings (Plackett-Luce), where a player in several seats takes its best
+place; the payoff table counts the learner's result by its reward's sign, and Elo is left be.
+
 Recurrent policies self-play too: the learners keep their memories as PPO's do, and each
 opponent a memory per agent, forgotten as the agent's episode ends (a swap starts the new
 opponents with blank memories).
@@ -69,9 +81,10 @@ from sparring.agents.policy import BehaviourPolicy
 from sparring.agents.poca import POCALearner, POCASettings
 from sparring.agents.ppo import PPO, BehaviourLearner
 from sparring.agents.rollout import AgentMemory
-from sparring.agents.selfplay.league import LATEST, League, LeagueSettings, role_kind
-from sparring.agents.selfplay.opponents import Opponent, PolicyOpponent
-from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv
+from sparring.agents.selfplay.league import LATEST, League, LeagueSettings, learner_key, role_kind
+from sparring.agents.selfplay.opponents import Opponent, PolicyOpponent, PredictorOpponent
+from sparring.agents.selfplay.scripted import scripted_predictor
+from sparring.envs.base import BehaviourStep, DecisionSteps, MultiAgentEnv, TerminalSteps
 from sparring.envs.vector import ID_STRIDE, VectorEnv
 from sparring.spec import Batch, BehaviourSpec, batch_put, empty_actions, group_of
 
@@ -84,6 +97,16 @@ def _weights(policy: BehaviourPolicy) -> dict[str, torch.Tensor]:
 def game_score(final_rewards: np.ndarray) -> np.ndarray:
     """ML-Agents' result of a game from the final reward: 1 win (> 0), 0.5 draw (0), 0 loss (< 0)."""
     return 0.5 + 0.5 * np.sign(final_rewards)
+
+
+def game_ranking(seated: list[str], rewards: np.ndarray) -> tuple[list[str], list[int]]:
+    """The places of one game's players from each seat's final reward (0 best, equal rewards tied): a player that
+    holds several seats (one drawn opponent plays every seat but the learner's) takes its best seat's place."""
+    places = np.unique(-np.asarray(rewards), return_inverse=True)[1].reshape(-1)
+    best: dict[str, int] = {}
+    for player, place in zip(seated, places.tolist()):
+        best[player] = min(place, best.get(player, place))
+    return list(best), list(best.values())
 
 
 @dataclass
@@ -136,6 +159,7 @@ class SelfPlay(PPO):
                 raise ValueError(f"behaviours of group {group!r} must share spaces to share a policy; "
                                  f"{name!r} differs")
         _check_groups(league.settings, groups)
+        league.enrol(groups)
         super().__init__(None, seed=seed, specs=groups, behaviour_settings=behaviour_settings, **settings)
         self.routing = self
         self.env = env
@@ -152,7 +176,12 @@ class SelfPlay(PPO):
         self.sides = sorted({self._side_of(name) for name in env.specs})
         if not self.symmetric and len(self.sides) < 2:
             raise ValueError(f"self-play needs two sides: behaviours {sorted(env.specs)} have one group and no teams")
-        self.learning_side = 0
+        self.engine_groups = league.engine_groups()  # the game plays these sides itself: they never learn
+        if self.engine_groups and (self.symmetric or {g for g, _ in self.sides} <= self.engine_groups):
+            raise ValueError(f"self_play.opponents: kind engine plays groups {sorted(self.engine_groups)} of "
+                             f"{sorted(groups)}; it needs a game with sides and one side of other groups to learn")
+        self.learning_side = self._learning_side_from(0)
+        self._engine_rows = dict.fromkeys(name for name in env.specs if self.group_of[name] in self.engine_groups)
         exploiters = [f"main_exploiter{i}" for i in range(league.settings.main_exploiters)] + [
             f"league_exploiter{i}" for i in range(league.settings.league_exploiters)]
         self.roles = ["main", *exploiters]  # copy c is played by role c % len(roles)
@@ -171,7 +200,15 @@ class SelfPlay(PPO):
         self.copy_opponents: list[str] = []
         # games with sides: per role, per group, the opponent that plays the group while another side learns
         self.opponents = {} if self.symmetric else {role: {group: LATEST for group in groups} for role in self.roles}
+        if not self.symmetric and (league.settings.gate is not None or self.engine_groups):
+            self._draw_opponents(groups)  # the game's own players, and scripted members behind the gate, from the start
         self._opponents: dict[tuple[str, str], Opponent] = {}  # (behaviour, player id) -> its seat, until the next swap
+        # (behaviour, scripted player id) -> what plays it, loaded at start so a member that cannot play is named now
+        self._scripted = {(name, player.id): scripted_predictor(league.member(player.id), groups[player.group],
+                                                                seed + i, league.member_key(player.id))
+                          for i, (name, player) in enumerate((name, player) for name in env.specs
+                                                             for player in league.scripted.values()
+                                                             if player.group == self.group_of[name])}
         self.clocks = {group: GroupClock() for group in groups}
         self._counted = 0  # num_steps when the learning group's clock last counted its learner's steps
 
@@ -210,6 +247,8 @@ class SelfPlay(PPO):
         """Games that ended update the league; seats rotate between episodes; opponents forget ended episodes;
         the exploiters get their rows here, the main learner's are returned."""
         group = self.group_of[behaviour]
+        if behaviour in self._engine_rows:
+            self._check_engine_plays(behaviour, step)
         terminals = step.terminals
         ended, ended_role = self._route(behaviour, terminals.agent_ids)  # by the seats the episodes were played in
         gone = np.concatenate([terminals.agent_ids, step.lost])
@@ -217,6 +256,8 @@ class SelfPlay(PPO):
             for (name, _), opponent in self._opponents.items():
                 if name == behaviour:
                     opponent.forget(gone)
+        if self.symmetric and self.seats > 2 and len(terminals):
+            self._rank_games(behaviour, terminals, ended, ended_role)
         if self.symmetric and len(terminals):
             games = np.unique(self.env.seats(behaviour, terminals.agent_ids)[0])
             self.learner_seat[games] = (self.learner_seat[games] + 1) % self.seats
@@ -233,8 +274,37 @@ class SelfPlay(PPO):
             games = ~part.terminals.truncated
             faced = self._opponent_of(behaviour, part.terminals.agent_ids[games])
             for opponent, score in zip(faced.tolist(), game_score(part.terminals.total_rewards[games]).tolist()):
-                self.league.record(group, opponent, score, self.num_steps, role=self.roles[role])
+                self.league.record(group, opponent, score, self.num_steps, role=self.roles[role],
+                                   rated=not (self.symmetric and self.seats > 2))
         return parts[0]
+
+    def _check_engine_plays(self, behaviour: str, step: BehaviourStep) -> None:
+        """An engine member's agents are the game's to play: once they have decided twice, it must have reported what
+        it played for them (our rows for them are ignored), or it does not play them and the results would lie."""
+        if step.played is not None and len(step.played):
+            self._engine_rows[behaviour] = -1  # seen: the game plays them
+        elif self._engine_rows[behaviour] != -1 and len(step.decisions):
+            self._engine_rows[behaviour] = (self._engine_rows[behaviour] or 0) + 1
+            if self._engine_rows[behaviour] > 2:
+                raise ValueError(f"self_play.opponents: kind engine plays {behaviour!r}, but the game reported no "
+                                 "action it played for those agents; the game must play them itself and report each "
+                                 "action (BehaviourObservations.played_ids, protocol version 3; Python SDK: "
+                                 "ActionReports)")
+
+    def _rank_games(self, behaviour: str, terminals: TerminalSteps, learner: np.ndarray, roles: np.ndarray) -> None:
+        """Games of more than two seats that ended with every seat's row here: OpenSkill rates who played them, ranked
+        by their final rewards (see :func:`game_ranking`). ``learner``/``roles``: the rows' routes as they were played."""
+        games = self.env.seats(behaviour, terminals.agent_ids)[0]
+        for game in np.unique(games[~terminals.truncated]).tolist():
+            rows = np.flatnonzero(games == game)
+            if len(rows) != self.seats or terminals.truncated[rows].any():
+                continue
+            key = learner_key(self.group_of[behaviour], self.roles[int(roles[rows[0]])])
+            opponent = self.copy_opponents[game]
+            seated = [key if learner[r] or opponent == LATEST else opponent for r in rows.tolist()]
+            participants, ranks = game_ranking(seated, terminals.total_rewards[rows])
+            if len(participants) > 1:
+                self.league.record_ranking(participants, ranks, self.num_steps)
 
     def _route(self, behaviour: str, agent_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row of ``behaviour``'s batch (by agent id): is it a learner's, and which role's game is it."""
@@ -267,11 +337,14 @@ class SelfPlay(PPO):
         return by_role[(agent_ids // ID_STRIDE) % len(self.roles)]
 
     def _cover(self, games: np.ndarray) -> None:
-        """Games seen for the first time: game g starts with the learner in seat g % seats, against itself."""
+        """Games seen for the first time: game g starts with the learner in seat g % seats, against itself (a
+        scripted member while the learner's gate is closed)."""
         if len(games) and games.max() >= len(self.learner_seat):
             new = np.arange(len(self.learner_seat), games.max() + 1)
             self.learner_seat = np.concatenate([self.learner_seat, new % self.seats])
-            self.copy_opponents += [LATEST] * len(new)
+            gated = not self.league.gate_open(self.learning_group)  # behind the gate: a scripted member from the start
+            self.copy_opponents += [self.league.sample_opponent(self.learning_group, self.roles[c % len(self.roles)])
+                                    if gated else LATEST for c in new.tolist()]
 
     def _opponent(self, behaviour: str, player: str) -> Opponent:
         """Player ``player`` of ``behaviour``'s group in its seats (made once per swap; one per behaviour, so that a
@@ -279,11 +352,14 @@ class SelfPlay(PPO):
         opponent = self._opponents.get((behaviour, player))
         if opponent is None:
             group = self.group_of[behaviour]
-            policy = self.learners[group].policy
-            if player != LATEST:
-                policy = copy.deepcopy(policy)  # the learner's architecture, the snapshot's weights
-                policy.load_state_dict(self.league.snapshot_weights(player))
-            opponent = PolicyOpponent(policy, self.league.settings.of(group).opponent_exploration)
+            if (behaviour, player) in self._scripted:
+                opponent = PredictorOpponent(self._scripted[(behaviour, player)], group)
+            else:
+                policy = self.learners[group].policy
+                if player != LATEST:
+                    policy = copy.deepcopy(policy)  # the learner's architecture, the snapshot's weights
+                    policy.load_state_dict(self.league.snapshot_weights(player))
+                opponent = PolicyOpponent(policy, self.league.settings.of(group).opponent_exploration)
             self._opponents[(behaviour, player)] = opponent
         return opponent
 
@@ -301,7 +377,8 @@ class SelfPlay(PPO):
         groups = set(groups)
 
         def keep(group: str, opponent: str) -> bool:
-            return group not in groups or evicted_only and (opponent == LATEST or opponent in self.league.players)
+            return group not in groups or evicted_only and (
+                opponent == LATEST or opponent in self.league.players or opponent in self.league.scripted)
 
         learning = self.learning_group
         if self.symmetric:
@@ -359,15 +436,24 @@ class SelfPlay(PPO):
         self.clocks[group].snapshot = self.clocks[group].learned
 
     def _change_learning_side(self, group: str, exploiters: Mapping[str, BehaviourLearner]) -> None:
-        """The next side learns; every group's opponents are drawn again, as ML-Agents swaps them at a team change."""
+        """The next side learns; every group's opponents are drawn again, as ML-Agents swaps them at a team change.
+        Where the game plays every other side itself, the one side learns on."""
+        if self._learning_side_from(self.learning_side + 1) == self.learning_side:
+            self.clocks[group].team_change = self.clocks[group].learned
+            return
         # the rows the old side collected were trained on just now; its open episodes are not the learners' any more
         for learner in (self.learners[group], *exploiters.values()):
             learner.buffer.drop(np.arange(len(learner.buffer.pending)))
             if learner.memory is not None:  # agent ids are a behaviour's own: the next side's start blank
                 learner.memory = AgentMemory(learner.policy.memory_size)
-        self.learning_side = (self.learning_side + 1) % len(self.sides)
+        self.learning_side = self._learning_side_from(self.learning_side + 1)
         self.clocks[group].team_change = self.clocks[group].learned
         self._swap(self.clocks)
+
+    def _learning_side_from(self, start: int) -> int:
+        """The first side from ``start`` on, in turn, that learns: a side the game plays itself never does."""
+        turns = [i % len(self.sides) for i in range(start, start + len(self.sides))]
+        return next(i for i in turns if self.sides[i][0] not in self.engine_groups)
 
     def _swap(self, groups: Iterable[str]) -> None:
         """Draw again who plays ``groups``, and start their swap schedules over."""
@@ -407,6 +493,7 @@ class SelfPlay(PPO):
         self.clocks = self._saved_clocks(saved)
         self._counted = self.num_steps
         self._opponents.clear()
+        self._draw_opponents(self.clocks, evicted_only=True)  # a scripted member the config no longer names
 
     def _saved_clocks(self, saved: dict) -> dict[str, GroupClock]:
         """The groups' clocks of a checkpoint. One from before per-group schedules counted all of them in the main
