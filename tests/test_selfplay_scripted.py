@@ -41,7 +41,7 @@ def showdown_env(players: int, behaviours: dict | None = None) -> PettingZooEnv:
 def showdown(players: int = 2, copies: int = 4, league_dir=None, seed: int = 0, behaviours=None, **league) -> SelfPlay:
     settings = LeagueSettings(**{"save_steps": 256, "swap_steps": 64, "team_change": 512, "window": 5, **league})
     env = SerialVectorEnv([partial(showdown_env, players, behaviours)] * copies)
-    return SelfPlay(env, League(settings, league_dir, seed=seed), seed=seed, seats=players, **SMALL)
+    return SelfPlay(env, League(settings, league_dir, seed=seed), seed=seed, **SMALL)  # seats: counted as seated
 
 
 # -- every kind of member, in tic-tac-toe ------------------------------------------------------
@@ -182,8 +182,8 @@ def test_a_games_places_come_from_final_rewards_and_a_player_in_several_seats_ta
 
 
 def test_a_three_player_game_trains_and_rates_by_openskill():
-    model = showdown(players=3, opponents=[RANDOM, PICK_ZERO], play_against_latest_model_ratio=0.3, save_steps=128)
-    model.learn(600)
+    model = showdown(players=3, opponents=[RANDOM, PICK_ZERO], play_against_latest_model_ratio=0.3, save_steps=96)
+    model.learn(400)
     league = model.league
     rated = set(league.openskill)
     assert {"player/main", "random", "zero"} <= rated and rated & set(league.players)  # snapshots too
@@ -238,3 +238,33 @@ def test_an_engine_member_in_a_game_without_sides_is_refused():
     settings = LeagueSettings(opponents=[{"name": "builtin", "kind": "engine", "group": "player"}])
     with pytest.raises(ValueError, match=r"self_play.opponents: kind engine plays groups \['player'\] of \['player'\]"):
         SelfPlay(SerialVectorEnv([partial(showdown_env, 2)]), League(settings), **SMALL)
+
+
+def test_the_scripted_example_runs_from_the_cli_logs_its_gate_and_lists_its_members(tmp_path, capsys):
+    """examples/tictactoe_scripted.yaml, shortened: functions by file path, random anchored, the gate in the
+    run's metrics and the members in `sparring league`."""
+    import json
+
+    import yaml
+
+    from sparring.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "examples" / "tictactoe_scripted.yaml").read_text())
+    config["env"]["num_envs"] = 4
+    config["trainer"].update(max_steps=600, summary_freq=300, checkpoint_interval=600)
+    config["trainer"]["self_play"].update(swap_steps=100, save_steps=300, gate={"win_rate": 0.8, "games": 20})
+    for member in config["trainer"]["self_play"]["opponents"]:
+        if "function" in member:
+            member["function"] = str(root / member["function"])
+    path = tmp_path / "ttt.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--results-dir", str(tmp_path), "--run-id", "ttt"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "ttt" / "metrics.jsonl").read_text().splitlines()]
+    logged = [row for row in rows if row["behaviour"] == "player"]
+    assert logged and all(row["Self-play/Gate open"] in (0.0, 1.0) and "Self-play/Scripted score" in row
+                          for row in logged)
+    capsys.readouterr()
+    assert main(["league", str(tmp_path / "ttt")]) == 0
+    out = capsys.readouterr().out
+    assert "beginner" in out and "blocker" in out and "scripted (anchor)" in out

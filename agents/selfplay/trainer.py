@@ -137,7 +137,8 @@ class SelfPlay(PPO):
             or behaviours with team ids / several behaviour groups.
         league: where snapshots, ratings and results are kept (its settings are ML-Agents'
             ``self_play`` keys plus ours, each group's ``league.settings.of(group)``).
-        seats: seats per game for symmetric games (the env's ``seats`` says which seat each agent holds).
+        seats: seats per game for symmetric games (the env's ``seats`` says which seat each agent holds; a game of
+            more is counted as its agents are seated, so a config needs no count).
         seed, behaviour_settings, **settings: as :class:`PPO` (behaviour settings by group name).
     """
 
@@ -310,6 +311,8 @@ class SelfPlay(PPO):
         """Per row of ``behaviour``'s batch (by agent id): is it a learner's, and which role's game is it."""
         if self.symmetric:
             games, seats = self.env.seats(behaviour, agent_ids)
+            if len(seats):  # a game of more seats than said: the env's seats are the truth
+                self.seats = max(self.seats, int(seats.max()) + 1)
             self._cover(games)
             return seats == self.learner_seat[games], games % len(self.roles)
         learning = self._side_of(behaviour) == self.sides[self.learning_side]
