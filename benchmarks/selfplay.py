@@ -12,10 +12,16 @@ tie-breaking), 200 games each. The opponents are in board_opponents.py.
 Tic-tac-toe trains once per seed (``--ttt-seeds``, three by default) and reports its worst seed: a claim
 about self-play holds for every seed or it is not a claim. Connect four, at 24 minutes a run, trains once.
 
+Each tic-tac-toe run then makes its difficulty ladder (sparring.ladder, as ``sparring ladder`` does): as many
+tiers as the default band allows, each beating the one below 65-75% of the time, every neighbouring pair
+checked with 400 fresh games; ``ladder_ordered`` is 1 when every seed's ladder has two or more tiers each
+beating the one below, ``ladder_band_ok`` the worst seed's fraction of checked pairs inside the band.
+
     python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 4000000] [--c4-seed 0]
 
 Last line: ``selfplay ttt_loss_rate_vs_perfect=<worst seed's> c4_win_rate_vs_random=<...>
-c4_win_rate_vs_depth4=<...> train_minutes=<total wall minutes of training>``.
+c4_win_rate_vs_depth4=<...> train_minutes=<total wall minutes of training> ladder_ordered=<0|1>
+ladder_band_ok=<fraction>``.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from board_opponents import ConnectFourAlphaBeta, RandomPlayer, TicTacToePerfect, play_match  # noqa: E402
 
+from sparring.agents.selfplay.ladder import LadderError  # noqa: E402
 from sparring.agents.selfplay.league import League, LeagueSettings  # noqa: E402
 from sparring.agents.selfplay.trainer import SelfPlay  # noqa: E402
 from sparring.envs.pettingzoo import PettingZooEnv  # noqa: E402
 from sparring.envs.vector import SerialVectorEnv  # noqa: E402
+from sparring.ladder import make_ladders  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -68,15 +76,33 @@ def make(game: str):
     return env
 
 
-def train(game: str, steps: int, envs: int, seed: int) -> tuple[SelfPlay, float]:
-    """Self-play for ``steps`` learner decisions; returns the model and the wall minutes it took."""
-    with tempfile.TemporaryDirectory() as league_dir:
-        _, settings, league = GAMES[game]
-        model = SelfPlay(SerialVectorEnv([make(game)] * envs), League(league, Path(league_dir), seed=seed),
-                         seed=seed, **settings)
-        start = time.perf_counter()
-        model.learn(steps)
-        return model, (time.perf_counter() - start) / 60
+def train(game: str, steps: int, envs: int, seed: int, run_dir: Path) -> tuple[SelfPlay, float]:
+    """Self-play for ``steps`` learner decisions, its league and final model kept in ``run_dir`` as a run's are;
+    returns the model and the wall minutes it took."""
+    _, settings, league = GAMES[game]
+    model = SelfPlay(SerialVectorEnv([make(game)] * envs), League(league, run_dir / "league", seed=seed),
+                     seed=seed, **settings)
+    start = time.perf_counter()
+    model.learn(steps)
+    minutes = (time.perf_counter() - start) / 60
+    model.league.save()
+    model.save(run_dir / "final.pt")
+    return model, minutes
+
+
+def ladder_of(run_dir: Path, envs: int, seed: int) -> tuple[bool, float]:
+    """Make the run's difficulty ladder and print it; (ordered, fraction of pairs in the band), (False, 0.0) when
+    the band allows fewer than two tiers."""
+    try:
+        (made,) = make_ladders(run_dir, games=400, seed=seed, env=SerialVectorEnv([make("ttt")] * envs))
+    except LadderError as exc:
+        print(f"ladder         {seed:>4} none: {exc}", flush=True)
+        return False, 0.0
+    ladder = made.ladder
+    rates = " ".join(f"{check.score:.3f}" for check in ladder.checks)
+    print(f"ladder         {seed:>4} {' < '.join(tier.id for tier in ladder.tiers)}; checked {rates} "
+          f"({sum(ladder.in_band)}/{len(ladder.checks)} in {ladder.band[0]:g}-{ladder.band[1]:g})", flush=True)
+    return ladder.ordered, float(np.mean(ladder.in_band))
 
 
 def as_player(model: SelfPlay):
@@ -98,16 +124,19 @@ def main() -> None:
     torch.set_num_threads(1)
 
     print(f"{'game':<14} {'seed':>4} {'opponent':<20} {'games':>6} {'win':>6} {'draw':>6} {'loss':>6}")
-    minutes, ttt_losses, c4 = 0.0, [], {}
+    minutes, ttt_losses, c4, ladders = 0.0, [], {}, []
     for seed in options.ttt_seeds:
-        model, spent = train("ttt", options.ttt_steps, options.envs, seed)
-        minutes += spent
-        rng = np.random.default_rng(seed)
-        record = play_match(tictactoe_v3.env, as_player(model), TicTacToePerfect(rng), 1000, 1)
-        ttt_losses.append(show("tic-tac-toe", seed, "perfect minimax", record)[1])
+        with tempfile.TemporaryDirectory() as run_dir:
+            model, spent = train("ttt", options.ttt_steps, options.envs, seed, Path(run_dir))
+            minutes += spent
+            rng = np.random.default_rng(seed)
+            record = play_match(tictactoe_v3.env, as_player(model), TicTacToePerfect(rng), 1000, 1)
+            ttt_losses.append(show("tic-tac-toe", seed, "perfect minimax", record)[1])
+            ladders.append(ladder_of(Path(run_dir), options.envs, seed))
     if options.c4_steps:
         seed = options.c4_seed
-        model, spent = train("c4", options.c4_steps, options.envs, seed)
+        with tempfile.TemporaryDirectory() as run_dir:
+            model, spent = train("c4", options.c4_steps, options.envs, seed, Path(run_dir))
         minutes += spent
         rng = np.random.default_rng(seed)
         for name, opponent, games, match_seed in (("random", RandomPlayer(rng), 200, 2),
@@ -119,7 +148,9 @@ def main() -> None:
           "both seats, half the games each; the trained policy plays deterministically)")
     print(f"selfplay ttt_loss_rate_vs_perfect={max(ttt_losses):.3f} "
           f"c4_win_rate_vs_random={c4.get('random', float('nan')):.3f} "
-          f"c4_win_rate_vs_depth4={c4.get('alpha-beta depth 4', float('nan')):.3f} train_minutes={minutes:.1f}")
+          f"c4_win_rate_vs_depth4={c4.get('alpha-beta depth 4', float('nan')):.3f} train_minutes={minutes:.1f} "
+          f"ladder_ordered={int(all(ordered for ordered, _ in ladders))} "
+          f"ladder_band_ok={min((ok for _, ok in ladders), default=float('nan')):.2f}")
 
 
 def show(game: str, seed: int, opponent: str, record: dict) -> tuple[float, float]:
