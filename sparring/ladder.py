@@ -130,12 +130,12 @@ class _Players:
         self._made: dict[str, object] = {}
 
     def __call__(self, candidate: Candidate):
+        if candidate.id.endswith(FINAL):
+            return self.model
         made = self._made.get(candidate.id)
         if made is None:
-            made = self.model if candidate.id.endswith(FINAL) else copy.deepcopy(self.model)
-            if made is not self.model:
-                made.learners[self.group].policy.load_state_dict(self.league.snapshot_weights(candidate.id))
-            self._made[candidate.id] = made
+            made = self._made[candidate.id] = copy.deepcopy(self.model)
+            made.learners[self.group].policy.load_state_dict(self.league.snapshot_weights(candidate.id))
         return made
 
     def match(self, env, side: str | None, games: int, upper: Candidate, lower: Candidate, seed: int) -> Measurement:
