@@ -96,9 +96,11 @@ def test_scripted_members_play_their_own_moves(ttt_league):
 def test_a_member_that_cannot_play_is_refused_at_start_naming_its_key(ttt_league):
     _, onnx = ttt_league
     cases = [({"name": "x", "kind": "onnx", "path": str(onnx)},
-              r"self_play.opponents.1.path: .*player.onnx acts for behaviour 'player', but member 'x' plays group 'red'"),
+              r"self_play.opponents.1.path: .*player.onnx acts for behaviour 'player', "
+              r"but member 'x' plays group 'red'"),
              ({"name": "x", "kind": "callable", "function": "scripted_players:nowhere"},
-              r"self_play.opponents.1.function: 'scripted_players:nowhere': scripted_players has no function 'nowhere'"),
+              r"self_play.opponents.1.function: 'scripted_players:nowhere': "
+              r"scripted_players has no function 'nowhere'"),
              ({"name": "x", "kind": "callable", "function": "no/such/file.py:f"},
               r"self_play.opponents.1.function: 'no/such/file.py:f': cannot load no/such/file.py")]
     for member, message in cases:

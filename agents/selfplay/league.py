@@ -352,7 +352,7 @@ class League:
 
     def gate_score(self, group: str, role: str = "main") -> float:
         """The learner's lowest score over its recent games (the gate's ``games``) against each scripted member of
-        the groups it has met them in; nan before it met any. The gate opens when it reaches ``win_rate`` with
+        the groups it has met them in (0 for one not met yet); nan before it met any. The gate opens when it reaches ``win_rate`` with
         ``games`` games against each."""
         recent = self.recent.get(learner_key(group, role), {})
         met = {self.scripted[i].group for i in recent if i in self.scripted}
@@ -400,18 +400,18 @@ class League:
         While the learner's gate is closed (:meth:`gate_open`), only the group's scripted members are drawn. A group
         the game plays itself (an engine member) is always played by it.
         """
-        engine = [p.id for p in self.scripted.values() if p.group == group_of(group) and self.member(p.id).kind == "engine"]
+        own = [p for p in self.scripted.values() if p.group == group_of(group)]
+        engine = [p.id for p in own if self.member(p.id).kind == "engine"]
         if engine:
             return engine[0]
         if role_kind(role) == "main_exploiter":
             mains = self._snapshots(group, role="main")
             return mains[-1].id if mains else LATEST
         settings = self.settings.of(group)
-        scripted = [p for p in self.scripted.values() if p.group == group_of(group)]
-        if scripted and not self.gate_open(learner_group or group, role):
-            candidates = scripted
+        if own and not self.gate_open(learner_group or group, role):
+            candidates = own
         else:
-            candidates = self._snapshots(group) + scripted
+            candidates = self._snapshots(group) + own
             if not candidates or self.rng.random() < settings.play_against_latest_model_ratio:
                 return LATEST
         ids = [p.id for p in candidates]

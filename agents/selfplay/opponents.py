@@ -76,7 +76,8 @@ class PredictorOpponent:
         self.behaviour = behaviour
 
     def act(self, decisions: DecisionSteps, generator: torch.Generator) -> Batch:
-        return self.predictor.predict(decisions.obs, self.behaviour, decisions.action_mask, agent_ids=decisions.agent_ids)
+        return self.predictor.predict(decisions.obs, self.behaviour, decisions.action_mask,
+                                      agent_ids=decisions.agent_ids)
 
     def forget(self, agent_ids: np.ndarray) -> None:
         reset = getattr(self.predictor, "reset_memory", None)

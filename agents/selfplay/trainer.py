@@ -294,7 +294,7 @@ class SelfPlay(PPO):
 
     def _rank_games(self, behaviour: str, terminals: TerminalSteps, learner: np.ndarray, roles: np.ndarray) -> None:
         """Games of more than two seats that ended with every seat's row here: OpenSkill rates who played them, ranked
-        by their final rewards (see :func:`game_ranking`). ``learner``/``roles``: the rows' routes as they were played."""
+        by their final rewards (see :func:`game_ranking`). ``learner``/``roles``: the rows' routes as played."""
         games = self.env.seats(behaviour, terminals.agent_ids)[0]
         for game in np.unique(games[~terminals.truncated]).tolist():
             rows = np.flatnonzero(games == game)
