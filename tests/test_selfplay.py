@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
@@ -399,27 +400,28 @@ def test_cli_self_play_naming_a_group_the_env_lacks_is_a_usage_error(tmp_path, c
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
 def test_the_self_play_example_beats_a_random_player_it_never_met(tmp_path, learning_seed, measured, one_torch_thread):
-    """examples/tictactoe_selfplay.yaml through the CLI: the learner plays only itself and its snapshots, then
-    meets a random player from both seats. A perfect player that breaks ties at random wins about 0.88 of
-    such games (benchmarks/board_opponents.py); random against random about 0.58 from both seats.
+    """examples/tictactoe_selfplay.yaml through the CLI, for 300k of its 1M steps: the learner plays only itself and
+    its snapshots, then meets a random player from both seats. A perfect player that breaks ties at random wins about
+    0.88 of such games (benchmarks/board_opponents.py); random against random about 0.58 from both seats.
 
-    Seeds 0-9, 1000 games each: won 0.939 to 0.954, lost none (and lost none of 1000 games to a perfect
-    minimax player), measured with the hand-written PPO gradients; seed 0 re-checked after the move to autograd.
-    Without the example's opponent_exploration, seed 3 won 0.855.
+    Seeds 0-9, 1000 games each: won 0.928 to 0.966, lost 0 to 0.008. (The whole 1M steps, with the hand-written PPO
+    gradients: won 0.939 to 0.954, lost none, nor any of 1000 games to a perfect minimax player.)
     """
     from sparring.agents import PPO
     from sparring.cli import main
 
-    example = Path(__file__).resolve().parents[1] / "examples" / "tictactoe_selfplay.yaml"
-    assert main(["train", str(example), "--results-dir", str(tmp_path), "--run-id", "ttt",
+    example = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "tictactoe_selfplay.yaml").read_text())
+    example["trainer"]["max_steps"] = 300_000  # the suite's time; the claim at 1M is the benchmark's
+    config = tmp_path / "tictactoe_selfplay.yaml"
+    config.write_text(yaml.safe_dump(example))
+    assert main(["train", str(config), "--results-dir", str(tmp_path), "--run-id", "ttt",
                  "--seed", str(learning_seed)]) == 0
     model = PPO.load(tmp_path / "ttt" / "final.pt")
     returns = evaluate(model, tictactoe(opponent="random"), episodes=1000, seed=2024 + learning_seed)["player"]
     win, loss = float((returns > 0).mean()), float((returns < 0).mean())
     measured(win=win, loss=loss)
-    assert win > 0.9 and loss < 0.01, f"win rate {win:.3f}, loss rate {loss:.3f}"
+    assert win > 0.9 and loss < 0.02, f"win rate {win:.3f}, loss rate {loss:.3f}"
 
 
 def test_poca_teams_learn_by_self_play_and_beat_a_random_team(tmp_path, learning_seed, measured, one_torch_thread):
