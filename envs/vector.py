@@ -123,8 +123,9 @@ class VectorEnv(MultiAgentEnv):
         book = self._seat_books.setdefault(behaviour, _SeatBook())
         if book is None:
             return None
-        new = np.setdiff1d(ids, book.ids)
-        if first or len(new):
+        rows = book.rows(ids)
+        if first or rows is None:
+            new = np.setdiff1d(ids, book.ids)
             copies, local = split_agent_ids(new)
             answers = self._run_copies("seats", [(behaviour, local[copies == i]) for i in range(self.num_envs)])
             if any(answer is None for answer in answers):
@@ -135,7 +136,8 @@ class VectorEnv(MultiAgentEnv):
                 games[copies == i] = np.asarray(copy_games, np.int64) * self.num_envs + i
                 seats[copies == i] = copy_seats
             book.add(new, games, seats)
-        return book.look_up(ids)
+            rows = book.rows(ids)
+        return book.games[rows], book.seats[rows]
 
     def _split_actions(self, actions: Actions) -> list[dict[str, np.ndarray]]:
         if self._split_points is None:
@@ -245,9 +247,12 @@ class _SeatBook:
         self.games = np.concatenate([self.games, games])[order]
         self.seats = np.concatenate([self.seats, seats])[order]
 
-    def look_up(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def rows(self, ids: np.ndarray) -> np.ndarray | None:
+        """Where ``ids`` are kept; ``None`` if any is not (one binary search per id: the look-up of every step)."""
         rows = np.searchsorted(self.ids, ids)
-        return self.games[rows], self.seats[rows]
+        if len(ids) and (rows.max() >= len(self.ids) or (self.ids[rows] != ids).any()):
+            return None
+        return rows
 
 
 def _agreed_specs(copy_specs: Sequence[Mapping[str, BehaviourSpec]]) -> dict[str, BehaviourSpec]:
