@@ -626,13 +626,16 @@ class PPO(Checkpointed):
         reports = {name: self.learners[name].train(rollout, generator) for name, rollout in rollouts.items()}
         return reports, {"train": (start, time.perf_counter())}
 
-    def _learner_decisions(self, name: str) -> DecisionSteps:
+    def _learner_decisions(self, name: str,
+                           rows_of: Callable[[str, np.ndarray], np.ndarray] | None = None) -> DecisionSteps:
         """The decisions learner ``name`` takes now: the rollout bootstraps from them (its rows of the one behaviour
-        it plays now, see :mod:`sparring.agents.routing`)."""
+        it plays now, see :mod:`sparring.agents.routing`). ``rows_of(behaviour, agent_ids)`` picks a learner's rows
+        where the routing's :meth:`~sparring.agents.routing.Routing.learner_rows` does not (self-play's exploiters)."""
+        rows_of = rows_of or self.routing.learner_rows
         taken = []
         for behaviour, part in self._current.items():
             if self.routing.learner_of(behaviour) == name:
-                rows = self.routing.learner_rows(behaviour, part.decisions.agent_ids)
+                rows = rows_of(behaviour, part.decisions.agent_ids)
                 taken.append(part.decisions if rows.all() else part.decisions.take(rows))
         return next((decisions for decisions in taken if len(decisions)), taken[0])
 

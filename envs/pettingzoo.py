@@ -37,7 +37,7 @@ from sparring.envs.base import (
     TerminalSteps,
     random_actions,
 )
-from sparring.spec import BehaviourSpec, ObservationSpace, empty_obs
+from sparring.spec import BehaviourSpec, ObservationSpace, empty_obs, team_of
 
 OpponentPolicy = Callable[[Any, Union[np.ndarray, None], str], Any]
 """``(obs, action_mask, agent_name) -> action``: obs as the behaviour's space
@@ -79,7 +79,8 @@ class PettingZooEnv(MultiAgentEnv):
     Args:
         env: the PettingZoo env (wrapped or raw); which API it speaks is detected.
         behaviours: agent name -> behaviour name, overriding :func:`default_behaviour`
-            for the agents it names.
+            for the agents it names. A name with a team, ``"player?team=1"``, gives its spec that ``team_id``
+            (one policy group, sides told apart by team, as ML-Agents names them).
         opponent: ``None`` (the learner controls every agent), ``"random"``
             (other seats play uniformly among allowed actions, drawn from a
             generator seeded by ``reset``), or an :data:`OpponentPolicy`.
@@ -148,7 +149,7 @@ class PettingZooEnv(MultiAgentEnv):
             first_agent[name] = agent
             keys, obs_space, mask_space = _split_mask_space(obs_space)
             try:
-                spec = BehaviourSpec(name, obs_space, act_space)
+                spec = BehaviourSpec(name, obs_space, act_space, team_id=team_of(name))  # "Name?team=1" as ML-Agents
             except TypeError as err:
                 raise TypeError(
                     f"agent {agent!r} (observation space {obs_space}, action space {act_space}): {err}"

@@ -422,10 +422,13 @@ def export_policy(
     masked: bool = False,
     seed: int = 0,
     metadata: Mapping[str, str] | None = None,
+    sample_actions: bool = False,
 ) -> ExportReport:
     """Export ``policy`` to ``path`` in ``fmt``, verify it with onnxruntime, and report how (``masked``: it was
     trained with action masks that forbade something, which a format without masks refuses; ``metadata``: more
-    properties for the model's metadata, such as a difficulty tier's rating and measured win rates)."""
+    properties for the model's metadata, such as a difficulty tier's rating and measured win rates;
+    ``sample_actions``: the native export's Godot addon policy samples its discrete actions, see
+    :func:`~sparring.export.godot_addon.sidecar_fields`)."""
     path = Path(path)
     graph = build_graph(policy, fmt, with_value, masked).eval()
     rng = np.random.default_rng(seed)
@@ -475,7 +478,7 @@ def export_policy(
         if fmt == "native":  # and, where the Godot addon can run it, its GDScript policy beside the file
             from sparring.export.godot_addon import export_sidecar
 
-            report.lines.append(export_sidecar(policy, tmp, path, checks))
+            report.lines.append(export_sidecar(policy, tmp, path, checks, sample_actions))
         tmp.replace(path)
         return report
     finally:

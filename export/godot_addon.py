@@ -41,8 +41,11 @@ def sidecar_path(onnx_path: str | Path) -> Path:
     return Path(onnx_path).with_suffix(SUFFIX)
 
 
-def addon_problem(policy: BehaviourPolicy | SACActor) -> str | None:
-    """Why the addon's GDScript inference cannot run ``policy``, or None."""
+def addon_problem(policy: BehaviourPolicy | SACActor, sample: bool = False) -> str | None:
+    """Why the addon's GDScript inference cannot run ``policy`` (sampling its actions, with ``sample``), or None."""
+    if sample and policy.continuous_size:
+        return ("its actions are to be sampled, and SparringPolicy samples discrete actions only (continuous ones are "
+                "its mean); sample the native .onnx's mean and log_std with onnxruntime instead")
     for component in policy.layout:
         if component.kind in ENCODERS:
             return (f"observation {component.key!r} is {'an image' if component.kind == 'image' else 'an entity list'} "
@@ -54,13 +57,15 @@ def addon_problem(policy: BehaviourPolicy | SACActor) -> str | None:
     return None
 
 
-def sidecar_fields(policy: BehaviourPolicy | SACActor) -> dict[str, object]:
+def sidecar_fields(policy: BehaviourPolicy | SACActor, sample: bool = False) -> dict[str, object]:
     """The sidecar's properties (``SparringPolicy``'s exported variables), in the order they are written.
 
     ``weights[k]`` is layer k's ``(inputs, outputs)`` matrix in row-major order (``h @ W + b``); the last layer is the
-    actor head, cut to the continuous means followed by the logits of every branch.
+    actor head, cut to the continuous means followed by the logits of every branch. ``sample``: the policy draws
+    each discrete action from its softmax over the allowed actions instead of taking the most likely (a difficulty
+    tier measured so).
     """
-    problem = addon_problem(policy)
+    problem = addon_problem(policy, sample)
     if problem:
         raise ValueError(f"behaviour {policy.spec.name!r}: {problem}")
     c, branches = policy.continuous_size, tuple(policy.branches)
@@ -98,6 +103,7 @@ def sidecar_fields(policy: BehaviourPolicy | SACActor) -> dict[str, object]:
         "action_high": _bound(box.high) if c else _floats([]),
         "squash_scale": _floats(policy.action_scale if squash else []),
         "squash_offset": _floats(policy.action_offset if squash else []),
+        "sample_actions": sample,
     }
 
 
@@ -127,6 +133,8 @@ def write_sidecar(fields: Mapping[str, object], path: str | Path) -> None:
 
 
 def _godot_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, np.ndarray):
@@ -223,21 +231,22 @@ def reference_actions(fields: Mapping[str, object], outputs: np.ndarray,
 
 
 def export_sidecar(policy: BehaviourPolicy | SACActor, onnx_path: str | Path, target: str | Path,
-                   checks: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> str:
+                   checks: Sequence[tuple[str, Mapping[str, np.ndarray]]], sample: bool = False) -> str:
     """Write the sidecar of the native export at ``onnx_path`` (being written to ``target``) beside ``target``,
     after its reference forward pass agrees with onnxruntime on every ``checks`` feed (the exporter's random and
     recorded observations); one line for the export's report. A policy the addon cannot run gets no sidecar (a
-    stale one is removed) and the line says why; a disagreement is an error, and nothing is written."""
+    stale one is removed) and the line says why; a disagreement is an error, and nothing is written. ``sample``:
+    as :func:`sidecar_fields` (the check is of the outputs and the most likely actions all the same)."""
     from sparring.export.exporter import ExportError
 
     side = sidecar_path(target)
-    problem = addon_problem(policy)
+    problem = addon_problem(policy, sample)
     if problem:
         side.unlink(missing_ok=True)
         return f"Godot addon policy: not written: {problem}"
     tmp = side.with_name(side.name + ".tmp")
     try:
-        write_sidecar(sidecar_fields(policy), tmp)
+        write_sidecar(sidecar_fields(policy, sample), tmp)
         fields = read_sidecar(tmp)  # verify what was written, not what was meant
         worst, rows = 0.0, 0
         for label, feeds in checks:

@@ -8,7 +8,8 @@
                           [--steps N] [COMMAND ...]
     sparring record CONFIG.yaml --out PATH.demo [--behaviour NAME] [--episodes N] [--steps N] [--seed N] [--force]
     sparring league RUN_DIR [--plot PATH]
-    sparring ladder RUN_DIR [--tiers N] [--band LOW HIGH] [--games N] [--seed N] [--plot PATH]
+    sparring ladder RUN_DIR [--tiers N] [--band LOW HIGH] [--games N] [--seed N] [--play sampled|deterministic]
+                    [--plot PATH]
     sparring doctor RUN_DIR
     sparring tune CONFIG.yaml [--run-id ID] [--results-dir DIR] [--force] [--ray ADDRESS]
 
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the score each tier should have against the one below (default 0.65 0.75)")
     ladder.add_argument("--games", type=int, default=400, help="fresh games per measurement (default 400)")
     ladder.add_argument("--seed", type=int, default=0)
+    ladder.add_argument("--play", choices=("sampled", "deterministic"), default="sampled",
+                        help="how the tiers play, in the checks and then in the game (default: sampled, as the league "
+                             "played; deterministic: the most likely action)")
     ladder.add_argument("--plot", type=Path, help="where the PNG goes (default: RUN_DIR/ladder/ladder.png)")
     doctor = commands.add_parser("doctor", help="read a run's metrics and name what is wrong with its training")
     doctor.add_argument("run_dir", type=Path, help="results/<run-id>")
@@ -427,7 +431,7 @@ def _ladder(args: argparse.Namespace) -> int:
     from sparring.ladder_report import report
 
     try:
-        ladders = make_ladders(args.run_dir, args.tiers, args.band, args.games, args.seed)
+        ladders = make_ladders(args.run_dir, args.tiers, args.band, args.games, args.seed, play=args.play)
     except LadderError as exc:
         raise UsageError(f"ladder: {exc}") from None
     report(ladders, args.plot or args.run_dir / LADDER_DIR / "ladder.png")

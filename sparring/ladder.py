@@ -12,8 +12,17 @@ Layout::
 ``<side>`` is the policy group in games with seats (a board game: one ladder), or each behaviour of the group in
 games with sides (``Striker_team_0``, ``Striker_team_1``: a ladder per side, its tiers playing that side against
 the tier below on the others). Each export's metadata carries its tier, Elo and checked win rates
-(``ladder_*`` properties). The games are played with sampled actions, as the league's were; a game that plays the
-native export's ``action`` (the argmax) makes every tier stronger and more predictable than measured.
+(``ladder_*`` properties), and how the tiers were played (``ladder_play``), which is how the game must play them
+for the rates to hold:
+
+- ``sampled`` (the default; the league's games were played so): each action is drawn from the policy. Native: draw
+  from the softmax of ``logits`` over the allowed actions, or from a Gaussian of ``mean`` and ``exp(log_std)``;
+  ML-Agents: its sampled outputs, what Unity runs unless Deterministic Inference is ticked; the Godot addon's
+  ``.policy.tres`` is written with ``sample_actions`` on (discrete actions only). The Godot RL Agents format is not
+  written: its plugin plays the most likely action.
+- ``deterministic``: the most likely action, the native export's ``action``, in every format. In a game without
+  chance (a board game) two deterministic players play the same game again and again, so their rates are 0, 0.5
+  or 1 and a band between is rarely met.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from sparring.agents.selfplay.ladder import Candidate, Ladder, LadderError, Measurement, build_ladder, check_band
 from sparring.agents.selfplay.league import League
@@ -33,6 +43,12 @@ from sparring.envs.base import MultiAgentEnv
 from sparring.spec import group_of
 
 LADDER_DIR = "ladder"
+Play = Literal["sampled", "deterministic"]
+PLAY_NOTES = {
+    "sampled": "sampled: draw each action from the policy (native: softmax of logits over the allowed actions, Gaussian "
+               "of mean and exp(log_std); ML-Agents: the sampled outputs); the most likely action plays stronger",
+    "deterministic": "deterministic: the most likely action (native: action)",
+}
 FINAL = " (final)"
 """How the run's final policy is named among the candidates: ``"player (final)"``."""
 
@@ -54,8 +70,10 @@ class SideLadder:
 
 
 def make_ladders(run_dir: str | Path, tiers: int | None = None, band: Sequence[float] = (0.65, 0.75),
-                 games: int = 400, seed: int = 0, env: MultiAgentEnv | None = None) -> list[SideLadder]:
-    """Build, check and export the ladders of a finished self-play run (see the module docstring).
+                 games: int = 400, seed: int = 0, env: MultiAgentEnv | None = None,
+                 play: Play = "sampled") -> list[SideLadder]:
+    """Build, check and export the ladders of a finished self-play run (see the module docstring), every game
+    played as ``play`` says.
 
     The games are played in ``env``, by default the run's own, built from its configuration.yaml as ``sparring
     train`` built it (a run trained from Python in an env of its own passes that env). Raises
@@ -73,6 +91,8 @@ def make_ladders(run_dir: str | Path, tiers: int | None = None, band: Sequence[f
     band = check_band(band)
     if games < 1:
         raise LadderError(f"--games {games}: each check needs at least one game")
+    if play not in PLAY_NOTES:
+        raise LadderError(f"--play {play!r}: one of {', '.join(PLAY_NOTES)}")
     league = League.load(run_dir / "league")
     model = load(run_dir / "final.pt")
     built = []
@@ -85,7 +105,7 @@ def make_ladders(run_dir: str | Path, tiers: int | None = None, band: Sequence[f
         names = sorted(env.specs)
         sides = names if any(env.specs[n].team_id is not None for n in names) else [None]
         candidates = _candidates(league, model, group)
-        players = _Players(league, model, group)
+        players = _Players(league, model, group, play)
         for side in sides:
             try:
                 ladder = build_ladder(candidates, partial(players.match, env, side, games), band, tiers, seed)
@@ -125,8 +145,8 @@ def _candidates(league: League, model, group: str) -> list[Candidate]:
 class _Players:
     """Each candidate as a model that plays (the run's model with the snapshot's weights), made once."""
 
-    def __init__(self, league: League, model, group: str) -> None:
-        self.league, self.model, self.group = league, model, group
+    def __init__(self, league: League, model, group: str, play: Play) -> None:
+        self.league, self.model, self.group, self.play = league, model, group, play
         self._made: dict[str, object] = {}
 
     def __call__(self, candidate: Candidate):
@@ -144,7 +164,8 @@ class _Players:
         a, b = self(upper), self(lower)
         a.generator.manual_seed(seed)
         b.generator.manual_seed(seed + 1)
-        scores = play_match(env, a, b, self.group, games, side=side, seed=seed)
+        scores = play_match(env, a, b, self.group, games, side=side, seed=seed,
+                            deterministic=self.play == "deterministic")
         if not len(scores):
             raise LadderError(f"none of {games} games of {upper.id} against {lower.id} ended with a result (every "
                               "one was cut short); a ladder needs games that are won, drawn or lost")
@@ -166,7 +187,7 @@ def _export(folder: Path, side_ladder: SideLadder, players: _Players, model) -> 
         metadata = {
             "ladder_tier": str(k), "ladder_tiers": str(len(ladder.tiers)), "ladder_player": tier.id,
             "ladder_elo": f"{tier.rating:.1f}", "ladder_side": side_ladder.side or "",
-            "ladder_band": f"{low:g}-{high:g}", "ladder_play": "actions sampled from the policy (the logits)",
+            "ladder_band": f"{low:g}-{high:g}", "ladder_play": PLAY_NOTES[players.play],
             "ladder_win_rate_vs_tier_below": "" if below is None else f"{below.score:.4f}",
             "ladder_games_vs_tier_below": "" if below is None else str(below.games),
             "ladder_win_rate_vs_tier_above": "" if above is None else f"{1 - above.score:.4f}",
@@ -174,14 +195,18 @@ def _export(folder: Path, side_ladder: SideLadder, players: _Players, model) -> 
         }
         policy = players(tier).learners[group].policy
         files = []
+        sampled = players.play == "sampled"
         for fmt in FORMATS:
             problem = support_problem(policy.spec, fmt, policy.memory_size, learner.masked)
+            if fmt == "godot" and sampled:
+                problem = ("the Godot RL Agents plugin plays the most likely action, and these tiers were measured "
+                           "with sampled actions (sparring ladder --play deterministic measures them so)")
             if problem:
                 side_ladder.refused[fmt] = problem
                 continue
             path = out / f"tier{k}{'' if fmt == 'native' else '.' + fmt}.onnx"
             export_policy(policy, path, fmt, training_step=tier.step, recorded_obs=learner.recorded_obs.numpy(),
-                          masked=learner.masked, metadata=metadata)
+                          masked=learner.masked, metadata=metadata, sample_actions=sampled)
             files.append(path)
         side_ladder.files.append(files)
 

@@ -87,6 +87,19 @@ REFUSED = {  # sidecars that describe what SparringPolicy cannot run -> what the
 }
 
 
+DRAWS = 4000  # one observation, acted on this many times with sampled actions
+SAMPLED_MASK = np.array([1, 0, 1, 1, 1, 1, 1], bool)  # branches of 4 and 3 actions; action 1 of the first forbidden
+
+
+def sampled_policy() -> BehaviourPolicy:
+    """Logits of a few units apart, so that every allowed action is drawn hundreds of times in DRAWS."""
+    policy = trained_looking(BehaviourPolicy(BehaviourSpec("Dealer", BOX, spaces.MultiDiscrete([4, 3])),
+                                             hidden_sizes=(16,)))
+    with torch.no_grad():
+        policy.actor_head.weight.mul_(0.3)
+    return policy
+
+
 def random_masks(branches: tuple[int, ...], n: int, rng: np.random.Generator) -> np.ndarray:
     masks = rng.random((n, sum(branches))) > 0.4
     firsts = np.cumsum((0, *branches[:-1]))
@@ -158,6 +171,14 @@ def godot_results(tmp_path_factory, seekers):
         cases.append({"policy": f"{stem}.policy.tres", "count": ROWS, "rows": "", "masks": "", "parts": [],
                       "spec_rows": "", "out": str(stem)})
         expected[name] = (None, None, None, None, stem)
+    policy, path, stem = sampled_policy(), folder / "sampled.onnx", folder / "sampled"
+    export_policy(policy, path, sample_actions=True)
+    row = observations(policy, 1, rng)
+    np.repeat(row, DRAWS, 0).tofile(f"{stem}.rows")
+    np.tile(SAMPLED_MASK, (DRAWS, 1)).astype(np.uint8).tofile(f"{stem}.masks")
+    cases.append({"policy": str(sidecar_path(path)), "count": DRAWS, "rows": f"{stem}.rows", "masks": f"{stem}.masks",
+                  "parts": [], "spec_rows": "", "out": str(stem)})
+    expected["sampled"] = (policy, path, row, SAMPLED_MASK[None], stem)
     (folder / "cases.json").write_text(json.dumps(cases))
     done = subprocess.run([GODOT, "--no-window", "--path", str(PROJECT), "-s", "res://checks/policy_parity.gd",
                            "--cases", str(folder / "cases.json")], capture_output=True, text=True, timeout=120)
@@ -216,6 +237,32 @@ def test_the_cases_reach_what_they_claim_to_cover(godot_results):
     policy, path, rows, masks, _ = godot_results["multi-discrete, relu, masked"]
     assert not np.array_equal(onnxruntime_outputs(path, policy, rows, masks)["action"],
                               onnxruntime_outputs(path, policy, rows, np.ones_like(masks))["action"])
+
+
+def test_a_policy_exported_to_sample_draws_each_allowed_action_as_often_as_its_softmax_says(godot_results):
+    """A ladder tier measured with sampled actions plays so in the game: 4000 draws for one observation, one agent
+    at a time and as a group, against the softmax of onnxruntime's logits over the allowed actions."""
+    policy, path, row, mask, stem = godot_results["sampled"]
+    logits = onnxruntime_outputs(path, policy, row, mask)["logits"][0]
+    for mode in ("single", "group"):
+        draws = np.fromfile(f"{stem}.{mode}_d", np.int32).reshape(DRAWS, 2)
+        start = 0
+        for branch, size in enumerate(policy.branches):
+            allowed = mask[0, start : start + size]
+            weights = np.where(allowed, np.exp(logits[start : start + size] - logits[start : start + size].max()), 0)
+            probabilities = weights / weights.sum()
+            assert probabilities[allowed].min() > 0.03  # the case draws every allowed action often
+            frequencies = np.bincount(draws[:, branch], minlength=size) / DRAWS
+            spread = np.sqrt(probabilities * (1 - probabilities) / DRAWS)
+            assert (np.abs(frequencies - probabilities) <= 5 * spread + 1e-9).all(), (mode, frequencies, probabilities)
+            start += size
+
+
+def test_a_continuous_policy_exported_to_sample_gets_no_sidecar(tmp_path):
+    policy = BehaviourPolicy(BehaviourSpec("Aimer", BOX, spaces.Box(-1, 1, (2,), np.float32)), hidden_sizes=(16,))
+    report = str(export_policy(policy, tmp_path / "a.onnx", sample_actions=True))
+    assert "Godot addon policy: not written: its actions are to be sampled" in report
+    assert not sidecar_path(tmp_path / "a.onnx").exists()
 
 
 @pytest.mark.parametrize("name", list(REFUSED))

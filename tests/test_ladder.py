@@ -155,8 +155,38 @@ def test_a_tictactoe_ladder_is_ordered_in_its_band_and_every_tier_plays_from_its
         assert meta["ladder_tier"] == str(k) and math.isclose(float(meta["ladder_win_rate_vs_tier_below"]),
                                                               rates[k - 2], abs_tol=1e-4)
         assert (run / "ladder" / "player" / f"tier{k}.mlagents.onnx").exists()
-        assert (run / "ladder" / "player" / f"tier{k}.policy.tres").exists()  # the Godot addon's, beside native
+        assert "sample_actions = true" in (run / "ladder" / "player" / f"tier{k}.policy.tres").read_text()
     assert "not exported as godot" in out  # tic-tac-toe masks moves, which the Godot RL Agents plugin cannot
+
+
+@pytest.fixture(scope="module")
+def tug_run(tmp_path_factory):
+    """2,000 steps of tug-of-war self-play, a snapshot every 250: the final policy pulls on the beat."""
+    folder = tmp_path_factory.mktemp("tug")
+    league = League(LeagueSettings(save_steps=250, swap_steps=250, team_change=500, window=3), folder / "league")
+    model = SelfPlay(TugOfWar(areas=8), league, n_steps=16, batch_size=64, n_epochs=4, learning_rate=1e-3,
+                     ent_coef=0.01).learn(2_000)
+    league.save()
+    model.save(folder / "final.pt")
+    return folder
+
+
+def test_a_sampled_ladder_tells_the_game_to_sample(tug_run):
+    """The tiers were measured sampling their actions: the metadata says so, the Godot addon's policy samples, and
+    the Godot RL Agents format (whose plugin plays the most likely action) is not written, saying why."""
+    (ladder, _) = make_ladders(tug_run, tiers=2, band=(0.51, 0.99), games=100, env=TugOfWar(areas=8))
+    folder = tug_run / "ladder" / "puller_team_0"
+    meta = {p.key: p.value for p in onnx.load(folder / "tier2.onnx").metadata_props}
+    assert meta["ladder_play"].startswith("sampled: draw each action from the policy")
+    assert "sample_actions = true" in (folder / "tier2.policy.tres").read_text()
+    assert "most likely action" in ladder.refused["godot"] and not (folder / "tier2.godot.onnx").exists()
+
+
+def test_a_deterministic_ladder_plays_the_most_likely_actions(tug_run):
+    """Played deterministically, both sides of the mirror game pull on every beat, the rope never moves, and no
+    game ends with a result (seeds 0-2 alike): refused, naming the pair."""
+    with pytest.raises(LadderError, match="none of 100 games of puller .final. against puller@.* ended with a result"):
+        make_ladders(tug_run, tiers=2, band=(0.51, 0.99), games=100, env=TugOfWar(areas=8), play="deterministic")
 
 
 @pytest.mark.slow

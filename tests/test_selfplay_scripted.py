@@ -193,6 +193,20 @@ def test_a_three_player_game_trains_and_rates_by_openskill():
     assert league.learners["player/main"].rating == 1200.0 and league.payoff["player/main"]["random"]
 
 
+def test_a_three_team_game_rates_the_learning_side_against_the_others_by_openskill():
+    """Teams 0, 1, 2 of one group (sides, not seats): every side takes its turn at learning and every result moves
+    OpenSkill ratings; Elo is left be."""
+    teams = {f"player_{i}": f"player?team={i}" for i in range(3)}
+    model = showdown(players=3, behaviours=teams, opponents=[RANDOM, PICK_ZERO], play_against_latest_model_ratio=0.0,
+                     save_steps=96, swap_steps=32, team_change=128)
+    model.learn(400)
+    league = model.league
+    assert model.free_for_all and len({side for side, _ in model.sides}) == 1 and len(model.sides) == 3
+    assert {"player/main", "random", "zero"} <= set(league.openskill)
+    assert all(p.rating == 1200.0 for p in [*league.scripted.values(), *league.players.values()])
+    assert league.learners["player/main"].rating == 1200.0 and sum(map(sum, league.payoff["player/main"].values()))
+
+
 @pytest.mark.slow
 def test_a_three_player_learner_rises_above_the_scripted_members(learning_seed, measured, one_torch_thread):
     """Seeds 0-9, 3,000 learner steps: the learner's OpenSkill mu ended 26.8 to 30.4, random's 22.6 to 25.0 and

@@ -58,6 +58,11 @@ that side never learns, and every game against it is recorded against the member
 copy's other seats play its drawn opponent; a finished game ranks its players by final reward
 and updates OpenSkill ratings (Plackett-Luce), where a player in several seats takes its best
 place; the payoff table counts the learner's result by its reward's sign, and Elo is left be.
+**More than two sides** (team ids 0, 1, 2, ... or three groups): the sides that do not learn
+play their groups' drawn opponents, and OpenSkill rates each game from the learning side's
+result, as a player in several seats is placed: a win puts the learner first and its opponent
+(the next side's, where the sides are of several groups) second, a loss the other way round, a draw ties them (the sides' agents need not arrive
+together, so no game waits for the others' rewards); Elo is left be.
 
 Recurrent policies self-play too: the learners keep their memories as PPO's do, and each
 opponent a memory per agent, forgotten as the agent's episode ends (a swap starts the new
@@ -73,6 +78,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -107,6 +113,11 @@ def game_ranking(seated: list[str], rewards: np.ndarray) -> tuple[list[str], lis
     for player, place in zip(seated, places.tolist()):
         best[player] = min(place, best.get(player, place))
     return list(best), list(best.values())
+
+
+_PLACES = {1.0: (0, 1), 0.5: (0, 0), 0.0: (1, 0)}
+"""A game of three or more sides by the learning side's score: (its place, the place of the opponent that plays the
+other sides)."""
 
 
 @dataclass
@@ -223,10 +234,11 @@ class SelfPlay(PPO):
         """Behaviours that differ only by their team share their group's learner."""
         return self.group_of[behaviour]
 
-    def learner_rows(self, behaviour: str, agent_ids: np.ndarray) -> np.ndarray:
-        """The main learner's rows; exploiters' and opponents' rows are acted for in :meth:`act`."""
+    def learner_rows(self, behaviour: str, agent_ids: np.ndarray, role: int = 0) -> np.ndarray:
+        """The main learner's rows (or learner ``role``'s); exploiters' and opponents' rows are acted for in
+        :meth:`act`."""
         learning, roles = self._route(behaviour, agent_ids)
-        return learning & (roles == 0)
+        return learning & (roles == role)
 
     def act(self, behaviour: str, decisions: DecisionSteps) -> Batch:
         """The exploiters' moves in their games, then the opponents' in every game."""
@@ -257,7 +269,7 @@ class SelfPlay(PPO):
             for (name, _), opponent in self._opponents.items():
                 if name == behaviour:
                     opponent.forget(gone)
-        if self.symmetric and self.seats > 2 and len(terminals):
+        if self.symmetric and self.free_for_all and len(terminals):
             self._rank_games(behaviour, terminals, ended, ended_role)
         if self.symmetric and len(terminals):
             games = np.unique(self.env.seats(behaviour, terminals.agent_ids)[0])
@@ -276,8 +288,17 @@ class SelfPlay(PPO):
             faced = self._opponent_of(behaviour, part.terminals.agent_ids[games])
             for opponent, score in zip(faced.tolist(), game_score(part.terminals.total_rewards[games]).tolist()):
                 self.league.record(group, opponent, score, self.num_steps, role=self.roles[role],
-                                   rated=not (self.symmetric and self.seats > 2))
+                                   rated=not self.free_for_all)
+                if self.free_for_all and not self.symmetric and opponent != LATEST:
+                    learner_place, opponent_place = _PLACES[score]
+                    self.league.record_ranking([learner_key(group, self.roles[role]), opponent],
+                                               [learner_place, opponent_place], self.num_steps)
         return parts[0]
+
+    @property
+    def free_for_all(self) -> bool:
+        """More than two seats or sides to a game: OpenSkill rates its players, Elo is left be."""
+        return self.seats > 2 if self.symmetric else len(self.sides) > 2
 
     def _check_engine_plays(self, behaviour: str, step: BehaviourStep) -> None:
         """An engine member's agents are the game's to play: once they have decided twice, it must have reported what
@@ -391,16 +412,6 @@ class SelfPlay(PPO):
             self.opponents = {role: {g: o if keep(g, o) else self.league.sample_opponent(g, role, learning)
                                      for g, o in by_group.items()} for role, by_group in self.opponents.items()}
 
-    def _role_decisions(self, group: str, role: int) -> DecisionSteps:
-        """The decisions learner ``role`` of ``group`` takes now: its rollout bootstraps from them."""
-        taken = []
-        for behaviour, name in self.group_of.items():
-            if name == group:
-                decisions = self._current[behaviour].decisions
-                learning, roles = self._route(behaviour, decisions.agent_ids)
-                taken.append(decisions.take(learning & (roles == role)))
-        return next((d for d in taken if len(d)), taken[0])  # only one side of a group learns at a time
-
     # -- schedules ------------------------------------------------------------------
 
     def learn(self, total_steps: int, callback=None) -> SelfPlay:
@@ -417,7 +428,8 @@ class SelfPlay(PPO):
         progress = self.num_steps / max(self.total_steps, 1)
         exploiters = {role: by_group[group] for role, by_group in self.exploiters.items()}  # the learning side's
         for role, learner in exploiters.items():
-            learner.update(self._role_decisions(group, self.roles.index(role)), progress, self.generator)
+            rows_of = partial(self.learner_rows, role=self.roles.index(role))
+            learner.update(self._learner_decisions(group, rows_of), progress, self.generator)
         settings, clock = self.league.settings.of(group), self.clocks[group]
         if clock.learned - clock.snapshot >= settings.save_steps:
             self._take_snapshots(group, exploiters)

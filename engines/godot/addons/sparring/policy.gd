@@ -10,7 +10,8 @@
 # It computes what the native ONNX graph computes, deterministically: observation normalisation,
 # the actor's MLP and head (policy_kernel.gd), then for each discrete branch the argmax over the
 # allowed actions, and the continuous mean clipped to the action Box (a SAC policy: tanh(mean)
-# scaled into the Box). Vector observations only: a policy that reads an image (CNN encoder) or an
+# scaled into the Box). With sample_actions (a difficulty tier of `sparring ladder`, measured with
+# sampled actions), each discrete action is drawn from the softmax of its branch's allowed logits. Vector observations only: a policy that reads an image (CNN encoder) or an
 # entity list (attention encoder), or that has memory (LSTM), is refused when it is prepared.
 extends Resource
 
@@ -42,11 +43,17 @@ export var action_low := PoolRealArray()  # the action Box the means are clipped
 export var action_high := PoolRealArray()
 export var squash_scale := PoolRealArray()  # SAC: tanh(mean) * scale + offset before clipping; empty: none
 export var squash_offset := PoolRealArray()
+export var sample_actions := false  # draw each discrete action from the softmax of the allowed logits (a ladder tier)
 
+var rng := RandomNumberGenerator.new()  # what sample_actions draws from: set rng.seed to replay a game
 var error := ""  # why the last prepare(), act() or act_rows() failed
 var _kernel = null  # the compiled forward pass (policy_kernel.gd)
 var _continuous := PoolRealArray()  # actions being chosen
 var _discrete := PoolIntArray()
+
+
+func _init() -> void:
+	rng.randomize()  # each game its own draws; a fixed rng.seed replays them
 
 
 # Check that this addon can run the policy, and compile its forward pass (once): "" or why not.
@@ -178,8 +185,30 @@ func _choose(out: PoolRealArray, mask: PoolByteArray, at: int) -> void:
 			if a == 0 or logit > best_logit:  # the first of equal logits, as ArgMax
 				best = a
 				best_logit = logit
+		if sample_actions:
+			best = _draw(out, mask, at + first - continuous_size, first, n, best_logit, masked)
 		_discrete.append(best)
 		first += n
+
+
+# One action of the branch whose logits are out[first..first+n), drawn in proportion to
+# exp(logit - top) over the allowed ones (mask from mask[at]); top: the largest allowed logit.
+func _draw(out: PoolRealArray, mask: PoolByteArray, at: int, first: int, n: int, top: float, masked: bool) -> int:
+	var weights := PoolRealArray()
+	var total := 0.0
+	for a in range(n):
+		var w := 0.0 if masked and mask[at + a] == 0 else exp(out[first + a] - top)
+		weights.append(w)
+		total += w
+	var u := rng.randf() * total
+	var last := 0
+	for a in range(n):
+		if weights[a] > 0.0:
+			last = a
+			u -= weights[a]
+			if u < 0.0:
+				return a
+	return last  # u within rounding of total: the last allowed action
 
 
 func _chosen(discrete):
