@@ -231,6 +231,24 @@ class ConnectFourAlphaBeta(_Seeded):
         return self._pick(best_columns(cur, cur | them, self.depth))
 
 
+def _alpha_beta_member(depth: int) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
+    """:class:`ConnectFourAlphaBeta` as a scripted league member: a batch of observations (``(n, 6, 7, 2)`` or flat
+    rows) -> one column each (the action masks are implied by the boards)."""
+    player = ConnectFourAlphaBeta(depth, np.random.default_rng(depth))
+
+    def play(obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
+        boards = np.asarray(obs).reshape(-1, 42, 2).astype(np.int64)
+        stones = np.einsum("k,nkc->nc", _C4_WEIGHTS, boards).tolist()
+        return np.array([player._pick(best_columns(cur, cur | them, depth)) for cur, them in stones], np.int64)
+
+    return play
+
+
+alpha_beta_depth1 = _alpha_beta_member(1)
+alpha_beta_depth2 = _alpha_beta_member(2)
+"""Scripted league members (``self_play.opponents``, kind callable: ``benchmarks/board_opponents.py:alpha_beta_depth2``)."""
+
+
 # --- evaluation harness -------------------------------------------------------------------------
 
 

@@ -1,32 +1,38 @@
-"""Self-play alone, then fixed opponents: tic-tac-toe and connect four (PettingZoo classic).
+"""Self-play, then fixed opponents: tic-tac-toe and connect four (PettingZoo classic).
 
-Training sees no minimax and no scripted player: the learner plays only itself
-and its league snapshots (uniform over a window in tic-tac-toe, prioritized
-fictitious self-play in connect four). Evaluation plays
-the trained policy (deterministic, action masks applied) from both seats:
-tic-tac-toe against a perfect minimax player (1000 games, random tie-breaking
-among optimal moves); connect four against a uniformly random player and
-alpha-beta players at depths 2 and 4 (four-in-a-row window heuristic, random
-tie-breaking), 200 games each. The opponents are in board_opponents.py.
+Tic-tac-toe sees no minimax and no scripted player: the learner plays only itself and its league snapshots
+(uniform over a window). Connect four reads the board with a CNN (ML-Agents' ``match3`` encoder, made for
+boards) and its league adds two scripted members, the game's hand-written AI as a game would bring it:
+alpha-beta at depths 1 and 2 (``board_opponents.alpha_beta_depth1/2``), drawn with the snapshots by
+prioritized fictitious self-play ("hard": those it still loses to, most). Depth 4, which the last line
+reports, is never met in training. Evaluation plays the trained policy (deterministic, action masks applied)
+from both seats: tic-tac-toe against a perfect minimax player (1000 games, random tie-breaking among optimal
+moves); connect four against a uniformly random player and alpha-beta players at depths 2 and 4
+(four-in-a-row window heuristic, random tie-breaking), 200 games each. The opponents are in
+board_opponents.py.
 
 Tic-tac-toe trains once per seed (``--ttt-seeds``, three by default) and reports its worst seed: a claim
-about self-play holds for every seed or it is not a claim. Connect four, at 24 minutes a run, trains once.
+about self-play holds for every seed or it is not a claim. Connect four trains once, until ``--c4-steps``
+learner decisions or ``--c4-cpu-minutes`` of this process's CPU time (30 by default: the target is a win
+rate within 30 CPU minutes), whichever comes first; one torch thread, so CPU minutes are about wall minutes.
 
 Each tic-tac-toe run then makes its difficulty ladder (sparring.ladder, as ``sparring ladder`` does): as many
 tiers as the default band allows, each beating the one below 65-75% of the time, every neighbouring pair
 checked with 400 fresh games; ``ladder_ordered`` is 1 when every seed's ladder has two or more tiers each
 beating the one below, ``ladder_band_ok`` the worst seed's fraction of checked pairs inside the band.
 
-    python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 4000000] [--c4-seed 0]
+    python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 10000000]
+                                  [--c4-cpu-minutes 30] [--c4-seed 0]
 
 Last line: ``selfplay ttt_loss_rate_vs_perfect=<worst seed's> c4_win_rate_vs_random=<...>
-c4_win_rate_vs_depth4=<...> train_minutes=<total wall minutes of training> ladder_ordered=<0|1>
-ladder_band_ok=<fraction>``.
+c4_win_rate_vs_depth4=<...> c4_cpu_minutes=<...> c4_steps=<...> train_minutes=<CPU minutes of all training>
+ladder_ordered=<0|1> ladder_band_ok=<fraction>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -38,6 +44,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from board_opponents import ConnectFourAlphaBeta, RandomPlayer, TicTacToePerfect, play_match  # noqa: E402
+
+from sparring.agents.selfplay.scripted import ScriptedOpponent  # noqa: E402
 
 from sparring.agents.selfplay.ladder import LadderError  # noqa: E402
 from sparring.agents.selfplay.league import League, LeagueSettings  # noqa: E402
@@ -54,8 +62,10 @@ with warnings.catch_warnings():
 # opponent will steer it into (0.01 loses 0.14 of tic-tac-toe games to perfect play). Entropy alone still
 # left blind spots on some seeds (2 in 9 lost 1-5% of games to perfect play, at 1M and at 2M steps);
 # opponent_exploration 0.1, opponents playing a random legal move one move in ten, left none in 10 seeds.
-# Connect four draws its snapshots by PFSP "hard", favouring those it still loses to (uniform: 0.0 against
-# alpha-beta depth 2 at 1M steps, hard: 0.2).
+# Connect four: the alpha-beta members punish blunders that self-play alone is slow to (measured, CNN, seed 0,
+# with the CPU shared: with them 0.50 against depth 2 after 1M steps; without, 0.00 at 500k); ent_coef 0.01
+# (0.1 with them: 0.00 against depth 2 at 500k). PFSP "hard" draws most what it still loses to.
+MEMBERS = Path(__file__).resolve().parent / "board_opponents.py"
 GAMES = {
     "ttt": (tictactoe_v3.env,
             dict(n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, ent_coef=0.1,
@@ -63,11 +73,14 @@ GAMES = {
             LeagueSettings(save_steps=20_000, swap_steps=10_000, window=100, play_against_latest_model_ratio=0.5,
                            opponent_sampling="uniform", opponent_exploration=0.1)),
     "c4": (connect_four_v3.env,
-           dict(n_steps=64, batch_size=512, n_epochs=4, learning_rate=5e-4, ent_coef=0.1, gamma=0.99,
-                hidden_sizes=[256, 256], activation="relu"),
+           dict(n_steps=64, batch_size=1024, n_epochs=4, learning_rate=3e-4, ent_coef=0.01, gamma=0.99,
+                hidden_sizes=[256, 256], activation="relu", vis_encode_type="match3"),
            LeagueSettings(save_steps=20_000, swap_steps=10_000, window=100, play_against_latest_model_ratio=0.5,
-                          opponent_sampling="pfsp", pfsp_weighting="hard")),
+                          opponent_sampling="pfsp", pfsp_weighting="hard",
+                          opponents=[ScriptedOpponent(name=f"alpha_beta_depth{d}", kind="callable",
+                                                      function=f"{MEMBERS}:alpha_beta_depth{d}") for d in (1, 2)])),
 }
+CHUNK = 100_000  # learner decisions between two looks at the CPU clock
 
 
 def make(game: str):
@@ -76,15 +89,18 @@ def make(game: str):
     return env
 
 
-def train(game: str, steps: int, envs: int, seed: int, run_dir: Path) -> tuple[SelfPlay, float]:
-    """Self-play for ``steps`` learner decisions, its league and final model kept in ``run_dir`` as a run's are;
-    returns the model and the wall minutes it took."""
+def train(game: str, steps: int, envs: int, seed: int, run_dir: Path, cpu_minutes: float = math.inf,
+          ) -> tuple[SelfPlay, float]:
+    """Self-play for ``steps`` learner decisions, or until ``cpu_minutes`` of this process's CPU time are spent
+    (checked every :data:`CHUNK` steps), its league and final model kept in ``run_dir`` as a run's are; returns
+    the model and the CPU minutes it took (one torch thread: about its wall minutes)."""
     _, settings, league = GAMES[game]
     model = SelfPlay(SerialVectorEnv([make(game)] * envs), League(league, run_dir / "league", seed=seed),
                      seed=seed, **settings)
-    start = time.perf_counter()
-    model.learn(steps)
-    minutes = (time.perf_counter() - start) / 60
+    start = time.process_time()
+    while model.num_steps < steps and time.process_time() - start < cpu_minutes * 60:
+        model.learn(min(model.num_steps + CHUNK, steps))
+    minutes = (time.process_time() - start) / 60
     model.league.save()
     model.save(run_dir / "final.pt")
     return model, minutes
@@ -117,14 +133,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ttt-steps", type=int, default=1_000_000)
     parser.add_argument("--ttt-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--c4-steps", type=int, default=4_000_000, help="0 skips connect four")
+    parser.add_argument("--c4-steps", type=int, default=10_000_000, help="0 skips connect four")
+    parser.add_argument("--c4-cpu-minutes", type=float, default=30.0)
     parser.add_argument("--c4-seed", type=int, default=0)
-    parser.add_argument("--envs", type=int, default=16)
+    parser.add_argument("--envs", type=int, default=16, help="tic-tac-toe's game copies")
+    parser.add_argument("--c4-envs", type=int, default=32)
     options = parser.parse_args()
     torch.set_num_threads(1)
 
     print(f"{'game':<14} {'seed':>4} {'opponent':<20} {'games':>6} {'win':>6} {'draw':>6} {'loss':>6}")
-    minutes, ttt_losses, c4, ladders = 0.0, [], {}, []
+    minutes, ttt_losses, c4, ladders, c4_minutes, c4_steps = 0.0, [], {}, [], float("nan"), 0
     for seed in options.ttt_seeds:
         with tempfile.TemporaryDirectory() as run_dir:
             model, spent = train("ttt", options.ttt_steps, options.envs, seed, Path(run_dir))
@@ -136,20 +154,23 @@ def main() -> None:
     if options.c4_steps:
         seed = options.c4_seed
         with tempfile.TemporaryDirectory() as run_dir:
-            model, spent = train("c4", options.c4_steps, options.envs, seed, Path(run_dir))
-        minutes += spent
+            model, c4_minutes = train("c4", options.c4_steps, options.c4_envs, seed, Path(run_dir),
+                                      options.c4_cpu_minutes)
+        minutes += c4_minutes
+        c4_steps = model.num_steps
         rng = np.random.default_rng(seed)
         for name, opponent, games, match_seed in (("random", RandomPlayer(rng), 200, 2),
                                                   ("alpha-beta depth 2", ConnectFourAlphaBeta(2, rng), 200, 3),
                                                   ("alpha-beta depth 4", ConnectFourAlphaBeta(4, rng), 200, 4)):
             record = play_match(connect_four_v3.env, as_player(model), opponent, games, match_seed)
             c4[name] = show("connect four", seed, name, record)[0]
-    print(f"(tic-tac-toe {options.ttt_steps:,} self-play steps per seed, connect four {options.c4_steps:,}; "
-          "both seats, half the games each; the trained policy plays deterministically)")
-    print(f"selfplay ttt_loss_rate_vs_perfect={max(ttt_losses):.3f} "
+    print(f"(tic-tac-toe {options.ttt_steps:,} self-play steps per seed, connect four {c4_steps:,} in "
+          f"{c4_minutes:.1f} CPU minutes; both seats, half the games each; the trained policy plays deterministically)")
+    print(f"selfplay ttt_loss_rate_vs_perfect={max(ttt_losses, default=float('nan')):.3f} "
           f"c4_win_rate_vs_random={c4.get('random', float('nan')):.3f} "
-          f"c4_win_rate_vs_depth4={c4.get('alpha-beta depth 4', float('nan')):.3f} train_minutes={minutes:.1f} "
-          f"ladder_ordered={int(all(ordered for ordered, _ in ladders))} "
+          f"c4_win_rate_vs_depth4={c4.get('alpha-beta depth 4', float('nan')):.3f} c4_cpu_minutes={c4_minutes:.1f} "
+          f"c4_steps={c4_steps} train_minutes={minutes:.1f} "
+          f"ladder_ordered={int(bool(ladders) and all(ordered for ordered, _ in ladders))} "
           f"ladder_band_ok={min((ok for _, ok in ladders), default=float('nan')):.2f}")
 
 
