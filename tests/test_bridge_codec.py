@@ -62,6 +62,15 @@ def test_specs_round_trip_with_masks_and_team():
     assert specs["Scout"].action_space == SCOUT.action_space
 
 
+def test_a_team_in_the_name_is_the_team_unless_team_id_says_otherwise():
+    named = BehaviourSpec("Striker?team=1", SCOUT.observation_space, SCOUT.action_space)
+    msg = hello(specs={"Striker?team=1": named}, masked={})
+    assert specs_from_hello(msg)[0]["Striker?team=1"].team_id == 1
+    msg.behaviours[0].has_team, msg.behaviours[0].team_id = True, 0
+    with pytest.raises(ProtocolError, match=r"team_id.*0, but the name 'Striker\?team=1' says team 1"):
+        specs_from_hello(msg)
+
+
 def test_hybrid_actions_are_refused_by_the_protocol_naming_the_behaviour():
     hybrid = BehaviourSpec("Parker", spaces.Box(-1, 1, (2,), np.float32),
                            hybrid_space(spaces.Box(-1, 1, (1,), np.float32), spaces.Discrete(2)))

@@ -1,5 +1,6 @@
 """Self-play for any game: a duel whose sides are team ids, played by engine processes over the bridge and by a
-Unity build; recurrent learners and opponents; a one-behaviour game that does not seat its agents is refused.
+Unity build; a two-team game of the Godot addon; recurrent learners and opponents; a one-behaviour game that does
+not seat its agents is refused.
 
 The duel is engines/python/examples/duel.py: two players race for coins; its scripted player walks at its nearest
 coin and stumbles one move in five. In this process (seeds 0-2, 960 games each, half from each side): the scripted
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from godot_harness import GODOT, PROJECT
 from sparring.agents.selfplay.league import LATEST, League, LeagueSettings
 from sparring.agents.selfplay.trainer import SelfPlay
 from sparring.envs.base import MultiAgentEnv
@@ -98,6 +100,31 @@ def test_self_play_alone_learns_the_duel_through_engine_processes(tmp_path, lear
     win_random, win_scripted = float((against_random > 0).mean()), float((against_scripted > 0).mean())
     measured(win_random=win_random, win_scripted=win_scripted, loss_scripted=float((against_scripted < 0).mean()))
     assert win_random >= 0.95 and win_scripted >= 0.65, (win_random, win_scripted)
+
+
+@pytest.mark.godot
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(GODOT is None, reason="godot3-server is not on PATH (apt-get install godot3-server)")
+def test_a_godot_game_with_two_teams_learns_by_self_play_and_beats_random_play(tmp_path, learning_seed, measured):
+    """engines/godot/example/checks/showdown.tscn through the Godot addon: behaviours "showdowner?team=0/1" of one
+    group, 8 games at once. Self-play alone for 3,000 decisions, then 400 games against random play from side 0
+    (naming the target always scores 5/6, random play 1/2). Seeds 0-9: 0.799-0.855 (400 games: standard error
+    0.02); asserted >= 0.75. The behaviours' names say their teams; the addon's team_id is left unset."""
+    from sparring.agents.evaluation import RandomPolicy
+    from sparring.agents.selfplay.matches import play_match
+
+    settings = LeagueSettings(save_steps=500, swap_steps=250, team_change=1_000, window=3)
+    with MultiEngineEnv.launch(GODOT, 1, ["--path", str(PROJECT), "res://checks/showdown.tscn"], transport="tcp",
+                               log_dir=tmp_path, step_timeout=30) as env:
+        assert sorted(env.specs) == ["showdowner?team=0", "showdowner?team=1"]
+        model = SelfPlay(env, League(settings, tmp_path / "league", seed=learning_seed), seed=learning_seed,
+                         n_steps=16, batch_size=64, n_epochs=4, learning_rate=3e-3, hidden_sizes=[32])
+        model.learn(3_000)
+        rival = RandomPolicy({"showdowner": model.learners["showdowner"].spec}, seed=learning_seed)
+        scores = play_match(env, model, rival, "showdowner", 400, side="showdowner?team=0", seed=learning_seed)
+    assert model.sides == [("showdowner", 0), ("showdowner", 1)] and model.league.learners["showdowner/main"].games
+    measured(score=float(scores.mean()))
+    assert scores.mean() >= 0.75, scores.mean()
 
 
 @pytest.mark.timeout(120)

@@ -25,7 +25,7 @@ from sparring.protos.sparring.v1 import bridge_pb2 as pb
 from sparring.protos.wire import (
     DTYPES, MAX_AGENT_ID, PROTOCOL_VERSION, STAT_AGGREGATIONS, ProtocolError, Serialized, decode_tensor, read_tensor,
 )
-from sparring.spec import BehaviourSpec, Obs, empty_actions
+from sparring.spec import BehaviourSpec, Obs, empty_actions, team_of
 
 __all__ = [
     "DEFAULT_LIMITS", "PROTOCOL_VERSION", "ProtocolError", "SpecLimits", "decode_observations", "decode_stats",
@@ -153,7 +153,10 @@ def spec_from_proto(
         raise ProtocolError(f"{field}.action", "no action space declared (discrete, multi_discrete or continuous)")
     if msg.has_action_mask and kind == "continuous":
         raise ProtocolError(f"{field}.has_action_mask", "action masks need discrete actions")
-    spec = BehaviourSpec(msg.name, observation, action, msg.team_id if msg.has_team else None)
+    named = team_of(msg.name)  # ML-Agents' way to say a team: "Striker?team=1"
+    if msg.has_team and named is not None and named != msg.team_id:
+        raise ProtocolError(f"{field}.team_id", f"{msg.team_id}, but the name {msg.name!r} says team {named}")
+    spec = BehaviourSpec(msg.name, observation, action, msg.team_id if msg.has_team else named)
     return spec, msg.has_action_mask
 
 
