@@ -65,6 +65,40 @@ def test_the_learner_plays_one_seat_per_game_and_rotates_every_episode():
     assert finished[0] > 0
 
 
+def test_with_mirror_learns_the_learner_takes_every_seat_of_games_against_itself():
+    """Every game against the learner itself: every move is the learner's, no opponent acts (the other seat's
+    moves still count as opponent steps, which swap_steps counts), and each decided game is counted once from each
+    seat, a win and a loss."""
+    model = self_play_tictactoe(copies=4, play_against_latest_model_ratio=1.0, mirror_learns=True)
+    model.learn(1_000)
+    assert model.mirrored.all() and not model._opponents
+    assert 0.4 * model.num_steps <= model.clocks["player"].played <= 0.6 * model.num_steps
+    wins, draws, losses = model.league.payoff["player/main"]["latest"]
+    assert wins == losses > 0 and (wins + draws + losses) % 2 == 0
+
+
+def test_with_mirror_learns_an_opponent_drawn_mid_game_takes_its_seats_from_the_next_game():
+    """Against snapshots half the time: a game's seats change hands only between its episodes, and its result is
+    recorded against whoever played them."""
+    model = self_play_tictactoe(copies=8, play_against_latest_model_ratio=0.5, mirror_learns=True, save_steps=200,
+                                swap_steps=60)
+    changes = []
+    original = model.observe
+
+    def observe(behaviour, step):  # the games whose seats changed hands in this step, and whether an episode ended
+        before = model.mirrored.copy()
+        mine = original(behaviour, step)
+        changed = np.flatnonzero(before != model.mirrored[: len(before)])
+        ended = set(model.env.seats(behaviour, step.terminals.agent_ids)[0].tolist())
+        changes.append(set(changed.tolist()) <= ended)
+        return mine
+
+    model.observe = observe
+    model.learn(3_000)
+    assert all(changes) and len(model.league.players) > 2 and model.clocks["player"].played > 0
+    assert model.mirrored.any() and not model.mirrored.all()
+
+
 @pytest.mark.parametrize("exploration", [0.0, 1.0])
 def test_opponent_exploration_replaces_that_share_of_opponent_moves_with_uniform_legal_ones(exploration):
     """0: the opponent plays its policy (here one that always takes the first legal cell); 1: every move is a

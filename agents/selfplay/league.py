@@ -99,6 +99,13 @@ class GroupSettings(BaseModel):
         "actions) instead of by its policy: the learner meets positions that its own play and its snapshots' "
         "never reach, as AlphaZero's root noise does.",
     )
+    mirror_learns: bool = Field(
+        False,
+        description="Games of seats (one behaviour, no teams): in games against the learner itself "
+        "(play_against_latest_model_ratio), learn from every seat, not only the learner's. The other seats are played "
+        "by the same policy, so their decisions are as on-policy as its own: such a game gives a seat's worth more "
+        "experience at no cost in play. Learner steps count every seat's decisions then.",
+    )
 
 
 class _Written(BaseModel):

@@ -11,7 +11,8 @@ depends on the game:
   PettingZoo board game). The env says which game each agent plays in and its seat
   there (``env.seats``); an env that does not say is refused at start (declare a team
   id per side instead). In each game the learner plays one seat per episode, rotating
-  every episode; the other seats play the current opponent.
+  every episode; the other seats play the current opponent. With ``mirror_learns``, an episode
+  that begins against the learner itself gives the learner every seat's rows.
 - **Sides** (behaviours with team ids, ``"Striker?team=1"``, or several behaviour
   groups: asymmetric games). One side learns at a time and the learning side
   changes after ``team_change`` steps of its learner, as ML-Agents' ``team_change``; every
@@ -207,9 +208,11 @@ class SelfPlay(PPO):
                            for role in exploiters}
         self._initial_weights = {role: {group: _weights(learner.policy) for group, learner in by_group.items()}
                                  for role, by_group in self.exploiters.items()}
-        # symmetric games: per game copy, the learner's seat and the opponent in the other seats
+        # symmetric games: per game copy, the learner's seat, the opponent in the other seats, and whether the
+        # learner plays every seat of its episode (mirror_learns: it began against the learner itself)
         self.learner_seat = np.zeros(0, np.int64)
         self.copy_opponents: list[str] = []
+        self.mirrored = np.zeros(0, bool)
         # games with sides: per role, per group, the opponent that plays the group while another side learns
         self.opponents = {} if self.symmetric else {role: {group: LATEST for group in groups} for role in self.roles}
         if not self.symmetric and (league.settings.gate is not None or self.engine_groups):
@@ -274,6 +277,11 @@ class SelfPlay(PPO):
         if self.symmetric and len(terminals):
             games = np.unique(self.env.seats(behaviour, terminals.agent_ids)[0])
             self.learner_seat[games] = (self.learner_seat[games] + 1) % self.seats
+            self.mirrored[games] = self._mirrors(games)
+        if self.symmetric and self.mirrored.any():  # the other seats of its own games are opponent steps all the same
+            games, seats = self.env.seats(behaviour, step.decisions.agent_ids)
+            self._cover(games)
+            self.clocks[group].played += int((self.mirrored[games] & (seats != self.learner_seat[games])).sum())
         if group != self.learning_group:
             return None
         decided, decided_role = self._route(behaviour, step.decisions.agent_ids)  # next episodes: new seats
@@ -335,7 +343,7 @@ class SelfPlay(PPO):
             if len(seats):  # a game of more seats than said: the env's seats are the truth
                 self.seats = max(self.seats, int(seats.max()) + 1)
             self._cover(games)
-            return seats == self.learner_seat[games], games % len(self.roles)
+            return (seats == self.learner_seat[games]) | self.mirrored[games], games % len(self.roles)
         learning = self._side_of(behaviour) == self.sides[self.learning_side]
         return np.full(len(agent_ids), learning), (agent_ids // ID_STRIDE) % len(self.roles)
 
@@ -352,7 +360,7 @@ class SelfPlay(PPO):
         if self.symmetric:
             games = self.env.seats(behaviour, agent_ids)[0]
             self._cover(games)
-            return np.asarray(self.copy_opponents, object)[games]
+            return np.where(self.mirrored[games], LATEST, np.asarray(self.copy_opponents, object)[games])
         if self._side_of(behaviour) == self.sides[self.learning_side]:  # it faces the next side's opponent
             group = self.sides[(self.learning_side + 1) % len(self.sides)][0]
         else:
@@ -369,6 +377,16 @@ class SelfPlay(PPO):
             gated = not self.league.gate_open(self.learning_group)  # behind the gate: a scripted member from the start
             self.copy_opponents += [self.league.sample_opponent(self.learning_group, self.roles[c % len(self.roles)])
                                     if gated else LATEST for c in new.tolist()]
+            self.mirrored = np.concatenate([self.mirrored, self._mirrors(new)])
+
+    def _mirrors(self, games: np.ndarray) -> np.ndarray:
+        """Per game starting an episode: does the main learner play every seat of it (``mirror_learns``, and the
+        learner itself is the game's opponent)? Decided for the whole episode: an opponent drawn mid-episode takes the
+        other seats from the next one, so no seat changes hands mid-game."""
+        if not self.league.settings.of(self.learning_group).mirror_learns:
+            return np.zeros(len(games), bool)
+        opponents = np.asarray(self.copy_opponents, object)[games]
+        return (opponents == LATEST) & (games % len(self.roles) == 0)
 
     def _opponent(self, behaviour: str, player: str) -> Opponent:
         """Player ``player`` of ``behaviour``'s group in its seats (made once per swap; one per behaviour, so that a
@@ -489,6 +507,7 @@ class SelfPlay(PPO):
             "copy_opponents": list(self.copy_opponents),
             "learning_side": self.learning_side,
             "learner_seat": self.learner_seat.copy(),
+            "mirrored": self.mirrored.copy(),
             "opponents": copy.deepcopy(self.opponents),
             "clocks": {group: asdict(clock) for group, clock in self.clocks.items()},
         }
@@ -500,6 +519,7 @@ class SelfPlay(PPO):
         self.league.load_state_dict(saved["league"])
         self.learning_side = saved["learning_side"]
         self.learner_seat = np.array(saved["learner_seat"], np.int64)  # a copy: the saved state stays as saved
+        self.mirrored = np.array(saved.get("mirrored", np.zeros(len(self.learner_seat), bool)), bool)
         self.opponents = copy.deepcopy(saved["opponents"])
         for role, by_group in self.exploiters.items():
             for group, learner in by_group.items():
