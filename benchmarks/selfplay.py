@@ -32,7 +32,6 @@ ladder_ordered=<0|1> ladder_band_ok=<fraction>``.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -80,7 +79,6 @@ GAMES = {
                           opponents=[ScriptedOpponent(name=f"alpha_beta_depth{d}", kind="callable",
                                                       function=f"{MEMBERS}:alpha_beta_depth{d}") for d in (1, 2)])),
 }
-CHUNK = 100_000  # learner decisions between two looks at the CPU clock
 
 
 def make(game: str):
@@ -89,17 +87,14 @@ def make(game: str):
     return env
 
 
-def train(game: str, steps: int, envs: int, seed: int, run_dir: Path, cpu_minutes: float = math.inf,
-          ) -> tuple[SelfPlay, float]:
-    """Self-play for ``steps`` learner decisions, or until ``cpu_minutes`` of this process's CPU time are spent
-    (checked every :data:`CHUNK` steps), its league and final model kept in ``run_dir`` as a run's are; returns
-    the model and the CPU minutes it took (one torch thread: about its wall minutes)."""
+def train(game: str, steps: int, envs: int, seed: int, run_dir: Path) -> tuple[SelfPlay, float]:
+    """Self-play for ``steps`` learner decisions, its league and final model kept in ``run_dir`` as a run's are;
+    returns the model and the CPU minutes of this process it took (one torch thread: about its wall minutes)."""
     _, settings, league = GAMES[game]
     model = SelfPlay(SerialVectorEnv([make(game)] * envs), League(league, run_dir / "league", seed=seed),
                      seed=seed, **settings)
     start = time.process_time()
-    while model.num_steps < steps and time.process_time() - start < cpu_minutes * 60:
-        model.learn(min(model.num_steps + CHUNK, steps))
+    model.learn(steps)  # in one call: the learning rate decays linearly over all of it
     minutes = (time.process_time() - start) / 60
     model.league.save()
     model.save(run_dir / "final.pt")
@@ -134,7 +129,6 @@ def main() -> None:
     parser.add_argument("--ttt-steps", type=int, default=1_000_000)
     parser.add_argument("--ttt-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--c4-steps", type=int, default=10_000_000, help="0 skips connect four")
-    parser.add_argument("--c4-cpu-minutes", type=float, default=30.0)
     parser.add_argument("--c4-seed", type=int, default=0)
     parser.add_argument("--envs", type=int, default=16, help="tic-tac-toe's game copies")
     parser.add_argument("--c4-envs", type=int, default=32)
@@ -154,8 +148,7 @@ def main() -> None:
     if options.c4_steps:
         seed = options.c4_seed
         with tempfile.TemporaryDirectory() as run_dir:
-            model, c4_minutes = train("c4", options.c4_steps, options.c4_envs, seed, Path(run_dir),
-                                      options.c4_cpu_minutes)
+            model, c4_minutes = train("c4", options.c4_steps, options.c4_envs, seed, Path(run_dir))
         minutes += c4_minutes
         c4_steps = model.num_steps
         rng = np.random.default_rng(seed)

@@ -55,12 +55,14 @@ FINAL = " (final)"
 
 @dataclass
 class SideLadder:
-    """One ladder: the group whose snapshots it ranks, the side its tiers play (None in games with seats), and
-    the files each tier was exported to (``files[k - 1]`` for tier k; ``refused``: format -> why not)."""
+    """One ladder: the group whose snapshots it ranks, the side its tiers play (None in games with seats), how
+    they played, and the files each tier was exported to (``files[k - 1]`` for tier k; ``refused``: format -> why
+    not)."""
 
     group: str
     side: str | None
     ladder: Ladder
+    play: Play = "sampled"
     files: list[list[Path]] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
 
@@ -111,7 +113,7 @@ def make_ladders(run_dir: str | Path, tiers: int | None = None, band: Sequence[f
                 ladder = build_ladder(candidates, partial(players.match, env, side, games), band, tiers, seed)
             except LadderError as exc:
                 raise LadderError(f"side {side!r}: {exc}" if side else str(exc)) from None
-            built.append(SideLadder(group, side, ladder))
+            built.append(SideLadder(group, side, ladder, play))
     for side_ladder in built:
         _export(run_dir / LADDER_DIR, side_ladder, players, model)
     _write_json(run_dir / LADDER_DIR / "ladder.json", built)
@@ -213,7 +215,7 @@ def _export(folder: Path, side_ladder: SideLadder, players: _Players, model) -> 
 
 def _write_json(path: Path, ladders: list[SideLadder]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"group": s.group, "side": s.side, "band": list(s.ladder.band),
+    rows = [{"group": s.group, "side": s.side, "band": list(s.ladder.band), "play": s.play,
              "tiers": [{**asdict(tier), "files": [str(f) for f in files]} for tier, files in zip(s.ladder.tiers, s.files)],
              "checks": [asdict(m) for m in s.ladder.checks], "tried": [asdict(m) for m in s.ladder.tried],
              "refused": s.refused} for s in ladders]

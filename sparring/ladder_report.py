@@ -34,7 +34,7 @@ def ladder_table(side_ladder: SideLadder) -> Table:
     low, high = ladder.band
     side = f", side {side_ladder.side}" if side_ladder.side else ""
     table = Table(title=f"Difficulty ladder of {side_ladder.group}{side} (band {low:.0%}-{high:.0%} against the "
-                        "tier below, draws half)", box=box.SIMPLE_HEAD)
+                        f"tier below, draws half; actions {side_ladder.play})", box=box.SIMPLE_HEAD)
     table.add_column("Tier", justify="right")
     table.add_column("Player", overflow="fold")
     for name in ["Step", "Elo", "Beats tier below", "Games", "In band"]:
