@@ -12,17 +12,16 @@ moves); connect four against a uniformly random player and alpha-beta players at
 board_opponents.py.
 
 Tic-tac-toe trains once per seed (``--ttt-seeds``, three by default) and reports its worst seed: a claim
-about self-play holds for every seed or it is not a claim. Connect four trains once, until ``--c4-steps``
-learner decisions or ``--c4-cpu-minutes`` of this process's CPU time (30 by default: the target is a win
-rate within 30 CPU minutes), whichever comes first; one torch thread, so CPU minutes are about wall minutes.
+about self-play holds for every seed or it is not a claim. Connect four trains once, for ``--c4-steps``
+learner decisions: 2.5M by default, about 30 minutes of one core here (the target is a win rate within 30
+CPU minutes); the line reports the CPU minutes it took (one torch thread: about its wall minutes).
 
 Each tic-tac-toe run then makes its difficulty ladder (sparring.ladder, as ``sparring ladder`` does): as many
 tiers as the default band allows, each beating the one below 65-75% of the time, every neighbouring pair
 checked with 400 fresh games; ``ladder_ordered`` is 1 when every seed's ladder has two or more tiers each
 beating the one below, ``ladder_band_ok`` the worst seed's fraction of checked pairs inside the band.
 
-    python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 10000000]
-                                  [--c4-cpu-minutes 30] [--c4-seed 0]
+    python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 2500000] [--c4-seed 0]
 
 Last line: ``selfplay ttt_loss_rate_vs_perfect=<worst seed's> c4_win_rate_vs_random=<...>
 c4_win_rate_vs_depth4=<...> c4_cpu_minutes=<...> c4_steps=<...> train_minutes=<CPU minutes of all training>
@@ -62,8 +61,9 @@ with warnings.catch_warnings():
 # left blind spots on some seeds (2 in 9 lost 1-5% of games to perfect play, at 1M and at 2M steps);
 # opponent_exploration 0.1, opponents playing a random legal move one move in ten, left none in 10 seeds.
 # Connect four: the alpha-beta members punish blunders that self-play alone is slow to (measured, CNN, seed 0,
-# with the CPU shared: with them 0.50 against depth 2 after 1M steps; without, 0.00 at 500k); ent_coef 0.01
-# (0.1 with them: 0.00 against depth 2 at 500k). PFSP "hard" draws most what it still loses to.
+# with the CPU shared: with them 0.50 against depth 2 after 1M steps; without, 0.00 at 1M); ent_coef 0.01
+# (0.1 with them: 0.00 against depth 2 at 500k). PFSP "hard" draws most what it still loses to. mirror_learns
+# (every seat of its own games) scored 0.35 against depth 2 at 1M. None won a game against depth 4 by 1.5M.
 MEMBERS = Path(__file__).resolve().parent / "board_opponents.py"
 GAMES = {
     "ttt": (tictactoe_v3.env,
@@ -126,9 +126,9 @@ def as_player(model: SelfPlay):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ttt-steps", type=int, default=1_000_000)
+    parser.add_argument("--ttt-steps", type=int, default=1_000_000, help="0 skips tic-tac-toe")
     parser.add_argument("--ttt-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--c4-steps", type=int, default=10_000_000, help="0 skips connect four")
+    parser.add_argument("--c4-steps", type=int, default=2_500_000, help="0 skips connect four")
     parser.add_argument("--c4-seed", type=int, default=0)
     parser.add_argument("--envs", type=int, default=16, help="tic-tac-toe's game copies")
     parser.add_argument("--c4-envs", type=int, default=32)
@@ -137,7 +137,7 @@ def main() -> None:
 
     print(f"{'game':<14} {'seed':>4} {'opponent':<20} {'games':>6} {'win':>6} {'draw':>6} {'loss':>6}")
     minutes, ttt_losses, c4, ladders, c4_minutes, c4_steps = 0.0, [], {}, [], float("nan"), 0
-    for seed in options.ttt_seeds:
+    for seed in options.ttt_seeds if options.ttt_steps else ():
         with tempfile.TemporaryDirectory() as run_dir:
             model, spent = train("ttt", options.ttt_steps, options.envs, seed, Path(run_dir))
             minutes += spent
