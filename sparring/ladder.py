@@ -46,7 +46,8 @@ LADDER_DIR = "ladder"
 Play = Literal["sampled", "deterministic"]
 PLAY_NOTES = {
     "sampled": "sampled: draw each action from the policy (native: softmax of logits over the allowed actions, Gaussian "
-               "of mean and exp(log_std); ML-Agents: the sampled outputs); the most likely action plays stronger",
+               "of mean and exp(log_std), tanh-squashed into the Box for SAC; ML-Agents: the sampled outputs); the most "
+               "likely action plays stronger",
     "deterministic": "deterministic: the most likely action (native: action)",
 }
 FINAL = " (final)"

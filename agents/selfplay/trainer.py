@@ -62,8 +62,9 @@ place; the payoff table counts the learner's result by its reward's sign, and El
 **More than two sides** (team ids 0, 1, 2, ... or three groups): the sides that do not learn
 play their groups' drawn opponents, and OpenSkill rates each game from the learning side's
 result, as a player in several seats is placed: a win puts the learner first and its opponent
-(the next side's, where the sides are of several groups) second, a loss the other way round, a draw ties them (the sides' agents need not arrive
-together, so no game waits for the others' rewards); Elo is left be.
+(the next side's, where the sides are of several groups) second, a loss the other way round,
+a draw ties them (the sides' agents need not arrive together, so no game waits for the
+others' rewards); Elo is left be.
 
 Recurrent policies self-play too: the learners keep their memories as PPO's do, and each
 opponent a memory per agent, forgotten as the agent's episode ends (a swap starts the new
