@@ -13,7 +13,7 @@ board_opponents.py.
 
 Tic-tac-toe trains once per seed (``--ttt-seeds``, three by default) and reports its worst seed: a claim
 about self-play holds for every seed or it is not a claim. Connect four trains once, for ``--c4-steps``
-learner decisions: 2.5M by default, about 30 minutes of one core here (the target is a win rate within 30
+learner decisions: 2M by default, about 30 minutes of one core here (the target is a win rate within 30
 CPU minutes); the line reports the CPU minutes it took (one torch thread: about its wall minutes).
 
 Each tic-tac-toe run then makes its difficulty ladder (sparring.ladder, as ``sparring ladder`` does): as many
@@ -21,7 +21,7 @@ tiers as the default band allows, each beating the one below 65-75% of the time,
 checked with 400 fresh games; ``ladder_ordered`` is 1 when every seed's ladder has two or more tiers each
 beating the one below, ``ladder_band_ok`` the worst seed's fraction of checked pairs inside the band.
 
-    python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 2500000] [--c4-seed 0]
+    python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 2000000] [--c4-seed 0]
 
 Last line: ``selfplay ttt_loss_rate_vs_perfect=<worst seed's> c4_win_rate_vs_random=<...>
 c4_win_rate_vs_depth4=<...> c4_cpu_minutes=<...> c4_steps=<...> train_minutes=<CPU minutes of all training>
@@ -128,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ttt-steps", type=int, default=1_000_000, help="0 skips tic-tac-toe")
     parser.add_argument("--ttt-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--c4-steps", type=int, default=2_500_000, help="0 skips connect four")
+    parser.add_argument("--c4-steps", type=int, default=2_000_000, help="0 skips connect four")
     parser.add_argument("--c4-seed", type=int, default=0)
     parser.add_argument("--envs", type=int, default=16, help="tic-tac-toe's game copies")
     parser.add_argument("--c4-envs", type=int, default=32)
@@ -163,7 +163,7 @@ def main() -> None:
           f"c4_win_rate_vs_random={c4.get('random', float('nan')):.3f} "
           f"c4_win_rate_vs_depth4={c4.get('alpha-beta depth 4', float('nan')):.3f} c4_cpu_minutes={c4_minutes:.1f} "
           f"c4_steps={c4_steps} train_minutes={minutes:.1f} "
-          f"ladder_ordered={int(bool(ladders) and all(ordered for ordered, _ in ladders))} "
+          f"ladder_ordered={int(all(ordered for ordered, _ in ladders)) if ladders else 'nan'} "
           f"ladder_band_ok={min((ok for _, ok in ladders), default=float('nan')):.2f}")
 
 

@@ -246,3 +246,18 @@ def test_play_match_reseeds_reused_players():
     policy, opponent = bo.TicTacToePerfect(rng(0)), bo.RandomPlayer(rng(1))
     first = bo.play_match(tictactoe_v3.env, policy, opponent, games=30, seed=5)
     assert bo.play_match(tictactoe_v3.env, policy, opponent, games=30, seed=5) == first
+
+
+def test_the_alpha_beta_league_members_play_a_batch_as_the_player_plays_each_board():
+    """benchmarks/selfplay.py's scripted members: a batch of boards, flat or (6, 7, 2), each answered with one of the
+    columns the depth-d player finds best there (a win taken, a loss blocked)."""
+    lines = [[3, 3, 2, 2], [0, 6, 0, 6, 0], [3, 4, 3, 4, 2, 5], []]
+    boards = [position(connect_four_v3.env, line)[0]["observation"] for line in lines]
+    for member, depth in ((bo.alpha_beta_depth1, 1), (bo.alpha_beta_depth2, 2)):
+        for batch in (np.stack(boards), np.stack(boards).reshape(len(boards), -1)):
+            moves = member(batch, None)
+            assert moves.dtype == np.int64 and moves.shape == (len(lines),)
+            for move, board in zip(moves.tolist(), boards):
+                assert move in moves_chosen(bo.ConnectFourAlphaBeta(depth, rng(0)), {"observation": board,
+                                            "action_mask": np.ones(7, np.int8)}, "x")
+    assert bo.alpha_beta_depth2(np.stack(boards[1:2]), None)[0] == 0  # the other has three in column 0: blocked
