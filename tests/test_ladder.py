@@ -92,7 +92,7 @@ def test_tiers_step_down_from_the_final_policy_each_in_the_band_even_where_elo_m
     assert ladder.tiers[-1].id == "G (final)"
     assert [t.step for t in ladder.tiers] == sorted(t.step for t in ladder.tiers)
     assert len(ladder.tiers) == 3 and ladder.ordered and all(ladder.in_band)
-    assert all(abs(check.score - 0.7) <= 0.025 for check in ladder.checks)  # near the middle, not at an edge
+    assert all(abs(check.score - 0.7) <= 0.0125 for check in ladder.checks)  # near the middle, not at an edge
     assert ladder.tried[-len(ladder.checks):] == ladder.checks
 
 
@@ -100,12 +100,22 @@ def test_more_tiers_than_the_band_allows_are_refused_naming_the_pair_and_its_rat
     strength = {"G@0": 0.0, "G@1": 150.0, "G@2": 450.0, "G (final)": 600.0}  # a gap of 300 between G@1 and G@2
     candidates = [Candidate(name, step, 1200.0) for step, name in enumerate(strength)]
     with pytest.raises(LadderError, match=r"3 tiers a 65%-75% step apart cannot be found among 4 policies; .* 2 found "
-                                          r"\(G \(final\), G@2\), then G@2 beats G@1 85% \(100 games\), above"):
+                                          r"\(G \(final\), G@2\), then G@2 beats G@1 84.9% ± 3.6% \(100 games\), above"):
         build_ladder(candidates, logistic_measure(strength), band=(0.65, 0.75), tiers=3)
     with pytest.raises(LadderError, match="5 tiers need 5 policies; the run has 4"):
         build_ladder(candidates, logistic_measure(strength), tiers=5)
     with pytest.raises(LadderError, match="band 0.4-0.6"):
         build_ladder(candidates, logistic_measure(strength), band=(0.4, 0.6))
+
+
+def test_a_pair_measured_inside_the_band_by_less_than_its_standard_error_is_not_a_tier():
+    """74.5% in 100 games (standard error 4.4%) is as likely above 75% as not when the pair is checked again."""
+    strength = {"G@0": 0.0, "G (final)": 400 * np.log10(0.745 / 0.255)}
+    candidates = [Candidate(name, step, 1200.0) for step, name in enumerate(strength)]
+    with pytest.raises(LadderError, match=r"G \(final\) beats G@0 74.5% ± 4.4% \(100 games\), above the band or "
+                                          "within a standard error of its top"):
+        build_ladder(candidates, logistic_measure(strength), band=(0.65, 0.75), tiers=2)
+    assert len(build_ladder(candidates, logistic_measure(strength), band=(0.6, 0.8), tiers=2).tiers) == 2
 
 
 # -- sparring ladder ----------------------------------------------------------------
@@ -125,7 +135,8 @@ def test_a_tictactoe_ladder_is_ordered_in_its_band_and_every_tier_plays_from_its
     late ones. Tic-tac-toe is learned in steep steps (a final policy beat snapshots 1000 steps apart 84% and 57%):
     with a snapshot every 2000 steps and the default band of 65-75%, 2 seeds of 10 had no snapshot to fill such a
     gap, and a check of 400 games (standard error 0.023) fell outside that narrow band on 1 pair of 16. Band
-    60-80%, seeds 0-9: three tiers on every seed, checked rates 0.635 to 0.754."""
+    60-80%, seeds 0-9: three tiers on every seed, checked rates 0.635 to 0.729 (0.635 to 0.754 when a tier could be
+    measured inside the band by less than its standard error)."""
     config = yaml.safe_load(EXAMPLE.read_text())
     config["env"]["num_envs"] = 8
     config["trainer"].update(max_steps=20_000, checkpoint_interval=20_000, summary_freq=20_000)
@@ -193,8 +204,9 @@ def test_a_deterministic_ladder_plays_the_most_likely_actions(tug_run):
 def test_games_with_sides_get_a_ladder_per_side(tmp_path, learning_seed, measured, one_torch_thread):
     """Tug of war, team against team, 6k steps of self-play with a snapshot every 500 (a policy that has learned
     to pull on the beat wins every game against the untrained one), checks of 200 games. Seeds 0-9: three tiers
-    per side on every seed, checked rates 0.586 to 0.835 (the two sides' the same: the game is a mirror, and
-    the same seeds play it mirrored). With 100 games a check, seed 8 measured 0.87."""
+    per side on every seed, checked rates 0.586 to 0.770 (0.586 to 0.835 before tiers had to be measured inside
+    the band by a standard error), the two sides' the same: the game is a mirror, and the same seeds play it
+    mirrored. With 100 games a check, seed 8 measured 0.87."""
     league = League(LeagueSettings(save_steps=500, swap_steps=250, team_change=1_000, window=3), tmp_path / "league",
                     seed=learning_seed)
     model = SelfPlay(TugOfWar(areas=16), league, seed=learning_seed, n_steps=16, batch_size=128, n_epochs=4,
