@@ -22,7 +22,7 @@ players rely on, from PettingZoo's source (pettingzoo/classic):
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -40,8 +40,8 @@ class _Seeded:
         """Restart the random stream, so the same seed replays the same moves."""
         self.rng = np.random.default_rng(seed)
 
-    def _pick(self, moves: Sequence[int]) -> int:
-        # A lone move needs no draw from the generator (and costs none).
+    def pick(self, moves: Sequence[int]) -> int:
+        """One of ``moves``, uniformly; a lone move needs no draw from the generator (and costs none)."""
         return moves[0] if len(moves) == 1 else moves[int(self.rng.integers(len(moves)))]
 
 
@@ -49,7 +49,7 @@ class RandomPlayer(_Seeded):
     """Uniform over legal moves: the floor every learner should clear."""
 
     def __call__(self, obs: dict, agent: str) -> int:
-        return self._pick(np.flatnonzero(obs["action_mask"]).tolist())
+        return self.pick(np.flatnonzero(obs["action_mask"]).tolist())
 
 
 # --- tic-tac-toe --------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ class TicTacToePerfect(_Seeded):
 
     def __call__(self, obs: dict, agent: str) -> int:
         me, them = (_TTT_WEIGHTS @ obs["observation"].reshape(9, 2)).tolist()
-        return self._pick(_ttt_solve(me, them)[1])
+        return self.pick(_ttt_solve(me, them)[1])
 
 
 # --- connect four -------------------------------------------------------------------------------
@@ -189,11 +189,13 @@ def _c4_negamax(cur: int, mask: int, depth: int, alpha: int, beta: int) -> int:
     return alpha
 
 
-def best_columns(cur: int, mask: int, depth: int) -> list[int]:
+@lru_cache(maxsize=1 << 18)
+def best_columns(cur: int, mask: int, depth: int) -> tuple[int, ...]:
     """All columns with the best ``depth``-ply score for the player to move (``cur``'s stones; ``mask`` all).
 
-    Each move is searched with alpha one below the best so far: a move that ties the best then
-    gets its exact score rather than a bound, which is what random tie-breaking needs.
+    Remembered per position, since a league member meets the same openings game after game. Each move is
+    searched with alpha one below the best so far: a move that ties the best then gets its exact score rather
+    than a bound, which is what random tie-breaking needs.
     """
     best, columns = -WIN * 2, []
     for col in _C4_ORDER:
@@ -210,7 +212,7 @@ def best_columns(cur: int, mask: int, depth: int) -> list[int]:
             best, columns = value, [col]
         elif value == best:
             columns.append(col)
-    return columns
+    return tuple(columns)
 
 
 class ConnectFourAlphaBeta(_Seeded):
@@ -228,7 +230,7 @@ class ConnectFourAlphaBeta(_Seeded):
 
     def __call__(self, obs: dict, agent: str) -> int:
         cur, them = (_C4_WEIGHTS @ obs["observation"].reshape(42, 2)).tolist()
-        return self._pick(best_columns(cur, cur | them, self.depth))
+        return self.pick(best_columns(cur, cur | them, self.depth))
 
 
 def _alpha_beta_member(depth: int) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
@@ -239,13 +241,14 @@ def _alpha_beta_member(depth: int) -> Callable[[np.ndarray, np.ndarray | None], 
     def play(obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
         boards = np.asarray(obs).reshape(-1, 42, 2).astype(np.int64)
         stones = np.einsum("k,nkc->nc", _C4_WEIGHTS, boards).tolist()
-        return np.array([player._pick(best_columns(cur, cur | them, depth)) for cur, them in stones], np.int64)
+        return np.array([player.pick(best_columns(cur, cur | them, depth)) for cur, them in stones], np.int64)
 
     return play
 
 
 alpha_beta_depth1 = _alpha_beta_member(1)
 alpha_beta_depth2 = _alpha_beta_member(2)
+alpha_beta_depth4 = _alpha_beta_member(4)
 """Scripted league members (``self_play.opponents``, kind callable: ``benchmarks/board_opponents.py:alpha_beta_depth2``)."""
 
 

@@ -5,10 +5,12 @@ Tic-tac-toe sees no minimax and no scripted player: the learner plays only itsel
 boards) and its league adds two scripted members, the game's hand-written AI as a game would bring it:
 alpha-beta at depths 1 and 2 (``board_opponents.alpha_beta_depth1/2``), drawn with the snapshots by
 prioritized fictitious self-play ("hard": those it still loses to, most). Depth 4, which the last line
-reports, is never met in training. Evaluation plays the trained policy (deterministic, action masks applied)
-from both seats: tic-tac-toe against a perfect minimax player (1000 games, random tie-breaking among optimal
-moves); connect four against a uniformly random player and alpha-beta players at depths 2 and 4
-(four-in-a-row window heuristic, random tie-breaking), 200 games each. The opponents are in
+reports, is then never met in training; ``--c4-members 1 2 4`` adds it, as a game adds the AI its NPC must
+beat, and the last line says so (``c4_depth4_in_league=1``). Depth 3 is never a member: it measures what
+carries over. Evaluation plays the trained policy (deterministic, action masks applied) from both seats:
+tic-tac-toe against a perfect minimax player (1000 games, random tie-breaking among optimal moves); connect
+four against a uniformly random player and alpha-beta players at depths 2, 3 and 4 (four-in-a-row window
+heuristic, random tie-breaking), 200 games each. The opponents are in
 board_opponents.py.
 
 Tic-tac-toe trains once per seed (``--ttt-seeds``, three by default) and reports its worst seed: a claim
@@ -18,14 +20,17 @@ CPU minutes); the line reports the CPU minutes it took (one torch thread: about 
 
 Each tic-tac-toe run then makes its difficulty ladder (sparring.ladder, as ``sparring ladder`` does): as many
 tiers as the default band allows, each beating the one below 65-75% of the time, every neighbouring pair
-checked with 400 fresh games; ``ladder_ordered`` is 1 when every seed's ladder has two or more tiers each
-beating the one below, ``ladder_band_ok`` the worst seed's fraction of checked pairs inside the band.
+checked with 1000 fresh games (400, the command's default, measure a rate to a standard error of 0.023, so
+even a pair at the band's middle checks outside a band 0.10 wide about 3% of the time; 1000 games, 0.06%);
+``ladder_ordered`` is 1 when every seed's ladder has two or more tiers each beating the one below,
+``ladder_band_ok`` the worst seed's fraction of checked pairs inside the band.
 
     python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 2000000] [--c4-seed 0]
+                                  [--c4-members 1 2]
 
 Last line: ``selfplay ttt_loss_rate_vs_perfect=<worst seed's> c4_win_rate_vs_random=<...>
-c4_win_rate_vs_depth4=<...> c4_cpu_minutes=<...> c4_steps=<...> train_minutes=<CPU minutes of all training>
-ladder_ordered=<0|1> ladder_band_ok=<fraction>``.
+c4_win_rate_vs_depth4=<...> c4_cpu_minutes=<...> c4_steps=<...> c4_depth4_in_league=<0|1>
+train_minutes=<CPU minutes of all training> ladder_ordered=<0|1> ladder_band_ok=<fraction>``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,22 +71,33 @@ with warnings.catch_warnings():
 # (0.1 with them: 0.00 against depth 2 at 500k). PFSP "hard" draws most what it still loses to. mirror_learns
 # (every seat of its own games) scored 0.35 against depth 2 at 1M. None won a game against depth 4 by 1.5M. This
 # configuration, alone on the machine: 2M steps in 28.6 CPU minutes, 0.50 against depth 2 and 0.000 against depth 4;
-# 2.5M steps (37.6 CPU minutes, the machine shared): 1.000 and 0.075.
+# 2.5M steps (37.6 CPU minutes, the machine shared): 1.000 and 0.075. With depth 4 in the league as well
+# (--c4-members 1 2 4, 2M steps, 26.8 CPU minutes, the machine shared): 1.000 against depth 2 and 0.440 against
+# depth 4, but 0.000 against depth 3, never met, and 0.730 against random play: lines learned against the
+# members it meets, not strength; PFSP "variance" with it drew the members too seldom (0.00 against depth 2 at 500k).
+# Tic-tac-toe keeps a snapshot every 10k steps (the window of 100 holds the whole run): every 20k, seed 0's final
+# policy beat its neighbouring snapshots 87.2% and 66.5% (1000 games each), neither inside the 65-75% band by a
+# standard error, so it had no ladder (and it lost 5.5% of its games to perfect play; every 10k, none on seeds 0-2).
+LADDER_GAMES = 1000
 MEMBERS = Path(__file__).resolve().parent / "board_opponents.py"
 GAMES = {
     "ttt": (tictactoe_v3.env,
             dict(n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, ent_coef=0.1,
                  hidden_sizes=[128, 128], activation="relu"),
-            LeagueSettings(save_steps=20_000, swap_steps=10_000, window=100, play_against_latest_model_ratio=0.5,
+            LeagueSettings(save_steps=10_000, swap_steps=10_000, window=100, play_against_latest_model_ratio=0.5,
                            opponent_sampling="uniform", opponent_exploration=0.1)),
     "c4": (connect_four_v3.env,
            dict(n_steps=64, batch_size=1024, n_epochs=4, learning_rate=3e-4, ent_coef=0.01, gamma=0.99,
                 hidden_sizes=[256, 256], activation="relu", vis_encode_type="match3"),
            LeagueSettings(save_steps=20_000, swap_steps=10_000, window=100, play_against_latest_model_ratio=0.5,
-                          opponent_sampling="pfsp", pfsp_weighting="hard",
-                          opponents=[ScriptedOpponent(name=f"alpha_beta_depth{d}", kind="callable",
-                                                      function=f"{MEMBERS}:alpha_beta_depth{d}") for d in (1, 2)])),
+                          opponent_sampling="pfsp", pfsp_weighting="hard")),
 }
+
+
+def alpha_beta_members(depths: list[int]) -> list[ScriptedOpponent]:
+    """The league's scripted members: board_opponents' alpha-beta players at ``depths``."""
+    return [ScriptedOpponent(name=f"alpha_beta_depth{d}", kind="callable", function=f"{MEMBERS}:alpha_beta_depth{d}")
+            for d in depths]
 
 
 def make(game: str):
@@ -89,10 +106,12 @@ def make(game: str):
     return env
 
 
-def train(game: str, steps: int, envs: int, seed: int, run_dir: Path) -> tuple[SelfPlay, float]:
-    """Self-play for ``steps`` learner decisions, its league and final model kept in ``run_dir`` as a run's are;
-    returns the model and the CPU minutes of this process it took (one torch thread: about its wall minutes)."""
+def train(game: str, steps: int, envs: int, seed: int, run_dir: Path,
+          members: Sequence[ScriptedOpponent] = ()) -> tuple[SelfPlay, float]:
+    """Self-play for ``steps`` learner decisions, with ``members`` in its league, kept in ``run_dir`` as a run's
+    are; returns the model and the CPU minutes of this process it took (one torch thread: about its wall minutes)."""
     _, settings, league = GAMES[game]
+    league = league.model_copy(update={"opponents": list(members)})
     model = SelfPlay(SerialVectorEnv([make(game)] * envs), League(league, run_dir / "league", seed=seed),
                      seed=seed, **settings)
     start = time.process_time()
@@ -107,7 +126,7 @@ def ladder_of(run_dir: Path, envs: int, seed: int) -> tuple[bool, float]:
     """Make the run's difficulty ladder and print it; (ordered, fraction of pairs in the band), (False, 0.0) when
     the band allows fewer than two tiers."""
     try:
-        (made,) = make_ladders(run_dir, games=400, seed=seed, env=SerialVectorEnv([make("ttt")] * envs))
+        (made,) = make_ladders(run_dir, games=LADDER_GAMES, seed=seed, env=SerialVectorEnv([make("ttt")] * envs))
     except LadderError as exc:
         print(f"ladder         {seed:>4} none: {exc}", flush=True)
         return False, 0.0
@@ -134,6 +153,8 @@ def main() -> None:
     parser.add_argument("--c4-seed", type=int, default=0)
     parser.add_argument("--envs", type=int, default=16, help="tic-tac-toe's game copies")
     parser.add_argument("--c4-envs", type=int, default=32)
+    parser.add_argument("--c4-members", type=int, nargs="*", choices=(1, 2, 4), default=[1, 2],
+                        help="depths of the alpha-beta players in the league (4: the one the last line reports)")
     options = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -150,12 +171,14 @@ def main() -> None:
     if options.c4_steps:
         seed = options.c4_seed
         with tempfile.TemporaryDirectory() as run_dir:
-            model, c4_minutes = train("c4", options.c4_steps, options.c4_envs, seed, Path(run_dir))
+            model, c4_minutes = train("c4", options.c4_steps, options.c4_envs, seed, Path(run_dir),
+                                      alpha_beta_members(options.c4_members))
         minutes += c4_minutes
         c4_steps = model.num_steps
         rng = np.random.default_rng(seed)
         for name, opponent, games, match_seed in (("random", RandomPlayer(rng), 200, 2),
                                                   ("alpha-beta depth 2", ConnectFourAlphaBeta(2, rng), 200, 3),
+                                                  ("alpha-beta depth 3", ConnectFourAlphaBeta(3, rng), 200, 5),
                                                   ("alpha-beta depth 4", ConnectFourAlphaBeta(4, rng), 200, 4)):
             record = play_match(connect_four_v3.env, as_player(model), opponent, games, match_seed)
             c4[name] = show("connect four", seed, name, record)[0]
@@ -164,7 +187,7 @@ def main() -> None:
     print(f"selfplay ttt_loss_rate_vs_perfect={max(ttt_losses, default=float('nan')):.3f} "
           f"c4_win_rate_vs_random={c4.get('random', float('nan')):.3f} "
           f"c4_win_rate_vs_depth4={c4.get('alpha-beta depth 4', float('nan')):.3f} c4_cpu_minutes={c4_minutes:.1f} "
-          f"c4_steps={c4_steps} train_minutes={minutes:.1f} "
+          f"c4_steps={c4_steps} c4_depth4_in_league={int(4 in options.c4_members)} train_minutes={minutes:.1f} "
           f"ladder_ordered={int(all(ordered for ordered, _ in ladders)) if ladders else 'nan'} "
           f"ladder_band_ok={min((ok for _, ok in ladders), default=float('nan')):.2f}")
 
