@@ -74,7 +74,8 @@ with warnings.catch_warnings():
 # 2.5M steps (37.6 CPU minutes, the machine shared): 1.000 and 0.075. With depth 4 in the league as well
 # (--c4-members 1 2 4, 2M steps, 26.8 CPU minutes, the machine shared): 1.000 against depth 2 and 0.440 against
 # depth 4, but 0.000 against depth 3, never met, and 0.730 against random play: lines learned against the
-# members it meets, not strength; PFSP "variance" with it drew the members too seldom (0.00 against depth 2 at 500k).
+# members it meets, not strength; PFSP "variance" (with learning_rate 1e-3) drew the members too seldom (0.00
+# against depth 2 at 500k).
 # Tic-tac-toe keeps a snapshot every 10k steps (the window of 100 holds the whole run): every 20k, seed 0's final
 # policy beat its neighbouring snapshots 87.2% and 66.5% (1000 games each), neither inside the 65-75% band by a
 # standard error, so it had no ladder (and it lost 5.5% of its games to perfect play; every 10k, none on seeds 0-2).

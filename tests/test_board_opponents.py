@@ -253,7 +253,7 @@ def test_the_alpha_beta_league_members_play_a_batch_as_the_player_plays_each_boa
     columns the depth-d player finds best there (a win taken, a loss blocked)."""
     lines = [[3, 3, 2, 2], [0, 6, 0, 6, 0], [3, 4, 3, 4, 2, 5], []]
     boards = [position(connect_four_v3.env, line)[0]["observation"] for line in lines]
-    for member, depth in ((bo.alpha_beta_depth1, 1), (bo.alpha_beta_depth2, 2)):
+    for member, depth in ((bo.alpha_beta_depth1, 1), (bo.alpha_beta_depth2, 2), (bo.alpha_beta_depth4, 4)):
         for batch in (np.stack(boards), np.stack(boards).reshape(len(boards), -1)):
             moves = member(batch, None)
             assert moves.dtype == np.int64 and moves.shape == (len(lines),)

@@ -45,6 +45,11 @@ class Measurement:
     score: float
     games: int
 
+    @property
+    def standard_error(self) -> float:
+        """Of the score (at most: draws, scored a half, only lower it)."""
+        return float(np.sqrt(self.score * (1 - self.score) / self.games))
+
 
 Measure = Callable[[Candidate, Candidate, int], Measurement]
 """``measure(upper, lower, seed)``: play fresh games between two candidates, seeded by ``seed``."""
@@ -142,7 +147,7 @@ def _step_down(ordered: list[Candidate], top: int, band: tuple[float, float],
         j = min(range(lo, hi + 1), key=lambda k: (round(abs(elo_expected(upper.rating, ordered[k].rating) - target), 3),
                                                   abs(k - (lo + hi) / 2)))
         found = fresh(upper, ordered[j])
-        margin = _standard_error(found)
+        margin = found.standard_error
         if low + margin <= found.score <= high - margin and (best is None or abs(found.score - target) < best[0]):
             best = abs(found.score - target), j
             if best[0] <= (high - low) / 8:
@@ -167,11 +172,6 @@ def _step_down(ordered: list[Candidate], top: int, band: tuple[float, float],
                   "would fill the gap; more --games narrow the error)")
 
 
-def _standard_error(found: Measurement) -> float:
-    """The standard error of a measured score (at most: draws, scored a half, only lower it)."""
-    return float(np.sqrt(found.score * (1 - found.score) / found.games))
-
-
 def _rate(found: Measurement) -> str:
     """A measured rate with its standard error, as the refusals print it."""
-    return f"{found.score:.1%} ± {_standard_error(found):.1%}"
+    return f"{found.score:.1%} ± {found.standard_error:.1%}"
