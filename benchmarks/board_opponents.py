@@ -23,9 +23,13 @@ players rely on, from PettingZoo's source (pettingzoo/classic):
 from __future__ import annotations
 
 from functools import cache, lru_cache
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from sparring.envs.demonstrations import DemonstrationWriter
+from sparring.spec import BehaviourSpec
 
 Player = Callable[[dict, str], int]
 
@@ -250,6 +254,50 @@ alpha_beta_depth1 = _alpha_beta_member(1)
 alpha_beta_depth2 = _alpha_beta_member(2)
 alpha_beta_depth4 = _alpha_beta_member(4)
 """Scripted league members (``self_play.opponents``, kind callable: ``benchmarks/board_opponents.py:alpha_beta_depth2``)."""
+
+
+def record_alpha_beta(env_fn: Callable[[], object], path: Path, spec: BehaviourSpec, depth: int,
+                      opponents: Sequence[int], games: int, explore: float, seed: int) -> int:
+    """Demonstrations of alpha-beta at ``depth`` (the teacher) playing alpha-beta at each of ``opponents`` in turn,
+    from both seats, as a ``.demo`` of behaviour ``spec`` (``connect_four_v3``'s ``player``) for sparring's
+    ``behavioral_cloning``; returns the rows written.
+
+    A deep search is what a game can afford once, offline; a policy cloned from it plays in one forward pass.
+    Each teacher decision is written with its mirror image (board reflected left to right, column ``c`` ->
+    ``6 - c``): the heuristic, the move order and the exact scoring of tied moves are all symmetric, so the
+    mirrored move is one the teacher finds best in the mirrored position, and the data doubles at no search
+    cost. With probability ``explore`` either side plays a random legal move instead (not recorded): the teacher
+    then shows how to go on from positions its own games never reach.
+    """
+    rng = np.random.default_rng(seed)
+    teacher = ConnectFourAlphaBeta(depth, rng)
+    others = [ConnectFourAlphaBeta(d, rng) for d in opponents]
+    env = env_fn()
+    with DemonstrationWriter(path, spec) as writer:
+        for game in range(games):
+            env.reset(seed=seed + game)
+            teacher_seat = env.possible_agents[game % 2]
+            other = others[game // 2 % len(others)]
+            for agent in env.agent_iter():
+                obs, _, terminated, truncated, _ = env.last()
+                if terminated or truncated:
+                    env.step(None)
+                    continue
+                legal = np.flatnonzero(obs["action_mask"])
+                if rng.random() < explore:
+                    action = int(rng.choice(legal))
+                elif agent == teacher_seat:
+                    action = teacher(obs, agent)
+                    boards = np.stack([obs["observation"], obs["observation"][:, ::-1]])
+                    masks = np.stack([obs["action_mask"], obs["action_mask"][::-1]]).astype(bool)
+                    writer.add([game, game], boards, np.array([action, _C4_COLS - 1 - action]), [0.0, 0.0],
+                               [False, False], [False, False], masks)
+                else:
+                    action = other(obs, agent)
+                env.step(action)
+        rows = len(writer)
+    env.close()
+    return rows
 
 
 # --- evaluation harness -------------------------------------------------------------------------

@@ -2,21 +2,25 @@
 
 Tic-tac-toe sees no minimax and no scripted player: the learner plays only itself and its league snapshots
 (uniform over a window). Connect four reads the board with a CNN (ML-Agents' ``match3`` encoder, made for
-boards) and its league adds two scripted members, the game's hand-written AI as a game would bring it:
+boards) and learns from the game's AI as well as against it. Against: its league adds two scripted members,
 alpha-beta at depths 1 and 2 (``board_opponents.alpha_beta_depth1/2``), drawn with the snapshots by
-prioritized fictitious self-play ("hard": those it still loses to, most). Depth 4, which the last line
-reports, is then never met in training; ``--c4-members 1 2 4`` adds it, as a game adds the AI its NPC must
-beat, and the last line says so (``c4_depth4_in_league=1``). Depth 3 is never a member: it measures what
-carries over. Evaluation plays the trained policy (deterministic, action masks applied) from both seats:
-tic-tac-toe against a perfect minimax player (1000 games, random tie-breaking among optimal moves); connect
-four against a uniformly random player and alpha-beta players at depths 2, 3 and 4 (four-in-a-row window
-heuristic, random tie-breaking), 200 games each. The opponents are in
-board_opponents.py.
+prioritized fictitious self-play ("hard": those it still loses to, most); ``--c4-members 1 2 4`` adds depth
+4, and the last line says so (``c4_depth4_in_league=1``). From: the same alpha-beta searched to depth 8 (the
+teacher, ``--c4-teacher``) is recorded playing depths 1-4 (``board_opponents.record_alpha_beta``: 2000 games
+from both seats, one move in ten at random, every teacher decision with its mirror image) and the learner
+clones those decisions alongside RL (``behavioral_cloning``, 4096 rows a pass). Recording counts in connect
+four's CPU minutes. Depth 8 because deeper is not simply stronger with this heuristic: against depth 4, depth
+5 won 44 of 100 games, 6 won 27 of 60, 7 won 23 of 60, and 8 won 55 of 60. Evaluation plays the trained policy
+(deterministic, action masks applied) from both seats: tic-tac-toe against a perfect minimax player (1000
+games, random tie-breaking among optimal moves); connect four against a uniformly random player and alpha-beta
+players at depths 2, 3 and 4 (four-in-a-row window heuristic, random tie-breaking), 200 games each. The
+opponents are in board_opponents.py.
 
 Tic-tac-toe trains once per seed (``--ttt-seeds``, three by default) and reports its worst seed: a claim
 about self-play holds for every seed or it is not a claim. Connect four trains once, for ``--c4-steps``
-learner decisions: 2M by default, about 30 minutes of one core here (the target is a win rate within 30
-CPU minutes); the line reports the CPU minutes it took (one torch thread: about its wall minutes).
+learner decisions: 600k by default, with the recording about 30 minutes of one core here (the target is a win
+rate within 30 CPU minutes); the line reports the CPU minutes it took (one torch thread: about its wall
+minutes).
 
 Each tic-tac-toe run then makes its difficulty ladder (sparring.ladder, as ``sparring ladder`` does): as many
 tiers as the default band allows, each beating the one below 65-75% of the time, every neighbouring pair
@@ -25,12 +29,13 @@ even a pair at the band's middle checks outside a band 0.10 wide about 3% of the
 ``ladder_ordered`` is 1 when every seed's ladder has two or more tiers each beating the one below,
 ``ladder_band_ok`` the worst seed's fraction of checked pairs inside the band.
 
-    python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 2000000] [--c4-seed 0]
-                                  [--c4-members 1 2]
+    python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 600000] [--c4-seed 0]
+                                  [--c4-members 1 2] [--c4-teacher 8] [--c4-teacher-opponents 1 2 3 4]
+                                  [--c4-demo-games 2000]
 
 Last line: ``selfplay ttt_loss_rate_vs_perfect=<worst seed's> c4_win_rate_vs_random=<...>
 c4_win_rate_vs_depth4=<...> c4_cpu_minutes=<...> c4_steps=<...> c4_depth4_in_league=<0|1>
-train_minutes=<CPU minutes of all training> ladder_ordered=<0|1> ladder_band_ok=<fraction>``.
+c4_teacher_depth=<0: none> train_minutes=<CPU minutes of all training> ladder_ordered=<0|1> ladder_band_ok=<fraction>``.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from board_opponents import ConnectFourAlphaBeta, RandomPlayer, TicTacToePerfect, play_match  # noqa: E402
+from board_opponents import (  # noqa: E402
+    ConnectFourAlphaBeta, RandomPlayer, TicTacToePerfect, play_match, record_alpha_beta,
+)
 
 from sparring.agents.selfplay.scripted import ScriptedOpponent  # noqa: E402
 
@@ -66,20 +73,24 @@ with warnings.catch_warnings():
 # opponent will steer it into (0.01 loses 0.14 of tic-tac-toe games to perfect play). Entropy alone still
 # left blind spots on some seeds (2 in 9 lost 1-5% of games to perfect play, at 1M and at 2M steps);
 # opponent_exploration 0.1, opponents playing a random legal move one move in ten, left none in 10 seeds.
-# Connect four: the alpha-beta members punish blunders that self-play alone is slow to (measured, CNN, seed 0,
-# with the CPU shared: with them 0.50 against depth 2 after 1M steps; without, 0.00 at 1M); ent_coef 0.01
-# (0.1 with them: 0.00 against depth 2 at 500k). PFSP "hard" draws most what it still loses to. mirror_learns
-# (every seat of its own games) scored 0.35 against depth 2 at 1M. None won a game against depth 4 by 1.5M. This
-# configuration, alone on the machine: 2M steps in 28.6 CPU minutes, 0.50 against depth 2 and 0.000 against depth 4;
-# 2.5M steps (37.6 CPU minutes, the machine shared): 1.000 and 0.075. With depth 4 in the league as well
-# (--c4-members 1 2 4, 2M steps, 26.8 CPU minutes, the machine shared): 1.000 against depth 2 and 0.440 against
-# depth 4, but 0.000 against depth 3, never met, and 0.730 against random play: lines learned against the
-# members it meets, not strength; PFSP "variance" (with learning_rate 1e-3) drew the members too seldom (0.00
-# against depth 2 at 500k).
+# Connect four without a teacher (--c4-teacher 0): the alpha-beta members punish blunders that self-play alone is
+# slow to (measured, CNN, seed 0, with the CPU shared: with them 0.50 against depth 2 after 1M steps; without, 0.00
+# at 1M); ent_coef 0.01 (0.1 with them: 0.00 against depth 2 at 500k). PFSP "hard" draws most what it still loses
+# to. mirror_learns (every seat of its own games) scored 0.35 against depth 2 at 1M. Alone on the machine: 2M steps
+# in 28.6 CPU minutes, 0.50 against depth 2 and 0.000 against depth 4. With depth 4 in the league as well (2M
+# steps, 26.8 CPU minutes, the machine shared): 0.440 against depth 4 but 0.000 against depth 3, never met, and
+# 0.730 against random play: lines learned against the members it meets, not strength. A policy trained only
+# against depth 1 still lost 80% of its games to it between 250k and 500k steps: RL alone learns this board slowly.
+# With the depth-8 teacher (the machine shared by two runs): 600k steps, 29.8 CPU minutes in all, 0.715 against
+# depth 4, 0.790 against depth 3, 0.855 against depth 2, 0.985 against random play; the teacher recorded against
+# depths 1-3 only, depth 4 never met anywhere: 0.480, 0.720, 0.815, 0.985; depth 4 in the league too (550k steps,
+# seeds 0 and 1, 28.5 CPU minutes): 0.675 and 0.725 against depth 4, 0.780 and 0.765 against depth 3.
 # Tic-tac-toe keeps a snapshot every 10k steps (the window of 100 holds the whole run): every 20k, seed 0's final
 # policy beat its neighbouring snapshots 87.2% and 66.5% (1000 games each), neither inside the 65-75% band by a
 # standard error, so it had no ladder (and it lost 5.5% of its games to perfect play; every 10k, none on seeds 0-2).
 LADDER_GAMES = 1000
+TEACHER_EXPLORE = 0.1  # either side's move at random, unrecorded: the teacher shows its way back from elsewhere
+CLONED_ROWS = 4096  # demonstration rows per cloning pass (each PPO update makes n_epochs passes)
 MEMBERS = Path(__file__).resolve().parent / "board_opponents.py"
 GAMES = {
     "ttt": (tictactoe_v3.env,
@@ -108,19 +119,37 @@ def make(game: str):
 
 
 def train(game: str, steps: int, envs: int, seed: int, run_dir: Path,
-          members: Sequence[ScriptedOpponent] = ()) -> tuple[SelfPlay, float]:
-    """Self-play for ``steps`` learner decisions, with ``members`` in its league, kept in ``run_dir`` as a run's
-    are; returns the model and the CPU minutes of this process it took (one torch thread: about its wall minutes)."""
+          members: Sequence[ScriptedOpponent] = (), **overrides) -> tuple[SelfPlay, float]:
+    """Self-play for ``steps`` learner decisions, with ``members`` in its league and ``overrides`` of the game's
+    trainer settings, kept in ``run_dir`` as a run's are; returns the model and the CPU minutes of this process it
+    took (one torch thread: about its wall minutes)."""
     _, settings, league = GAMES[game]
     league = league.model_copy(update={"opponents": list(members)})
     model = SelfPlay(SerialVectorEnv([make(game)] * envs), League(league, run_dir / "league", seed=seed),
-                     seed=seed, **settings)
+                     seed=seed, **settings | overrides)
     start = time.process_time()
     model.learn(steps)  # in one call: the learning rate decays linearly over all of it
     minutes = (time.process_time() - start) / 60
     model.league.save()
     model.save(run_dir / "final.pt")
     return model, minutes
+
+
+def teach(run_dir: Path, options: argparse.Namespace, seed: int) -> tuple[dict, float]:
+    """Record the teacher's games into ``run_dir`` (``--c4-teacher``); the trainer settings that clone them and the
+    CPU minutes recording took (part of connect four's). No teacher: no settings, no minutes."""
+    if not options.c4_teacher:
+        return {}, 0.0
+    start = time.process_time()
+    demo = run_dir / f"alpha_beta_depth{options.c4_teacher}.demo"
+    rows = record_alpha_beta(connect_four_v3.env, demo, PettingZooEnv(connect_four_v3.env()).specs["player"],
+                             options.c4_teacher, options.c4_teacher_opponents, options.c4_demo_games, TEACHER_EXPLORE,
+                             seed)
+    minutes = (time.process_time() - start) / 60
+    print(f"(connect four: {rows:,} demonstration rows of alpha-beta depth {options.c4_teacher} against depths "
+          f"{' '.join(map(str, options.c4_teacher_opponents))}, {options.c4_demo_games:,} games, recorded in "
+          f"{minutes:.1f} CPU minutes)", flush=True)
+    return {"behavioral_cloning": {"demo_path": str(demo), "samples_per_update": CLONED_ROWS}}, minutes
 
 
 def ladder_of(run_dir: Path, envs: int, seed: int) -> tuple[bool, float]:
@@ -150,12 +179,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ttt-steps", type=int, default=1_000_000, help="0 skips tic-tac-toe")
     parser.add_argument("--ttt-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--c4-steps", type=int, default=2_000_000, help="0 skips connect four")
+    parser.add_argument("--c4-steps", type=int, default=600_000, help="0 skips connect four")
     parser.add_argument("--c4-seed", type=int, default=0)
     parser.add_argument("--envs", type=int, default=16, help="tic-tac-toe's game copies")
     parser.add_argument("--c4-envs", type=int, default=32)
     parser.add_argument("--c4-members", type=int, nargs="*", choices=(1, 2, 4), default=[1, 2],
                         help="depths of the alpha-beta players in the league (4: the one the last line reports)")
+    parser.add_argument("--c4-teacher", type=int, default=8,
+                        help="depth of the alpha-beta player whose demonstrations are cloned; 0: none")
+    parser.add_argument("--c4-teacher-opponents", type=int, nargs="+", default=[1, 2, 3, 4],
+                        help="depths of the alpha-beta players the teacher is recorded against")
+    parser.add_argument("--c4-demo-games", type=int, default=2000, help="games recorded of the teacher")
     options = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -172,8 +206,10 @@ def main() -> None:
     if options.c4_steps:
         seed = options.c4_seed
         with tempfile.TemporaryDirectory() as run_dir:
+            cloning, demo_minutes = teach(Path(run_dir), options, seed)
             model, c4_minutes = train("c4", options.c4_steps, options.c4_envs, seed, Path(run_dir),
-                                      alpha_beta_members(options.c4_members))
+                                      alpha_beta_members(options.c4_members), **cloning)
+        c4_minutes += demo_minutes
         minutes += c4_minutes
         c4_steps = model.num_steps
         rng = np.random.default_rng(seed)
@@ -188,7 +224,8 @@ def main() -> None:
     print(f"selfplay ttt_loss_rate_vs_perfect={max(ttt_losses, default=float('nan')):.3f} "
           f"c4_win_rate_vs_random={c4.get('random', float('nan')):.3f} "
           f"c4_win_rate_vs_depth4={c4.get('alpha-beta depth 4', float('nan')):.3f} c4_cpu_minutes={c4_minutes:.1f} "
-          f"c4_steps={c4_steps} c4_depth4_in_league={int(4 in options.c4_members)} train_minutes={minutes:.1f} "
+          f"c4_steps={c4_steps} c4_depth4_in_league={int(4 in options.c4_members)} "
+          f"c4_teacher_depth={options.c4_teacher} train_minutes={minutes:.1f} "
           f"ladder_ordered={int(all(ordered for ordered, _ in ladders)) if ladders else 'nan'} "
           f"ladder_band_ok={min((ok for _, ok in ladders), default=float('nan')):.2f}")
 

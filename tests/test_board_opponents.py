@@ -261,3 +261,25 @@ def test_the_alpha_beta_league_members_play_a_batch_as_the_player_plays_each_boa
                 assert move in moves_chosen(bo.ConnectFourAlphaBeta(depth, rng(0)), {"observation": board,
                                             "action_mask": np.ones(7, np.int8)}, "x")
     assert bo.alpha_beta_depth2(np.stack(boards[1:2]), None)[0] == 0  # the other has three in column 0: blocked
+
+
+def test_alpha_beta_demonstrations_hold_the_teachers_moves_and_their_mirror_images(tmp_path):
+    """benchmarks/selfplay.py clones these: every recorded move is one the teacher finds best on its board, and
+    every second row is the row before reflected left to right (connect four is symmetric)."""
+    from sparring.envs.demonstrations import load_demonstrations
+    from sparring.envs.pettingzoo import PettingZooEnv
+
+    spec = PettingZooEnv(connect_four_v3.env()).specs["player"]
+    path = tmp_path / "teacher.demo"
+    rows = bo.record_alpha_beta(connect_four_v3.env, path, spec, depth=3, opponents=[1, 2], games=6, explore=0.1, seed=0)
+    demo = load_demonstrations(path, spec)
+    assert len(demo.actions) == rows and rows % 2 == 0 and rows > 6 * 4
+    boards, actions = demo.obs.reshape(rows, 6, 7, 2), demo.actions.reshape(rows)
+    np.testing.assert_array_equal(boards[1::2], boards[0::2, :, ::-1])
+    np.testing.assert_array_equal(actions[1::2], 6 - actions[0::2])
+    np.testing.assert_array_equal(demo.action_masks[1::2], demo.action_masks[0::2, ::-1])
+    for board, action in zip(boards, actions.tolist()):
+        cur, them = (bo._C4_WEIGHTS @ board.reshape(42, 2).astype(np.int64)).tolist()
+        assert action in bo.best_columns(cur, cur | them, 3)
+    seats = {int(board.sum()) % 2 for board in boards}
+    assert seats == {0, 1}  # the teacher played first (an even count of stones to move on) and second
