@@ -1,4 +1,5 @@
-"""Fixed reference opponents for PettingZoo's classic board games, and a harness that scores a policy against them.
+"""Fixed reference opponents for PettingZoo's classic board games, a harness that scores a policy against them,
+and recordings of the connect-four player for a policy to clone.
 
 Self-play agents only ever meet themselves, so their ratings drift with no anchor; these opponents
 never change, which makes "wins against depth-4 alpha-beta" comparable across runs and checkpoints.
@@ -272,32 +273,32 @@ def record_alpha_beta(env_fn: Callable[[], object], path: Path, spec: BehaviourS
     rng = np.random.default_rng(seed)
     teacher = ConnectFourAlphaBeta(depth, rng)
     others = [ConnectFourAlphaBeta(d, rng) for d in opponents]
+
+    def exploring(player: Player, writer: DemonstrationWriter | None = None) -> Player:
+        def play(obs: dict, agent: str) -> int:
+            if rng.random() < explore:
+                return int(rng.choice(np.flatnonzero(obs["action_mask"])))
+            action = player(obs, agent)
+            if writer is not None:
+                boards = np.stack([obs["observation"], obs["observation"][:, ::-1]])
+                masks = np.stack([obs["action_mask"], obs["action_mask"][::-1]]).astype(bool)
+                writer.add([0, 0], boards, np.array([action, _C4_COLS - 1 - action]), [0.0, 0.0], [False, False],
+                           [False, False], masks)
+            return action
+        return play
+
     env = env_fn()
-    with DemonstrationWriter(path, spec) as writer:
-        for game in range(games):
-            env.reset(seed=seed + game)
-            teacher_seat = env.possible_agents[game % 2]
-            other = others[game // 2 % len(others)]
-            for agent in env.agent_iter():
-                obs, _, terminated, truncated, _ = env.last()
-                if terminated or truncated:
-                    env.step(None)
-                    continue
-                legal = np.flatnonzero(obs["action_mask"])
-                if rng.random() < explore:
-                    action = int(rng.choice(legal))
-                elif agent == teacher_seat:
-                    action = teacher(obs, agent)
-                    boards = np.stack([obs["observation"], obs["observation"][:, ::-1]])
-                    masks = np.stack([obs["action_mask"], obs["action_mask"][::-1]]).astype(bool)
-                    writer.add([game, game], boards, np.array([action, _C4_COLS - 1 - action]), [0.0, 0.0],
-                               [False, False], [False, False], masks)
-                else:
-                    action = other(obs, agent)
-                env.step(action)
-        rows = len(writer)
-    env.close()
-    return rows
+    try:
+        with DemonstrationWriter(path, spec) as writer:
+            recorded = exploring(teacher, writer)
+            for game in range(games):
+                other = exploring(others[game // 2 % len(others)])
+                seats = (recorded, other) if game % 2 == 0 else (other, recorded)  # the teacher plays both seats
+                env.reset(seed=seed + game)
+                _play_game(env, dict(zip(env.possible_agents, seats)))
+            return len(writer)
+    finally:
+        env.close()
 
 
 # --- evaluation harness -------------------------------------------------------------------------

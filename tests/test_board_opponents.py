@@ -271,7 +271,8 @@ def test_alpha_beta_demonstrations_hold_the_teachers_moves_and_their_mirror_imag
 
     spec = PettingZooEnv(connect_four_v3.env()).specs["player"]
     path = tmp_path / "teacher.demo"
-    rows = bo.record_alpha_beta(connect_four_v3.env, path, spec, depth=3, opponents=[1, 2], games=6, explore=0.1, seed=0)
+    rows = bo.record_alpha_beta(connect_four_v3.env, path, spec, depth=3, opponents=[1, 2], games=6, explore=0.1,
+                                seed=0)
     demo = load_demonstrations(path, spec)
     assert len(demo.actions) == rows and rows % 2 == 0 and rows > 6 * 4
     boards, actions = demo.obs.reshape(rows, 6, 7, 2), demo.actions.reshape(rows)
