@@ -83,10 +83,11 @@ with warnings.catch_warnings():
 # against depth 1 still lost 80% of its games to it between 250k and 500k steps: RL alone learns this board slowly.
 # With the depth-8 teacher (the machine shared by two runs), this configuration (3000 games recorded in 11.3 CPU
 # minutes, 450k steps, 27.4 CPU minutes in all): 0.935 against depth 4, 0.840 against depth 3, 0.705 against
-# depth 2, 0.995 against random play; seed 1 (27.1 CPU minutes): 0.755, 0.770, 0.820, 0.990. Recording 2000 games and training 600k steps (29.8 CPU minutes): 0.715,
-# 0.790, 0.855, 0.985; the same with the teacher recorded against depths 1-3 only, depth 4 never met anywhere:
-# 0.480, 0.720, 0.815, 0.985; with depth 4 in the league too (550k steps, seeds 0 and 1, 28.5 CPU minutes): 0.675
-# and 0.725 against depth 4, 0.780 and 0.765 against depth 3. More recorded games did more than more steps.
+# depth 2, 0.995 against random play; seed 1 (27.1 CPU minutes): 0.755, 0.770, 0.820, 0.990. Recording 2000
+# games and training 600k steps (29.8 CPU minutes): 0.715, 0.790, 0.855, 0.985; the same with the teacher
+# recorded against depths 1-3 only, depth 4 never met anywhere: 0.480, 0.720, 0.815, 0.985; with depth 4 in the
+# league too (550k steps, seeds 0 and 1, 28.5 CPU minutes): 0.675 and 0.725 against depth 4, 0.780 and 0.765
+# against depth 3. More recorded games did more than more steps.
 # Tic-tac-toe keeps a snapshot every 10k steps (the window of 100 holds the whole run): every 20k, seed 0's final
 # policy beat its neighbouring snapshots 87.2% and 66.5% (1000 games each), neither inside the 65-75% band by a
 # standard error, so it had no ladder (and it lost 5.5% of its games to perfect play; every 10k, none on seeds 0-2).
