@@ -161,14 +161,29 @@ def _c4_evaluate(cur: int, mask: int) -> int:
     return score
 
 
-def _c4_negamax(cur: int, mask: int, depth: int, alpha: int, beta: int) -> int:
+EXACT, LOWER, UPPER = 0, 1, 2  # a remembered search value: exact, or the bound a cut-off search left
+
+
+def _c4_negamax(cur: int, mask: int, depth: int, alpha: int, beta: int, table: dict) -> int:
     """Alpha-beta value of a position the previous mover did not win, for the player to move.
 
     An immediate win is taken before searching (it scores WIN + depth - 1, what searching it
     would give, and nothing scores higher), which prunes most of the tree near decided games.
+
+    ``table`` is one root search's transposition table: connect four reaches a position by many move orders, and
+    each is searched once. It holds each position's value at each depth left as the search found it (exact, or a
+    bound where the window cut it short) and the heuristic of each leaf (depth 0); a remembered bound is used only
+    where it decides the window, so the search returns what it would without the table (it more than halves the
+    depth-8 teacher's time).
     """
     if mask == _C4_BOARD:
         return 0
+    key = (cur, mask, depth)
+    remembered = table.get(key)
+    if remembered is not None:
+        value, kind = remembered
+        if kind == EXACT or (kind == LOWER and value >= beta) or (kind == UPPER and value <= alpha):
+            return value
     moves = []
     for col in _C4_ORDER:
         if not mask & _C4_TOP[col]:
@@ -176,22 +191,25 @@ def _c4_negamax(cur: int, mask: int, depth: int, alpha: int, beta: int) -> int:
             if _c4_won(cur | move):
                 return WIN + depth - 1
             moves.append(move)
+    window_low, them = alpha, cur ^ mask
     if depth == 1:
-        best = -WIN * 2
+        value = -WIN * 2
         for move in moves:
-            value = -_c4_evaluate(cur ^ mask, mask | move)
-            if value > best:
-                best = value
-                if value >= beta:
-                    break
-        return best
-    for move in moves:
-        value = -_c4_negamax(cur ^ mask, mask | move, depth - 1, -beta, -alpha)
-        if value > alpha:
-            alpha = value
+            leaf = (them, mask | move, 0)
+            heuristic = table.get(leaf)
+            if heuristic is None:
+                heuristic = table[leaf] = _c4_evaluate(them, mask | move)
+            value = max(value, -heuristic)
+            if value >= beta:
+                break
+    else:
+        for move in moves:
+            alpha = max(alpha, -_c4_negamax(them, mask | move, depth - 1, -beta, -alpha, table))
             if alpha >= beta:
                 break
-    return alpha
+        value = alpha
+    table[key] = (value, UPPER if value <= window_low else LOWER if value >= beta else EXACT)
+    return value
 
 
 @lru_cache(maxsize=1 << 18)
@@ -202,7 +220,7 @@ def best_columns(cur: int, mask: int, depth: int) -> tuple[int, ...]:
     searched with alpha one below the best so far: a move that ties the best then gets its exact score rather
     than a bound, which is what random tie-breaking needs.
     """
-    best, columns = -WIN * 2, []
+    best, columns, table = -WIN * 2, [], {}
     for col in _C4_ORDER:
         if mask & _C4_TOP[col]:
             continue
@@ -212,7 +230,7 @@ def best_columns(cur: int, mask: int, depth: int) -> tuple[int, ...]:
         elif depth == 1:
             value = -_c4_evaluate(cur ^ mask, mask | move)
         else:
-            value = -_c4_negamax(cur ^ mask, mask | move, depth - 1, -WIN * 2, -(best - 1))
+            value = -_c4_negamax(cur ^ mask, mask | move, depth - 1, -WIN * 2, -(best - 1), table)
         if value > best:
             best, columns = value, [col]
         elif value == best:
