@@ -1,24 +1,24 @@
 """Self-play, then fixed opponents: tic-tac-toe and connect four (PettingZoo classic).
 
 Tic-tac-toe sees no minimax and no scripted player: the learner plays only itself and its league snapshots
-(uniform over a window). Connect four reads the board with a CNN (ML-Agents' ``match3`` encoder, made for
-boards) and learns from the game's AI as well as against it. Against: its league adds two scripted members,
-alpha-beta at depths 1 and 2 (``board_opponents.alpha_beta_depth1/2``), drawn with the snapshots by
-prioritized fictitious self-play ("hard": those it still loses to, most); ``--c4-members 1 2 4`` adds depth
-4, and the last line says so (``c4_depth4_in_league=1``). From: the same alpha-beta searched to depth 8 (the
-teacher, ``--c4-teacher``) is recorded playing depths 1-4 (``board_opponents.record_alpha_beta``: 3000 games
-from both seats, one move in ten at random, every teacher decision with its mirror image) and the learner
-clones those decisions alongside RL (``behavioral_cloning``, 4096 rows a pass). Recording counts in connect
-four's CPU minutes. Depth 8 because deeper is not simply stronger with this heuristic: against depth 4, depth
-5 won 44 of 100 games, 6 won 27 of 60, 7 won 23 of 60, and 8 won 55 of 60. Evaluation plays the trained policy
-(deterministic, action masks applied) from both seats: tic-tac-toe against a perfect minimax player (1000
-games, random tie-breaking among optimal moves); connect four against a uniformly random player and alpha-beta
-players at depths 2, 3 and 4 (four-in-a-row window heuristic, random tie-breaking), 200 games each. The
-opponents are in board_opponents.py.
+(uniform over a window). Connect four reads the board with a CNN (ML-Agents' ``match3`` encoder, made for boards)
+and learns from the game's AI as well as against it. Against: its league adds two scripted members, alpha-beta at
+depths 1 and 2 (``board_opponents.alpha_beta_depth1/2``), drawn with the snapshots by prioritized fictitious
+self-play ("hard": those it still loses to, most); ``--c4-members 1 2 4`` adds depth 4, and the last line says so
+(``c4_depth4_in_league=1``). From: the same alpha-beta searched to depth 8 (the teacher, ``--c4-teacher``) is
+recorded playing depths 1-4 (``board_opponents.record_alpha_beta``: 8000 games from both seats, one move in ten
+at random, every teacher decision with its mirror image) and the learner clones those decisions alongside RL
+(``behavioral_cloning``, 4096 rows a pass, its learning rate decaying to 0 over the run as the trainer's does).
+Recording counts in connect four's CPU minutes. Depth 8 because deeper is not simply stronger with this
+heuristic: against depth 4, depth 5 won 44 of 100 games, 6 won 27 of 60, 7 won 23 of 60, and 8 won 55 of 60.
+Evaluation plays the trained policy (deterministic, action masks applied) from both seats: tic-tac-toe against a
+perfect minimax player (1000 games, random tie-breaking among optimal moves); connect four against a uniformly
+random player and alpha-beta players at depths 2, 3 and 4 (four-in-a-row window heuristic, random tie-breaking),
+200 games each. The opponents are in board_opponents.py.
 
 Tic-tac-toe trains once per seed (``--ttt-seeds``, three by default) and reports its worst seed: a claim
 about self-play holds for every seed or it is not a claim. Connect four trains once, for ``--c4-steps``
-learner decisions: 450k by default, with the recording about 28 minutes of one core here (the target is a win
+learner decisions: 600k by default, with the recording about 25 minutes of one core here (the target is a win
 rate within 30 CPU minutes); the line reports the CPU minutes it took (one torch thread: about its wall
 minutes).
 
@@ -29,9 +29,9 @@ even a pair at the band's middle checks outside a band 0.10 wide about 3% of the
 ``ladder_ordered`` is 1 when every seed's ladder has two or more tiers each beating the one below,
 ``ladder_band_ok`` the worst seed's fraction of checked pairs inside the band.
 
-    python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 450000] [--c4-seed 0]
+    python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 600000] [--c4-seed 0]
                                   [--c4-members 1 2] [--c4-teacher 8] [--c4-teacher-opponents 1 2 3 4]
-                                  [--c4-demo-games 3000]
+                                  [--c4-demo-games 8000] [--c4-cloning-decays 1]
 
 Last line: ``selfplay ttt_loss_rate_vs_perfect=<worst seed's> c4_win_rate_vs_random=<...>
 c4_win_rate_vs_depth4=<...> c4_cpu_minutes=<...> c4_steps=<...> c4_depth4_in_league=<0|1>
@@ -81,13 +81,15 @@ with warnings.catch_warnings():
 # steps, 26.8 CPU minutes, the machine shared): 0.440 against depth 4 but 0.000 against depth 3, never met, and
 # 0.730 against random play: lines learned against the members it meets, not strength. A policy trained only
 # against depth 1 still lost 80% of its games to it between 250k and 500k steps: RL alone learns this board slowly.
-# With the depth-8 teacher (the machine shared by two runs), this configuration (3000 games recorded in 11.3 CPU
-# minutes, 450k steps, 27.4 CPU minutes in all): 0.935 against depth 4, 0.840 against depth 3, 0.705 against
-# depth 2, 0.995 against random play; seed 1 (27.1 CPU minutes): 0.755, 0.770, 0.820, 0.990. Recording 2000
-# games and training 600k steps (29.8 CPU minutes): 0.715, 0.790, 0.855, 0.985; the same with the teacher
-# recorded against depths 1-3 only, depth 4 never met anywhere: 0.480, 0.720, 0.815, 0.985; with depth 4 in the
-# league too (550k steps, seeds 0 and 1, 28.5 CPU minutes): 0.675 and 0.725 against depth 4, 0.780 and 0.765
-# against depth 3. More recorded games did more than more steps.
+# With the depth-8 teacher (the machine shared by four runs), this configuration (8000 games recorded in 8.5 CPU
+# minutes, 600k steps, cloning decaying, 24.7-24.9 CPU minutes in all), seeds 0-3: 0.970, 0.770, 0.785 and 0.920
+# against depth 4; 0.855, 0.900, 0.850, 0.880 against depth 3; 1.000 against depth 2 and 0.985-0.995 against random
+# play on all four. Cloning at a constant rate (the trainer's decays; 6000 games, 450k steps, seeds 0 and 1): 0.760
+# and 0.755 against depth 4, 0.765 and 0.855 against depth 2; the same decaying: 0.965 and 0.820, 1.000 and 1.000 (the
+# policy settles as both rates reach 0, rather than move with every cloning pass). Earlier, with cloning constant and
+# the search slower: 3000 games (11.3 CPU minutes), 450k steps: 0.935 and 0.755 against depth 4; 2000 games, 600k
+# steps: 0.715 and 0.710; the same with the teacher recorded against depths 1-3 only, depth 4 never met anywhere:
+# 0.480 (seed 0); with depth 4 in the league too (550k steps): 0.675 and 0.725.
 # Tic-tac-toe keeps a snapshot every 10k steps (the window of 100 holds the whole run): every 20k, seed 0's final
 # policy beat its neighbouring snapshots 87.2% and 66.5% (1000 games each), neither inside the 65-75% band by a
 # standard error, so it had no ladder (and it lost 5.5% of its games to perfect play; every 10k, none on seeds 0-2).
@@ -152,7 +154,8 @@ def teach(run_dir: Path, options: argparse.Namespace, seed: int) -> tuple[dict, 
     print(f"(connect four: {rows:,} demonstration rows of alpha-beta depth {options.c4_teacher} against depths "
           f"{' '.join(map(str, options.c4_teacher_opponents))}, {options.c4_demo_games:,} games, recorded in "
           f"{minutes:.1f} CPU minutes)", flush=True)
-    return {"behavioral_cloning": {"demo_path": str(demo), "samples_per_update": CLONED_ROWS}}, minutes
+    decay = {"steps": options.c4_steps} if options.c4_cloning_decays else {}
+    return {"behavioral_cloning": {"demo_path": str(demo), "samples_per_update": CLONED_ROWS} | decay}, minutes
 
 
 def ladder_of(run_dir: Path, envs: int, seed: int) -> tuple[bool, float]:
@@ -182,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ttt-steps", type=int, default=1_000_000, help="0 skips tic-tac-toe")
     parser.add_argument("--ttt-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--c4-steps", type=int, default=450_000, help="0 skips connect four")
+    parser.add_argument("--c4-steps", type=int, default=600_000, help="0 skips connect four")
     parser.add_argument("--c4-seed", type=int, default=0)
     parser.add_argument("--envs", type=int, default=16, help="tic-tac-toe's game copies")
     parser.add_argument("--c4-envs", type=int, default=32)
@@ -192,7 +195,9 @@ def main() -> None:
                         help="depth of the alpha-beta player whose demonstrations are cloned; 0: none")
     parser.add_argument("--c4-teacher-opponents", type=int, nargs="+", default=[1, 2, 3, 4],
                         help="depths of the alpha-beta players the teacher is recorded against")
-    parser.add_argument("--c4-demo-games", type=int, default=3000, help="games recorded of the teacher")
+    parser.add_argument("--c4-demo-games", type=int, default=8000, help="games recorded of the teacher")
+    parser.add_argument("--c4-cloning-decays", type=int, choices=(0, 1), default=1,
+                        help="1: cloning's learning rate decays to 0 over the run, as the trainer's does")
     options = parser.parse_args()
     torch.set_num_threads(1)
 
