@@ -208,7 +208,6 @@ def test_alphabeta_best_moves_match_plain_minimax(depth, count):
         assert sorted(bo.best_columns(own, own | opp, depth)) == sorted(c for c, v in values.items() if v == best)
 
 
-
 def plain_bitboard_values(cur: int, mask: int, depth: int) -> dict[int, int]:
     """``naive_values`` on bitboards with the module's own heuristic (checked against the naive one above): fast
     enough to reach the depths where transpositions and cut-offs interleave, with neither pruning nor a table."""
@@ -224,7 +223,6 @@ def plain_bitboard_values(cur: int, mask: int, depth: int) -> dict[int, int]:
         else:
             values[col] = -max(plain_bitboard_values(cur ^ mask, mask | move, depth - 1).values())
     return values
-
 
 
 @pytest.mark.parametrize("depth, count", [(5, 6), (6, 2)])
@@ -261,6 +259,7 @@ def test_the_transposition_table_changes_no_value_of_a_deep_search():
             assert with_table == bo._c4_negamax(opp, mask | move, 6, *window, Forgetful()), (own, mask, col)
             searched += 1
     assert searched > 200
+
 
 # --- random player and the match harness ----------------------------------------------------------
 
