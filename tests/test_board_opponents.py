@@ -196,16 +196,27 @@ def random_positions(count: int, seed: int) -> list[tuple[dict, str]]:
     return positions
 
 
+def stones(planes: np.ndarray) -> tuple[int, int]:
+    """A (6, 7, 2) board as bitboards: the stones of the player to move, and the other's."""
+    own, opp = (bo._C4_WEIGHTS @ np.asarray(planes).reshape(42, 2).astype(np.int64)).tolist()
+    return own, opp
+
+
+def best_of(values: dict[int, int]) -> list[int]:
+    """The columns with the highest value, sorted."""
+    best = max(values.values())
+    return sorted(c for c, v in values.items() if v == best)
+
+
 @pytest.mark.parametrize("depth, count", [(1, 20), (2, 20), (3, 12), (4, 3)])
 def test_alphabeta_best_moves_match_plain_minimax(depth, count):
     player = bo.ConnectFourAlphaBeta(depth, rng(0))
     for obs, agent in random_positions(count, seed=depth):
         planes = obs["observation"]
-        values = naive_values(planes[:, :, 0], planes[:, :, 1], depth)
-        best = max(values.values())
-        assert moves_chosen(player, obs, agent, seeds=30) <= {c for c, v in values.items() if v == best}
-        own, opp = (bo._C4_WEIGHTS @ planes.reshape(42, 2)).tolist()
-        assert sorted(bo.best_columns(own, own | opp, depth)) == sorted(c for c, v in values.items() if v == best)
+        best = best_of(naive_values(planes[:, :, 0], planes[:, :, 1], depth))
+        assert moves_chosen(player, obs, agent, seeds=30) <= set(best)
+        own, opp = stones(planes)
+        assert sorted(bo.best_columns(own, own | opp, depth)) == best
 
 
 def plain_bitboard_values(cur: int, mask: int, depth: int) -> dict[int, int]:
@@ -228,11 +239,9 @@ def plain_bitboard_values(cur: int, mask: int, depth: int) -> dict[int, int]:
 @pytest.mark.parametrize("depth, count", [(5, 6), (6, 2)])
 def test_alphabeta_matches_plain_minimax_deeper(depth, count):
     for obs, _ in random_positions(count, seed=depth):
-        own, opp = (bo._C4_WEIGHTS @ obs["observation"].reshape(42, 2)).tolist()
-        values = plain_bitboard_values(own, own | opp, depth)
-        best = max(values.values())
-        assert sorted(bo.best_columns.__wrapped__(own, own | opp, depth)) == sorted(
-            c for c, v in values.items() if v == best)
+        own, opp = stones(obs["observation"])
+        assert sorted(bo.best_columns.__wrapped__(own, own | opp, depth)) == best_of(
+            plain_bitboard_values(own, own | opp, depth))
 
 
 class Forgetful(dict):
@@ -248,7 +257,7 @@ def test_the_transposition_table_changes_no_value_of_a_deep_search():
     depth 5)."""
     searched = 0
     for obs, _ in random_positions(50, seed=7):
-        own, opp = (bo._C4_WEIGHTS @ obs["observation"].reshape(42, 2)).tolist()
+        own, opp = stones(obs["observation"])
         mask = own | opp
         for col in range(7):
             move = (mask + bo._C4_BOTTOM[col]) & bo._C4_COLUMN[col]
@@ -333,7 +342,7 @@ def test_alpha_beta_demonstrations_hold_the_teachers_moves_and_their_mirror_imag
     np.testing.assert_array_equal(actions[1::2], 6 - actions[0::2])
     np.testing.assert_array_equal(demo.action_masks[1::2], demo.action_masks[0::2, ::-1])
     for board, action in zip(boards, actions.tolist()):
-        cur, them = (bo._C4_WEIGHTS @ board.reshape(42, 2).astype(np.int64)).tolist()
+        cur, them = stones(board)
         assert action in bo.best_columns(cur, cur | them, 3)
     seats = {int(board.sum()) % 2 for board in boards}
     assert seats == {0, 1}  # the teacher played first (an even count of stones to move on) and second
