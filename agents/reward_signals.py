@@ -347,6 +347,11 @@ class LazyDemonstrations:
                 raise ValueError(f"behaviour {self.spec.name!r}: {self.user}: {exc}") from None
         return self._loaded
 
+    def reread(self) -> None:
+        """Read the file or folder again when next needed: a folder that has gained demonstrations during training
+        (a teacher labelling the positions the policy now reaches) is learned from whole."""
+        self._loaded = None
+
 
 class GAIL(RewardSignal):
     """A discriminator D between the agent's rows and a demonstration's; reward = -log(1 - D)."""

@@ -276,7 +276,8 @@ alpha_beta_depth4 = _alpha_beta_member(4)
 
 
 def record_alpha_beta(env_fn: Callable[[], object], path: Path, spec: BehaviourSpec, depth: int,
-                      opponents: Sequence[int], games: int, explore: float, seed: int) -> int:
+                      opponents: Sequence[int], games: int, explore: float, seed: int,
+                      player: Player | None = None) -> int:
     """Demonstrations of alpha-beta at ``depth`` (the teacher) playing alpha-beta at each of ``opponents`` in turn,
     from both seats, as a ``.demo`` of behaviour ``spec`` (``connect_four_v3``'s ``player``) for sparring's
     ``behavioral_cloning``; returns the rows written.
@@ -287,20 +288,25 @@ def record_alpha_beta(env_fn: Callable[[], object], path: Path, spec: BehaviourS
     mirrored move is one the teacher finds best in the mirrored position, and the data doubles at no search
     cost. With probability ``explore`` either side plays a random legal move instead (not recorded): the teacher
     then shows how to go on from positions its own games never reach.
+
+    With ``player`` (a policy in training), the player makes the moves and the teacher only answers: each of the
+    player's decisions is written with the teacher's move in its place (DAgger, Ross et al. 2011), so the
+    demonstration covers the positions the player's own mistakes lead to.
     """
     rng = np.random.default_rng(seed)
     teacher = ConnectFourAlphaBeta(depth, rng)
     others = [ConnectFourAlphaBeta(d, rng) for d in opponents]
 
-    def exploring(player: Player, writer: DemonstrationWriter | None = None) -> Player:
+    def exploring(moving: Player, writer: DemonstrationWriter | None = None) -> Player:
         def play(obs: dict, agent: str) -> int:
             if rng.random() < explore:
                 return int(rng.choice(np.flatnonzero(obs["action_mask"])))
-            action = player(obs, agent)
+            action = moving(obs, agent)
             if writer is not None:
+                best = action if moving is teacher else teacher(obs, agent)
                 boards = np.stack([obs["observation"], obs["observation"][:, ::-1]])
                 masks = np.stack([obs["action_mask"], obs["action_mask"][::-1]]).astype(bool)
-                writer.add([0, 0], boards, np.array([action, _C4_COLS - 1 - action]), [0.0, 0.0], [False, False],
+                writer.add([0, 0], boards, np.array([best, _C4_COLS - 1 - best]), [0.0, 0.0], [False, False],
                            [False, False], masks)
             return action
         return play
@@ -308,7 +314,7 @@ def record_alpha_beta(env_fn: Callable[[], object], path: Path, spec: BehaviourS
     env = env_fn()
     try:
         with DemonstrationWriter(path, spec) as writer:
-            recorded = exploring(teacher, writer)
+            recorded = exploring(player or teacher, writer)
             for game in range(games):
                 other = exploring(others[game // 2 % len(others)])
                 seats = (recorded, other) if game % 2 == 0 else (other, recorded)  # the teacher plays both seats

@@ -9,7 +9,9 @@ self-play ("hard": those it still loses to, most); ``--c4-members 1 2 4`` adds d
 recorded playing depths 1-4 (``board_opponents.record_alpha_beta``: 8000 games from both seats, one move in ten
 at random, every teacher decision with its mirror image) and the learner clones those decisions alongside RL
 (``behavioral_cloning``, 4096 rows a pass, its learning rate decaying to 0 over the run as the trainer's does).
-Recording counts in connect four's CPU minutes. Depth 8 because deeper is not simply stronger with this
+``--c4-dagger-games N`` adds DAgger: ``--c4-dagger-rounds`` times, evenly spaced over the run, the policy plays N
+games against the teacher's opponents and the teacher labels each of its decisions, into the folder cloning reads.
+Recording and labelling count in connect four's CPU minutes. Depth 8 because deeper is not simply stronger with this
 heuristic: against depth 4, depth 5 won 44 of 100 games, 6 won 27 of 60, 7 won 23 of 60, and 8 won 55 of 60.
 Evaluation plays the trained policy (deterministic, action masks applied) from both seats: tic-tac-toe against a
 perfect minimax player (1000 games, random tie-breaking among optimal moves); connect four against a uniformly
@@ -31,11 +33,13 @@ even a pair at the band's middle checks outside a band 0.10 wide about 3% of the
 
     python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 600000] [--c4-seed 0]
                                   [--c4-members 1 2] [--c4-teacher 8] [--c4-teacher-opponents 1 2 3 4]
-                                  [--c4-demo-games 8000] [--c4-cloning-decays 1]
+                                  [--c4-demo-games 8000] [--c4-cloning-decays 1] [--c4-dagger-games 0]
+                                  [--c4-dagger-rounds 2]
 
 Last line: ``selfplay ttt_loss_rate_vs_perfect=<worst seed's> c4_win_rate_vs_random=<...>
 c4_win_rate_vs_depth4=<...> c4_cpu_minutes=<...> c4_steps=<...> c4_depth4_in_league=<0|1>
-c4_teacher_depth=<0: none> train_minutes=<CPU minutes of all training> ladder_ordered=<0|1> ladder_band_ok=<fraction>``.
+c4_teacher_depth=<0: none> c4_cloning_decays=<0|1> c4_dagger_games=<games labelled> train_minutes=<CPU minutes of all
+training> ladder_ordered=<0|1> ladder_band_ok=<fraction>``.
 """
 
 from __future__ import annotations
@@ -89,7 +93,11 @@ with warnings.catch_warnings():
 # policy settles as both rates reach 0, rather than move with every cloning pass). Earlier, with cloning constant and
 # the search slower: 3000 games (11.3 CPU minutes), 450k steps: 0.935 and 0.755 against depth 4; 2000 games, 600k
 # steps: 0.715 and 0.710; the same with the teacher recorded against depths 1-3 only, depth 4 never met anywhere:
-# 0.480 (seed 0); with depth 4 in the league too (550k steps): 0.675 and 0.725.
+# 0.480 (seed 0); with depth 4 in the league too (550k steps): 0.675 and 0.725. The teacher itself, from both seats,
+# wins 0.88 of 200 games against depth 4 (depth 9: 0.805; depths 5-7: 0.41-0.53; depth 10, 60 games: 0.50), so a
+# student that clones it well scores about that: cloning's ceiling is the teacher's. DAgger (6000 games recorded,
+# then 1300 games labelled at 150k, 300k and 450k steps, 1.1-1.3 CPU minutes a round, 26.1-26.2 in all), seeds 0-3:
+# 0.780, 0.805, 1.000 and 0.810 against depth 4 (0.86-0.90 against depth 3): no better than without it.
 # Tic-tac-toe keeps a snapshot every 10k steps (the window of 100 holds the whole run): every 20k, seed 0's final
 # policy beat its neighbouring snapshots 87.2% and 66.5% (1000 games each), neither inside the 65-75% band by a
 # standard error, so it had no ladder (and it lost 5.5% of its games to perfect play; every 10k, none on seeds 0-2).
@@ -97,6 +105,7 @@ LADDER_GAMES = 1000
 TEACHER_EXPLORE = 0.1  # either side's move at random, unrecorded: the teacher shows its way back from elsewhere
 CLONED_ROWS = 4096  # demonstration rows per cloning pass (each PPO update makes n_epochs passes)
 MEMBERS = Path(__file__).resolve().parent / "board_opponents.py"
+C4_SPEC = PettingZooEnv(connect_four_v3.env()).specs["player"]
 GAMES = {
     "ttt": (tictactoe_v3.env,
             dict(n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, ent_coef=0.1,
@@ -123,8 +132,8 @@ def make(game: str):
     return env
 
 
-def train(game: str, steps: int, envs: int, seed: int, run_dir: Path,
-          members: Sequence[ScriptedOpponent] = (), **overrides) -> tuple[SelfPlay, float]:
+def train(game: str, steps: int, envs: int, seed: int, run_dir: Path, members: Sequence[ScriptedOpponent] = (),
+          callback=None, **overrides) -> tuple[SelfPlay, float]:
     """Self-play for ``steps`` learner decisions, with ``members`` in its league and ``overrides`` of the game's
     trainer settings, kept in ``run_dir`` as a run's are; returns the model and the CPU minutes of this process it
     took (one torch thread: about its wall minutes)."""
@@ -133,7 +142,7 @@ def train(game: str, steps: int, envs: int, seed: int, run_dir: Path,
     model = SelfPlay(SerialVectorEnv([make(game)] * envs), League(league, run_dir / "league", seed=seed),
                      seed=seed, **settings | overrides)
     start = time.process_time()
-    model.learn(steps)  # in one call: the learning rate decays linearly over all of it
+    model.learn(steps, callback)  # in one call: the learning rate decays linearly over all of it
     minutes = (time.process_time() - start) / 60
     model.league.save()
     model.save(run_dir / "final.pt")
@@ -146,8 +155,9 @@ def teach(run_dir: Path, options: argparse.Namespace, seed: int) -> tuple[dict, 
     if not options.c4_teacher:
         return {}, 0.0
     start = time.process_time()
-    demo = run_dir / f"alpha_beta_depth{options.c4_teacher}.demo"
-    rows = record_alpha_beta(connect_four_v3.env, demo, PettingZooEnv(connect_four_v3.env()).specs["player"],
+    demos = run_dir / "demonstrations"
+    demos.mkdir()
+    rows = record_alpha_beta(connect_four_v3.env, demos / f"alpha_beta_depth{options.c4_teacher}.demo", C4_SPEC,
                              options.c4_teacher, options.c4_teacher_opponents, options.c4_demo_games, TEACHER_EXPLORE,
                              seed)
     minutes = (time.process_time() - start) / 60
@@ -155,7 +165,34 @@ def teach(run_dir: Path, options: argparse.Namespace, seed: int) -> tuple[dict, 
           f"{' '.join(map(str, options.c4_teacher_opponents))}, {options.c4_demo_games:,} games, recorded in "
           f"{minutes:.1f} CPU minutes)", flush=True)
     decay = {"steps": options.c4_steps} if options.c4_cloning_decays else {}
-    return {"behavioral_cloning": {"demo_path": str(demo), "samples_per_update": CLONED_ROWS} | decay}, minutes
+    return {"behavioral_cloning": {"demo_path": str(demos), "samples_per_update": CLONED_ROWS} | decay}, minutes
+
+
+class Dagger:
+    """A training callback: ``rounds`` times, evenly spaced over the run, the policy plays ``games`` games against
+    the teacher's opponents while the teacher labels its decisions (``record_alpha_beta``'s ``player``), into the
+    folder of demonstrations cloning reads; cloning then learns from the folder whole."""
+
+    def __init__(self, run_dir: Path, options: argparse.Namespace, seed: int) -> None:
+        self.folder, self.options, self.seed = run_dir / "demonstrations", options, seed
+        rounds = options.c4_dagger_rounds if options.c4_teacher and options.c4_dagger_games else 0
+        self.due = [options.c4_steps * (k + 1) // (rounds + 1) for k in range(rounds)]
+        self.games = 0  # labelled so far
+
+    def __call__(self, model: SelfPlay, report) -> None:
+        if not self.due or model.num_steps < self.due[0]:
+            return
+        self.due.pop(0)
+        o, start = self.options, time.process_time()
+        round_ = o.c4_dagger_rounds - len(self.due)
+        rows = record_alpha_beta(connect_four_v3.env, self.folder / f"dagger{round_}.demo", C4_SPEC, o.c4_teacher,
+                                 o.c4_teacher_opponents, o.c4_dagger_games, TEACHER_EXPLORE, self.seed + round_,
+                                 player=as_player(model))
+        model.learners["player"].cloning.demonstrations.reread()
+        minutes = (time.process_time() - start) / 60
+        self.games += o.c4_dagger_games
+        print(f"(connect four at {model.num_steps:,} steps: {rows:,} rows of the policy's decisions labelled by the "
+              f"teacher, {o.c4_dagger_games:,} games, {minutes:.1f} CPU minutes)", flush=True)
 
 
 def ladder_of(run_dir: Path, envs: int, seed: int) -> tuple[bool, float]:
@@ -198,11 +235,14 @@ def main() -> None:
     parser.add_argument("--c4-demo-games", type=int, default=8000, help="games recorded of the teacher")
     parser.add_argument("--c4-cloning-decays", type=int, choices=(0, 1), default=1,
                         help="1: cloning's learning rate decays to 0 over the run, as the trainer's does")
+    parser.add_argument("--c4-dagger-games", type=int, default=0,
+                        help="games a round of the policy's decisions labelled by the teacher; 0: none")
+    parser.add_argument("--c4-dagger-rounds", type=int, default=2, help="rounds, evenly spaced over the run")
     options = parser.parse_args()
     torch.set_num_threads(1)
 
     print(f"{'game':<14} {'seed':>4} {'opponent':<20} {'games':>6} {'win':>6} {'draw':>6} {'loss':>6}")
-    minutes, ttt_losses, c4, ladders, c4_minutes, c4_steps = 0.0, [], {}, [], float("nan"), 0
+    minutes, ttt_losses, c4, ladders, c4_minutes, c4_steps, c4_dagger_games = 0.0, [], {}, [], float("nan"), 0, 0
     for seed in options.ttt_seeds if options.ttt_steps else ():
         with tempfile.TemporaryDirectory() as run_dir:
             model, spent = train("ttt", options.ttt_steps, options.envs, seed, Path(run_dir))
@@ -215,8 +255,10 @@ def main() -> None:
         seed = options.c4_seed
         with tempfile.TemporaryDirectory() as run_dir:
             cloning, demo_minutes = teach(Path(run_dir), options, seed)
+            dagger = Dagger(Path(run_dir), options, seed)
             model, c4_minutes = train("c4", options.c4_steps, options.c4_envs, seed, Path(run_dir),
-                                      alpha_beta_members(options.c4_members), **cloning)
+                                      alpha_beta_members(options.c4_members), dagger, **cloning)
+        c4_dagger_games = dagger.games
         c4_minutes += demo_minutes
         minutes += c4_minutes
         c4_steps = model.num_steps
@@ -233,7 +275,8 @@ def main() -> None:
           f"c4_win_rate_vs_random={c4.get('random', float('nan')):.3f} "
           f"c4_win_rate_vs_depth4={c4.get('alpha-beta depth 4', float('nan')):.3f} c4_cpu_minutes={c4_minutes:.1f} "
           f"c4_steps={c4_steps} c4_depth4_in_league={int(4 in options.c4_members)} "
-          f"c4_teacher_depth={options.c4_teacher} train_minutes={minutes:.1f} "
+          f"c4_teacher_depth={options.c4_teacher} c4_cloning_decays={options.c4_cloning_decays} "
+          f"c4_dagger_games={c4_dagger_games} train_minutes={minutes:.1f} "
           f"ladder_ordered={int(all(ordered for ordered, _ in ladders)) if ladders else 'nan'} "
           f"ladder_band_ok={min((ok for _, ok in ladders), default=float('nan')):.2f}")
 

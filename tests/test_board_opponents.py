@@ -346,3 +346,31 @@ def test_alpha_beta_demonstrations_hold_the_teachers_moves_and_their_mirror_imag
         assert action in bo.best_columns(cur, cur | them, 3)
     seats = {int(board.sum()) % 2 for board in boards}
     assert seats == {0, 1}  # the teacher played first (an even count of stones to move on) and second
+
+
+def test_a_policys_decisions_are_recorded_with_the_teachers_moves_in_their_place(tmp_path):
+    """DAgger (benchmarks/selfplay.py's ``--c4-dagger-games``): the policy plays, and every position it decided in
+    is written once with the teacher's best move (and once mirrored), whatever the policy played there."""
+    from sparring.envs.demonstrations import load_demonstrations
+    from sparring.envs.pettingzoo import PettingZooEnv
+
+    spec = PettingZooEnv(connect_four_v3.env()).specs["player"]
+    decided = []
+
+    def leftmost(obs, agent):  # a poor player: the first legal column, always
+        decided.append(obs["observation"].copy())
+        return int(np.flatnonzero(obs["action_mask"])[0])
+
+    path = tmp_path / "labelled.demo"
+    rows = bo.record_alpha_beta(connect_four_v3.env, path, spec, depth=3, opponents=[2], games=6, explore=0.1,
+                                seed=0, player=leftmost)
+    demo = load_demonstrations(path, spec)
+    boards, actions = demo.obs.reshape(rows, 6, 7, 2), demo.actions.reshape(rows)
+    assert rows == 2 * len(decided)
+    np.testing.assert_array_equal(boards[0::2], np.stack(decided))
+    np.testing.assert_array_equal(actions[1::2], 6 - actions[0::2])
+    leftmost_moves = [int(np.flatnonzero(board.sum(2)[0] == 0)[0]) for board in boards[0::2]]
+    assert sum(a != m for a, m in zip(actions[0::2].tolist(), leftmost_moves)) > len(decided) / 2
+    for board, action in zip(boards, actions.tolist()):
+        cur, them = stones(board)
+        assert action in bo.best_columns(cur, cur | them, 3)

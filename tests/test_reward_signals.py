@@ -188,6 +188,21 @@ def test_behavioural_cloning_learns_the_demonstrated_actions(tmp_path, action_sp
         assert (chosen.numpy() == expert(test)).mean() > 0.95
 
 
+def test_cloning_reads_a_folder_that_gained_demonstrations_once_told_to_reread(tmp_path):
+    """A teacher may label the policy's positions during training (benchmarks/selfplay.py's DAgger rounds): the
+    folder's new file is learned from after ``reread``, not before (a demonstration is read once, not per update)."""
+    obs = np.random.default_rng(0).uniform(-1, 1, (60, 4)).astype(np.float32)
+    write_demo(tmp_path / "a.demo", SPEC, obs[:40], expert(obs[:40]))
+    cloning = BehaviourLearner(SPEC, PPOSettings(behavioral_cloning={"demo_path": str(tmp_path)})).cloning
+    assert len(cloning.demonstrations.get()) == 36  # 4 episodes of 10 records, each ending in a non-decision
+    write_demo(tmp_path / "b.demo", SPEC, obs[40:], 2 - expert(obs[40:]))
+    assert len(cloning.demonstrations.get()) == 36
+    cloning.demonstrations.reread()
+    both = cloning.demonstrations.get()
+    assert len(both) == 54
+    np.testing.assert_array_equal(both.actions[36:].numpy(), 2 - expert(obs[40:])[np.arange(20) % 10 != 9])
+
+
 def test_cloning_decays_over_its_steps_and_stops():
     settings = PPOSettings(learning_rate=1e-3, behavioral_cloning={"demo_path": "x.demo", "strength": 0.5,
                                                                    "steps": 1000})
