@@ -12,7 +12,8 @@ at random, every teacher decision with its mirror image) and the learner clones 
 ``--c4-dagger-games N`` adds DAgger: ``--c4-dagger-rounds`` times, evenly spaced over the run, the policy plays N
 games against the teacher's opponents and the teacher labels each of its decisions, into the folder cloning reads.
 Recording and labelling count in connect four's CPU minutes. Depth 8 because deeper is not simply stronger with this
-heuristic: against depth 4, depth 5 won 44 of 100 games, 6 won 27 of 60, 7 won 23 of 60, and 8 won 55 of 60.
+heuristic: against depth 4 (200 games, both seats), depth 5 won 0.46 of them, 6 0.53, 7 0.41, 8 0.88 and 9 0.805
+(depth 10: 0.50 of 60).
 Evaluation plays the trained policy (deterministic, action masks applied) from both seats: tic-tac-toe against a
 perfect minimax player (1000 games, random tie-breaking among optimal moves); connect four against a uniformly
 random player and alpha-beta players at depths 2, 3 and 4 (four-in-a-row window heuristic, random tie-breaking),
@@ -93,11 +94,11 @@ with warnings.catch_warnings():
 # policy settles as both rates reach 0, rather than move with every cloning pass). Earlier, with cloning constant and
 # the search slower: 3000 games (11.3 CPU minutes), 450k steps: 0.935 and 0.755 against depth 4; 2000 games, 600k
 # steps: 0.715 and 0.710; the same with the teacher recorded against depths 1-3 only, depth 4 never met anywhere:
-# 0.480 (seed 0); with depth 4 in the league too (550k steps): 0.675 and 0.725. The teacher itself, from both seats,
-# wins 0.88 of 200 games against depth 4 (depth 9: 0.805; depths 5-7: 0.41-0.53; depth 10, 60 games: 0.50), so a
-# student that clones it well scores about that: cloning's ceiling is the teacher's. DAgger (6000 games recorded,
-# then 1300 games labelled at 150k, 300k and 450k steps, 1.1-1.3 CPU minutes a round, 26.1-26.2 in all), seeds 0-3:
-# 0.780, 0.805, 1.000 and 0.810 against depth 4 (0.86-0.90 against depth 3): no better than without it.
+# 0.480 (seed 0); with depth 4 in the league too (550k steps): 0.675 and 0.725. The teacher itself wins 0.88 of its
+# 200 games against depth 4 (in 200 more, all 100 as the first player, 85 of 100 as the second), so a student that
+# clones it well scores about that: cloning's ceiling is the teacher's. DAgger (6000 games recorded, then 1300 games
+# labelled at 150k, 300k and 450k steps, 1.1-1.3 CPU minutes a round, 26.1-26.2 in all), seeds 0-3: 0.780, 0.805,
+# 1.000 and 0.810 against depth 4 (0.86-0.90 against depth 3): no better than without it.
 # Tic-tac-toe keeps a snapshot every 10k steps (the window of 100 holds the whole run): every 20k, seed 0's final
 # policy beat its neighbouring snapshots 87.2% and 66.5% (1000 games each), neither inside the 65-75% band by a
 # standard error, so it had no ladder (and it lost 5.5% of its games to perfect play; every 10k, none on seeds 0-2).
