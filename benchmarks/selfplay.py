@@ -89,7 +89,7 @@ with warnings.catch_warnings():
 # With the depth-8 teacher (the machine shared by four runs), this configuration (8000 games recorded in 8.5 CPU
 # minutes, 600k steps, cloning decaying, 24.7-24.9 CPU minutes in all), seeds 0-3: 0.970, 0.770, 0.785 and 0.920
 # against depth 4; 0.855, 0.900, 0.850, 0.880 against depth 3; 1.000 against depth 2 and 0.985-0.995 against random
-# play on all four. Cloning at a constant rate (the trainer's decays; 6000 games, 450k steps, seeds 0 and 1): 0.760
+# play on all four (seed 4, three runs sharing the machine: 0.885, 0.885, 1.000, 0.995 in 23.5 CPU minutes). Cloning at a constant rate (the trainer's decays; 6000 games, 450k steps, seeds 0 and 1): 0.760
 # and 0.755 against depth 4, 0.765 and 0.855 against depth 2; the same decaying: 0.965 and 0.820, 1.000 and 1.000 (the
 # policy settles as both rates reach 0, rather than move with every cloning pass). Earlier, with cloning constant and
 # the search slower: 3000 games (11.3 CPU minutes), 450k steps: 0.935 and 0.755 against depth 4; 2000 games, 600k
@@ -98,7 +98,10 @@ with warnings.catch_warnings():
 # 200 games against depth 4 (in 200 more, all 100 as the first player, 85 of 100 as the second), so a student that
 # clones it well scores about that: cloning's ceiling is the teacher's. DAgger (6000 games recorded, then 1300 games
 # labelled at 150k, 300k and 450k steps, 1.1-1.3 CPU minutes a round, 26.1-26.2 in all), seeds 0-3: 0.780, 0.805,
-# 1.000 and 0.810 against depth 4 (0.86-0.90 against depth 3): no better than without it.
+# 1.000 and 0.810 against depth 4 (0.86-0.90 against depth 3): no better than without it. Twice the steps (1.2M,
+# 39-40 CPU minutes, over the target's 30), seeds 1 and 2: 0.780 and 0.995 against depth 4, but seed 2 then lost
+# half its games to depth 2 (0.500; 0.930 and 0.825 against depth 3): against near-deterministic players one move
+# decides a whole seat's games, and more training does not settle it.
 # Tic-tac-toe keeps a snapshot every 10k steps (the window of 100 holds the whole run): every 20k, seed 0's final
 # policy beat its neighbouring snapshots 87.2% and 66.5% (1000 games each), neither inside the 65-75% band by a
 # standard error, so it had no ladder (and it lost 5.5% of its games to perfect play; every 10k, none on seeds 0-2).
