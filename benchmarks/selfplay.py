@@ -89,8 +89,9 @@ with warnings.catch_warnings():
 # With the depth-8 teacher (the machine shared by four runs), this configuration (8000 games recorded in 8.5 CPU
 # minutes, 600k steps, cloning decaying, 24.7-24.9 CPU minutes in all), seeds 0-3: 0.970, 0.770, 0.785 and 0.920
 # against depth 4; 0.855, 0.900, 0.850, 0.880 against depth 3; 1.000 against depth 2 and 0.985-0.995 against random
-# play on all four (seed 4, three runs sharing the machine: 0.885, 0.885, 1.000, 0.995 in 23.5 CPU minutes). Cloning at a constant rate (the trainer's decays; 6000 games, 450k steps, seeds 0 and 1): 0.760
-# and 0.755 against depth 4, 0.765 and 0.855 against depth 2; the same decaying: 0.965 and 0.820, 1.000 and 1.000 (the
+# play on all four (seed 4, three runs sharing the machine: 0.885, 0.885, 1.000, 0.995 in 23.5 CPU minutes).
+# Cloning at a constant rate (the trainer's decays; 6000 games, 450k steps, seeds 0 and 1): 0.760 and 0.755 against
+# depth 4, 0.765 and 0.855 against depth 2; the same decaying: 0.965 and 0.820, 1.000 and 1.000 (the
 # policy settles as both rates reach 0, rather than move with every cloning pass). Earlier, with cloning constant and
 # the search slower: 3000 games (11.3 CPU minutes), 450k steps: 0.935 and 0.755 against depth 4; 2000 games, 600k
 # steps: 0.715 and 0.710; the same with the teacher recorded against depths 1-3 only, depth 4 never met anywhere:
