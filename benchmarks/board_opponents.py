@@ -317,7 +317,7 @@ def record_alpha_beta(env_fn: Callable[[], object], path: Path, spec: BehaviourS
             recorded = exploring(player or teacher, writer)
             for game in range(games):
                 other = exploring(others[game // 2 % len(others)])
-                seats = (recorded, other) if game % 2 == 0 else (other, recorded)  # the teacher plays both seats
+                seats = (recorded, other) if game % 2 == 0 else (other, recorded)  # the recorded side plays both seats
                 env.reset(seed=seed + game)
                 _play_game(env, dict(zip(env.possible_agents, seats)))
             return len(writer)

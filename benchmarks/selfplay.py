@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +111,7 @@ TEACHER_EXPLORE = 0.1  # either side's move at random, unrecorded: the teacher s
 CLONED_ROWS = 4096  # demonstration rows per cloning pass (each PPO update makes n_epochs passes)
 MEMBERS = Path(__file__).resolve().parent / "board_opponents.py"
 C4_SPEC = PettingZooEnv(connect_four_v3.env()).specs["player"]
+DEMONSTRATIONS = "demonstrations"  # the run folder's folder of .demo files cloning reads: recorded, then labelled
 GAMES = {
     "ttt": (tictactoe_v3.env,
             dict(n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3, ent_coef=0.1,
@@ -138,7 +139,7 @@ def make(game: str):
 
 
 def train(game: str, steps: int, envs: int, seed: int, run_dir: Path, members: Sequence[ScriptedOpponent] = (),
-          callback=None, **overrides) -> tuple[SelfPlay, float]:
+          callback: Callable[[SelfPlay, object], None] | None = None, **overrides) -> tuple[SelfPlay, float]:
     """Self-play for ``steps`` learner decisions, with ``members`` in its league and ``overrides`` of the game's
     trainer settings, kept in ``run_dir`` as a run's are; returns the model and the CPU minutes of this process it
     took (one torch thread: about its wall minutes)."""
@@ -160,7 +161,7 @@ def teach(run_dir: Path, options: argparse.Namespace, seed: int) -> tuple[dict, 
     if not options.c4_teacher:
         return {}, 0.0
     start = time.process_time()
-    demos = run_dir / "demonstrations"
+    demos = run_dir / DEMONSTRATIONS
     demos.mkdir()
     rows = record_alpha_beta(connect_four_v3.env, demos / f"alpha_beta_depth{options.c4_teacher}.demo", C4_SPEC,
                              options.c4_teacher, options.c4_teacher_opponents, options.c4_demo_games, TEACHER_EXPLORE,
@@ -179,7 +180,7 @@ class Dagger:
     folder of demonstrations cloning reads; cloning then learns from the folder whole."""
 
     def __init__(self, run_dir: Path, options: argparse.Namespace, seed: int) -> None:
-        self.folder, self.options, self.seed = run_dir / "demonstrations", options, seed
+        self.folder, self.options, self.seed = run_dir / DEMONSTRATIONS, options, seed
         rounds = options.c4_dagger_rounds if options.c4_teacher and options.c4_dagger_games else 0
         self.due = [options.c4_steps * (k + 1) // (rounds + 1) for k in range(rounds)]
         self.games = 0  # labelled so far
