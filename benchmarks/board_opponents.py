@@ -221,16 +221,8 @@ def best_columns(cur: int, mask: int, depth: int) -> tuple[int, ...]:
     than a bound, which is what random tie-breaking needs.
     """
     best, columns, table = -WIN * 2, [], {}
-    for col in _C4_ORDER:
-        if mask & _C4_TOP[col]:
-            continue
-        move = (mask + _C4_BOTTOM[col]) & _C4_COLUMN[col]
-        if _c4_won(cur | move):
-            value = WIN + depth - 1
-        elif depth == 1:
-            value = -_c4_evaluate(cur ^ mask, mask | move)
-        else:
-            value = -_c4_negamax(cur ^ mask, mask | move, depth - 1, -WIN * 2, -(best - 1), table)
+    for col, move in _c4_moves(mask):
+        value = _c4_move_value(cur, mask, move, depth, best - 1, table)
         if value > best:
             best, columns = value, [col]
         elif value == best:
@@ -238,22 +230,69 @@ def best_columns(cur: int, mask: int, depth: int) -> tuple[int, ...]:
     return tuple(columns)
 
 
+@lru_cache(maxsize=1 << 16)
+def best_summed_columns(cur: int, mask: int, depths: tuple[int, ...]) -> tuple[int, ...]:
+    """All columns with the best sum of their scores searched to each of ``depths``.
+
+    A search of odd depth ends on the other player's move and one of even depth on the mover's, and the heuristic
+    favours the side that moved last: two neighbouring depths summed even that out (the search's parity swings its
+    strength, see benchmarks/selfplay.py). A forced result found at any depth outweighs every heuristic score.
+    """
+    totals = dict.fromkeys((col for col, _ in _c4_moves(mask)), 0)
+    for depth in depths:
+        table = {}
+        for col, move in _c4_moves(mask):
+            totals[col] += _c4_move_value(cur, mask, move, depth, -WIN * 2, table)  # exact: a sum needs no bounds
+    best = max(totals.values())
+    return tuple(col for col, value in totals.items() if value == best)
+
+
+def _c4_moves(mask: int) -> list[tuple[int, int]]:
+    """(column, the bit of the stone it drops) for each legal move, centre first."""
+    return [(col, (mask + _C4_BOTTOM[col]) & _C4_COLUMN[col]) for col in _C4_ORDER if not mask & _C4_TOP[col]]
+
+
+def _c4_move_value(cur: int, mask: int, move: int, depth: int, floor: int, table: dict) -> int:
+    """The ``depth``-ply score of playing ``move`` for the player to move: exact when above ``floor``, else a bound
+    at most ``floor``."""
+    if _c4_won(cur | move):
+        return WIN + depth - 1
+    if depth == 1:
+        return -_c4_evaluate(cur ^ mask, mask | move)
+    return -_c4_negamax(cur ^ mask, mask | move, depth - 1, -WIN * 2, -floor, table)
+
+
 class ConnectFourAlphaBeta(_Seeded):
     """Depth-limited alpha-beta on the classic four-in-a-row window heuristic, random among equal best moves.
 
     Depth 2 is a weak-but-sane sparring partner; depth 4 punishes most blunders. Wins are
     detected exactly at every node, so it always takes a win in one and blocks a loss in one.
+    Several depths (a tuple) score each column by the sum of its scores at each (:func:`best_summed_columns`).
     """
 
-    def __init__(self, depth: int, rng: np.random.Generator) -> None:
-        if depth < 1:
+    def __init__(self, depth: int | tuple[int, ...], rng: np.random.Generator) -> None:
+        depths = (depth,) if isinstance(depth, int) else tuple(depth)
+        if not depths or min(depths) < 1:
             raise ValueError(f"ConnectFourAlphaBeta depth must be >= 1 (plies searched), got {depth}")
         super().__init__(rng)
-        self.depth = depth
+        self.depths = depths
 
     def __call__(self, obs: dict, agent: str) -> int:
         cur, them = (_C4_WEIGHTS @ obs["observation"].reshape(42, 2)).tolist()
-        return self.pick(best_columns(cur, cur | them, self.depth))
+        if len(self.depths) == 1:
+            return self.pick(best_columns(cur, cur | them, self.depths[0]))
+        return self.pick(best_summed_columns(cur, cur | them, self.depths))
+
+
+class BySeat:
+    """One player for each seat (keyed by the seat's agent): a teacher can search to the depth that plays each seat
+    best."""
+
+    def __init__(self, players: dict[str, Player]) -> None:
+        self.players = players
+
+    def __call__(self, obs: dict, agent: str) -> int:
+        return self.players[agent](obs, agent)
 
 
 def _alpha_beta_member(depth: int) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
@@ -275,11 +314,11 @@ alpha_beta_depth4 = _alpha_beta_member(4)
 """Scripted league members (``self_play.opponents``, kind callable: ``benchmarks/board_opponents.py:alpha_beta_depth2``)."""
 
 
-def record_alpha_beta(env_fn: Callable[[], object], path: Path, spec: BehaviourSpec, depth: int,
+def record_alpha_beta(env_fn: Callable[[], object], path: Path, spec: BehaviourSpec, teacher: Player,
                       opponents: Sequence[int], games: int, explore: float, seed: int,
                       player: Player | None = None) -> int:
-    """Demonstrations of alpha-beta at ``depth`` (the teacher) playing alpha-beta at each of ``opponents`` in turn,
-    from both seats, as a ``.demo`` of behaviour ``spec`` (``connect_four_v3``'s ``player``) for sparring's
+    """Demonstrations of ``teacher`` (an alpha-beta player) playing alpha-beta at each depth of ``opponents`` in
+    turn, from both seats, as a ``.demo`` of behaviour ``spec`` (``connect_four_v3``'s ``player``) for sparring's
     ``behavioral_cloning``; returns the rows written.
 
     A deep search is what a game can afford once, offline; a policy cloned from it plays in one forward pass.
@@ -294,7 +333,6 @@ def record_alpha_beta(env_fn: Callable[[], object], path: Path, spec: BehaviourS
     demonstration covers the positions the player's own mistakes lead to.
     """
     rng = np.random.default_rng(seed)
-    teacher = ConnectFourAlphaBeta(depth, rng)
     others = [ConnectFourAlphaBeta(d, rng) for d in opponents]
 
     def exploring(moving: Player, writer: DemonstrationWriter | None = None) -> Player:
@@ -327,6 +365,8 @@ def record_alpha_beta(env_fn: Callable[[], object], path: Path, spec: BehaviourS
 
 # --- evaluation harness -------------------------------------------------------------------------
 
+OUTCOMES = ("wins", "draws", "losses")  # of a match, from the policy's side
+
 
 def play_match(env_fn: Callable[[], object], policy: Player, opponent: Player, games: int, seed: int) -> dict[str, int]:
     """Play ``games`` games of ``policy`` against ``opponent`` and count the policy's wins, draws and losses.
@@ -337,12 +377,20 @@ def play_match(env_fn: Callable[[], object], policy: Player, opponent: Player, g
     player with a ``reseed`` method is reseeded from ``seed`` first, so the same seed replays
     the same match even with reused player objects.
     """
+    return totals(play_match_by_seat(env_fn, policy, opponent, games, seed))
+
+
+def play_match_by_seat(env_fn: Callable[[], object], policy: Player, opponent: Player, games: int,
+                       seed: int) -> dict[str, dict[str, int]]:
+    """:func:`play_match`'s games, counted for each seat the policy took (keyed by the seat's agent, first seat
+    first): a total can hide a seat the policy loses every game from, as against a near-deterministic opponent
+    one move decides a seat's games."""
     policy_seed, opponent_seed = np.random.SeedSequence(seed).generate_state(2).tolist()
     for player, player_seed in ((policy, policy_seed), (opponent, opponent_seed)):
         if hasattr(player, "reseed"):
             player.reseed(player_seed)
     env = env_fn()
-    counts = {"wins": 0, "draws": 0, "losses": 0}
+    by_seat = {agent: dict.fromkeys(OUTCOMES, 0) for agent in env.possible_agents}
     try:
         for game in range(games):
             me = env.possible_agents[game % 2]
@@ -350,10 +398,15 @@ def play_match(env_fn: Callable[[], object], policy: Player, opponent: Player, g
             players = dict(zip(env.possible_agents, seats))
             env.reset(seed=seed + game)
             reward = _play_game(env, players)[me]
-            counts["wins" if reward > 0 else "losses" if reward < 0 else "draws"] += 1
+            by_seat[me]["wins" if reward > 0 else "losses" if reward < 0 else "draws"] += 1
     finally:
         env.close()
-    return counts
+    return by_seat
+
+
+def totals(by_seat: dict[str, dict[str, int]]) -> dict[str, int]:
+    """:func:`play_match_by_seat`'s counts summed over the seats."""
+    return {outcome: sum(counts[outcome] for counts in by_seat.values()) for outcome in OUTCOMES}
 
 
 def _play_game(env, players: dict[str, Player]) -> dict[str, float]:

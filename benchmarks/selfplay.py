@@ -5,15 +5,20 @@ Tic-tac-toe sees no minimax and no scripted player: the learner plays only itsel
 and learns from the game's AI as well as against it. Against: its league adds two scripted members, alpha-beta at
 depths 1 and 2 (``board_opponents.alpha_beta_depth1/2``), drawn with the snapshots by prioritized fictitious
 self-play ("hard": those it still loses to, most); ``--c4-members 1 2 4`` adds depth 4, and the last line says so
-(``c4_depth4_in_league=1``). From: the same alpha-beta searched to depth 8 (the teacher, ``--c4-teacher``) is
-recorded playing depths 1-4 (``board_opponents.record_alpha_beta``: 8000 games from both seats, one move in ten
-at random, every teacher decision with its mirror image) and the learner clones those decisions alongside RL
+(``c4_depth4_in_league=1``). From: the same alpha-beta as the teacher, searched to depth 8 in the first seat
+(``--c4-teacher``) and to depths 6 and 7 with their scores summed in the second (``--c4-teacher-second``), is
+recorded playing depths 1-4 (``board_opponents.record_alpha_beta``: 8000 games from both seats, one move in ten at
+random, every teacher decision with its mirror image) and the learner clones those decisions alongside RL
 (``behavioral_cloning``, 4096 rows a pass, its learning rate decaying to 0 over the run as the trainer's does).
 ``--c4-dagger-games N`` adds DAgger: ``--c4-dagger-rounds`` times, evenly spaced over the run, the policy plays N
 games against the teacher's opponents and the teacher labels each of its decisions, into the folder cloning reads.
-Recording and labelling count in connect four's CPU minutes. Depth 8 because deeper is not simply stronger with this
-heuristic: against depth 4 (200 games, both seats), depth 5 won 0.46 of them, 6 0.53, 7 0.41, 8 0.88 and 9 0.805
-(depth 10: 0.50 of 60).
+Recording and labelling count in connect four's CPU minutes. A search per seat because deeper is not simply
+stronger with this heuristic, and which depth plays best depends on the seat. Against depth 4, 100 games a seat
+(won as the first player / as the second): depth 5 26/73, 6 36/72, 7 35/44, 8 98/77 (9: 40/53 of 60);
+depths summed, 6+7 74/97, 7+8 71/96, 8+9 88/97 (at three times depth 8's search). Summing an odd and an even depth
+evens out the heuristic's favour to the side that moved last; a symmetric heuristic (the mover's windows less the
+other's) did not help (depths 5-9: 54-81 first, 54-100 second). Against depths 3 and 5, depth 8 won 98/95 and
+75/90, depths 6+7 100/98 and 100/87 (no loss; 13 draws).
 Evaluation plays the trained policy (deterministic, action masks applied) from both seats: tic-tac-toe against a
 perfect minimax player (1000 games, random tie-breaking among optimal moves); connect four against a uniformly
 random player and alpha-beta players at depths 2, 3 and 4 (four-in-a-row window heuristic, random tie-breaking),
@@ -33,14 +38,15 @@ even a pair at the band's middle checks outside a band 0.10 wide about 3% of the
 ``ladder_band_ok`` the worst seed's fraction of checked pairs inside the band.
 
     python benchmarks/selfplay.py [--ttt-steps 1000000] [--ttt-seeds 0 1 2] [--c4-steps 600000] [--c4-seed 0]
-                                  [--c4-members 1 2] [--c4-teacher 8] [--c4-teacher-opponents 1 2 3 4]
-                                  [--c4-demo-games 8000] [--c4-cloning-decays 1] [--c4-dagger-games 0]
-                                  [--c4-dagger-rounds 2]
+                                  [--c4-members 1 2] [--c4-teacher 8] [--c4-teacher-second 6 7]
+                                  [--c4-teacher-opponents 1 2 3 4] [--c4-demo-games 8000] [--c4-cloning-decays 1]
+                                  [--c4-dagger-games 0] [--c4-dagger-rounds 2]
 
 Last line: ``selfplay ttt_loss_rate_vs_perfect=<worst seed's> c4_win_rate_vs_random=<...>
 c4_win_rate_vs_depth4=<...> c4_cpu_minutes=<...> c4_steps=<...> c4_depth4_in_league=<0|1>
-c4_teacher_depth=<0: none> c4_cloning_decays=<0|1> c4_dagger_games=<games labelled> train_minutes=<CPU minutes of all
-training> ladder_ordered=<0|1> ladder_band_ok=<fraction>``.
+c4_teacher_depth=<the first seat's depth/the second's, as 8/6+7; 0: none> c4_cloning_decays=<0|1>
+c4_dagger_games=<games labelled> train_minutes=<CPU minutes of all training> ladder_ordered=<0|1>
+ladder_band_ok=<fraction>``.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from board_opponents import (  # noqa: E402
-    ConnectFourAlphaBeta, RandomPlayer, TicTacToePerfect, play_match, record_alpha_beta,
+    BySeat, ConnectFourAlphaBeta, RandomPlayer, TicTacToePerfect, play_match_by_seat, record_alpha_beta, totals,
 )
 
 from sparring.agents.selfplay.scripted import ScriptedOpponent  # noqa: E402
@@ -155,6 +161,22 @@ def train(game: str, steps: int, envs: int, seed: int, run_dir: Path, members: S
     return model, minutes
 
 
+def teacher(options: argparse.Namespace, seed: int) -> BySeat:
+    """The teacher: alpha-beta to ``--c4-teacher``'s depth in the first seat, to ``--c4-teacher-second``'s depths
+    summed in the second (``--c4-teacher``'s when none are given)."""
+    rng = np.random.default_rng(seed)
+    second = tuple(options.c4_teacher_second) or options.c4_teacher
+    first_seat, second_seat = connect_four_v3.env().possible_agents
+    return BySeat({first_seat: ConnectFourAlphaBeta(options.c4_teacher, rng),
+                   second_seat: ConnectFourAlphaBeta(second, rng)})
+
+
+def teacher_name(options: argparse.Namespace) -> str:
+    """``--c4-teacher``'s depth, and the second seat's depths when given: ``8`` or ``8/6+7`` (``0``: no teacher)."""
+    second = "+".join(map(str, options.c4_teacher_second))
+    return f"{options.c4_teacher}/{second}" if second and options.c4_teacher else str(options.c4_teacher)
+
+
 def teach(run_dir: Path, options: argparse.Namespace, seed: int) -> tuple[dict, float]:
     """Record the teacher's games into ``run_dir`` (``--c4-teacher``); the trainer settings that clone them and the
     CPU minutes recording took (part of connect four's). No teacher: no settings, no minutes."""
@@ -163,11 +185,10 @@ def teach(run_dir: Path, options: argparse.Namespace, seed: int) -> tuple[dict, 
     start = time.process_time()
     demos = run_dir / DEMONSTRATIONS
     demos.mkdir()
-    rows = record_alpha_beta(connect_four_v3.env, demos / f"alpha_beta_depth{options.c4_teacher}.demo", C4_SPEC,
-                             options.c4_teacher, options.c4_teacher_opponents, options.c4_demo_games, TEACHER_EXPLORE,
-                             seed)
+    rows = record_alpha_beta(connect_four_v3.env, demos / "alpha_beta.demo", C4_SPEC, teacher(options, seed),
+                             options.c4_teacher_opponents, options.c4_demo_games, TEACHER_EXPLORE, seed)
     minutes = (time.process_time() - start) / 60
-    print(f"(connect four: {rows:,} demonstration rows of alpha-beta depth {options.c4_teacher} against depths "
+    print(f"(connect four: {rows:,} demonstration rows of alpha-beta depth {teacher_name(options)} against depths "
           f"{' '.join(map(str, options.c4_teacher_opponents))}, {options.c4_demo_games:,} games, recorded in "
           f"{minutes:.1f} CPU minutes)", flush=True)
     decay = {"steps": options.c4_steps} if options.c4_cloning_decays else {}
@@ -191,9 +212,9 @@ class Dagger:
         self.due.pop(0)
         o, start = self.options, time.process_time()
         round_ = o.c4_dagger_rounds - len(self.due)
-        rows = record_alpha_beta(connect_four_v3.env, self.folder / f"dagger{round_}.demo", C4_SPEC, o.c4_teacher,
-                                 o.c4_teacher_opponents, o.c4_dagger_games, TEACHER_EXPLORE, self.seed + round_,
-                                 player=as_player(model))
+        rows = record_alpha_beta(connect_four_v3.env, self.folder / f"dagger{round_}.demo", C4_SPEC,
+                                 teacher(o, self.seed + round_), o.c4_teacher_opponents, o.c4_dagger_games,
+                                 TEACHER_EXPLORE, self.seed + round_, player=as_player(model))
         model.learners["player"].cloning.demonstrations.reread()
         minutes = (time.process_time() - start) / 60
         self.games += o.c4_dagger_games
@@ -236,6 +257,8 @@ def main() -> None:
                         help="depths of the alpha-beta players in the league (4: the one the last line reports)")
     parser.add_argument("--c4-teacher", type=int, default=8,
                         help="depth of the alpha-beta player whose demonstrations are cloned; 0: none")
+    parser.add_argument("--c4-teacher-second", type=int, nargs="*", default=[6, 7],
+                        help="depths the teacher searches in the second seat, their scores summed; none: --c4-teacher")
     parser.add_argument("--c4-teacher-opponents", type=int, nargs="+", default=[1, 2, 3, 4],
                         help="depths of the alpha-beta players the teacher is recorded against")
     parser.add_argument("--c4-demo-games", type=int, default=8000, help="games recorded of the teacher")
@@ -247,14 +270,15 @@ def main() -> None:
     options = parser.parse_args()
     torch.set_num_threads(1)
 
-    print(f"{'game':<14} {'seed':>4} {'opponent':<20} {'games':>6} {'win':>6} {'draw':>6} {'loss':>6}")
+    print(f"{'game':<14} {'seed':>4} {'opponent':<20} {'games':>6} {'win':>6} {'draw':>6} {'loss':>6} "
+          f"{'won first':>9} {'won second':>10}")
     minutes, ttt_losses, c4, ladders, c4_minutes, c4_steps, c4_dagger_games = 0.0, [], {}, [], float("nan"), 0, 0
     for seed in options.ttt_seeds if options.ttt_steps else ():
         with tempfile.TemporaryDirectory() as run_dir:
             model, spent = train("ttt", options.ttt_steps, options.envs, seed, Path(run_dir))
             minutes += spent
             rng = np.random.default_rng(seed)
-            record = play_match(tictactoe_v3.env, as_player(model), TicTacToePerfect(rng), 1000, 1)
+            record = play_match_by_seat(tictactoe_v3.env, as_player(model), TicTacToePerfect(rng), 1000, 1)
             ttt_losses.append(show("tic-tac-toe", seed, "perfect minimax", record)[1])
             ladders.append(ladder_of(Path(run_dir), options.envs, seed))
     if options.c4_steps:
@@ -273,7 +297,7 @@ def main() -> None:
                                                   ("alpha-beta depth 2", ConnectFourAlphaBeta(2, rng), 200, 3),
                                                   ("alpha-beta depth 3", ConnectFourAlphaBeta(3, rng), 200, 5),
                                                   ("alpha-beta depth 4", ConnectFourAlphaBeta(4, rng), 200, 4)):
-            record = play_match(connect_four_v3.env, as_player(model), opponent, games, match_seed)
+            record = play_match_by_seat(connect_four_v3.env, as_player(model), opponent, games, match_seed)
             c4[name] = show("connect four", seed, name, record)[0]
     print(f"(tic-tac-toe {options.ttt_steps:,} self-play steps per seed, connect four {c4_steps:,} in "
           f"{c4_minutes:.1f} CPU minutes; both seats, half the games each; the trained policy plays deterministically)")
@@ -281,17 +305,20 @@ def main() -> None:
           f"c4_win_rate_vs_random={c4.get('random', float('nan')):.3f} "
           f"c4_win_rate_vs_depth4={c4.get('alpha-beta depth 4', float('nan')):.3f} c4_cpu_minutes={c4_minutes:.1f} "
           f"c4_steps={c4_steps} c4_depth4_in_league={int(4 in options.c4_members)} "
-          f"c4_teacher_depth={options.c4_teacher} c4_cloning_decays={options.c4_cloning_decays} "
+          f"c4_teacher_depth={teacher_name(options)} c4_cloning_decays={options.c4_cloning_decays} "
           f"c4_dagger_games={c4_dagger_games} train_minutes={minutes:.1f} "
           f"ladder_ordered={int(all(ordered for ordered, _ in ladders)) if ladders else 'nan'} "
           f"ladder_band_ok={min((ok for _, ok in ladders), default=float('nan')):.2f}")
 
 
-def show(game: str, seed: int, opponent: str, record: dict) -> tuple[float, float]:
-    """Print one match's row; return its (win rate, loss rate)."""
-    n = record["wins"] + record["draws"] + record["losses"]
+def show(game: str, seed: int, opponent: str, by_seat: dict[str, dict[str, int]]) -> tuple[float, float]:
+    """Print one match's row, with the win rate from each seat; return its (win rate, loss rate)."""
+    record = totals(by_seat)
+    n = sum(record.values())
     win, draw, loss = record["wins"] / n, record["draws"] / n, record["losses"] / n
-    print(f"{game:<14} {seed:>4} {opponent:<20} {n:>6} {win:>6.3f} {draw:>6.3f} {loss:>6.3f}", flush=True)
+    first, second = (counts["wins"] / sum(counts.values()) for counts in by_seat.values())
+    print(f"{game:<14} {seed:>4} {opponent:<20} {n:>6} {win:>6.3f} {draw:>6.3f} {loss:>6.3f} {first:>9.3f} "
+          f"{second:>10.3f}", flush=True)
     return win, loss
 
 

@@ -128,9 +128,10 @@ def test_alphabeta_blocks_an_immediate_threat(depth, actions, block):
     assert moves_chosen(bo.ConnectFourAlphaBeta(depth, rng(0)), obs, agent) == {block}
 
 
-def test_alphabeta_rejects_a_depth_below_one():
+@pytest.mark.parametrize("depth", [0, (), (2, 0)])
+def test_alphabeta_rejects_a_depth_below_one(depth):
     with pytest.raises(ValueError, match="depth"):
-        bo.ConnectFourAlphaBeta(0, rng(0))
+        bo.ConnectFourAlphaBeta(depth, rng(0))
 
 
 # A plain minimax written straight from the observation, to show the bitboards, the heuristic and
@@ -244,6 +245,18 @@ def test_alphabeta_matches_plain_minimax_deeper(depth, count):
             plain_bitboard_values(own, own | opp, depth))
 
 
+@pytest.mark.parametrize("depths", [(1, 2), (2, 3), (3, 4)])
+def test_summed_depths_pick_the_columns_whose_plain_minimax_scores_sum_highest(depths):
+    for obs, _ in random_positions(4, seed=sum(depths)):
+        own, opp = stones(obs["observation"])
+        summed = {}
+        for depth in depths:
+            for col, value in plain_bitboard_values(own, own | opp, depth).items():
+                summed[col] = summed.get(col, 0) + value
+        assert sorted(bo.best_summed_columns.__wrapped__(own, own | opp, depths)) == best_of(summed)
+        assert moves_chosen(bo.ConnectFourAlphaBeta(depths, rng(0)), obs, None, seeds=20) <= set(best_of(summed))
+
+
 class Forgetful(dict):
     """A transposition table that remembers nothing: the search without one."""
 
@@ -286,6 +299,26 @@ def test_play_match_counts_add_up_and_the_policy_alternates_seats(env_fn):
     seats = [agent for agent, _, stones in policy.log if stones <= 1]  # the policy's first move of each game
     first, second = env_fn().possible_agents
     assert seats == [first, second] * 4 + [first]
+
+
+def test_play_match_by_seat_counts_each_seat_the_policy_took():
+    """A policy perfect in the first seat and random in the second, against perfect play: it draws every game of
+    the first seat and loses some of the second; the two seats add up to play_match's totals."""
+    first, second = tictactoe_v3.env().possible_agents
+
+    def match(count):
+        perfect, careless = bo.TicTacToePerfect(rng(0)), bo.RandomPlayer(rng(1))
+
+        def policy(obs: dict, agent: str) -> int:
+            return (perfect if agent == first else careless)(obs, agent)
+
+        return count(tictactoe_v3.env, policy, bo.TicTacToePerfect(rng(2)), games=40, seed=0)
+
+    by_seat, totals = match(bo.play_match_by_seat), match(bo.play_match)
+    assert list(by_seat) == [first, second]
+    assert by_seat[first] == {"wins": 0, "draws": 20, "losses": 0}
+    assert sum(by_seat[second].values()) == 20 and by_seat[second]["losses"] > 0 and by_seat[second]["wins"] == 0
+    assert totals == {outcome: by_seat[first][outcome] + by_seat[second][outcome] for outcome in bo.OUTCOMES}
 
 
 def test_play_match_scores_from_the_policys_side():
@@ -333,8 +366,8 @@ def test_alpha_beta_demonstrations_hold_the_teachers_moves_and_their_mirror_imag
 
     spec = PettingZooEnv(connect_four_v3.env()).specs["player"]
     path = tmp_path / "teacher.demo"
-    rows = bo.record_alpha_beta(connect_four_v3.env, path, spec, depth=3, opponents=[1, 2], games=6, explore=0.1,
-                                seed=0)
+    rows = bo.record_alpha_beta(connect_four_v3.env, path, spec, teacher=bo.ConnectFourAlphaBeta(3, rng(0)),
+                                opponents=[1, 2], games=6, explore=0.1, seed=0)
     demo = load_demonstrations(path, spec)
     assert len(demo.actions) == rows and rows % 2 == 0 and rows > 6 * 4
     boards, actions = demo.obs.reshape(rows, 6, 7, 2), demo.actions.reshape(rows)
@@ -346,6 +379,31 @@ def test_alpha_beta_demonstrations_hold_the_teachers_moves_and_their_mirror_imag
         assert action in bo.best_columns(cur, cur | them, 3)
     seats = {int(board.sum()) % 2 for board in boards}
     assert seats == {0, 1}  # the teacher played first (an even count of stones to move on) and second
+
+
+def test_a_teacher_by_seat_labels_each_seats_positions_with_its_own_search(tmp_path):
+    """benchmarks/selfplay.py's teacher: one search for the first seat and another (depths summed) for the second;
+    each recorded position is labelled by the search of the seat to move there (told by the count of stones)."""
+    from sparring.envs.demonstrations import load_demonstrations
+    from sparring.envs.pettingzoo import PettingZooEnv
+
+    spec = PettingZooEnv(connect_four_v3.env()).specs["player"]
+    first, second = connect_four_v3.env().possible_agents
+    teacher = bo.BySeat({first: bo.ConnectFourAlphaBeta(3, rng(0)),
+                         second: bo.ConnectFourAlphaBeta((1, 2), rng(1))})
+    path = tmp_path / "by_seat.demo"
+    rows = bo.record_alpha_beta(connect_four_v3.env, path, spec, teacher, opponents=[1, 2], games=8, explore=0.1,
+                                seed=0)
+    demo = load_demonstrations(path, spec)
+    boards, actions = demo.obs.reshape(rows, 6, 7, 2), demo.actions.reshape(rows).tolist()
+    labelled_by = {0: 0, 1: 0}
+    for board, action in zip(boards, actions):
+        cur, them = stones(board)
+        seat = int(board.sum()) % 2
+        best = bo.best_columns(cur, cur | them, 3) if seat == 0 else bo.best_summed_columns(cur, cur | them, (1, 2))
+        assert action in best
+        labelled_by[seat] += 1
+    assert min(labelled_by.values()) > 0
 
 
 def test_a_policys_decisions_are_recorded_with_the_teachers_moves_in_their_place(tmp_path):
@@ -362,8 +420,8 @@ def test_a_policys_decisions_are_recorded_with_the_teachers_moves_in_their_place
         return int(np.flatnonzero(obs["action_mask"])[0])
 
     path = tmp_path / "labelled.demo"
-    rows = bo.record_alpha_beta(connect_four_v3.env, path, spec, depth=3, opponents=[2], games=6, explore=0.1,
-                                seed=0, player=leftmost)
+    rows = bo.record_alpha_beta(connect_four_v3.env, path, spec, teacher=bo.ConnectFourAlphaBeta(3, rng(0)),
+                                opponents=[2], games=6, explore=0.1, seed=0, player=leftmost)
     demo = load_demonstrations(path, spec)
     boards, actions = demo.obs.reshape(rows, 6, 7, 2), demo.actions.reshape(rows)
     assert rows == 2 * len(decided)
