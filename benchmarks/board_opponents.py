@@ -234,9 +234,10 @@ def best_columns(cur: int, mask: int, depth: int) -> tuple[int, ...]:
 def best_summed_columns(cur: int, mask: int, depths: tuple[int, ...]) -> tuple[int, ...]:
     """All columns with the best sum of their scores searched to each of ``depths``.
 
-    A search of odd depth ends on the other player's move and one of even depth on the mover's, and the heuristic
-    favours the side that moved last: two neighbouring depths summed even that out (the search's parity swings its
-    strength, see benchmarks/selfplay.py). A forced result found at any depth outweighs every heuristic score.
+    The heuristic weighs the windows of the side to move at a leaf above the other's, and which side that is turns
+    with the depth's parity, so odd and even depths lean opposite ways: two neighbouring depths summed even that out
+    (the parity swings the search's strength, see benchmarks/selfplay.py). A forced result found at any depth
+    outweighs every heuristic score.
     """
     totals = dict.fromkeys((col for col, _ in _c4_moves(mask)), 0)
     for depth in depths:

@@ -14,11 +14,14 @@ random, every teacher decision with its mirror image) and the learner clones tho
 games against the teacher's opponents and the teacher labels each of its decisions, into the folder cloning reads.
 Recording and labelling count in connect four's CPU minutes. A search per seat because deeper is not simply
 stronger with this heuristic, and which depth plays best depends on the seat. Against depth 4, 100 games a seat
-(won as the first player / as the second): depth 5 26/73, 6 36/72, 7 35/44, 8 98/77 (9: 40/53 of 60);
-depths summed, 6+7 74/97, 7+8 71/96, 8+9 88/97 (at three times depth 8's search). Summing an odd and an even depth
-evens out the heuristic's favour to the side that moved last; a symmetric heuristic (the mover's windows less the
-other's) did not help (depths 5-9: 54-81 first, 54-100 second). Against depths 3 and 5, depth 8 won 98/95 and
-75/90, depths 6+7 100/98 and 100/87 (no loss; 13 draws).
+(won as the first player / as the second): depth 5 26/73, 6 36/72, 7 35/44, 8 98/77 (100/85 in another 200; 9:
+40/53 of 60); depths summed, 6+7 74/97, 7+8 71/96, 8+9 88/97 (at three times depth 8's search). The heuristic weighs
+the windows of the side to move at a leaf above the other's, so odd and even depths lean opposite ways and their sum
+evens that out; a symmetric heuristic (the mover's windows less the other's, alike) did not help (depths 5-9:
+54-81 first, 54-100 second). The teacher by seat won 0.970 and 0.975 of 200 games against depth 4. Its searches
+were chosen by their scores against depth 4, the opponent the target names; against depths 3 and 5, which no
+choice looked at, the same searches in their seats won 196 and 162 of 200 games and lost one in all (depth 5: the
+rest drawn).
 Evaluation plays the trained policy (deterministic, action masks applied) from both seats: tic-tac-toe against a
 perfect minimax player (1000 games, random tie-breaking among optimal moves); connect four against a uniformly
 random player and alpha-beta players at depths 2, 3 and 4 (four-in-a-row window heuristic, random tie-breaking),
@@ -92,23 +95,28 @@ with warnings.catch_warnings():
 # steps, 26.8 CPU minutes, the machine shared): 0.440 against depth 4 but 0.000 against depth 3, never met, and
 # 0.730 against random play: lines learned against the members it meets, not strength. A policy trained only
 # against depth 1 still lost 80% of its games to it between 250k and 500k steps: RL alone learns this board slowly.
-# With the depth-8 teacher (the machine shared by four runs), this configuration (8000 games recorded in 8.5 CPU
-# minutes, 600k steps, cloning decaying, 24.7-24.9 CPU minutes in all), seeds 0-3: 0.970, 0.770, 0.785 and 0.920
-# against depth 4; 0.855, 0.900, 0.850, 0.880 against depth 3; 1.000 against depth 2 and 0.985-0.995 against random
-# play on all four (seed 4, three runs sharing the machine: 0.885, 0.885, 1.000, 0.995 in 23.5 CPU minutes).
+# With the teacher by seat (depth 8 first, 6+7 second; five runs sharing the machine), this configuration (8000 games
+# recorded in 9.5-9.8 CPU minutes, 600k steps, cloning decaying, 25.4-26.5 CPU minutes in all), seeds 0-4: 0.910,
+# 0.940, 0.910, 0.980 and 0.885 against depth 4 (0.84-1.00 of the games as the first player, 0.93-0.98 as the
+# second); 0.89-0.95 against depth 3, 0.975-1.000 against depth 2 and 0.985-0.990 against random play. The teacher
+# itself won 0.970 and 0.975 of 200 games against depth 4 (97 and 97, 97 and 98 of 100 a seat).
+# With depth 8 in both seats (``--c4-teacher-second`` with no depths; four runs sharing the machine; 8000 games in 8.5
+# CPU minutes, 24.7-24.9 in all), seeds 0-3: 0.970, 0.770, 0.785 and 0.920 against depth 4; 0.855, 0.900, 0.850,
+# 0.880 against depth 3; 1.000 against depth 2 and 0.985-0.995 against random play on all four (seed 4, three runs
+# sharing the machine: 0.885, 0.885, 1.000, 0.995 in 23.5 CPU minutes). That teacher won 0.88 of its 200 games
+# against depth 4 (in 200 more, all 100 as the first player, 85 of 100 as the second), and its students scored about
+# that: cloning's ceiling is the teacher's.
 # Cloning at a constant rate (the trainer's decays; 6000 games, 450k steps, seeds 0 and 1): 0.760 and 0.755 against
 # depth 4, 0.765 and 0.855 against depth 2; the same decaying: 0.965 and 0.820, 1.000 and 1.000 (the
 # policy settles as both rates reach 0, rather than move with every cloning pass). Earlier, with cloning constant and
 # the search slower: 3000 games (11.3 CPU minutes), 450k steps: 0.935 and 0.755 against depth 4; 2000 games, 600k
 # steps: 0.715 and 0.710; the same with the teacher recorded against depths 1-3 only, depth 4 never met anywhere:
-# 0.480 (seed 0); with depth 4 in the league too (550k steps): 0.675 and 0.725. The teacher itself wins 0.88 of its
-# 200 games against depth 4 (in 200 more, all 100 as the first player, 85 of 100 as the second), so a student that
-# clones it well scores about that: cloning's ceiling is the teacher's. DAgger (6000 games recorded, then 1300 games
-# labelled at 150k, 300k and 450k steps, 1.1-1.3 CPU minutes a round, 26.1-26.2 in all), seeds 0-3: 0.780, 0.805,
-# 1.000 and 0.810 against depth 4 (0.86-0.90 against depth 3): no better than without it. Twice the steps (1.2M,
-# 39-40 CPU minutes, over the target's 30), seeds 1 and 2: 0.780 and 0.995 against depth 4, but seed 2 then lost
-# half its games to depth 2 (0.500; 0.930 and 0.825 against depth 3): against near-deterministic players one move
-# decides a whole seat's games, and more training does not settle it.
+# 0.480 (seed 0); with depth 4 in the league too (550k steps): 0.675 and 0.725. With depth 8 in both seats: DAgger
+# (6000 games recorded, then 1300 games labelled at 150k, 300k and 450k steps, 1.1-1.3 CPU minutes a round, 26.1-26.2
+# in all), seeds 0-3: 0.780, 0.805, 1.000 and 0.810 against depth 4 (0.86-0.90 against depth 3): no better than
+# without it. Twice the steps (1.2M, 39-40 CPU minutes, over the target's 30), seeds 1 and 2: 0.780 and 0.995 against
+# depth 4, but seed 2 then lost half its games to depth 2 (0.500; 0.930 and 0.825 against depth 3): against
+# near-deterministic players one move decides a whole seat's games, and more training does not settle it.
 # Tic-tac-toe keeps a snapshot every 10k steps (the window of 100 holds the whole run): every 20k, seed 0's final
 # policy beat its neighbouring snapshots 87.2% and 66.5% (1000 games each), neither inside the 65-75% band by a
 # standard error, so it had no ladder (and it lost 5.5% of its games to perfect play; every 10k, none on seeds 0-2).
