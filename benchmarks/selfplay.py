@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--c4-members", type=int, nargs="*", choices=(1, 2, 4), default=[1, 2],
                         help="depths of the alpha-beta players in the league (4: the one the last line reports)")
     parser.add_argument("--c4-teacher", type=int, default=8,
-                        help="depth of the alpha-beta player whose demonstrations are cloned; 0: none")
+                        help="depth the cloned alpha-beta player (the teacher) searches in the first seat; 0: none")
     parser.add_argument("--c4-teacher-second", type=int, nargs="*", default=[6, 7],
                         help="depths the teacher searches in the second seat, their scores summed; none: --c4-teacher")
     parser.add_argument("--c4-teacher-opponents", type=int, nargs="+", default=[1, 2, 3, 4],
