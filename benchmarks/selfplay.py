@@ -120,6 +120,9 @@ with warnings.catch_warnings():
 # Tic-tac-toe keeps a snapshot every 10k steps (the window of 100 holds the whole run): every 20k, seed 0's final
 # policy beat its neighbouring snapshots 87.2% and 66.5% (1000 games each), neither inside the 65-75% band by a
 # standard error, so it had no ladder (and it lost 5.5% of its games to perfect play; every 10k, none on seeds 0-2).
+# A later session, same code path: seed 0 lost 6.2% (twice, the same games and ladder: a run repeats on one
+# machine), seeds 1 and 2 none, every ladder in band; its trajectories differed from the first's (other ladder
+# snapshots), so the seed alone does not fix whether seed 0 loses a few games to perfect play.
 LADDER_GAMES = 1000
 TEACHER_EXPLORE = 0.1  # either side's move at random, unrecorded: the teacher shows its way back from elsewhere
 CLONED_ROWS = 4096  # demonstration rows per cloning pass (each PPO update makes n_epochs passes)
