@@ -98,8 +98,9 @@ with warnings.catch_warnings():
 # With the teacher by seat (depth 8 first, 6+7 second; five runs sharing the machine), this configuration (8000 games
 # recorded in 9.5-9.8 CPU minutes, 600k steps, cloning decaying, 25.4-26.5 CPU minutes in all), seeds 0-4: 0.910,
 # 0.940, 0.910, 0.980 and 0.885 against depth 4 (0.84-1.00 of the games as the first player, 0.93-0.98 as the
-# second); 0.89-0.95 against depth 3, 0.975-1.000 against depth 2 and 0.985-0.990 against random play. The teacher
-# itself won 0.970 and 0.975 of 200 games against depth 4 (97 and 97, 97 and 98 of 100 a seat).
+# second); 0.89-0.95 against depth 3, 0.975-1.000 against depth 2 and 0.985-0.990 against random play. Seeds 5 and 6
+# (two runs at once, 24.1 and 24.9 CPU minutes): 0.985 and 0.990 against depth 4, 0.875 and 0.845 against depth 3.
+# The teacher itself won 0.970 and 0.975 of 200 games against depth 4 (97 and 97, 97 and 98 of 100 a seat).
 # With depth 8 in both seats (``--c4-teacher-second`` with no depths; four runs sharing the machine; 8000 games in 8.5
 # CPU minutes, 24.7-24.9 in all), seeds 0-3: 0.970, 0.770, 0.785 and 0.920 against depth 4; 0.855, 0.900, 0.850,
 # 0.880 against depth 3; 1.000 against depth 2 and 0.985-0.995 against random play on all four (seed 4, three runs
