@@ -239,10 +239,11 @@ def best_summed_columns(cur: int, mask: int, depths: tuple[int, ...]) -> tuple[i
     (the parity swings the search's strength, see benchmarks/selfplay.py). A forced result found at any depth
     outweighs every heuristic score.
     """
-    totals = dict.fromkeys((col for col, _ in _c4_moves(mask)), 0)
+    moves = _c4_moves(mask)
+    totals = dict.fromkeys((col for col, _ in moves), 0)
     for depth in depths:
         table = {}
-        for col, move in _c4_moves(mask):
+        for col, move in moves:
             totals[col] += _c4_move_value(cur, mask, move, depth, -WIN * 2, table)  # exact: a sum needs no bounds
     best = max(totals.values())
     return tuple(col for col, value in totals.items() if value == best)
@@ -280,9 +281,13 @@ class ConnectFourAlphaBeta(_Seeded):
 
     def __call__(self, obs: dict, agent: str) -> int:
         cur, them = (_C4_WEIGHTS @ obs["observation"].reshape(42, 2)).tolist()
+        return self.pick(self.columns(cur, cur | them))
+
+    def columns(self, cur: int, mask: int) -> tuple[int, ...]:
+        """The columns this player finds best for the player to move (``cur``'s stones; ``mask`` all)."""
         if len(self.depths) == 1:
-            return self.pick(best_columns(cur, cur | them, self.depths[0]))
-        return self.pick(best_summed_columns(cur, cur | them, self.depths))
+            return best_columns(cur, mask, self.depths[0])
+        return best_summed_columns(cur, mask, self.depths)
 
 
 class BySeat:
@@ -304,7 +309,7 @@ def _alpha_beta_member(depth: int) -> Callable[[np.ndarray, np.ndarray | None], 
     def play(obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
         boards = np.asarray(obs).reshape(-1, 42, 2).astype(np.int64)
         stones = np.einsum("k,nkc->nc", _C4_WEIGHTS, boards).tolist()
-        return np.array([player.pick(best_columns(cur, cur | them, depth)) for cur, them in stones], np.int64)
+        return np.array([player.pick(player.columns(cur, cur | them)) for cur, them in stones], np.int64)
 
     return play
 
